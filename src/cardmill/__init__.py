@@ -1,0 +1,66 @@
+"""cardmill: turn batches of documents into structured cards with an LLM.
+
+The public API, re-exported from the subpackages::
+
+    import cardmill
+
+    async with cardmill.SQLiteStorage.open("cardmill.db") as storage:
+        run = await storage.create_run([cardmill.Document.from_path("notes.md")])
+        summary = await cardmill.Engine(storage, cardmill.ExtractiveProvider()).execute(run.id)
+"""
+
+from __future__ import annotations
+
+from .errors import CardmillError as CardmillError
+from .errors import DatabaseError as DatabaseError
+from .errors import DocumentError as DocumentError
+from .errors import InputError as InputError
+from .errors import InvalidDraft as InvalidDraft
+from .errors import Limit as Limit
+from .errors import Overloaded as Overloaded
+from .errors import PermanentError as PermanentError
+from .errors import ProviderError as ProviderError
+from .errors import RateLimited as RateLimited
+from .errors import RunNotFound as RunNotFound
+from .errors import StorageError as StorageError
+from .errors import TransientError as TransientError
+from .errors import UploadNotFound as UploadNotFound
+from .model import Card as Card
+from .model import CardDraft as CardDraft
+from .model import Document as Document
+from .model import Run as Run
+from .model import RunStatus as RunStatus
+from .model import Upload as Upload
+from .model import UploadStatus as UploadStatus
+from .storage import MemoryStorage as MemoryStorage
+from .storage import SQLiteStorage as SQLiteStorage
+from .storage import Storage as Storage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Card",
+    "CardDraft",
+    "CardmillError",
+    "DatabaseError",
+    "Document",
+    "DocumentError",
+    "InputError",
+    "InvalidDraft",
+    "Limit",
+    "MemoryStorage",
+    "Overloaded",
+    "PermanentError",
+    "ProviderError",
+    "RateLimited",
+    "Run",
+    "RunNotFound",
+    "RunStatus",
+    "SQLiteStorage",
+    "Storage",
+    "StorageError",
+    "TransientError",
+    "Upload",
+    "UploadNotFound",
+    "UploadStatus",
+]

@@ -1,0 +1,149 @@
+"""The Storage protocol every backend implements, and helpers the backends share."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from ..errors import InputError
+from ..model import Card, CardDraft, Document, Run, Upload, UploadStatus
+
+__all__ = ["Storage"]
+
+MAX_ERROR_CHARS = 500
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Where runs, uploads, documents and cards live.
+
+    Every method is atomic: it happens completely or not at all, also when the process
+    dies in the middle. Four invariants hold after every call, after a crash at any
+    instant and under concurrent callers:
+
+    1. ``run.total_cards`` equals the number of stored cards of the run.
+    2. ``run.completed_items`` / ``failed_items`` equal the COMPLETED / FAILED uploads.
+    3. An upload has cards iff it is COMPLETED, exactly ``card_count`` of them, and no two
+       share ``(upload_id, ordinal)``.
+    4. ``completed_items + failed_items <= total_items``, equal once the run is finished.
+
+    Methods that take a ``worker`` apply fencing when it is given: the call changes
+    nothing unless that worker holds the upload's lease.
+    """
+
+    async def create_run(self, documents: Iterable[Document], *, name: str | None = None) -> Run:
+        """Store a new PENDING run with one PENDING upload per document, content included."""
+        ...
+
+    async def get_run(self, run_id: str) -> Run:
+        """The run with this id. Raises RunNotFound."""
+        ...
+
+    async def list_runs(self) -> list[Run]:
+        """Every run, oldest first."""
+        ...
+
+    async def list_uploads(self, run_id: str, status: UploadStatus | None = None) -> list[Upload]:
+        """The run's uploads in submission order, optionally only those with ``status``."""
+        ...
+
+    async def list_cards(self, run_id: str, upload_id: str | None = None) -> list[Card]:
+        """The run's cards (or one upload's), by upload order then ordinal."""
+        ...
+
+    async def load_document(self, upload_id: str) -> Document:
+        """The stored document of an upload. Raises UploadNotFound."""
+        ...
+
+    async def claim_upload(
+        self, run_id: str, *, worker: str, lease_seconds: float
+    ) -> Upload | None:
+        """Take the next PENDING upload (or a LOADING one whose lease expired).
+
+        It becomes LOADING, held by ``worker`` for ``lease_seconds``, with attempts + 1;
+        the run becomes RUNNING. Returns None when nothing is claimable.
+        """
+        ...
+
+    async def renew_lease(self, upload_id: str, *, worker: str, lease_seconds: float) -> bool:
+        """Extend the lease ``worker`` holds on a LOADING upload; False if it lost it."""
+        ...
+
+    async def complete_upload(
+        self, upload_id: str, drafts: Sequence[CardDraft], *, worker: str | None = None
+    ) -> bool:
+        """In ONE transaction: store the cards, mark the upload COMPLETED, add to the counters.
+
+        Idempotent: returns False and changes nothing when the upload is already
+        COMPLETED or FAILED (or, with ``worker``, when that worker lost the lease).
+        """
+        ...
+
+    async def fail_upload(self, upload_id: str, error: str, *, worker: str | None = None) -> bool:
+        """Mark a non-terminal upload FAILED with a one-line reason; False if nothing changed."""
+        ...
+
+    async def release_upload(self, upload_id: str, *, worker: str | None = None) -> bool:
+        """Put a LOADING upload back to PENDING; False if it was not LOADING (or not ours)."""
+        ...
+
+    async def finish_run(self, run_id: str) -> Run:
+        """Settle the run's status from its counts.
+
+        SUCCEEDED when every upload completed, PARTIAL when some failed, FAILED when none
+        completed; CANCELLED (resumable) while uploads remain and nobody holds them, and
+        RUNNING while another worker still holds a live lease.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release the backend's resources."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+def new_id(prefix: str) -> str:
+    """A short random id such as ``run-3f9a1c2b7d4e``."""
+    return f"{prefix}-{secrets.token_hex(6)}"
+
+
+def card_id(upload_id: str, ordinal: int) -> str:
+    """Cards are named after their upload and place: unique by construction."""
+    return f"{upload_id}.{ordinal}"
+
+
+def one_line(error: str) -> str:
+    """Fold an error message onto one bounded line."""
+    text = " ".join(str(error).split()) or "unknown error"
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 1] + "…"
+    return text
+
+
+def check_drafts(drafts: Sequence[CardDraft]) -> tuple[CardDraft, ...]:
+    """Refuse anything that is not a CardDraft before a transaction starts."""
+    out = tuple(drafts)
+    for i, d in enumerate(out):
+        if not isinstance(d, CardDraft):
+            raise InputError(f"drafts[{i}] is a {type(d).__name__}, not a CardDraft")
+    return out
+
+
+def check_lease(lease_seconds: float) -> None:
+    if not lease_seconds >= 0:
+        raise InputError("lease_seconds must be >= 0")
+
+
+def to_datetime(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)

@@ -1,0 +1,273 @@
+"""MemoryStorage: the whole storage protocol in a few dicts, for tests and short jobs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Self, final
+
+import attrs
+import trio
+
+from ..errors import RunNotFound, UploadNotFound
+from ..model import (
+    Card,
+    CardDraft,
+    Document,
+    Run,
+    RunStatus,
+    Upload,
+    UploadStatus,
+    final_status,
+)
+from ._base import card_id, check_drafts, check_lease, new_id, one_line, to_datetime
+
+__all__ = ["MemoryStorage"]
+
+
+@final
+class MemoryStorage:
+    """Storage in process memory. Every method is atomic: none awaits after it looks.
+
+    Args:
+        clock: wall-clock seconds for leases and timestamps (injectable for tests).
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._runs: dict[str, Run] = {}
+        self._uploads: dict[str, Upload] = {}
+        self._by_run: dict[str, list[str]] = {}
+        self._documents: dict[str, Document] = {}
+        self._cards: dict[str, tuple[Card, ...]] = {}
+        self._leases: dict[str, float] = {}
+
+    async def __aenter__(self) -> Self:
+        await trio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    def _run(self, run_id: str) -> Run:
+        try:
+            return self._runs[run_id]
+        except KeyError:
+            raise RunNotFound(run_id) from None
+
+    def _upload(self, upload_id: str) -> Upload:
+        try:
+            return self._uploads[upload_id]
+        except KeyError:
+            raise UploadNotFound(upload_id) from None
+
+    def _now(self) -> float:
+        return self._clock()
+
+    async def create_run(self, documents: Iterable[Document], *, name: str | None = None) -> Run:
+        await trio.lowlevel.checkpoint()
+        docs = list(documents)
+        run_id = new_id("run")
+        now = to_datetime(self._now())
+        assert now is not None
+        run = Run(run_id, name or run_id, total_items=len(docs), created_at=now)
+        ids: list[str] = []
+        for position, doc in enumerate(docs):
+            upload_id = new_id("up")
+            self._uploads[upload_id] = Upload(
+                upload_id,
+                run_id,
+                doc.name,
+                doc.media_type,
+                doc.size,
+                doc.sha256,
+                position=position,
+            )
+            self._documents[upload_id] = doc
+            ids.append(upload_id)
+        self._by_run[run_id] = ids
+        self._runs[run_id] = run
+        return run
+
+    async def get_run(self, run_id: str) -> Run:
+        await trio.lowlevel.checkpoint()
+        return self._run(run_id)
+
+    async def list_runs(self) -> list[Run]:
+        await trio.lowlevel.checkpoint()
+        return list(self._runs.values())
+
+    async def list_uploads(self, run_id: str, status: UploadStatus | None = None) -> list[Upload]:
+        await trio.lowlevel.checkpoint()
+        self._run(run_id)
+        uploads = (self._uploads[i] for i in self._by_run[run_id])
+        return [u for u in uploads if status is None or u.status == status]
+
+    async def list_cards(self, run_id: str, upload_id: str | None = None) -> list[Card]:
+        await trio.lowlevel.checkpoint()
+        self._run(run_id)
+        if upload_id is not None:
+            if self._upload(upload_id).run_id != run_id:
+                return []
+            return list(self._cards.get(upload_id, ()))
+        return [c for i in self._by_run[run_id] for c in self._cards.get(i, ())]
+
+    async def load_document(self, upload_id: str) -> Document:
+        await trio.lowlevel.checkpoint()
+        self._upload(upload_id)
+        return self._documents[upload_id]
+
+    async def claim_upload(
+        self, run_id: str, *, worker: str, lease_seconds: float
+    ) -> Upload | None:
+        await trio.lowlevel.checkpoint()
+        check_lease(lease_seconds)
+        run = self._run(run_id)
+        now = self._now()
+        chosen: Upload | None = None
+        for upload_id in self._by_run[run_id]:
+            u = self._uploads[upload_id]
+            if u.status == UploadStatus.PENDING:
+                chosen = u
+                break
+        if chosen is None:
+            for upload_id in self._by_run[run_id]:
+                u = self._uploads[upload_id]
+                if u.status == UploadStatus.LOADING and self._leases[upload_id] <= now:
+                    chosen = u
+                    break
+        if chosen is None:
+            return None
+        expires = now + lease_seconds
+        self._leases[chosen.id] = expires
+        claimed = attrs.evolve(
+            chosen,
+            status=UploadStatus.LOADING,
+            attempts=chosen.attempts + 1,
+            worker=worker,
+            lease_expires_at=to_datetime(expires),
+            started_at=chosen.started_at or to_datetime(now),
+        )
+        self._uploads[chosen.id] = claimed
+        if run.status != RunStatus.RUNNING:
+            self._runs[run_id] = attrs.evolve(
+                run,
+                status=RunStatus.RUNNING,
+                started_at=run.started_at or to_datetime(now),
+                finished_at=None,
+            )
+        return claimed
+
+    def _holds(self, u: Upload, worker: str | None) -> bool:
+        return worker is None or (u.status == UploadStatus.LOADING and u.worker == worker)
+
+    async def renew_lease(self, upload_id: str, *, worker: str, lease_seconds: float) -> bool:
+        await trio.lowlevel.checkpoint()
+        check_lease(lease_seconds)
+        u = self._upload(upload_id)
+        if u.status != UploadStatus.LOADING or u.worker != worker:
+            return False
+        expires = self._now() + lease_seconds
+        self._leases[upload_id] = expires
+        self._uploads[upload_id] = attrs.evolve(u, lease_expires_at=to_datetime(expires))
+        return True
+
+    async def complete_upload(
+        self, upload_id: str, drafts: Sequence[CardDraft], *, worker: str | None = None
+    ) -> bool:
+        await trio.lowlevel.checkpoint()
+        checked = check_drafts(drafts)
+        u = self._upload(upload_id)
+        if u.status.terminal or not self._holds(u, worker):
+            return False
+        now = to_datetime(self._now())
+        assert now is not None
+        self._cards[upload_id] = tuple(
+            Card(
+                card_id(upload_id, i),
+                u.run_id,
+                upload_id,
+                i,
+                d.title,
+                d.body,
+                d.tags,
+                d.quote,
+                created_at=now,
+            )
+            for i, d in enumerate(checked)
+        )
+        self._finish_upload(u, UploadStatus.COMPLETED, now, card_count=len(checked))
+        run = self._runs[u.run_id]
+        self._runs[u.run_id] = attrs.evolve(
+            run,
+            completed_items=run.completed_items + 1,
+            total_cards=run.total_cards + len(checked),
+        )
+        return True
+
+    def _finish_upload(
+        self,
+        u: Upload,
+        status: UploadStatus,
+        now: datetime | None,
+        *,
+        card_count: int = 0,
+        error: str | None = None,
+    ) -> None:
+        self._leases.pop(u.id, None)
+        self._uploads[u.id] = attrs.evolve(
+            u,
+            status=status,
+            finished_at=now,
+            started_at=u.started_at or now,
+            worker=None,
+            lease_expires_at=None,
+            card_count=card_count,
+            error=error,
+        )
+
+    async def fail_upload(self, upload_id: str, error: str, *, worker: str | None = None) -> bool:
+        await trio.lowlevel.checkpoint()
+        u = self._upload(upload_id)
+        if u.status.terminal or not self._holds(u, worker):
+            return False
+        self._finish_upload(u, UploadStatus.FAILED, to_datetime(self._now()), error=one_line(error))
+        run = self._runs[u.run_id]
+        self._runs[u.run_id] = attrs.evolve(run, failed_items=run.failed_items + 1)
+        return True
+
+    async def release_upload(self, upload_id: str, *, worker: str | None = None) -> bool:
+        await trio.lowlevel.checkpoint()
+        u = self._upload(upload_id)
+        if u.status != UploadStatus.LOADING or not self._holds(u, worker):
+            return False
+        self._leases.pop(upload_id, None)
+        self._uploads[upload_id] = attrs.evolve(
+            u, status=UploadStatus.PENDING, worker=None, lease_expires_at=None
+        )
+        return True
+
+    async def finish_run(self, run_id: str) -> Run:
+        await trio.lowlevel.checkpoint()
+        run = self._run(run_id)
+        now = self._now()
+        status = final_status(run.total_items, run.completed_items, run.failed_items)
+        if status == RunStatus.CANCELLED and any(
+            self._uploads[i].status == UploadStatus.LOADING and self._leases[i] > now
+            for i in self._by_run[run_id]
+        ):
+            status = RunStatus.RUNNING
+        finished = to_datetime(now) if status.finished else None
+        run = attrs.evolve(run, status=status, finished_at=finished)
+        self._runs[run_id] = run
+        return run

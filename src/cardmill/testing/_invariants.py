@@ -1,0 +1,74 @@
+"""The four storage invariants, checkable against any backend."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ..model import RunStatus, UploadStatus
+from ..storage import Storage
+
+__all__ = ["InvariantViolation", "check_invariants"]
+
+
+class InvariantViolation(AssertionError):
+    """A storage invariant does not hold; the message says which and by how much."""
+
+
+async def check_invariants(storage: Storage, run_id: str) -> None:
+    """Check the four invariants of DESIGN for one run, reading through the protocol.
+
+    1. ``total_cards`` equals the stored cards; 2. ``completed_items`` / ``failed_items``
+    equal the COMPLETED / FAILED uploads; 3. an upload has cards iff it is COMPLETED,
+    exactly ``card_count`` of them, with distinct ordinals; 4. ``completed_items +
+    failed_items <= total_items``, equal once the run is finished.
+
+    Use it in tests of your own backend or integration.
+
+    Raises:
+        InvariantViolation: with every broken invariant listed.
+    """
+    run = await storage.get_run(run_id)
+    uploads = await storage.list_uploads(run_id)
+    cards = await storage.list_cards(run_id)
+    problems: list[str] = []
+    if run.total_cards != len(cards):
+        problems.append(f"total_cards={run.total_cards} but {len(cards)} cards are stored")
+    statuses = Counter(u.status for u in uploads)
+    if run.completed_items != statuses[UploadStatus.COMPLETED]:
+        problems.append(
+            f"completed_items={run.completed_items} but "
+            f"{statuses[UploadStatus.COMPLETED]} uploads are COMPLETED"
+        )
+    if run.failed_items != statuses[UploadStatus.FAILED]:
+        problems.append(
+            f"failed_items={run.failed_items} but "
+            f"{statuses[UploadStatus.FAILED]} uploads are FAILED"
+        )
+    if run.total_items != len(uploads):
+        problems.append(f"total_items={run.total_items} but the run has {len(uploads)} uploads")
+    per_upload: dict[str, list[int]] = {}
+    for card in cards:
+        per_upload.setdefault(card.upload_id, []).append(card.ordinal)
+    for u in uploads:
+        ordinals = per_upload.pop(u.id, [])
+        if len(set(ordinals)) != len(ordinals):
+            problems.append(f"upload {u.id} has duplicate ordinals {sorted(ordinals)}")
+        if u.status == UploadStatus.COMPLETED:
+            if len(ordinals) != u.card_count:
+                problems.append(
+                    f"upload {u.id} is COMPLETED with card_count={u.card_count} "
+                    f"but has {len(ordinals)} cards"
+                )
+        elif ordinals:
+            problems.append(f"upload {u.id} is {u.status.name} but has {len(ordinals)} cards")
+    if per_upload:
+        problems.append(f"cards belong to uploads outside the run: {sorted(per_upload)}")
+    done = run.completed_items + run.failed_items
+    if done > run.total_items:
+        problems.append(f"completed+failed={done} exceeds total_items={run.total_items}")
+    if run.status.finished and done != run.total_items:
+        problems.append(f"run is {run.status.name} but only {done}/{run.total_items} are done")
+    if run.status == RunStatus.SUCCEEDED and run.failed_items:
+        problems.append(f"run SUCCEEDED with {run.failed_items} failed uploads")
+    if problems:
+        raise InvariantViolation(f"run {run_id}: " + "; ".join(problems))

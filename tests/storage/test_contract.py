@@ -1,0 +1,298 @@
+"""The storage contract: every backend must pass every test here."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from cardmill import (
+    CardDraft,
+    Document,
+    InputError,
+    RunNotFound,
+    RunStatus,
+    Storage,
+    UploadNotFound,
+    UploadStatus,
+)
+from cardmill.testing import check_invariants
+
+from .conftest import Backend, FakeClock
+
+DOCS = [
+    Document("a.md", b"# A\n\nalpha"),
+    Document("b.txt", b"bravo"),
+    Document("c.html", b"<h1>C</h1>"),
+]
+
+
+def drafts(n: int) -> list[CardDraft]:
+    return [CardDraft(f"title {i}", f"body {i}", ("t",), "q") for i in range(n)]
+
+
+async def test_create_run_stores_documents_and_counts(storage: Storage) -> None:
+    run = await storage.create_run(DOCS, name="first")
+    assert run.name == "first"
+    assert run.status == RunStatus.PENDING
+    assert (run.total_items, run.completed_items, run.failed_items, run.total_cards) == (3, 0, 0, 0)
+    uploads = await storage.list_uploads(run.id)
+    assert [u.name for u in uploads] == ["a.md", "b.txt", "c.html"]
+    assert all(u.status == UploadStatus.PENDING and u.attempts == 0 for u in uploads)
+    for u, doc in zip(uploads, DOCS, strict=True):
+        assert (u.size, u.sha256, u.media_type) == (doc.size, doc.sha256, doc.media_type)
+        assert await storage.load_document(u.id) == doc
+    assert await storage.get_run(run.id) == run
+    assert [r.id for r in await storage.list_runs()] == [run.id]
+
+
+async def test_create_run_consumes_a_generator_and_names_default_to_id(storage: Storage) -> None:
+    run = await storage.create_run(Document(f"{i}.txt", b"x") for i in range(5))
+    assert run.total_items == 5
+    assert run.name == run.id
+    empty = await storage.create_run([])
+    assert empty.total_items == 0
+    assert (await storage.finish_run(empty.id)).status == RunStatus.SUCCEEDED
+
+
+async def test_unknown_ids_raise_errors_naming_them(storage: Storage) -> None:
+    with pytest.raises(RunNotFound, match="run-nope"):
+        await storage.get_run("run-nope")
+    with pytest.raises(RunNotFound):
+        await storage.list_uploads("run-nope")
+    with pytest.raises(RunNotFound):
+        await storage.list_cards("run-nope")
+    with pytest.raises(RunNotFound):
+        await storage.claim_upload("run-nope", worker="w", lease_seconds=10)
+    with pytest.raises(RunNotFound):
+        await storage.finish_run("run-nope")
+    for op in (
+        storage.load_document("up-nope"),
+        storage.complete_upload("up-nope", []),
+        storage.fail_upload("up-nope", "x"),
+        storage.release_upload("up-nope"),
+        storage.renew_lease("up-nope", worker="w", lease_seconds=1),
+    ):
+        with pytest.raises(UploadNotFound, match="up-nope"):
+            await op
+
+
+async def test_claim_in_order_then_none(storage: Storage) -> None:
+    run = await storage.create_run(DOCS)
+    names = []
+    for _ in DOCS:
+        u = await storage.claim_upload(run.id, worker="w1", lease_seconds=30)
+        assert u is not None
+        assert (u.status, u.attempts, u.worker) == (UploadStatus.LOADING, 1, "w1")
+        assert u.lease_expires_at is not None
+        names.append(u.name)
+    assert names == ["a.md", "b.txt", "c.html"]
+    assert await storage.claim_upload(run.id, worker="w2", lease_seconds=30) is None
+    assert (await storage.get_run(run.id)).status == RunStatus.RUNNING
+
+
+async def test_expired_lease_is_reclaimed_with_attempts_counted(
+    storage: Storage, clock: FakeClock
+) -> None:
+    run = await storage.create_run(DOCS[:1])
+    u = await storage.claim_upload(run.id, worker="dead", lease_seconds=30)
+    assert u is not None
+    clock.advance(29)
+    assert await storage.claim_upload(run.id, worker="w2", lease_seconds=30) is None
+    clock.advance(1)
+    again = await storage.claim_upload(run.id, worker="w2", lease_seconds=30)
+    assert again is not None
+    assert (again.id, again.attempts, again.worker) == (u.id, 2, "w2")
+    # The stale worker is fenced out.
+    assert not await storage.complete_upload(u.id, drafts(2), worker="dead")
+    assert not await storage.renew_lease(u.id, worker="dead", lease_seconds=30)
+    assert await storage.complete_upload(u.id, drafts(2), worker="w2")
+    await check_invariants(storage, run.id)
+
+
+async def test_renew_lease_keeps_the_upload(storage: Storage, clock: FakeClock) -> None:
+    run = await storage.create_run(DOCS[:1])
+    u = await storage.claim_upload(run.id, worker="w", lease_seconds=10)
+    assert u is not None
+    clock.advance(8)
+    assert await storage.renew_lease(u.id, worker="w", lease_seconds=10)
+    clock.advance(8)
+    assert await storage.claim_upload(run.id, worker="x", lease_seconds=10) is None
+
+
+async def test_complete_is_one_idempotent_step(storage: Storage) -> None:
+    run = await storage.create_run(DOCS)
+    u = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert u is not None
+    assert await storage.complete_upload(u.id, drafts(3), worker="w")
+    assert not await storage.complete_upload(u.id, drafts(5))
+    assert not await storage.fail_upload(u.id, "late")
+    assert not await storage.release_upload(u.id)
+    run = await storage.get_run(run.id)
+    assert (run.completed_items, run.total_cards) == (1, 3)
+    cards = await storage.list_cards(run.id, u.id)
+    assert [c.ordinal for c in cards] == [0, 1, 2]
+    assert [c.draft for c in cards] == drafts(3)
+    assert len({c.id for c in cards}) == 3
+    (done,) = await storage.list_uploads(run.id, UploadStatus.COMPLETED)
+    assert (done.card_count, done.worker, done.error) == (3, None, None)
+    assert done.finished_at is not None
+    await check_invariants(storage, run.id)
+
+
+async def test_fail_then_complete_changes_nothing(storage: Storage) -> None:
+    run = await storage.create_run(DOCS)
+    u = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert u is not None
+    assert await storage.fail_upload(u.id, "bad\nthing   happened")
+    assert not await storage.fail_upload(u.id, "again")
+    assert not await storage.complete_upload(u.id, drafts(2))
+    (failed,) = await storage.list_uploads(run.id, UploadStatus.FAILED)
+    assert failed.error == "bad thing happened"
+    run = await storage.get_run(run.id)
+    assert (run.failed_items, run.completed_items, run.total_cards) == (1, 0, 0)
+    await check_invariants(storage, run.id)
+
+
+async def test_pending_upload_can_be_settled_without_a_claim(storage: Storage) -> None:
+    run = await storage.create_run(DOCS[:2])
+    first, second = await storage.list_uploads(run.id)
+    assert await storage.complete_upload(first.id, drafts(1))
+    assert await storage.fail_upload(second.id, "unsupported")
+    await check_invariants(storage, run.id)
+    assert (await storage.finish_run(run.id)).status == RunStatus.PARTIAL
+
+
+async def test_release_returns_loading_to_pending(storage: Storage) -> None:
+    run = await storage.create_run(DOCS[:1])
+    u = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert u is not None
+    assert not await storage.release_upload(u.id, worker="other")
+    assert await storage.release_upload(u.id, worker="w")
+    assert not await storage.release_upload(u.id)
+    (back,) = await storage.list_uploads(run.id)
+    assert (back.status, back.worker, back.attempts) == (UploadStatus.PENDING, None, 1)
+    again = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert again is not None
+    assert again.attempts == 2
+
+
+async def test_finish_run_statuses(storage: Storage) -> None:
+    ok = await storage.create_run(DOCS[:2])
+    partial = await storage.create_run(DOCS[:2])
+    failed = await storage.create_run(DOCS[:2])
+    for run_id, outcomes in ((ok.id, "cc"), (partial.id, "cf"), (failed.id, "ff")):
+        for u, outcome in zip(await storage.list_uploads(run_id), outcomes, strict=True):
+            if outcome == "c":
+                await storage.complete_upload(u.id, drafts(1))
+            else:
+                await storage.fail_upload(u.id, "no")
+    assert (await storage.finish_run(ok.id)).status == RunStatus.SUCCEEDED
+    assert (await storage.finish_run(partial.id)).status == RunStatus.PARTIAL
+    done = await storage.finish_run(failed.id)
+    assert done.status == RunStatus.FAILED
+    assert done.finished_at is not None
+
+
+async def test_finish_run_with_work_left(storage: Storage, clock: FakeClock) -> None:
+    run = await storage.create_run(DOCS[:2])
+    u = await storage.claim_upload(run.id, worker="other", lease_seconds=30)
+    assert u is not None
+    # Another worker holds a live lease: the run is still running.
+    assert (await storage.finish_run(run.id)).status == RunStatus.RUNNING
+    clock.advance(31)
+    cancelled = await storage.finish_run(run.id)
+    assert cancelled.status == RunStatus.CANCELLED
+    assert cancelled.finished_at is None
+    # A cancelled run resumes: claiming makes it RUNNING again.
+    assert await storage.claim_upload(run.id, worker="w", lease_seconds=30) is not None
+    assert (await storage.get_run(run.id)).status == RunStatus.RUNNING
+
+
+async def test_list_filters_and_orders(storage: Storage) -> None:
+    run = await storage.create_run(DOCS)
+    other = await storage.create_run(DOCS[:1])
+    a, b, c = await storage.list_uploads(run.id)
+    await storage.complete_upload(c.id, drafts(2))
+    await storage.complete_upload(a.id, drafts(1))
+    await storage.fail_upload(b.id, "x")
+    assert [u.id for u in await storage.list_uploads(run.id, UploadStatus.COMPLETED)] == [
+        a.id,
+        c.id,
+    ]
+    assert [(x.upload_id, x.ordinal) for x in await storage.list_cards(run.id)] == [
+        (a.id, 0),
+        (c.id, 0),
+        (c.id, 1),
+    ]
+    assert await storage.list_cards(run.id, b.id) == []
+    assert await storage.list_cards(other.id) == []
+    assert await storage.list_cards(other.id, a.id) == []
+
+
+async def test_bad_drafts_are_refused_before_anything_changes(storage: Storage) -> None:
+    run = await storage.create_run(DOCS[:1])
+    (u,) = await storage.list_uploads(run.id)
+    with pytest.raises(InputError, match=r"drafts\[1\]"):
+        await storage.complete_upload(u.id, [CardDraft("ok", "ok"), "not a draft"])  # type: ignore[list-item]
+    assert (await storage.list_uploads(run.id))[0].status == UploadStatus.PENDING
+    await check_invariants(storage, run.id)
+
+
+async def test_concurrent_completes_store_exactly_one_set(storage: Storage) -> None:
+    run = await storage.create_run(DOCS[:1])
+    (u,) = await storage.list_uploads(run.id)
+    results: list[bool] = []
+
+    async def complete(n: int) -> None:
+        results.append(await storage.complete_upload(u.id, drafts(n)))
+
+    async with trio.open_nursery() as nursery:
+        for n in (2, 3, 4, 5):
+            nursery.start_soon(complete, n)
+    assert sorted(results) == [False, False, False, True]
+    await check_invariants(storage, run.id)
+
+
+async def test_racing_claims_get_distinct_uploads(storage: Storage) -> None:
+    run = await storage.create_run([Document(f"{i}.txt", b"x") for i in range(10)])
+    got: list[str] = []
+
+    async def claim(worker: str) -> None:
+        while (
+            u := await storage.claim_upload(run.id, worker=worker, lease_seconds=60)
+        ) is not None:
+            got.append(u.id)
+
+    async with trio.open_nursery() as nursery:
+        for w in "abcd":
+            nursery.start_soon(claim, w)
+    assert len(got) == len(set(got)) == 10
+
+
+async def test_every_method_checkpoints(storage: Storage) -> None:
+    run = await storage.create_run(DOCS[:1])
+    (u,) = await storage.list_uploads(run.id)
+    with trio.testing.assert_checkpoints():
+        await storage.get_run(run.id)
+    with trio.testing.assert_checkpoints():
+        await storage.list_runs()
+    with trio.testing.assert_checkpoints():
+        await storage.list_uploads(run.id)
+    with trio.testing.assert_checkpoints():
+        await storage.complete_upload(u.id, [])
+    with trio.testing.assert_checkpoints():
+        await storage.complete_upload(u.id, [])
+
+
+async def test_data_survives_reopen(backend: Backend) -> None:
+    async with backend.open() as storage:
+        run = await storage.create_run(DOCS)
+        u = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+        assert u is not None
+        await storage.complete_upload(u.id, drafts(2))
+    async with backend.open() as storage:
+        again = await storage.get_run(run.id)
+        assert (again.completed_items, again.total_cards) == (1, 2)
+        assert await storage.load_document(u.id) == DOCS[0]
+        await check_invariants(storage, run.id)

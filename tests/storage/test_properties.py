@@ -1,0 +1,210 @@
+"""Property test: random operation sequences against a model, invariants after EVERY step.
+
+Each example draws a sequence of storage operations — claims (some racing in one
+nursery), completes (repeated, after fail, two at once for one upload), fails, releases,
+lease expiry, finish_run and, for SQLite, closing and reopening the database — and
+checks after each step that the backend agrees with a plain model of what must be true
+and that the four invariants of DESIGN hold.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cardmill import CardDraft, Document, RunStatus, Storage, UploadStatus
+from cardmill.testing import check_invariants
+
+from .conftest import FakeClock, make_backend
+
+WORKERS = ("a", "b")
+
+
+@attrs.define
+class ModelUpload:
+    status: UploadStatus = UploadStatus.PENDING
+    worker: str | None = None
+    expires: float = 0.0
+    attempts: int = 0
+    cards: int = 0
+
+
+def holds(u: ModelUpload, worker: str | None) -> bool:
+    return worker is None or (u.status == UploadStatus.LOADING and u.worker == worker)
+
+
+def model_claim(model: list[ModelUpload], now: float) -> int | None:
+    for i, u in enumerate(model):
+        if u.status == UploadStatus.PENDING:
+            return i
+    for i, u in enumerate(model):
+        if u.status == UploadStatus.LOADING and u.expires <= now:
+            return i
+    return None
+
+
+def model_settle(u: ModelUpload, worker: str | None) -> bool:
+    return not u.status.terminal and holds(u, worker)
+
+
+operation = st.one_of(
+    st.tuples(st.just("claim"), st.sampled_from(WORKERS), st.sampled_from([0.0, 5.0, 100.0])),
+    st.tuples(st.just("race_claims"), st.sampled_from([5.0, 100.0])),
+    st.tuples(
+        st.just("complete"),
+        st.integers(0, 5),
+        st.integers(0, 4),
+        st.sampled_from([None, *WORKERS]),
+    ),
+    st.tuples(st.just("double_complete"), st.integers(0, 5), st.integers(0, 3), st.integers(0, 3)),
+    st.tuples(st.just("fail"), st.integers(0, 5), st.sampled_from([None, *WORKERS])),
+    st.tuples(st.just("release"), st.integers(0, 5), st.sampled_from([None, *WORKERS])),
+    st.tuples(st.just("tick"), st.sampled_from([1.0, 10.0, 200.0])),
+    st.tuples(st.just("finish")),
+    st.tuples(st.just("reopen")),
+)
+
+
+def drafts(n: int, tag: str) -> list[CardDraft]:
+    return [CardDraft(f"{tag} {i}", "body") for i in range(n)]
+
+
+async def race_claim(
+    storage: Storage, run_id: str, worker: str, lease: float, got: dict[str, str | None]
+) -> None:
+    u = await storage.claim_upload(run_id, worker=worker, lease_seconds=lease)
+    got[worker] = None if u is None else u.id
+
+
+async def race_complete(
+    storage: Storage, upload_id: str, n: int, key: int, results: dict[int, bool]
+) -> None:
+    results[key] = await storage.complete_upload(upload_id, drafts(n, f"d{key}"))
+
+
+async def check_agrees(storage: Storage, run_id: str, model: list[ModelUpload]) -> None:
+    await check_invariants(storage, run_id)
+    uploads = await storage.list_uploads(run_id)
+    seen = [(u.status, u.attempts, u.card_count) for u in uploads]
+    want = [(m.status, m.attempts, m.cards) for m in model]
+    assert seen == want
+
+
+async def scenario(kind: str, directory: Path, n_docs: int, ops: list[tuple[Any, ...]]) -> None:
+    clock = FakeClock()
+    backend = make_backend(kind, directory, clock)
+    model = [ModelUpload() for _ in range(n_docs)]
+    async with backend.open() as first:
+        run = await first.create_run(
+            Document(f"doc{i}.txt", f"content {i}".encode()) for i in range(n_docs)
+        )
+    ids = [u.id for u in await _uploads(backend, run.id)]
+    storage_cm = backend.open()
+    storage = await storage_cm.__aenter__()
+    try:
+        for op in ops:
+            name = op[0]
+            if name == "claim":
+                _, worker, lease = op
+                u = await storage.claim_upload(run.id, worker=worker, lease_seconds=lease)
+                i = model_claim(model, clock.now)
+                assert (None if u is None else ids.index(u.id)) == i
+                if i is not None:
+                    m = model[i]
+                    m.status, m.worker = UploadStatus.LOADING, worker
+                    m.expires, m.attempts = clock.now + lease, m.attempts + 1
+            elif name == "race_claims":
+                got: dict[str, str | None] = {}
+
+                async with trio.open_nursery() as nursery:
+                    for w in WORKERS:
+                        nursery.start_soon(race_claim, storage, run.id, w, op[1], got)
+                claimed = [v for v in got.values() if v is not None]
+                # With a positive lease, two racing claims never share an upload.
+                assert len(claimed) == len(set(claimed))
+                for w, upload_id in got.items():
+                    if upload_id is not None:
+                        m = model[ids.index(upload_id)]
+                        m.status, m.worker = UploadStatus.LOADING, w
+                        m.expires, m.attempts = clock.now + op[1], m.attempts + 1
+            elif name == "complete":
+                _, idx, n, worker = op
+                i = idx % n_docs
+                expected = model_settle(model[i], worker)
+                changed = await storage.complete_upload(ids[i], drafts(n, "c"), worker=worker)
+                assert changed == expected
+                if changed:
+                    model[i] = ModelUpload(UploadStatus.COMPLETED, None, 0, model[i].attempts, n)
+            elif name == "double_complete":
+                _, idx, n1, n2 = op
+                i = idx % n_docs
+                expected = model_settle(model[i], None)
+                results: dict[int, bool] = {}
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(race_complete, storage, ids[i], n1, 1, results)
+                    nursery.start_soon(race_complete, storage, ids[i], n2, 2, results)
+                assert sum(results.values()) == (1 if expected else 0)
+                if expected:
+                    winner = n1 if results[1] else n2
+                    cards = await storage.list_cards(run.id, ids[i])
+                    # Exactly one set of cards, all from the same call.
+                    assert len({c.title.split()[0] for c in cards}) <= 1
+                    model[i] = ModelUpload(
+                        UploadStatus.COMPLETED, None, 0, model[i].attempts, winner
+                    )
+            elif name == "fail":
+                _, idx, worker = op
+                i = idx % n_docs
+                expected = model_settle(model[i], worker)
+                assert await storage.fail_upload(ids[i], "boom", worker=worker) == expected
+                if expected:
+                    model[i] = ModelUpload(UploadStatus.FAILED, None, 0, model[i].attempts, 0)
+            elif name == "release":
+                _, idx, worker = op
+                i = idx % n_docs
+                m = model[i]
+                expected = m.status == UploadStatus.LOADING and holds(m, worker)
+                assert await storage.release_upload(ids[i], worker=worker) == expected
+                if expected:
+                    m.status, m.worker = UploadStatus.PENDING, None
+            elif name == "tick":
+                clock.advance(op[1])
+            elif name == "finish":
+                finished = await storage.finish_run(run.id)
+                done = sum(m.status.terminal for m in model)
+                if done == n_docs:
+                    assert finished.status.finished
+                else:
+                    live = any(
+                        m.status == UploadStatus.LOADING and m.expires > clock.now for m in model
+                    )
+                    want = RunStatus.RUNNING if live else RunStatus.CANCELLED
+                    assert finished.status == want
+            elif name == "reopen":
+                await storage_cm.__aexit__(None, None, None)
+                storage_cm = backend.open()
+                storage = await storage_cm.__aenter__()
+            await check_agrees(storage, run.id, model)
+    finally:
+        await storage_cm.__aexit__(None, None, None)
+
+
+async def _uploads(backend: Any, run_id: str) -> list[Any]:
+    async with backend.open() as storage:
+        return list(await storage.list_uploads(run_id))
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@given(n_docs=st.integers(1, 5), ops=st.lists(operation, min_size=1, max_size=30))
+def test_invariants_hold_after_every_step(
+    kind: str, n_docs: int, ops: list[tuple[Any, ...]]
+) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        trio.run(scenario, kind, Path(directory), n_docs, ops)
