@@ -23,6 +23,10 @@ the ``limit`` that was hit) and never the API key.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .providers import RateHint
 
 __all__ = [
     "CardmillError",
@@ -102,6 +106,7 @@ class RateLimited(ProviderError):
         message: a one-line reason.
         retry_after: seconds the provider asked us to wait, when it said.
         limit: which limit was hit, when the answer said.
+        hint: the rate-limit headers that came with the answer.
     """
 
     def __init__(
@@ -110,10 +115,12 @@ class RateLimited(ProviderError):
         *,
         retry_after: float | None = None,
         limit: Limit = Limit.UNKNOWN,
+        hint: RateHint | None = None,
     ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.limit = limit
+        self.hint = hint
 
 
 class Overloaded(ProviderError):

@@ -1,0 +1,39 @@
+"""The engine: a nursery-based executor and the adaptive token bucket that paces it."""
+
+from __future__ import annotations
+
+from ._bucket import AdaptiveBucket as AdaptiveBucket
+from ._bucket import BucketStatistics as BucketStatistics
+from ._bucket import Limits as Limits
+from ._bucket import Ticket as Ticket
+from ._events import Event as Event
+from ._events import Observer as Observer
+from ._events import RateChanged as RateChanged
+from ._events import RateLimitHit as RateLimitHit
+from ._events import RunFinished as RunFinished
+from ._events import RunSummary as RunSummary
+from ._events import UploadCompleted as UploadCompleted
+from ._events import UploadFailed as UploadFailed
+from ._events import UploadRetrying as UploadRetrying
+from ._events import UploadStarted as UploadStarted
+from ._executor import Engine as Engine
+from ._retry import RetryPolicy as RetryPolicy
+
+__all__ = [
+    "AdaptiveBucket",
+    "BucketStatistics",
+    "Engine",
+    "Event",
+    "Limits",
+    "Observer",
+    "RateChanged",
+    "RateLimitHit",
+    "RetryPolicy",
+    "RunFinished",
+    "RunSummary",
+    "Ticket",
+    "UploadCompleted",
+    "UploadFailed",
+    "UploadRetrying",
+    "UploadStarted",
+]

@@ -1,8 +1,26 @@
-"""A public test kit: fakes that let you test cardmill integrations in isolation."""
+"""A public test kit: fakes that let you test cardmill integrations in isolation.
+
+* :class:`ScriptedProvider` — answers written in advance, per document, in trio time.
+* :class:`SimulatedAPI` — hidden rate limits, latency, 429/529/500, in virtual time.
+* :func:`check_invariants` — the storage invariants, for your own backend or run.
+"""
 
 from __future__ import annotations
 
 from ._invariants import InvariantViolation as InvariantViolation
 from ._invariants import check_invariants as check_invariants
+from ._scripted import ScriptedProvider as ScriptedProvider
+from ._scripted import Step as Step
+from ._simulated import SimulatedAPI as SimulatedAPI
+from ._simulated import SimulatedStatistics as SimulatedStatistics
+from ._simulated import lognormal as lognormal
 
-__all__ = ["InvariantViolation", "check_invariants"]
+__all__ = [
+    "InvariantViolation",
+    "ScriptedProvider",
+    "SimulatedAPI",
+    "SimulatedStatistics",
+    "Step",
+    "check_invariants",
+    "lognormal",
+]

@@ -1,0 +1,415 @@
+"""The adaptive token bucket: pace requests just under the provider's real limit.
+
+Two dimensions, requests and input tokens, each paced by GCRA (a token bucket written
+as "the earliest time the next unit may go"). Each learns the provider's limit:
+
+* A 429 cuts the dimension it names, at most once per congestion epoch: a 429 for a
+  request sent before the last cut says nothing new and is ignored.
+* Between two 429s the provider's bucket went from empty to empty, so the units it
+  *accepted* in between, divided by the time, is its refill rate: the real limit. The
+  estimate comes with bounds ((accepted ± 1 request) / interval); the cut goes to the
+  lower bound, so pacing sits just under the limit instead of sawing between 70% and
+  100% of it as a blind multiplicative cut would.
+* Retry-After pauses the bucket; when it lifts, waiters leave one interval apart.
+* Growth is time-based: a quick approach to the estimate, then a slow probe above it;
+  frozen while the client is app-limited, capped at twice the measured send rate, and
+  held while the provider's headers say few requests remain.
+* Rate-limit headers give the ceiling outright.
+
+All time comes from ``trio.current_time()``, so everything runs in virtual time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final, final
+
+import attrs
+import trio
+
+from ..errors import Limit
+from ..providers import RateHint
+
+__all__ = ["AdaptiveBucket", "BucketStatistics", "Limits", "Ticket"]
+
+_WINDOW: Final = 10.0  # seconds of history for the measured send rate
+_HOLD_AFTER_CUT: Final = 2.0  # no growth this long after a cut
+_APPROACH_TIME: Final = 4.0  # time constant of the approach to the estimate
+_PROBE_PER_S: Final = 0.002  # slow probe above the estimate: 0.2% of it per second
+_BLIND_GROWTH_PER_S: Final = 0.05  # no estimate yet: 5% per second
+_PACE_MARGIN: Final = 0.985  # pace this far under the limit we believe in
+_LOW_REMAINING: Final = 0.1  # headers: hold growth below 10% remaining
+
+
+def _positive(_inst: object, attr: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"{attr.name} must be > 0")
+
+
+@final
+@attrs.frozen
+class Limits:
+    """Ceilings you know from your provider tier; unknown ones are learnt.
+
+    Args:
+        requests_per_minute: the most requests per minute to send.
+        input_tokens_per_minute: the most input tokens per minute to send.
+        start_fraction: start at this share of the ceilings (1.0: at them).
+    """
+
+    requests_per_minute: float | None = attrs.field(default=None, validator=_positive)
+    input_tokens_per_minute: float | None = attrs.field(default=None, validator=_positive)
+    start_fraction: float = attrs.field(default=1.0, validator=_positive)
+
+
+@final
+@attrs.frozen
+class Ticket:
+    """Proof of admission: when the request went and what it was charged."""
+
+    sent_at: float
+    tokens: float
+
+
+@final
+@attrs.frozen
+class BucketStatistics:
+    """A snapshot of the bucket, like ``trio.CapacityLimiter.statistics()``.
+
+    Rates are per second; ``None`` means unpaced (no limit known yet).
+    """
+
+    requests_per_second: float | None
+    input_tokens_per_second: float | None
+    estimated_requests_per_second: float | None
+    estimated_input_tokens_per_second: float | None
+    paused_until: float | None
+    waiting: int
+    admitted: int
+    rate_limited: int
+    cuts: int
+
+
+class _Dimension:
+    """One paced quantity (requests or input tokens) and its limit estimate."""
+
+    def __init__(self, name: str, ceiling: float | None, start_fraction: float) -> None:
+        self.name = name
+        self.ceiling = ceiling  # configured or from headers, units/s
+        self.rate: float | None = None if ceiling is None else ceiling * start_fraction
+        self.tat = -math.inf  # theoretical arrival time of the next unit (GCRA)
+        self.last_cut = -math.inf
+        self.cut_times: deque[float] = deque(maxlen=2)
+        self.regime_start: float | None = None
+        # (sent_at, units): +cost when admitted, -cost when answered 429, +correction
+        # when the real usage is known. Summed over an interval it is what the
+        # provider accepted from the requests sent in it, known before they finish.
+        self.ledger: deque[tuple[float, float]] = deque()
+        self.sent: deque[tuple[float, float]] = deque()  # (sent_at, units) admitted
+        self.lo: float | None = None  # bounds on the provider's limit, units/s
+        self.hi: float | None = None
+        self.last_growth = -math.inf
+        self.hold_growth = False
+        self.unit = 1.0  # one request's worth of this dimension, for estimate bounds
+
+    def earliest(self, cost: float) -> float:
+        if self.rate is None or cost <= 0:
+            return -math.inf
+        return self.tat
+
+    def admit(self, now: float, cost: float) -> None:
+        if self.rate is not None and cost > 0:
+            self.tat = max(self.tat, now) + cost / self.rate
+        self.sent.append((now, cost))
+        self._trim(now)
+        if self.regime_start is not None:
+            self.ledger.append((now, cost))
+
+    def correct(self, sent_at: float, units: float) -> None:
+        """Correct an admission's cost once the real usage is known."""
+        if not units:
+            return
+        if self.rate is not None:
+            self.tat += units / self.rate
+        self._book(sent_at, units)
+
+    def rejected(self, sent_at: float, cost: float) -> None:
+        self._book(sent_at, -cost)
+
+    def _book(self, sent_at: float, units: float) -> None:
+        if self.regime_start is not None and sent_at >= self.regime_start:
+            self.ledger.append((sent_at, units))
+
+    def _trim(self, now: float) -> None:
+        while self.sent and self.sent[0][0] < now - _WINDOW:
+            self.sent.popleft()
+
+    def send_rate(self, now: float) -> float:
+        self._trim(now)
+        if not self.sent:
+            return 0.0
+        span = max(now - self.sent[0][0], 1.0)
+        return sum(units for _, units in self.sent) / span
+
+    def accepted_between(self, start: float, end: float) -> float:
+        return sum(units for t, units in self.ledger if start <= t < end)
+
+    def cut(self, now: float, sent_at: float) -> bool:
+        """A 429 for this dimension. Returns True when the rate changed."""
+        if sent_at < self.last_cut:
+            return False  # same congestion epoch: already cut for it
+        measured = self.send_rate(now)
+        previous = self.rate if self.rate is not None else measured
+        self.last_cut = now
+        # The rejected request found the provider's bucket empty when it arrived, so the
+        # empty instants are send times, not the moments we heard about them.
+        empty_at = sent_at
+        if self.regime_start is None:
+            # First 429 of a regime: measure the refill from here.
+            self.regime_start = empty_at
+            self.cut_times.clear()
+            self.cut_times.append(empty_at)
+            self.ledger.clear()
+            new = previous * 0.5
+        else:
+            lo, hi = self._bounds(self.regime_start, empty_at)
+            last = self.cut_times[-1]
+            recent_lo, recent_hi = self._bounds(last, empty_at)
+            if recent_hi < lo * 0.9 or recent_lo > hi * 1.1:
+                # The limit moved: forget the old regime, estimate from the last 429.
+                self.regime_start = last
+                self.ledger = deque((t, u) for t, u in self.ledger if t >= last)
+                lo, hi = recent_lo, recent_hi
+            self.cut_times.append(empty_at)
+            self.lo, self.hi = lo, hi
+            # Pace under the lower bound; while the bounds are still wide (few requests
+            # between the two 429s), not below half the upper one.
+            new = min(max(lo * _PACE_MARGIN, hi * 0.5), previous * 0.97)
+        if self.ceiling is not None:
+            new = min(new, self.ceiling)
+        self.rate = max(new, self.floor)
+        self.last_growth = now + _HOLD_AFTER_CUT
+        return True
+
+    def _bounds(self, start: float, end: float) -> tuple[float, float]:
+        span = max(end - start, 1e-9)
+        got = self.accepted_between(start, end)
+        return max(got - self.unit, 0.0) / span, (got + self.unit) / span
+
+    @property
+    def floor(self) -> float:
+        # One request a minute keeps probing alive.
+        return self.unit / 60.0
+
+    def grow(self, now: float, app_limited: bool) -> bool:
+        if self.rate is None:
+            return False
+        if now <= self.last_growth:
+            return False
+        dt = now - self.last_growth if self.last_growth > -math.inf else 0.0
+        self.last_growth = now
+        if dt <= 0 or app_limited or self.hold_growth:
+            return False
+        rate = self.rate
+        if self.hi is None:
+            rate *= 1.0 + _BLIND_GROWTH_PER_S * dt
+        else:
+            target = self.hi * _PACE_MARGIN
+            if rate < target:
+                rate += (target - rate) * (1.0 - math.exp(-dt / _APPROACH_TIME))
+            else:
+                rate += _PROBE_PER_S * self.hi * dt
+        measured = self.send_rate(now)
+        if measured > 0:
+            rate = min(rate, max(2.0 * measured, self.rate))
+        if self.ceiling is not None:
+            rate = min(rate, self.ceiling)
+        changed = rate != self.rate
+        self.rate = rate
+        return changed
+
+    def apply_hint(self, limit: float | None, remaining: float | None) -> bool:
+        """Headers: per-minute limit and what remains of it."""
+        changed = False
+        if limit is not None and limit > 0:
+            ceiling = limit / 60.0
+            if self.ceiling != ceiling:
+                self.ceiling = ceiling
+                self.lo = self.hi = ceiling
+                changed = True
+            paced = ceiling * _PACE_MARGIN
+            if self.rate is None or self.rate > paced or (changed and self.rate < paced):
+                self.rate = paced
+                changed = True
+            self.hold_growth = remaining is not None and remaining < _LOW_REMAINING * limit
+        return changed
+
+
+@final
+class AdaptiveBucket:
+    """Paces requests to the provider's real limit, learnt from 429s and headers.
+
+    The engine calls :meth:`acquire` before every request, then exactly one of
+    :meth:`on_success`, :meth:`on_rate_limited` or nothing (other errors). You may share
+    one bucket between engines that use the same API key.
+
+    Args:
+        limits: ceilings you know; without them the bucket starts unpaced (concurrency
+            alone bounds the rate) until the first 429 or rate-limit header.
+        on_rate_change: called with a statistics snapshot whenever a rate changes.
+    """
+
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        *,
+        on_rate_change: Callable[[BucketStatistics], None] | None = None,
+    ) -> None:
+        limits = limits or Limits()
+        rpm, tpm = limits.requests_per_minute, limits.input_tokens_per_minute
+        self._requests = _Dimension("requests", rpm / 60 if rpm else None, limits.start_fraction)
+        self._tokens = _Dimension("input_tokens", tpm / 60 if tpm else None, limits.start_fraction)
+        self._tokens.unit = 1000.0
+        self._paused_until = -math.inf
+        self._lock = trio.Lock()  # FIFO: waiters leave in arrival order, one at a time
+        self._changed = trio.Event()
+        self._waiting = 0
+        self._admitted = 0
+        self._rate_limited = 0
+        self._cuts = 0
+        self._last_delay = -math.inf
+        self._listeners: list[Callable[[BucketStatistics], None]] = []
+        if on_rate_change is not None:
+            self._listeners.append(on_rate_change)
+
+    # -- admission ------------------------------------------------------------------
+
+    async def acquire(self, tokens: float = 0.0) -> Ticket:
+        """Wait until a request costing ``tokens`` input tokens may be sent.
+
+        Checkpoints even when it admits at once.
+        """
+        arrived = trio.current_time()
+        self._waiting += 1
+        try:
+            async with self._lock:
+                while True:
+                    now = trio.current_time()
+                    self._grow(now)
+                    at = max(
+                        self._paused_until,
+                        self._requests.earliest(1.0),
+                        self._tokens.earliest(tokens),
+                    )
+                    if at <= now:
+                        break
+                    with trio.move_on_at(at):
+                        await self._changed.wait()
+                self._requests.admit(now, 1.0)
+                self._tokens.admit(now, tokens)
+                self._admitted += 1
+                if now > arrived:
+                    self._last_delay = now
+        finally:
+            self._waiting -= 1
+        await trio.lowlevel.checkpoint()
+        return Ticket(now, tokens)
+
+    # -- feedback -------------------------------------------------------------------
+
+    def on_success(
+        self, ticket: Ticket, *, input_tokens: int | None = None, hint: RateHint | None = None
+    ) -> None:
+        """A request was accepted; ``input_tokens`` corrects the estimate it was charged."""
+        if input_tokens is not None:
+            self._tokens.correct(ticket.sent_at, float(input_tokens) - ticket.tokens)
+        if hint is not None:
+            self.apply_hint(hint)
+
+    def on_rate_limited(
+        self,
+        ticket: Ticket,
+        *,
+        retry_after: float | None = None,
+        limit: Limit = Limit.UNKNOWN,
+        hint: RateHint | None = None,
+    ) -> None:
+        """A request was answered 429: pause for Retry-After, cut the named limit once."""
+        now = trio.current_time()
+        self._rate_limited += 1
+        self._requests.rejected(ticket.sent_at, 1.0)
+        self._tokens.rejected(ticket.sent_at, ticket.tokens)
+        changed = False
+        if hint is not None:
+            changed |= self._apply_hint(hint)
+        dim = self._tokens if limit == Limit.INPUT_TOKENS else self._requests
+        if dim is self._tokens and self._tokens.rate is None and self._tokens.ceiling is None:
+            # Token pacing starts from what we were sending.
+            self._tokens.rate = max(self._tokens.send_rate(now), self._tokens.floor)
+        if dim.cut(now, ticket.sent_at):
+            self._cuts += 1
+            changed = True
+        pause = retry_after if retry_after is not None and retry_after > 0 else 0.0
+        if now + pause > self._paused_until:
+            self._paused_until = now + pause
+            changed = True
+        if changed:
+            self._notify()
+
+    def apply_hint(self, hint: RateHint) -> None:
+        """Take the provider's rate-limit headers into account."""
+        if self._apply_hint(hint):
+            self._notify()
+
+    def _apply_hint(self, hint: RateHint) -> bool:
+        a = self._requests.apply_hint(hint.requests_limit, hint.requests_remaining)
+        b = self._tokens.apply_hint(hint.input_tokens_limit, hint.input_tokens_remaining)
+        return a or b
+
+    def _grow(self, now: float) -> None:
+        app_limited = self._waiting <= 1 and now - self._last_delay > 2.0
+        a = self._requests.grow(now, app_limited)
+        b = self._tokens.grow(now, app_limited)
+        if a or b:
+            self._notify(wake=False)
+
+    def _notify(self, *, wake: bool = True) -> None:
+        if wake:
+            self._changed.set()
+            self._changed = trio.Event()
+        if self._listeners:
+            stats = self.statistics()
+            for listener in list(self._listeners):
+                listener(stats)
+
+    def add_listener(self, listener: Callable[[BucketStatistics], None]) -> None:
+        """Call ``listener`` with a statistics snapshot whenever a rate changes."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[BucketStatistics], None]) -> None:
+        """Stop calling ``listener``."""
+        self._listeners.remove(listener)
+
+    # -- introspection ----------------------------------------------------------------
+
+    @property
+    def requests_per_second(self) -> float | None:
+        """The current pacing rate of requests, or None while unpaced."""
+        return self._requests.rate
+
+    def statistics(self) -> BucketStatistics:
+        """A frozen snapshot of rates, estimates and counters."""
+        now = trio.current_time()
+        return BucketStatistics(
+            requests_per_second=self._requests.rate,
+            input_tokens_per_second=self._tokens.rate,
+            estimated_requests_per_second=self._requests.hi,
+            estimated_input_tokens_per_second=self._tokens.hi,
+            paused_until=self._paused_until if self._paused_until > now else None,
+            waiting=self._waiting,
+            admitted=self._admitted,
+            rate_limited=self._rate_limited,
+            cuts=self._cuts,
+        )

@@ -1,0 +1,422 @@
+"""The Engine: runs every upload of a run through a provider, as fast as limits allow."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import secrets
+import socket
+from collections.abc import Callable
+from typing import final
+
+import attrs
+import trio
+
+from ..errors import (
+    Overloaded,
+    PermanentError,
+    ProviderError,
+    RateLimited,
+    StorageError,
+    TransientError,
+)
+from ..model import Document, Run, Upload, UploadStatus
+from ..providers import Analysis, Provider, estimate_input_tokens
+from ..storage import Storage
+from ._bucket import AdaptiveBucket, BucketStatistics, Limits
+from ._events import (
+    Event,
+    Observer,
+    RateChanged,
+    RateLimitHit,
+    RunFinished,
+    RunSummary,
+    UploadCompleted,
+    UploadFailed,
+    UploadRetrying,
+    UploadStarted,
+)
+from ._retry import RetryPolicy
+
+__all__ = ["Engine", "default_worker_id"]
+
+log = logging.getLogger("cardmill.engine")
+
+
+def default_worker_id() -> str:
+    """``host:pid:random``: unique, and lets a later process on this host tell it died."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _dead_local_worker(worker: str | None) -> bool:
+    """True when ``worker`` names a process on this host that no longer exists."""
+    if worker is None:
+        return False
+    parts = worker.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+@attrs.define
+class _Counters:
+    requests: int = 0
+    rate_limited: int = 0
+    overloaded: int = 0
+    retries: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+@attrs.frozen
+class _Failed:
+    reason: str
+    attempts: int
+
+
+@attrs.frozen
+class _Done:
+    analysis: Analysis
+    attempts: int
+
+
+@attrs.define
+class _Lease:
+    """Set when another worker took the upload over: drop it without touching storage."""
+
+    lost: bool = False
+
+
+@final
+class Engine:
+    """Runs a run's uploads through a provider, never more than ``concurrency`` at once.
+
+    Args:
+        storage: where the run lives.
+        provider: what turns documents into cards.
+        concurrency: the most uploads in flight (a ``trio.CapacityLimiter``); change it
+            while running through :attr:`concurrency`.
+        limits: ceilings you know for your provider tier; the rest is learnt.
+        retry: how often and how patiently to retry.
+        observer: called with every :mod:`event <cardmill.engine>` on the event loop.
+        bucket: share an :class:`AdaptiveBucket` between engines on the same API key.
+        worker: this engine's name in leases (unique by default).
+        rng: randomness for jitter (seed it for reproducible tests).
+        poll_interval: seconds between looks while other workers hold the last uploads.
+
+    Example::
+
+        async with SQLiteStorage.open("cardmill.db") as storage:
+            run = await storage.create_run(documents)
+            summary = await Engine(storage, ExtractiveProvider()).execute(run.id)
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        provider: Provider,
+        *,
+        concurrency: int = 2,
+        limits: Limits | None = None,
+        retry: RetryPolicy | None = None,
+        observer: Observer | Callable[[Event], None] | None = None,
+        bucket: AdaptiveBucket | None = None,
+        worker: str | None = None,
+        rng: random.Random | None = None,
+        poll_interval: float = 1.0,
+    ) -> None:
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        if not poll_interval > 0:
+            raise ValueError("poll_interval must be > 0")
+        self._storage = storage
+        self._provider = provider
+        self._limiter = trio.CapacityLimiter(concurrency)
+        self._retry = retry if retry is not None else RetryPolicy()
+        self._observer = observer
+        self._bucket = bucket if bucket is not None else AdaptiveBucket(limits)
+        self.worker = worker if worker is not None else default_worker_id()
+        self._rng = rng if rng is not None else random.Random()
+        self._poll_interval = poll_interval
+        self._counters = _Counters()
+
+    @property
+    def concurrency(self) -> int:
+        """The most uploads in flight; assign to change it while running."""
+        return int(self._limiter.total_tokens)
+
+    @concurrency.setter
+    def concurrency(self, value: int) -> None:
+        if not isinstance(value, int) or value < 1:
+            raise ValueError("concurrency must be >= 1")
+        self._limiter.total_tokens = value
+
+    @property
+    def bucket(self) -> AdaptiveBucket:
+        """The adaptive token bucket every request passes."""
+        return self._bucket
+
+    @property
+    def in_flight(self) -> int:
+        """Provider requests in flight right now."""
+        return self._counters.in_flight
+
+    # -- events -----------------------------------------------------------------------
+
+    def _emit(self, event: Event) -> None:
+        if self._observer is not None:
+            self._observer(event)
+
+    def _bucket_changed(self, stats: BucketStatistics) -> None:
+        self._emit(
+            RateChanged(
+                stats.requests_per_second, stats.input_tokens_per_second, trio.current_time()
+            )
+        )
+
+    # -- the run ----------------------------------------------------------------------
+
+    async def execute(self, run_id: str, *, reclaim: bool = False) -> RunSummary:
+        """Process every PENDING upload of the run, then settle the run's status.
+
+        Resumes where an earlier execution stopped: uploads left LOADING by a process of
+        this host that died are reclaimed at once, others when their lease expires (or
+        at once with ``reclaim=True``, when you know no other worker is on the run).
+        Cancelled (a cancel scope, Ctrl-C), it releases in-flight uploads to PENDING,
+        marks the run CANCELLED and re-raises.
+
+        Raises:
+            RunNotFound: no run has this id.
+            StorageError: the storage failed; in-flight uploads were released.
+        """
+        await self._storage.get_run(run_id)
+        counters = self._counters = _Counters()
+        started = trio.current_time()
+        self._bucket.add_listener(self._bucket_changed)
+        try:
+            await self._release_stale(run_id, everyone=reclaim)
+            await self._dispatch(run_id, counters)
+        except BaseException as exc:
+            with trio.CancelScope(shield=True):
+                try:
+                    run = await self._storage.finish_run(run_id)
+                except StorageError:
+                    log.warning("could not record the end of run %s", run_id)
+                else:
+                    self._emit(RunFinished(self._summary(run, counters, started), _now()))
+            raise _unwrap(exc) from None
+        finally:
+            self._bucket.remove_listener(self._bucket_changed)
+        run = await self._storage.finish_run(run_id)
+        summary = self._summary(run, counters, started)
+        self._emit(RunFinished(summary, _now()))
+        return summary
+
+    def _summary(self, run: Run, c: _Counters, started: float) -> RunSummary:
+        return RunSummary(
+            run=run,
+            requests=c.requests,
+            rate_limited=c.rate_limited,
+            overloaded=c.overloaded,
+            retries=c.retries,
+            input_tokens=c.input_tokens,
+            output_tokens=c.output_tokens,
+            elapsed=trio.current_time() - started,
+            peak_in_flight=c.peak_in_flight,
+            final_rate=self._bucket.requests_per_second,
+            completed=c.completed,
+            failed=c.failed,
+        )
+
+    async def _release_stale(self, run_id: str, *, everyone: bool) -> bool:
+        released = False
+        for u in await self._storage.list_uploads(run_id, UploadStatus.LOADING):
+            ours = u.worker == self.worker
+            if not ours and (everyone or _dead_local_worker(u.worker)):
+                released |= await self._storage.release_upload(u.id, worker=u.worker)
+                log.info("reclaimed %s from %s", u.name, u.worker)
+        return released
+
+    async def _dispatch(self, run_id: str, counters: _Counters) -> None:
+        while True:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    borrower = object()
+                    await self._limiter.acquire_on_behalf_of(borrower)
+                    try:
+                        upload = await self._storage.claim_upload(
+                            run_id, worker=self.worker, lease_seconds=self._retry.lease_seconds
+                        )
+                    except BaseException:
+                        self._limiter.release_on_behalf_of(borrower)
+                        raise
+                    if upload is None:
+                        self._limiter.release_on_behalf_of(borrower)
+                        break
+                    nursery.start_soon(self._process, upload, borrower, counters)
+            # Nothing claimable, and our tasks are done. Others may still hold uploads.
+            if not await self._storage.list_uploads(run_id, UploadStatus.LOADING):
+                return
+            if not await self._release_stale(run_id, everyone=False):
+                await trio.sleep(self._poll_interval)
+
+    # -- one upload -------------------------------------------------------------------
+
+    async def _process(self, upload: Upload, borrower: object, counters: _Counters) -> None:
+        try:
+            self._emit(UploadStarted(upload, _now()))
+            outcome: _Done | _Failed | None = None
+            lease = _Lease()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._heartbeat, upload, nursery.cancel_scope, lease)
+                outcome = await self._attempts(upload, counters)
+                nursery.cancel_scope.cancel()
+            if lease.lost or outcome is None:
+                return  # another worker holds it now and will finish it
+            await self._settle(upload, outcome, counters)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                try:
+                    await self._storage.release_upload(upload.id, worker=self.worker)
+                except StorageError:
+                    log.warning("could not release %s", upload.name)
+            raise
+        finally:
+            self._limiter.release_on_behalf_of(borrower)
+
+    async def _heartbeat(self, upload: Upload, scope: trio.CancelScope, lease: _Lease) -> None:
+        every = self._retry.lease_seconds / 3
+        while True:
+            await trio.sleep(every)
+            renewed = await self._storage.renew_lease(
+                upload.id, worker=self.worker, lease_seconds=self._retry.lease_seconds
+            )
+            if not renewed:
+                log.warning("lost the lease on %s; leaving it to its new holder", upload.name)
+                lease.lost = True
+                scope.cancel()
+                return
+
+    async def _settle(self, upload: Upload, outcome: _Done | _Failed, c: _Counters) -> None:
+        if isinstance(outcome, _Done):
+            cards = outcome.analysis.cards
+            if await self._storage.complete_upload(upload.id, cards, worker=self.worker):
+                c.completed += 1
+                self._emit(UploadCompleted(upload, len(cards), outcome.attempts, _now()))
+        elif await self._storage.fail_upload(upload.id, outcome.reason, worker=self.worker):
+            c.failed += 1
+            self._emit(UploadFailed(upload, outcome.reason, outcome.attempts, _now()))
+
+    async def _attempts(self, upload: Upload, c: _Counters) -> _Done | _Failed:
+        document = await self._storage.load_document(upload.id)
+        cost = float(estimate_input_tokens(document))
+        policy = self._retry
+        failures = rate_limited = attempt = 0
+        while True:
+            attempt += 1
+            ticket = await self._bucket.acquire(cost)
+            c.requests += 1
+            try:
+                analysis = await self._call(document, c)
+            except RateLimited as exc:
+                c.rate_limited += 1
+                self._bucket.on_rate_limited(
+                    ticket, retry_after=exc.retry_after, limit=exc.limit, hint=exc.hint
+                )
+                self._emit(RateLimitHit(upload, exc.limit, exc.retry_after, _now()))
+                rate_limited += 1
+                if rate_limited > policy.max_rate_limited:
+                    return _Failed(f"still rate limited after {rate_limited} tries: {exc}", attempt)
+                # The bucket holds everyone until Retry-After is over and paces them out;
+                # a little jitter keeps retries from lining up behind one another.
+                delay = self._rng.uniform(0.0, min(1.0, 0.1 * (exc.retry_after or 1.0)))
+                error: ProviderError = exc
+            except PermanentError as exc:
+                return _Failed(_reason(exc), attempt)
+            except (Overloaded, TransientError) as exc:
+                if isinstance(exc, Overloaded):
+                    c.overloaded += 1
+                failures += 1
+                if failures >= policy.max_attempts:
+                    return _Failed(f"gave up after {attempt} attempts: {_reason(exc)}", attempt)
+                delay = policy.backoff(failures, self._rng)
+                if isinstance(exc, Overloaded) and exc.retry_after:
+                    delay = max(delay, exc.retry_after)
+                error = exc
+            else:
+                usage = analysis.usage
+                c.input_tokens += usage.input_tokens
+                c.output_tokens += usage.output_tokens
+                self._bucket.on_success(
+                    ticket, input_tokens=usage.input_tokens or None, hint=analysis.hint
+                )
+                return _Done(analysis, attempt)
+            c.retries += 1
+            self._emit(UploadRetrying(upload, attempt, _reason(error), delay, _now()))
+            await trio.sleep(delay)
+
+    async def _call(self, document: Document, c: _Counters) -> Analysis:
+        c.in_flight += 1
+        c.peak_in_flight = max(c.peak_in_flight, c.in_flight)
+        try:
+            with trio.fail_after(self._retry.timeout):
+                return await self._provider.analyze(document)
+        except trio.TooSlowError:
+            raise TransientError(f"no answer within {self._retry.timeout:g} s") from None
+        except ProviderError:
+            raise
+        except Exception as exc:
+            # A provider bug must fail this upload, not the run.
+            log.exception("provider %s raised unexpectedly", self._provider.name)
+            raise PermanentError(f"provider error: {type(exc).__name__}: {exc}") from exc
+        finally:
+            c.in_flight -= 1
+
+
+def _now() -> float:
+    return trio.current_time()
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """Give callers the error itself, not a group of one, where that is what happened."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves: list[BaseException] = []
+
+    def collect(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                collect(sub)
+        else:
+            leaves.append(e)
+
+    collect(exc)
+    for leaf in leaves:
+        if isinstance(leaf, KeyboardInterrupt):
+            return leaf
+    real = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
+    if not real:
+        return exc  # only cancellation: trio's cancel scopes handle the group
+    if len(real) == 1 or all(isinstance(leaf, StorageError) for leaf in real):
+        # Several tasks hitting the same broken storage: the first says it all.
+        return real[0]
+    return exc

@@ -1,0 +1,95 @@
+"""The Provider protocol and the values providers return."""
+
+from __future__ import annotations
+
+from typing import Protocol, final, runtime_checkable
+
+import attrs
+
+from ..model import CardDraft, Document
+
+__all__ = ["Analysis", "Provider", "RateHint", "Usage", "estimate_input_tokens"]
+
+
+@final
+@attrs.frozen
+class Usage:
+    """Tokens one request used, as the provider reported them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read_input_tokens + other.cache_read_input_tokens,
+            self.cache_creation_input_tokens + other.cache_creation_input_tokens,
+        )
+
+
+@final
+@attrs.frozen
+class RateHint:
+    """What the provider's rate-limit headers said about our quota.
+
+    Limits are per minute, as providers state them; ``*_reset`` are seconds from the
+    moment the answer was received until that bucket is full again. ``None`` means the
+    header was absent.
+    """
+
+    requests_limit: float | None = None
+    requests_remaining: float | None = None
+    requests_reset: float | None = None
+    input_tokens_limit: float | None = None
+    input_tokens_remaining: float | None = None
+    input_tokens_reset: float | None = None
+    output_tokens_limit: float | None = None
+    output_tokens_remaining: float | None = None
+    output_tokens_reset: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        """True when no header was present."""
+        return all(v is None for v in attrs.astuple(self))
+
+
+@final
+@attrs.frozen
+class Analysis:
+    """What a provider made of one document: the drafts, the usage and any rate hint."""
+
+    cards: tuple[CardDraft, ...]
+    usage: Usage = Usage()
+    hint: RateHint | None = None
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Turns one document into card drafts.
+
+    Implementations raise the errors of :mod:`cardmill.errors`: ``RateLimited`` for a
+    429 (with ``retry_after`` and ``limit`` when known), ``Overloaded`` for a 529,
+    ``TransientError`` for what may pass, ``PermanentError`` for what will not. The
+    engine retries, paces and counts; a provider makes one attempt per call.
+    """
+
+    name: str
+
+    async def analyze(self, document: Document) -> Analysis:
+        """Analyse one document (one request to the model)."""
+        ...
+
+
+def estimate_input_tokens(document: Document) -> int:
+    """A cheap, deliberately generous guess of a request's input tokens.
+
+    About four bytes a token for text; PDFs are charged by size, as their text and page
+    images both count. The engine corrects its accounting from the reported usage.
+    """
+    overhead = 600  # system prompt, tool schema, framing
+    if document.media_type == "application/pdf":
+        return overhead + document.size // 3
+    return overhead + document.size // 4

@@ -1,0 +1,91 @@
+"""ScriptedProvider: say what each document's requests will do, in trio time."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import final
+
+import attrs
+import trio
+
+from ..errors import ProviderError
+from ..model import CardDraft, Document
+from ..providers import Analysis, RateHint, Usage
+
+__all__ = ["ScriptedProvider", "Step"]
+
+
+@final
+@attrs.frozen
+class Step:
+    """One request's outcome: wait ``latency`` seconds, then raise ``error`` or answer.
+
+    Args:
+        latency: trio seconds the request takes.
+        cards: how many cards to answer with, or the drafts themselves.
+        error: raise this instead of answering.
+        usage: the usage to report.
+        hint: rate-limit headers to report.
+    """
+
+    latency: float = 0.0
+    cards: int | tuple[CardDraft, ...] = 1
+    error: ProviderError | None = None
+    usage: Usage = attrs.field(factory=lambda: Usage(input_tokens=100, output_tokens=50))
+    hint: RateHint | None = None
+
+
+@final
+class ScriptedProvider:
+    """A provider whose every answer is written in advance, per document name.
+
+    Each document's requests take the steps of its script in turn; when the script runs
+    out (or the document has none) ``default`` answers. It counts calls and the peak
+    number in flight, so tests can check what the engine did.
+
+    Example::
+
+        provider = ScriptedProvider(
+            {"a.md": [Step(1.0, error=TransientError("reset")), Step(1.0, cards=3)]},
+            default=Step(latency=1.0, cards=2),
+        )
+    """
+
+    def __init__(
+        self,
+        script: Mapping[str, Sequence[Step]] | None = None,
+        *,
+        default: Step = Step(),
+        name: str = "scripted",
+    ) -> None:
+        self.name = name
+        self._script = {k: list(v) for k, v in (script or {}).items()}
+        self._default = default
+        self.calls: list[tuple[str, float]] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    def calls_for(self, name: str) -> int:
+        """How many requests were made for the document called ``name``."""
+        return sum(1 for n, _ in self.calls if n == name)
+
+    async def analyze(self, document: Document) -> Analysis:
+        steps = self._script.get(document.name)
+        step = steps.pop(0) if steps else self._default
+        self.calls.append((document.name, trio.current_time()))
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            await trio.sleep(step.latency)
+        finally:
+            self.in_flight -= 1
+        if step.error is not None:
+            raise step.error
+        if isinstance(step.cards, int):
+            cards = tuple(
+                CardDraft(f"{document.name} #{i + 1}", f"card {i + 1} of {document.name}")
+                for i in range(step.cards)
+            )
+        else:
+            cards = step.cards
+        return Analysis(cards, step.usage, step.hint)

@@ -1,0 +1,140 @@
+"""The adaptive token bucket on its own, in virtual time."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.lowlevel
+import trio.testing
+
+from cardmill import Limit
+from cardmill.engine import AdaptiveBucket, Limits
+from cardmill.providers import RateHint
+
+
+async def test_unpaced_bucket_admits_at_once_but_checkpoints(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bucket = AdaptiveBucket()
+    with trio.testing.assert_checkpoints():
+        ticket = await bucket.acquire(500)
+    assert ticket.sent_at == trio.current_time() == 0
+    assert bucket.statistics().requests_per_second is None
+
+
+async def test_configured_ceiling_paces_exactly(autojump_clock: trio.testing.MockClock) -> None:
+    bucket = AdaptiveBucket(Limits(requests_per_minute=60))
+    times = [(await bucket.acquire()).sent_at for _ in range(5)]
+    assert times == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+async def test_input_tokens_are_paced_too(autojump_clock: trio.testing.MockClock) -> None:
+    bucket = AdaptiveBucket(Limits(input_tokens_per_minute=6000))
+    times = [(await bucket.acquire(1000)).sent_at for _ in range(3)]
+    assert times == [0.0, 10.0, 20.0]
+
+
+async def test_reported_usage_corrects_the_charge(autojump_clock: trio.testing.MockClock) -> None:
+    bucket = AdaptiveBucket(Limits(input_tokens_per_minute=6000))
+    first = await bucket.acquire(1000)
+    bucket.on_success(first, input_tokens=2000)  # twice the estimate: 10 s more
+    second = await bucket.acquire(1000)
+    assert second.sent_at == 20.0
+
+
+async def test_waiters_leave_in_order_one_interval_apart(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bucket = AdaptiveBucket(Limits(requests_per_minute=120))
+    got: list[tuple[int, float]] = []
+
+    async def one(i: int) -> None:
+        got.append((i, (await bucket.acquire()).sent_at))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(6):
+            nursery.start_soon(one, i)
+            await trio.lowlevel.checkpoint()
+    assert [t for _, t in got] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    assert [i for i, _ in got] == list(range(6))
+
+
+async def test_one_cut_per_congestion_epoch(autojump_clock: trio.testing.MockClock) -> None:
+    bucket = AdaptiveBucket(Limits(requests_per_minute=600))
+    tickets = [await bucket.acquire() for _ in range(4)]
+    await trio.sleep(1.0)
+    before = bucket.requests_per_second
+    for t in tickets:
+        bucket.on_rate_limited(t, limit=Limit.REQUESTS)
+    stats = bucket.statistics()
+    assert (stats.cuts, stats.rate_limited) == (1, 4)
+    assert before is not None
+    assert stats.requests_per_second is not None
+    assert stats.requests_per_second < before
+    # A request sent after the cut that is refused starts a new epoch: a second cut.
+    late = await bucket.acquire()
+    bucket.on_rate_limited(late, limit=Limit.REQUESTS)
+    assert bucket.statistics().cuts == 2
+
+
+async def test_retry_after_pauses_then_paces(autojump_clock: trio.testing.MockClock) -> None:
+    bucket = AdaptiveBucket(Limits(requests_per_minute=60))
+    ticket = await bucket.acquire()
+    bucket.on_rate_limited(ticket, retry_after=75.0, limit=Limit.REQUESTS)
+    assert bucket.statistics().paused_until == 75.0
+    times = [(await bucket.acquire()).sent_at for _ in range(3)]
+    assert times[0] == 75.0
+    assert times[1] - times[0] > 0.9  # paced, not a herd
+
+
+async def test_pause_wakes_sleeping_waiters_late_not_early(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bucket = AdaptiveBucket(Limits(requests_per_minute=60))
+    first = await bucket.acquire()
+    admitted: list[float] = []
+
+    async def waiter() -> None:
+        admitted.append((await bucket.acquire()).sent_at)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        await trio.sleep(0.5)  # the waiter sleeps until 1.0 ...
+        bucket.on_rate_limited(first, retry_after=5.0)  # ... when a pause to 5.5 starts
+    assert admitted == [5.5]
+
+
+async def test_rate_never_falls_below_the_floor(autojump_clock: trio.testing.MockClock) -> None:
+    bucket = AdaptiveBucket(Limits(requests_per_minute=60))
+    for _ in range(30):
+        ticket = await bucket.acquire()
+        bucket.on_rate_limited(ticket, limit=Limit.REQUESTS)
+    rate = bucket.requests_per_second
+    assert rate is not None
+    assert rate >= 1 / 60
+
+
+async def test_headers_set_the_ceiling(autojump_clock: trio.testing.MockClock) -> None:
+    bucket = AdaptiveBucket()
+    ticket = await bucket.acquire()
+    bucket.on_success(ticket, hint=RateHint(requests_limit=600, requests_remaining=590))
+    stats = bucket.statistics()
+    assert stats.requests_per_second == pytest.approx(10 * 0.985)
+    assert stats.estimated_requests_per_second == 10
+
+
+async def test_429_on_input_tokens_paces_tokens(autojump_clock: trio.testing.MockClock) -> None:
+    bucket = AdaptiveBucket()
+    tickets = [await bucket.acquire(1000) for _ in range(5)]
+    await trio.sleep(1)
+    bucket.on_rate_limited(tickets[-1], limit=Limit.INPUT_TOKENS, retry_after=1)
+    stats = bucket.statistics()
+    assert stats.input_tokens_per_second is not None
+    assert stats.requests_per_second is None
+
+
+def test_limits_are_validated() -> None:
+    with pytest.raises(ValueError, match="requests_per_minute must be > 0"):
+        Limits(requests_per_minute=0)
+    with pytest.raises(ValueError, match="input_tokens_per_minute must be > 0"):
+        Limits(input_tokens_per_minute=-5)
