@@ -11,6 +11,11 @@ The public API, re-exported from the subpackages::
 
 from __future__ import annotations
 
+from .engine import AdaptiveBucket as AdaptiveBucket
+from .engine import Engine as Engine
+from .engine import Limits as Limits
+from .engine import RetryPolicy as RetryPolicy
+from .engine import RunSummary as RunSummary
 from .errors import CardmillError as CardmillError
 from .errors import DatabaseError as DatabaseError
 from .errors import DocumentError as DocumentError
@@ -32,6 +37,13 @@ from .model import Run as Run
 from .model import RunStatus as RunStatus
 from .model import Upload as Upload
 from .model import UploadStatus as UploadStatus
+from .providers import Analysis as Analysis
+from .providers import AnthropicProvider as AnthropicProvider
+from .providers import ExtractiveProvider as ExtractiveProvider
+from .providers import OpenAICompatibleProvider as OpenAICompatibleProvider
+from .providers import Provider as Provider
+from .providers import RateHint as RateHint
+from .providers import Usage as Usage
 from .storage import MemoryStorage as MemoryStorage
 from .storage import SQLiteStorage as SQLiteStorage
 from .storage import Storage as Storage
@@ -39,23 +51,34 @@ from .storage import Storage as Storage
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveBucket",
+    "Analysis",
+    "AnthropicProvider",
     "Card",
     "CardDraft",
     "CardmillError",
     "DatabaseError",
     "Document",
     "DocumentError",
+    "Engine",
+    "ExtractiveProvider",
     "InputError",
     "InvalidDraft",
     "Limit",
+    "Limits",
     "MemoryStorage",
+    "OpenAICompatibleProvider",
     "Overloaded",
     "PermanentError",
+    "Provider",
     "ProviderError",
+    "RateHint",
     "RateLimited",
+    "RetryPolicy",
     "Run",
     "RunNotFound",
     "RunStatus",
+    "RunSummary",
     "SQLiteStorage",
     "Storage",
     "StorageError",
@@ -63,4 +86,5 @@ __all__ = [
     "Upload",
     "UploadNotFound",
     "UploadStatus",
+    "Usage",
 ]

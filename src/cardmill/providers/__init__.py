@@ -1,11 +1,42 @@
-"""Providers turn one document into card drafts."""
+"""Providers turn one document into card drafts.
+
+* :class:`AnthropicProvider` — Claude through the official SDK.
+* :class:`OpenAICompatibleProvider` — any chat-completions server, over httpx.
+* :class:`ExtractiveProvider` — offline, deterministic, no API key.
+
+Write your own by implementing :class:`Provider`.
+"""
 
 from __future__ import annotations
 
+from ._anthropic import DEFAULT_ANTHROPIC_MODEL as DEFAULT_ANTHROPIC_MODEL
+from ._anthropic import AnthropicProvider as AnthropicProvider
 from ._base import Analysis as Analysis
 from ._base import Provider as Provider
 from ._base import RateHint as RateHint
 from ._base import Usage as Usage
 from ._base import estimate_input_tokens as estimate_input_tokens
+from ._extractive import ExtractiveProvider as ExtractiveProvider
+from ._headers import rate_hint as rate_hint
+from ._headers import retry_after as retry_after
+from ._openai import DEFAULT_OPENAI_MODEL as DEFAULT_OPENAI_MODEL
+from ._openai import OpenAICompatibleProvider as OpenAICompatibleProvider
+from ._schema import card_schema as card_schema
+from ._schema import drafts_from as drafts_from
 
-__all__ = ["Analysis", "Provider", "RateHint", "Usage", "estimate_input_tokens"]
+__all__ = [
+    "DEFAULT_ANTHROPIC_MODEL",
+    "DEFAULT_OPENAI_MODEL",
+    "Analysis",
+    "AnthropicProvider",
+    "ExtractiveProvider",
+    "OpenAICompatibleProvider",
+    "Provider",
+    "RateHint",
+    "Usage",
+    "card_schema",
+    "drafts_from",
+    "estimate_input_tokens",
+    "rate_hint",
+    "retry_after",
+]

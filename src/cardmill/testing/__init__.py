@@ -2,13 +2,19 @@
 
 * :class:`ScriptedProvider` — answers written in advance, per document, in trio time.
 * :class:`SimulatedAPI` — hidden rate limits, latency, 429/529/500, in virtual time.
+* :class:`FakeAnthropicServer` — the Messages API on loopback, for the real SDK.
 * :func:`check_invariants` — the storage invariants, for your own backend or run.
+* :func:`make_pdf` — small PDFs with real text.
 """
 
 from __future__ import annotations
 
+from ._fake_anthropic import FakeAnthropicServer as FakeAnthropicServer
+from ._fake_anthropic import Fault as Fault
+from ._fake_anthropic import RecordedRequest as RecordedRequest
 from ._invariants import InvariantViolation as InvariantViolation
 from ._invariants import check_invariants as check_invariants
+from ._pdf import make_pdf as make_pdf
 from ._scripted import ScriptedProvider as ScriptedProvider
 from ._scripted import Step as Step
 from ._simulated import SimulatedAPI as SimulatedAPI
@@ -16,11 +22,15 @@ from ._simulated import SimulatedStatistics as SimulatedStatistics
 from ._simulated import lognormal as lognormal
 
 __all__ = [
+    "FakeAnthropicServer",
+    "Fault",
     "InvariantViolation",
+    "RecordedRequest",
     "ScriptedProvider",
     "SimulatedAPI",
     "SimulatedStatistics",
     "Step",
     "check_invariants",
     "lognormal",
+    "make_pdf",
 ]

@@ -1,0 +1,250 @@
+"""AnthropicProvider: cards through the official ``anthropic`` SDK and forced tool use."""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import TYPE_CHECKING, Any, Final, Self, final
+
+import trio
+
+from ..errors import (
+    InputError,
+    Overloaded,
+    PermanentError,
+    ProviderError,
+    RateLimited,
+    TransientError,
+)
+from ..model import Document
+from ._base import Analysis, RateHint, Usage
+from ._headers import is_spend_limit, limit_hit, rate_hint, retry_after
+from ._schema import SYSTEM_PROMPT, TOOL_NAME, InvalidOutput, card_schema, drafts_from
+from ._text import MAX_PDF_BYTES, decode_text, html_to_text
+
+if TYPE_CHECKING:
+    import anthropic
+
+__all__ = ["DEFAULT_ANTHROPIC_MODEL", "AnthropicProvider"]
+
+DEFAULT_ANTHROPIC_MODEL: Final = "claude-haiku-4-5"
+MAX_TEXT_CHARS: Final = 600_000  # ~150k tokens: beyond this a request cannot fit
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """Remove a secret from a message before it is raised, logged or stored."""
+    if secret:
+        text = text.replace(secret, "***")
+    return " ".join(text.split())
+
+
+@final
+class AnthropicProvider:
+    """Cards from Claude, through the official SDK with forced tool use.
+
+    The SDK's own retries are off (``max_retries=0``): the engine sees every 429 and
+    paces for it. Rate-limit and Retry-After headers are read from the raw response.
+    PDFs go as native ``document`` blocks, text and markdown as text, HTML as its
+    visible text. The system prompt is cached.
+
+    Args:
+        api_key: defaults to ``ANTHROPIC_API_KEY``. It is never logged, stored or
+            shown: not in errors, not in ``repr``.
+        base_url: defaults to ``ANTHROPIC_BASE_URL`` (read by the SDK), then the API.
+        model: defaults to ``CARDMILL_MODEL``, then a current fast model.
+        max_tokens: output budget per request.
+        max_cards: the most cards kept per document (documents are untrusted).
+        output_retries: re-asks when the output is cut off or fails validation.
+        timeout: the SDK's HTTP timeout, seconds.
+
+    Raises:
+        InputError: no API key was given or found in the environment.
+    """
+
+    name = "anthropic"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        model: str | None = None,
+        max_tokens: int = 4096,
+        max_cards: int = 20,
+        output_retries: int = 2,
+        timeout: float = 120.0,
+        client: anthropic.AsyncAnthropic | None = None,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
+        if client is None and not key:
+            raise InputError("no Anthropic API key: set ANTHROPIC_API_KEY or pass api_key")
+        if max_cards < 1:
+            raise ValueError("max_cards must be >= 1")
+        if output_retries < 0:
+            raise ValueError("output_retries must be >= 0")
+        self._key = key
+        # Imported here: the SDK takes over a second to import, and the CLI, the
+        # extractive provider and the tests of other parts should not pay for it.
+        import anthropic
+
+        self._client = client or anthropic.AsyncAnthropic(
+            api_key=key, base_url=base_url, max_retries=0, timeout=timeout
+        )
+        self.model = model or os.environ.get("CARDMILL_MODEL") or DEFAULT_ANTHROPIC_MODEL
+        self.max_tokens = max_tokens
+        self.max_cards = max_cards
+        self.output_retries = output_retries
+        self._tool = {
+            "name": TOOL_NAME,
+            "description": "Record the cards made from the document.",
+            "input_schema": card_schema(max_cards),
+        }
+
+    def __repr__(self) -> str:
+        return f"AnthropicProvider(model={self.model!r}, max_cards={self.max_cards})"
+
+    async def aclose(self) -> None:
+        """Close the SDK's HTTP client."""
+        await self._client.close()
+
+    async def __aenter__(self) -> Self:
+        await trio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- request building ---------------------------------------------------------------
+
+    def content(self, document: Document) -> list[dict[str, Any]]:
+        """The user message's content blocks for a document.
+
+        Raises:
+            PermanentError: the document is unsupported, undecodable or too large.
+        """
+        instruction = {
+            "type": "text",
+            "text": f"Make cards from the document {document.name!r}.",
+        }
+        if document.media_type == "application/pdf":
+            if not document.data.lstrip()[:5] == b"%PDF-":
+                raise PermanentError(f"{document.name}: not a PDF (no %PDF header)")
+            if document.size > MAX_PDF_BYTES:
+                raise PermanentError(
+                    f"{document.name}: PDF of {document.size / 1e6:.1f} MB is over the "
+                    f"{MAX_PDF_BYTES // (1024 * 1024)} MB request limit"
+                )
+            pdf = {
+                "type": "document",
+                "source": {
+                    "type": "base64",
+                    "media_type": "application/pdf",
+                    "data": base64.standard_b64encode(document.data).decode("ascii"),
+                },
+            }
+            return [pdf, instruction]
+        if document.media_type == "text/html":
+            text = html_to_text(decode_text(document))
+        elif document.media_type in ("text/plain", "text/markdown"):
+            text = decode_text(document)
+        else:
+            raise PermanentError(f"{document.name}: unsupported media type {document.media_type}")
+        if not text.strip():
+            raise PermanentError(f"{document.name}: no text")
+        if len(text) > MAX_TEXT_CHARS:
+            raise PermanentError(
+                f"{document.name}: {len(text):,} characters is over the "
+                f"{MAX_TEXT_CHARS:,} that fit in one request"
+            )
+        wrapped = f"<document name={document.name!r}>\n{text}\n</document>"
+        return [{"type": "text", "text": wrapped}, instruction]
+
+    # -- the call -----------------------------------------------------------------------
+
+    async def analyze(self, document: Document) -> Analysis:
+        content = self.content(document)
+        usage = Usage()
+        problem = ""
+        for _ in range(self.output_retries + 1):
+            message, hint = await self._create(content)
+            usage = usage + _usage(message)
+            try:
+                return Analysis(self._drafts(message), usage, hint)
+            except InvalidOutput as exc:
+                problem = str(exc)
+        raise PermanentError(
+            f"model output invalid after {self.output_retries + 1} tries: {problem}"
+        )
+
+    def _drafts(self, message: Any) -> tuple[Any, ...]:
+        if getattr(message, "stop_reason", None) == "max_tokens":
+            raise InvalidOutput(f"output cut off at max_tokens={self.max_tokens}")
+        for block in getattr(message, "content", None) or []:
+            if getattr(block, "type", None) == "tool_use" and block.name == TOOL_NAME:
+                return drafts_from(block.input, self.max_cards)
+        raise InvalidOutput("no record_cards tool call in the answer")
+
+    async def _create(self, content: list[dict[str, Any]]) -> tuple[Any, RateHint | None]:
+        import anthropic
+
+        create: Any = self._client.messages.with_raw_response.create
+        try:
+            raw = await create(
+                model=self.model,
+                max_tokens=self.max_tokens,
+                system=[
+                    {"type": "text", "text": SYSTEM_PROMPT, "cache_control": {"type": "ephemeral"}}
+                ],
+                tools=[self._tool],
+                tool_choice={"type": "tool", "name": TOOL_NAME},
+                messages=[{"role": "user", "content": content}],
+            )
+            hint = rate_hint(raw.headers)
+            message = await raw.parse()
+        except anthropic.APIStatusError as exc:
+            raise self._classify(exc) from None
+        except anthropic.APITimeoutError:
+            raise TransientError("request timed out") from None
+        except anthropic.APIConnectionError as exc:
+            raise TransientError(f"connection error: {scrub(str(exc), self._key)}") from None
+        except anthropic.APIResponseValidationError:
+            raise TransientError("malformed response from the API") from None
+        except (ValueError, anthropic.AnthropicError) as exc:
+            # A body that is not JSON, or a response the SDK could not read.
+            raise TransientError(f"malformed response: {scrub(str(exc), self._key)}") from None
+        except trio.BrokenResourceError:
+            raise TransientError("connection reset") from None
+        return message, hint
+
+    def _classify(self, exc: anthropic.APIStatusError) -> ProviderError:
+        status = exc.status_code
+        headers = exc.response.headers
+        message = scrub(exc.api_message or exc.message or "", self._key)
+        kind = exc.type or "error"
+        text = f"{status} {kind}: {message}"
+        if status == 429:
+            if is_spend_limit(message):
+                return PermanentError(f"spend limit: {text}")
+            hint = rate_hint(headers)
+            return RateLimited(
+                text, retry_after=retry_after(headers), limit=limit_hit(hint, message), hint=hint
+            )
+        if status == 529:
+            return Overloaded(text, retry_after=retry_after(headers))
+        if status >= 500 or status in (408, 409):
+            return TransientError(text)
+        if is_spend_limit(message):
+            return PermanentError(f"spend limit: {text}")
+        return PermanentError(text)
+
+
+def _usage(message: Any) -> Usage:
+    u = getattr(message, "usage", None)
+    if u is None:
+        return Usage()
+    return Usage(
+        input_tokens=int(getattr(u, "input_tokens", 0) or 0),
+        output_tokens=int(getattr(u, "output_tokens", 0) or 0),
+        cache_read_input_tokens=int(getattr(u, "cache_read_input_tokens", 0) or 0),
+        cache_creation_input_tokens=int(getattr(u, "cache_creation_input_tokens", 0) or 0),
+    )

@@ -1,0 +1,108 @@
+"""ExtractiveProvider: cards from a document's own headings and sentences, offline."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Final, final
+
+import trio
+
+from ..errors import PermanentError
+from ..model import CardDraft, Document
+from ._base import Analysis, Usage
+from ._text import Section, sections, sentences
+
+__all__ = ["ExtractiveProvider"]
+
+_STOPWORDS: Final = frozenset(
+    """a about above after again against all also am an and any are as at be because been
+    before being below between both but by can could did do does doing down during each
+    few for from further had has have having he her here hers herself him himself his
+    how i if in into is it its itself just me more most my myself no nor not now of off
+    on once only or other our ours ourselves out over own same she should so some such
+    than that the their theirs them themselves then there these they this those through
+    to too under until up very was we were what when where which while who whom why will
+    with would you your yours yourself yourselves one two may must use used using get
+    gets every many much via per like make makes made well way ways thing things""".split()  # noqa: SIM905
+)
+_WORD: Final = re.compile(r"[A-Za-z][A-Za-z'-]{2,}")
+
+
+@final
+class ExtractiveProvider:
+    """Offline, deterministic cards: one per section, from the document's own words.
+
+    Each card takes the section heading as its title (or the first sentence, shortened,
+    where there is none), the section's leading sentences as its body, its first
+    sentence as the quote and its most frequent content words as tags. Markdown, HTML,
+    plain text and PDF (through pypdf) are read; anything else fails with a reason.
+
+    Args:
+        max_cards: the most cards per document.
+        body_sentences: how many leading sentences make a card's body.
+    """
+
+    name = "extractive"
+
+    def __init__(self, *, max_cards: int = 20, body_sentences: int = 3) -> None:
+        if max_cards < 1:
+            raise ValueError("max_cards must be >= 1")
+        if body_sentences < 1:
+            raise ValueError("body_sentences must be >= 1")
+        self.max_cards = max_cards
+        self.body_sentences = body_sentences
+        self._limiter = trio.CapacityLimiter(2)
+
+    def __repr__(self) -> str:
+        return f"ExtractiveProvider(max_cards={self.max_cards})"
+
+    async def analyze(self, document: Document) -> Analysis:
+        # Parsing (pypdf above all) is blocking work: keep it off the event loop.
+        cards = await trio.to_thread.run_sync(self.extract, document, limiter=self._limiter)
+        return Analysis(cards, Usage())
+
+    def extract(self, document: Document) -> tuple[CardDraft, ...]:
+        """The cards for one document, synchronously."""
+        found = [s for s in sections(document) if s.paragraphs]
+        if not found:
+            raise PermanentError(f"{document.name}: no text to make cards from")
+        found = _split_long_untitled(found)
+        cards = []
+        for section in found[: self.max_cards]:
+            card = self._card(section)
+            if card is not None:
+                cards.append(card)
+        if not cards:
+            raise PermanentError(f"{document.name}: no text to make cards from")
+        return tuple(cards)
+
+    def _card(self, section: Section) -> CardDraft | None:
+        text = " ".join(section.paragraphs)
+        said = sentences(text)
+        if not said:
+            return None
+        title = section.heading or _headline(said[0])
+        body = " ".join(said[: self.body_sentences])
+        return CardDraft.clipped(title, body, _tags(text, title), said[0])
+
+
+def _split_long_untitled(found: list[Section]) -> list[Section]:
+    """A document with no headings gets a card per paragraph rather than one for all."""
+    if len(found) == 1 and not found[0].heading and len(found[0].paragraphs) > 1:
+        return [Section("", (p,)) for p in found[0].paragraphs]
+    return found
+
+
+def _headline(sentence: str, words: int = 8) -> str:
+    parts = sentence.rstrip(".!?").split()
+    head = " ".join(parts[:words])
+    return head + ("…" if len(parts) > words else "")
+
+
+def _tags(text: str, title: str, n: int = 3) -> list[str]:
+    counts = Counter(w.lower() for w in _WORD.findall(text) if w.lower() not in _STOPWORDS)
+    for w in _WORD.findall(title):
+        if w.lower() in counts:
+            counts[w.lower()] += 2
+    return [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]

@@ -1,0 +1,221 @@
+"""OpenAICompatibleProvider: chat completions with a JSON schema, over httpx."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Final, Self, final
+
+import httpx
+import trio
+
+from ..errors import (
+    InputError,
+    Overloaded,
+    PermanentError,
+    ProviderError,
+    RateLimited,
+    TransientError,
+)
+from ..model import Document
+from ._anthropic import MAX_TEXT_CHARS, scrub
+from ._base import Analysis, RateHint, Usage
+from ._headers import is_spend_limit, limit_hit, rate_hint, retry_after
+from ._schema import SYSTEM_PROMPT, InvalidOutput, card_schema, drafts_from
+from ._text import document_text
+
+__all__ = ["DEFAULT_OPENAI_MODEL", "OpenAICompatibleProvider"]
+
+DEFAULT_OPENAI_MODEL: Final = "gpt-4o-mini"
+DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
+
+
+@final
+class OpenAICompatibleProvider:
+    """Cards from any server speaking OpenAI's chat completions: OpenAI, vLLM,
+    llama.cpp, Ollama and others.
+
+    The answer is constrained with a JSON-schema ``response_format``; PDFs are sent as
+    their extracted text, so servers without file support work too.
+
+    Args:
+        api_key: defaults to ``OPENAI_API_KEY``; local servers often need none. Never
+            logged, stored or shown.
+        base_url: defaults to ``OPENAI_BASE_URL``, then OpenAI's API.
+        model: defaults to ``CARDMILL_MODEL``, then a small OpenAI model.
+        max_tokens: output budget per request.
+        max_cards: the most cards kept per document.
+        output_retries: re-asks when the output is cut off or fails validation.
+        timeout: HTTP timeout, seconds.
+        client: an ``httpx.AsyncClient`` to use (e.g. with a mock transport in tests).
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        model: str | None = None,
+        max_tokens: int = 4096,
+        max_cards: int = 20,
+        output_retries: int = 2,
+        timeout: float = 120.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        if max_cards < 1:
+            raise ValueError("max_cards must be >= 1")
+        self._key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        if not url.startswith(("http://", "https://")):
+            raise InputError(f"base_url must start with http:// or https://: {url!r}")
+        self.base_url = url.rstrip("/")
+        if self._key is None and self.base_url == DEFAULT_BASE_URL:
+            raise InputError("no OpenAI API key: set OPENAI_API_KEY or pass api_key")
+        self.model = model or os.environ.get("CARDMILL_MODEL") or DEFAULT_OPENAI_MODEL
+        self.max_tokens = max_tokens
+        self.max_cards = max_cards
+        self.output_retries = output_retries
+        self._client = client or httpx.AsyncClient(timeout=timeout)
+        self._limiter = trio.CapacityLimiter(2)
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatibleProvider(base_url={self.base_url!r}, model={self.model!r})"
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        await trio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if self._key:
+            headers["authorization"] = f"Bearer {self._key}"
+        return headers
+
+    def payload(self, text: str, name: str) -> dict[str, Any]:
+        """The chat-completions request body for one document's text."""
+        return {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "messages": [
+                {
+                    "role": "system",
+                    "content": SYSTEM_PROMPT.replace(
+                        "Answer only by calling the record_cards tool.",
+                        "Answer only with JSON matching the given schema.",
+                    ),
+                },
+                {
+                    "role": "user",
+                    "content": f"<document name={name!r}>\n{text}\n</document>\n"
+                    f"Make cards from the document {name!r}.",
+                },
+            ],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "cards",
+                    "strict": True,
+                    "schema": card_schema(self.max_cards),
+                },
+            },
+        }
+
+    async def analyze(self, document: Document) -> Analysis:
+        # PDF text extraction blocks; do it on a thread.
+        text = await trio.to_thread.run_sync(document_text, document, limiter=self._limiter)
+        if len(text) > MAX_TEXT_CHARS:
+            raise PermanentError(
+                f"{document.name}: {len(text):,} characters is over the "
+                f"{MAX_TEXT_CHARS:,} that fit in one request"
+            )
+        body = self.payload(text, document.name)
+        usage = Usage()
+        problem = ""
+        for _ in range(self.output_retries + 1):
+            data, hint = await self._post(body)
+            u = data.get("usage") or {}
+            usage = usage + Usage(
+                int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)
+            )
+            try:
+                return Analysis(self._drafts(data), usage, hint)
+            except InvalidOutput as exc:
+                problem = str(exc)
+        raise PermanentError(
+            f"model output invalid after {self.output_retries + 1} tries: {problem}"
+        )
+
+    def _drafts(self, data: dict[str, Any]) -> tuple[Any, ...]:
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise InvalidOutput("no choices in the answer")
+        choice = choices[0]
+        if choice.get("finish_reason") == "length":
+            raise InvalidOutput(f"output cut off at max_tokens={self.max_tokens}")
+        message = choice.get("message") or {}
+        content = message.get("content")
+        if not isinstance(content, str):
+            raise InvalidOutput("the answer has no text content")
+        try:
+            parsed = json.loads(content)
+        except ValueError:
+            raise InvalidOutput("the answer is not valid JSON") from None
+        return drafts_from(parsed, self.max_cards)
+
+    async def _post(self, body: dict[str, Any]) -> tuple[dict[str, Any], RateHint | None]:
+        url = f"{self.base_url}/chat/completions"
+        try:
+            response = await self._client.post(url, json=body, headers=self._headers())
+        except httpx.TimeoutException:
+            raise TransientError("request timed out") from None
+        except httpx.TransportError as exc:
+            raise TransientError(
+                f"connection error: {scrub(str(exc) or type(exc).__name__, self._key)}"
+            ) from None
+        if response.status_code >= 400:
+            raise self._classify(response)
+        try:
+            data = response.json()
+        except ValueError:
+            raise TransientError("malformed response: body is not JSON") from None
+        if not isinstance(data, dict):
+            raise TransientError("malformed response: body is not a JSON object")
+        return data, rate_hint(response.headers)
+
+    def _classify(self, response: httpx.Response) -> ProviderError:
+        status = response.status_code
+        try:
+            error = response.json().get("error") or {}
+        except (ValueError, AttributeError):
+            error = {}
+        if not isinstance(error, dict):
+            error = {"message": str(error)}
+        message = scrub(str(error.get("message") or response.reason_phrase or ""), self._key)
+        code = str(error.get("code") or error.get("type") or "error")
+        text = f"{status} {code}: {message}"
+        if status == 429:
+            if code == "insufficient_quota" or is_spend_limit(message):
+                return PermanentError(f"spend limit: {text}")
+            hint = rate_hint(response.headers)
+            return RateLimited(
+                text,
+                retry_after=retry_after(response.headers),
+                limit=limit_hit(hint, message),
+                hint=hint,
+            )
+        if status == 529:
+            return Overloaded(text, retry_after=retry_after(response.headers))
+        if status == 503 and "overload" in message.lower():
+            return Overloaded(text, retry_after=retry_after(response.headers))
+        if status >= 500 or status in (408, 409):
+            return TransientError(text)
+        return PermanentError(text)

@@ -1,0 +1,230 @@
+"""Turning document bytes into text and sections, shared by the providers.
+
+Every failure is a ``PermanentError`` whose message names what is wrong with the
+document: retrying will not make an encrypted PDF readable.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections.abc import Iterable
+from html.parser import HTMLParser
+from typing import Final
+
+import attrs
+
+from ..errors import PermanentError
+from ..model import Document
+
+__all__ = ["Section", "decode_text", "document_text", "pdf_text", "sections", "sentences"]
+
+MAX_PDF_BYTES: Final = 32 * 1024 * 1024
+
+_HEADING_TAGS: Final = {"h1", "h2", "h3", "h4", "h5", "h6"}
+_BLOCK_TAGS: Final = {"p", "li", "blockquote", "pre", "td", "th", "dd", "dt", "div", "br", "tr"}
+_SKIP_TAGS: Final = {"script", "style", "head", "title", "noscript", "template", "svg"}
+
+
+@attrs.frozen
+class Section:
+    """A heading (possibly empty) and the paragraphs under it."""
+
+    heading: str
+    paragraphs: tuple[str, ...]
+
+
+def decode_text(document: Document) -> str:
+    """The document's bytes as text: UTF-8 (with or without BOM), else a clear error."""
+    data = document.data
+    if b"\x00" in data[:8192]:
+        raise PermanentError(f"{document.name}: binary content, not text")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PermanentError(
+            f"{document.name}: not valid UTF-8 text (bad byte at offset {exc.start})"
+        ) from None
+    if not text.strip():
+        raise PermanentError(f"{document.name}: empty document")
+    return text
+
+
+class _HTMLText(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.blocks: list[tuple[str, str]] = []  # (kind, text): kind "h" or "p"
+        self._buffer: list[str] = []
+        self._kind = "p"
+        self._skip = 0
+
+    def _flush(self) -> None:
+        text = " ".join("".join(self._buffer).split())
+        if text:
+            self.blocks.append((self._kind, text))
+        self._buffer = []
+        self._kind = "p"
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP_TAGS:
+            self._skip += 1
+        elif tag in _HEADING_TAGS:
+            self._flush()
+            self._kind = "h"
+        elif tag in _BLOCK_TAGS:
+            self._flush()
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP_TAGS:
+            self._skip = max(0, self._skip - 1)
+        elif tag in _HEADING_TAGS or tag in _BLOCK_TAGS:
+            self._flush()
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self._buffer.append(data)
+
+    def close(self) -> None:
+        super().close()
+        self._flush()
+
+
+def _html_blocks(text: str) -> list[tuple[str, str]]:
+    parser = _HTMLText()
+    parser.feed(text)
+    parser.close()
+    return parser.blocks
+
+
+def html_to_text(text: str) -> str:
+    """Visible text of an HTML page, headings and paragraphs on their own lines."""
+    return "\n\n".join(("# " + t) if kind == "h" else t for kind, t in _html_blocks(text))
+
+
+def pdf_text(document: Document) -> str:
+    """Text of a PDF's pages (blocking: call from a worker thread)."""
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    if len(document.data) > MAX_PDF_BYTES:
+        raise PermanentError(
+            f"{document.name}: PDF of {len(document.data) / 1e6:.1f} MB is over the "
+            f"{MAX_PDF_BYTES // (1024 * 1024)} MB limit"
+        )
+    if not document.data.lstrip()[:5] == b"%PDF-":
+        raise PermanentError(f"{document.name}: not a PDF (no %PDF header)")
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    try:
+        reader = PdfReader(io.BytesIO(document.data))
+        if reader.is_encrypted:
+            raise PermanentError(f"{document.name}: encrypted PDF")
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except PermanentError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+        raise PermanentError(f"{document.name}: unreadable PDF ({_short(exc)})") from None
+    except Exception as exc:  # pypdf raises many types on hostile input
+        raise PermanentError(f"{document.name}: unreadable PDF ({_short(exc)})") from None
+    text = "\n\n".join(p.strip() for p in pages if p.strip())
+    if not text.strip():
+        raise PermanentError(f"{document.name}: PDF has no extractable text")
+    return text
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:160]
+
+
+def document_text(document: Document) -> str:
+    """Plain text of any supported document (blocking for PDFs)."""
+    if document.media_type == "application/pdf":
+        return pdf_text(document)
+    if document.media_type == "text/html":
+        text = html_to_text(decode_text(document))
+        if not text.strip():
+            raise PermanentError(f"{document.name}: HTML page has no visible text")
+        return text
+    if document.media_type in ("text/plain", "text/markdown"):
+        return decode_text(document)
+    raise PermanentError(f"{document.name}: unsupported media type {document.media_type}")
+
+
+_MD_HEADING: Final = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+_SETEXT: Final = re.compile(r"^\s{0,3}(=+|-+)\s*$")
+_SENTENCE: Final = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[])")
+
+
+def sections(document: Document) -> list[Section]:
+    """Split a document into headed sections (blocking for PDFs)."""
+    if document.media_type == "text/html":
+        blocks = _html_blocks(decode_text(document))
+        return _group((kind == "h", t) for kind, t in blocks)
+    text = document_text(document)
+    return _group(_markdown_blocks(text))
+
+
+def _markdown_blocks(text: str) -> list[tuple[bool, str]]:
+    blocks: list[tuple[bool, str]] = []
+    paragraph: list[str] = []
+    in_code = False
+
+    def flush() -> None:
+        if paragraph:
+            joined = " ".join(" ".join(paragraph).split())
+            joined = re.sub(r"^([-*+]|\d+[.)])\s+", "", joined)
+            if joined:
+                blocks.append((False, joined))
+            paragraph.clear()
+
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("```", "~~~")):
+            in_code = not in_code
+            flush()
+            continue
+        if in_code:
+            continue
+        m = _MD_HEADING.match(line)
+        if m:
+            flush()
+            blocks.append((True, _inline(m.group(2))))
+        elif _SETEXT.match(line) and len(paragraph) == 1:
+            blocks.append((True, _inline(paragraph.pop())))
+        elif not stripped:
+            flush()
+        elif re.match(r"^([-*+]|\d+[.)])\s+", stripped):
+            flush()
+            paragraph.append(_inline(stripped))
+        else:
+            paragraph.append(_inline(stripped))
+    flush()
+    return blocks
+
+
+def _inline(text: str) -> str:
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", text)  # links and images
+    text = re.sub(r"(\*\*|__|\*|_|`)(.+?)\1", r"\2", text)
+    return text.strip()
+
+
+def _group(blocks: Iterable[tuple[bool, str]]) -> list[Section]:
+    out: list[Section] = []
+    heading = ""
+    paragraphs: list[str] = []
+    for is_heading, text in blocks:
+        if is_heading:
+            if paragraphs or heading:
+                out.append(Section(heading, tuple(paragraphs)))
+            heading, paragraphs = text, []
+        else:
+            paragraphs.append(text)
+    if paragraphs or heading:
+        out.append(Section(heading, tuple(paragraphs)))
+    return out
+
+
+def sentences(text: str) -> list[str]:
+    """Split prose into sentences (good enough for summaries and quotes)."""
+    return [s.strip() for s in _SENTENCE.split(" ".join(text.split())) if s.strip()]

@@ -1,0 +1,450 @@
+"""FakeAnthropicServer: a loopback HTTP server speaking enough of the Messages API.
+
+It lets the real ``anthropic`` SDK (and so ``AnthropicProvider``, and the CLI in a
+subprocess) be tested end to end without the internet: tool_use answers built from the
+request's own tool schema, hidden rate limits with 429 and the rate-limit headers,
+injected 529/500/401 and broken answers, and a log of every request.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Final, Literal, Self, final
+
+import attrs
+import h11
+import trio
+
+__all__ = ["FakeAnthropicServer", "Fault", "RecordedRequest"]
+
+Fault = Literal[
+    "429",
+    "429-spend",
+    "529",
+    "500",
+    "400",
+    "401",
+    "413",
+    "malformed",
+    "invalid_tool_input",
+    "max_tokens",
+    "reset",
+    "hang",
+]
+_MAX_BODY: Final = 64 * 1024 * 1024
+
+
+@final
+@attrs.frozen
+class RecordedRequest:
+    """One request the server received (headers without credentials)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    at: float
+    status: int
+
+
+class _Bucket:
+    def __init__(self, per_minute: float, burst_seconds: float, now: float) -> None:
+        self.per_minute = per_minute
+        self.rate = per_minute / 60.0
+        self.capacity = max(self.rate * burst_seconds, 1.0)
+        self.tokens = self.capacity
+        self.at = now
+
+    def refill(self, now: float) -> None:
+        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+
+    def headers(self, kind: str) -> dict[str, str]:
+        reset = datetime.now(UTC) + timedelta(seconds=(self.capacity - self.tokens) / self.rate)
+        return {
+            f"anthropic-ratelimit-{kind}-limit": str(int(self.per_minute)),
+            f"anthropic-ratelimit-{kind}-remaining": str(max(0, math.floor(self.tokens))),
+            f"anthropic-ratelimit-{kind}-reset": reset.isoformat().replace("+00:00", "Z"),
+        }
+
+
+@final
+class FakeAnthropicServer:
+    """A Messages API on 127.0.0.1 (random port) for end-to-end tests of the real SDK.
+
+    Use it as ``async with FakeAnthropicServer(...) as server:`` and point the SDK at
+    ``server.url`` (``ANTHROPIC_BASE_URL`` for a subprocess).
+
+    Args:
+        latency: seconds per successful answer, or a function of a ``random.Random``.
+        requests_per_minute: hidden request limit (None: unlimited).
+        input_tokens_per_minute: hidden input-token limit (None: unlimited).
+        burst_seconds: bucket capacity in seconds of refill.
+        headers: send ``anthropic-ratelimit-*`` headers.
+        api_key: when set, any other ``x-api-key`` is answered 401.
+        fault_rates: random faults, e.g. ``{"529": 0.05, "500": 0.05}``.
+        cards: cards per answer (capped by the schema's ``maxItems``).
+        hostile: answer as a model talked into ignoring the schema's limits would: all
+            ``cards`` cards, 40 tags each, bodies of 10,000 characters.
+        seed: for latencies and random faults.
+    """
+
+    def __init__(
+        self,
+        *,
+        latency: float | Callable[[random.Random], float] = 0.0,
+        requests_per_minute: float | None = None,
+        input_tokens_per_minute: float | None = None,
+        burst_seconds: float = 60.0,
+        headers: bool = True,
+        api_key: str | None = None,
+        fault_rates: dict[Fault, float] | None = None,
+        cards: int = 3,
+        hostile: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._hostile = hostile
+        self._latency = latency
+        self._limits = (requests_per_minute, input_tokens_per_minute)
+        self._burst = burst_seconds
+        self._headers = headers
+        self._api_key = api_key
+        self._fault_rates = dict(fault_rates or {})
+        self._cards = cards
+        self._rng = random.Random(seed)
+        self._faults: deque[Fault] = deque()
+        self._requests: _Bucket | None = None
+        self._tokens: _Bucket | None = None
+        self._nursery: trio.Nursery | None = None
+        self._port = 0
+        self.requests: list[RecordedRequest] = []
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._cm = trio.open_nursery()
+        self._nursery = await self._cm.__aenter__()
+        # Loopback only: nothing outside this machine can reach the fake.
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self._port = listeners[0].socket.getsockname()[1]
+        self._nursery.start_soon(trio.serve_listeners, self._serve_connection, listeners)
+        self._start_buckets()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+        await self._cm.__aexit__(exc_type, exc, tb)
+
+    @property
+    def url(self) -> str:
+        """Base URL for the SDK: ``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self._port}"
+
+    # -- control --------------------------------------------------------------------------
+
+    def inject(self, *faults: Fault) -> None:
+        """The next requests get these faults, in order, before any limit is checked."""
+        self._faults.extend(faults)
+
+    def set_limits(
+        self, requests_per_minute: float | None = None, input_tokens_per_minute: float | None = None
+    ) -> None:
+        """Change the hidden limits now."""
+        self._limits = (requests_per_minute, input_tokens_per_minute)
+        self._start_buckets()
+
+    def _start_buckets(self) -> None:
+        now = trio.current_time()
+        rpm, tpm = self._limits
+        self._requests = None if rpm is None else _Bucket(rpm, self._burst, now)
+        self._tokens = None if tpm is None else _Bucket(tpm, self._burst, now)
+
+    def statuses(self) -> list[int]:
+        """Status codes answered so far, in order."""
+        return [r.status for r in self.requests]
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_BODY)
+        try:
+            while True:
+                request, body = await self._read_request(conn, stream)
+                if request is None:
+                    return
+                keep = await self._answer(conn, stream, request, body)
+                if not keep or conn.our_state is h11.MUST_CLOSE:
+                    return
+                conn.start_next_cycle()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
+            return
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _read_request(
+        self, conn: h11.Connection, stream: trio.SocketStream
+    ) -> tuple[h11.Request | None, bytes]:
+        request: h11.Request | None = None
+        chunks: list[bytes] = []
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+                continue
+            if isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                return request, b"".join(chunks)
+            elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return None, b""
+
+    async def _send(
+        self,
+        conn: h11.Connection,
+        stream: trio.SocketStream,
+        status: int,
+        payload: bytes,
+        headers: dict[str, str],
+    ) -> None:
+        all_headers = [
+            ("content-type", "application/json"),
+            ("content-length", str(len(payload))),
+            *headers.items(),
+        ]
+        await stream.send_all(conn.send(h11.Response(status_code=status, headers=all_headers)))
+        await stream.send_all(conn.send(h11.Data(data=payload)))
+        await stream.send_all(conn.send(h11.EndOfMessage()))
+
+    async def _answer(
+        self, conn: h11.Connection, stream: trio.SocketStream, request: h11.Request, raw: bytes
+    ) -> bool:
+        now = trio.current_time()
+        headers = {k.decode().lower(): v.decode() for k, v in request.headers}
+        path = request.target.decode().split("?")[0]
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        status, payload, extra, mode = self._decide(path, headers, body, raw, now)
+        shown = {k: v for k, v in headers.items() if k not in ("x-api-key", "authorization")}
+        self.requests.append(
+            RecordedRequest(request.method.decode(), path, shown, body, now, status)
+        )
+        if mode == "hang":
+            await trio.sleep_forever()
+        if status == 200:
+            latency = self._latency(self._rng) if callable(self._latency) else self._latency
+            await trio.sleep(latency)
+        if mode == "reset":
+            # Promise a body, send half of it, hang up.
+            data = json.dumps(payload).encode()
+            head = [("content-type", "application/json"), ("content-length", str(len(data)))]
+            await stream.send_all(conn.send(h11.Response(status_code=200, headers=head)))
+            await stream.send_all(conn.send(h11.Data(data=data[: len(data) // 2])))
+            return False
+        data = (
+            b'{"id": "msg_broken", "type": "mess'
+            if mode == "malformed"
+            else json.dumps(payload).encode()
+        )
+        await self._send(conn, stream, status, data, extra)
+        return True
+
+    def _decide(
+        self, path: str, headers: dict[str, str], body: Any, raw: bytes, now: float
+    ) -> tuple[int, Any, dict[str, str], str]:
+        def error(
+            status: int, kind: str, message: str, **extra: str
+        ) -> tuple[int, Any, dict[str, str], str]:
+            payload = {"type": "error", "error": {"type": kind, "message": message}}
+            return status, payload, dict(extra), "error"
+
+        if path != "/v1/messages":
+            return error(404, "not_found_error", f"no route {path}")
+        bearer = headers.get("authorization", "")
+        presented = headers.get("x-api-key") or bearer.removeprefix("Bearer ").strip()
+        if self._api_key is not None and presented != self._api_key:
+            return error(401, "authentication_error", "invalid x-api-key")
+        if not isinstance(body, dict) or "messages" not in body or "model" not in body:
+            return error(
+                400, "invalid_request_error", "body must be a JSON object with model and messages"
+            )
+        fault: Fault | None = self._faults.popleft() if self._faults else None
+        if fault is None:
+            roll = self._rng.random()
+            for name, share in self._fault_rates.items():
+                if roll < share:
+                    fault = name
+                    break
+                roll -= share
+        if fault == "429":
+            return error(
+                429,
+                "rate_limit_error",
+                "Number of requests has exceeded your rate limit",
+                **{"retry-after": "1"},
+            )
+        if fault == "429-spend":
+            return error(
+                429,
+                "rate_limit_error",
+                "You have reached your specified workspace API usage limits",
+            )
+        if fault == "529":
+            return error(529, "overloaded_error", "Overloaded")
+        if fault == "500":
+            return error(500, "api_error", "Internal server error")
+        if fault == "400":
+            return error(400, "invalid_request_error", "messages: invalid content")
+        if fault == "401":
+            return error(401, "authentication_error", "invalid x-api-key")
+        if fault == "413":
+            return error(
+                413, "request_too_large", "Request exceeds the maximum allowed number of bytes"
+            )
+        cost = float(len(raw) // 4)
+        limited = self._check_limits(now, cost)
+        if limited is not None:
+            return limited
+        rate_headers = self._rate_headers()
+        message = self._message(body, cost, fault)
+        return 200, message, rate_headers, fault or "ok"
+
+    def _check_limits(self, now: float, cost: float) -> tuple[int, Any, dict[str, str], str] | None:
+        waits: list[tuple[float, str]] = []
+        for bucket, need, what in (
+            (self._requests, 1.0, "requests"),
+            (self._tokens, cost, "input tokens"),
+        ):
+            if bucket is None:
+                continue
+            bucket.refill(now)
+            need = min(need, bucket.capacity)
+            if bucket.tokens < need:
+                waits.append(((need - bucket.tokens) / bucket.rate, what))
+        if not waits:
+            if self._requests is not None:
+                self._requests.tokens -= 1
+            if self._tokens is not None:
+                self._tokens.tokens -= min(cost, self._tokens.capacity)
+            return None
+        wait, what = max(waits)
+        limit = self._requests if what == "requests" else self._tokens
+        assert limit is not None
+        message = (
+            f"This request would exceed the rate limit for your organization of "
+            f"{int(limit.per_minute)} {what} per minute."
+        )
+        headers = {"retry-after": str(max(1, math.ceil(wait)))}
+        headers.update(self._rate_headers())
+        payload = {"type": "error", "error": {"type": "rate_limit_error", "message": message}}
+        return 429, payload, headers, "error"
+
+    def _rate_headers(self) -> dict[str, str]:
+        out: dict[str, str] = {"request-id": f"req_{self._rng.getrandbits(48):012x}"}
+        if not self._headers:
+            return out
+        if self._requests is not None:
+            out.update(self._requests.headers("requests"))
+        if self._tokens is not None:
+            out.update(self._tokens.headers("input-tokens"))
+        return out
+
+    def _message(self, body: dict[str, Any], cost: float, fault: Fault | None) -> Any:
+        tools = body.get("tools") or []
+        choice = body.get("tool_choice") or {}
+        tool = next((t for t in tools if t.get("name") == choice.get("name")), None)
+        if tool is None and tools:
+            tool = tools[0]
+        text = _request_text(body)
+        stop = "tool_use"
+        if tool is not None:
+            tool_input = _fill(tool.get("input_schema", {}), text, self._cards, "", self._hostile)
+            if fault == "invalid_tool_input":
+                tool_input = {"cards": "not a list"}
+            if fault == "max_tokens":
+                stop = "max_tokens"
+            content: list[dict[str, Any]] = [
+                {"type": "tool_use", "id": "toolu_fake", "name": tool["name"], "input": tool_input}
+            ]
+        else:
+            content = [{"type": "text", "text": text[:200] or "ok"}]
+            stop = "end_turn"
+        output_tokens = len(json.dumps(content)) // 4
+        return {
+            "id": f"msg_{self._rng.getrandbits(48):012x}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "fake"),
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": int(cost),
+                "output_tokens": output_tokens,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+            },
+        }
+
+
+def _request_text(body: dict[str, Any]) -> str:
+    parts: list[str] = []
+    for message in body.get("messages", []):
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+            continue
+        for block in content or []:
+            if block.get("type") == "text":
+                parts.append(block.get("text", ""))
+            elif block.get("type") == "document":
+                parts.append("A PDF document about its own subject.")
+    text = " ".join(parts)
+    inside = re.search(r"<document[^>]*>(.*?)</document>", text, re.S)
+    if inside:
+        text = inside.group(1)
+    return " ".join(text.split())
+
+
+def _fill(schema: dict[str, Any], text: str, cards: int, name: str, hostile: bool = False) -> Any:
+    """A value that satisfies ``schema`` (unless hostile), with words from the request."""
+    kind = schema.get("type")
+    if kind == "object":
+        props: dict[str, Any] = schema.get("properties", {})
+        return {k: _fill(v, text, cards, k, hostile) for k, v in props.items()}
+    if kind == "array":
+        limit = cards if hostile else schema.get("maxItems", cards)
+        n = max(schema.get("minItems", 0), min(cards, limit))
+        item = schema.get("items", {"type": "string"})
+        inner = min(cards, 40) if hostile else cards  # only the top level is huge
+        return [_fill(item, f"{text} #{i + 1}", inner, name, hostile) for i in range(n)]
+    if kind == "string" or (isinstance(kind, list) and "string" in kind):
+        if hostile:
+            size = {"title": 1_000, "body": 10_000, "quote": 5_000}.get(name, 100)
+            return ("spam " * size)[:size]
+        words = text.split()
+        size = {"title": 6, "quote": 12}.get(name, 30)
+        value = " ".join(words[:size]) or name or "text"
+        return value[: schema.get("maxLength", 10_000)]
+    if kind in ("integer", "number"):
+        return schema.get("minimum", 1)
+    if kind == "boolean":
+        return True
+    return None

@@ -1,0 +1,244 @@
+"""AnthropicProvider: the real anthropic SDK against FakeAnthropicServer over loopback."""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+import pytest
+import trio
+
+from cardmill import (
+    Document,
+    InputError,
+    Limit,
+    Overloaded,
+    PermanentError,
+    RateLimited,
+    TransientError,
+)
+from cardmill.providers import DEFAULT_ANTHROPIC_MODEL, AnthropicProvider
+from cardmill.testing import FakeAnthropicServer, Fault, make_pdf
+
+KEY = "sk-ant-test-0123456789-SECRET"
+MD = Document("notes.md", b"# Llamas\n\nLlamas are calm animals. They carry loads.\n")
+
+
+def provider(server: FakeAnthropicServer, **kwargs: object) -> AnthropicProvider:
+    return AnthropicProvider(api_key=KEY, base_url=server.url, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_text_request_on_the_wire() -> None:
+    async with FakeAnthropicServer() as server:
+        async with provider(server) as p:
+            analysis = await p.analyze(MD)
+        (request,) = server.requests
+    assert request.path == "/v1/messages"
+    body = request.body
+    assert body["model"] == DEFAULT_ANTHROPIC_MODEL
+    assert body["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert body["tool_choice"] == {"type": "tool", "name": "record_cards"}
+    (tool,) = body["tools"]
+    assert tool["input_schema"]["properties"]["cards"]["maxItems"] == 20
+    text = body["messages"][0]["content"][0]
+    assert text["type"] == "text"
+    assert "Llamas are calm animals." in text["text"]
+    assert "x-api-key" not in request.headers  # credentials are not recorded
+    assert "authorization" not in request.headers
+    assert len(analysis.cards) == 3
+    assert analysis.cards[0].title.startswith("# Llamas")
+    assert analysis.usage.input_tokens > 0
+    assert analysis.usage.output_tokens > 0
+
+
+async def test_pdf_goes_as_a_native_document_block() -> None:
+    pdf = make_pdf([["Photosynthesis", "", "Plants turn light into sugar."]])
+    async with FakeAnthropicServer() as server:
+        async with provider(server) as p:
+            await p.analyze(Document("leaf.pdf", pdf))
+        (request,) = server.requests
+    block = request.body["messages"][0]["content"][0]
+    assert block["type"] == "document"
+    assert block["source"]["media_type"] == "application/pdf"
+    assert base64.b64decode(block["source"]["data"]) == pdf
+
+
+async def test_html_is_sent_as_its_visible_text() -> None:
+    html = b"<html><style>p{color:red}</style><body><h1>Tea</h1><p>Steep it.</p></body></html>"
+    async with FakeAnthropicServer() as server:
+        async with provider(server) as p:
+            await p.analyze(Document("tea.html", html))
+        (request,) = server.requests
+    text = request.body["messages"][0]["content"][0]["text"]
+    assert "# Tea" in text
+    assert "Steep it." in text
+    assert "color:red" not in text
+
+
+async def test_model_from_environment_and_base_url_from_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with FakeAnthropicServer() as server:
+        monkeypatch.setenv("CARDMILL_MODEL", "claude-test-model")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+        async with AnthropicProvider() as p:
+            await p.analyze(MD)
+        assert server.requests[0].body["model"] == "claude-test-model"
+
+
+def test_missing_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(InputError, match="ANTHROPIC_API_KEY"):
+        AnthropicProvider()
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        (Document("bad.txt", b"caf\xe9 au lait", "text/plain"), "not valid UTF-8"),
+        (Document("empty.md", b"   \n", "text/markdown"), "empty document"),
+        (Document("blob.bin", b"\x00\x01\x02", "application/octet-stream"), "unsupported"),
+        (Document("fake.pdf", b"not a pdf at all", "application/pdf"), "not a PDF"),
+        (Document("huge.txt", b"word " * 200_000, "text/plain"), "fit in one request"),
+    ],
+)
+async def test_bad_documents_fail_before_any_request(document: Document, reason: str) -> None:
+    async with FakeAnthropicServer() as server:
+        with pytest.raises(PermanentError, match=reason):
+            async with provider(server) as p:
+                await p.analyze(document)
+        assert server.requests == []
+
+
+# -- the classification matrix ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "text"),
+    [
+        ("429", RateLimited, "429 rate_limit_error"),
+        ("429-spend", PermanentError, "spend limit"),
+        ("529", Overloaded, "529 overloaded_error"),
+        ("500", TransientError, "500 api_error"),
+        ("400", PermanentError, "400 invalid_request_error"),
+        ("401", PermanentError, "401 authentication_error"),
+        ("413", PermanentError, "413 request_too_large"),
+        ("malformed", TransientError, "malformed response"),
+        ("reset", TransientError, "connection"),
+    ],
+)
+async def test_classification(fault: Fault, error: type[Exception], text: str) -> None:
+    async with FakeAnthropicServer() as server:
+        server.inject(fault)
+        with pytest.raises(error, match=text) as caught:
+            async with provider(server) as p:
+                await p.analyze(MD)
+    assert KEY not in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+async def test_429_reads_retry_after_limit_and_headers() -> None:
+    async with FakeAnthropicServer(requests_per_minute=60, burst_seconds=1) as server:
+        async with provider(server) as p:
+            await p.analyze(MD)
+            with pytest.raises(RateLimited) as caught:
+                await p.analyze(MD)
+    exc = caught.value
+    assert exc.retry_after == 1.0
+    assert exc.limit == Limit.REQUESTS
+    assert exc.hint is not None
+    assert exc.hint.requests_limit == 60
+    assert exc.hint.requests_remaining == 0
+
+
+async def test_429_on_input_tokens_names_that_limit() -> None:
+    async with FakeAnthropicServer(input_tokens_per_minute=600, burst_seconds=60) as server:
+        big = Document("big.txt", b"token " * 2000)
+        async with provider(server) as p:
+            with pytest.raises(RateLimited) as caught:
+                for _ in range(5):
+                    await p.analyze(big)
+    assert caught.value.limit == Limit.INPUT_TOKENS
+
+
+async def test_success_reports_rate_hint() -> None:
+    async with FakeAnthropicServer(requests_per_minute=50, input_tokens_per_minute=40_000) as s:
+        async with provider(s) as p:
+            analysis = await p.analyze(MD)
+    hint = analysis.hint
+    assert hint is not None
+    assert (hint.requests_limit, hint.requests_remaining) == (50, 49)
+    assert hint.input_tokens_limit == 40_000
+    assert hint.requests_reset is not None
+    assert 0 <= hint.requests_reset <= 2
+
+
+async def test_timeout_is_transient() -> None:
+    async with FakeAnthropicServer() as server:
+        server.inject("hang")
+        with pytest.raises(TransientError, match="timed out"):
+            async with provider(server, timeout=0.3) as p:
+                await p.analyze(MD)
+
+
+async def test_invalid_tool_input_is_retried_then_permanent() -> None:
+    async with FakeAnthropicServer() as server:
+        server.inject("invalid_tool_input")
+        async with provider(server) as p:
+            analysis = await p.analyze(MD)
+        assert len(analysis.cards) == 3
+        assert len(server.requests) == 2
+        assert analysis.usage.input_tokens == sum(1 for _ in server.requests) * (
+            analysis.usage.input_tokens // 2
+        )
+        server.inject("invalid_tool_input", "invalid_tool_input", "invalid_tool_input")
+        with pytest.raises(PermanentError, match=r"invalid after 3 tries: 'cards' is not a list"):
+            async with provider(server) as p:
+                await p.analyze(MD)
+
+
+async def test_output_cut_by_max_tokens_is_retried_then_permanent() -> None:
+    async with FakeAnthropicServer() as server:
+        server.inject("max_tokens", "max_tokens")
+        with pytest.raises(PermanentError, match="cut off at max_tokens=4096"):
+            async with provider(server, output_retries=1) as p:
+                await p.analyze(MD)
+        assert len(server.requests) == 2
+
+
+async def test_hostile_output_is_clipped_to_the_limits() -> None:
+    async with FakeAnthropicServer(hostile=True, cards=500) as server:
+        async with provider(server, max_cards=7) as p:
+            analysis = await p.analyze(MD)
+    assert len(analysis.cards) == 7
+    for card in analysis.cards:
+        assert len(card.title) <= 200
+        assert len(card.body) <= 4000
+        assert len(card.tags) <= 12
+
+
+async def test_the_key_never_shows(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with FakeAnthropicServer(api_key="a-different-key") as server, provider(server) as p:
+        assert KEY not in repr(p)
+        with pytest.raises(PermanentError) as caught:
+            await p.analyze(MD)
+    assert "401" in str(caught.value)
+    assert KEY not in str(caught.value)
+    assert KEY not in repr(caught.value)
+    assert caught.value.__cause__ is None
+    assert KEY not in caplog.text
+    async with FakeAnthropicServer(api_key=KEY) as server, provider(server) as p:
+        await p.analyze(MD)
+    assert KEY not in caplog.text
+
+
+async def test_concurrent_requests_share_one_client() -> None:
+    async with FakeAnthropicServer(latency=0.2) as server:
+        start = trio.current_time()
+        async with provider(server) as p, trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(p.analyze, MD)
+        assert trio.current_time() - start < 0.75
+        assert len(server.requests) == 4

@@ -1,0 +1,178 @@
+"""OpenAICompatibleProvider against an httpx mock transport."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from cardmill import (
+    Document,
+    InputError,
+    Limit,
+    Overloaded,
+    PermanentError,
+    RateLimited,
+    TransientError,
+)
+from cardmill.providers import OpenAICompatibleProvider
+from cardmill.testing import make_pdf
+
+KEY = "sk-openai-test-SECRET-42"
+DOC = Document("notes.md", b"# Owls\n\nOwls hunt at night. They hear very well.\n")
+CARDS = {"cards": [{"title": "Owls", "body": "They hunt at night.", "tags": ["owl"], "quote": "x"}]}
+
+
+def answer(content: Any = CARDS, finish: str = "stop", status: int = 200, **headers: str) -> Any:
+    def respond(request: httpx.Request) -> httpx.Response:
+        body = {
+            "choices": [
+                {
+                    "message": {"role": "assistant", "content": json.dumps(content)},
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": {"prompt_tokens": 120, "completion_tokens": 30},
+        }
+        return httpx.Response(status, json=body, headers=headers)
+
+    return respond
+
+
+def error(status: int, message: str, code: str = "error", **headers: str) -> Any:
+    def respond(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            status, json={"error": {"message": message, "code": code}}, headers=headers
+        )
+
+    return respond
+
+
+def make(
+    *handlers: Callable[[httpx.Request], httpx.Response], seen: list[httpx.Request] | None = None
+) -> OpenAICompatibleProvider:
+    queue = list(handlers)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if seen is not None:
+            seen.append(request)
+        step = queue.pop(0) if len(queue) > 1 else queue[0]
+        return step(request)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return OpenAICompatibleProvider(
+        api_key=KEY, base_url="http://127.0.0.1:9/v1", model="local-model", client=client
+    )
+
+
+async def test_request_and_answer() -> None:
+    seen: list[httpx.Request] = []
+    async with make(answer(), seen=seen) as provider:
+        analysis = await provider.analyze(DOC)
+    (request,) = seen
+    assert str(request.url) == "http://127.0.0.1:9/v1/chat/completions"
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+    body = json.loads(request.content)
+    assert body["model"] == "local-model"
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["schema"]["required"] == ["cards"]
+    assert "Owls hunt at night." in body["messages"][1]["content"]
+    assert [c.title for c in analysis.cards] == ["Owls"]
+    assert (analysis.usage.input_tokens, analysis.usage.output_tokens) == (120, 30)
+
+
+async def test_pdf_is_sent_as_text() -> None:
+    seen: list[httpx.Request] = []
+    pdf = Document("p.pdf", make_pdf([["Comets", "", "Comets are icy."]]))
+    async with make(answer(), seen=seen) as provider:
+        await provider.analyze(pdf)
+    assert "Comets are icy." in json.loads(seen[0].content)["messages"][1]["content"]
+
+
+async def test_rate_limit_headers_and_retry_after_ms() -> None:
+    headers = {
+        "retry-after-ms": "1500",
+        "x-ratelimit-limit-requests": "500",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "1m30s",
+        "x-ratelimit-limit-tokens": "30000",
+        "x-ratelimit-remaining-tokens": "12000",
+        "x-ratelimit-reset-tokens": "250ms",
+    }
+    async with make(error(429, "Rate limit reached for requests", **headers)) as provider:
+        with pytest.raises(RateLimited) as caught:
+            await provider.analyze(DOC)
+    exc = caught.value
+    assert exc.retry_after == 1.5
+    assert exc.limit == Limit.REQUESTS
+    assert exc.hint is not None
+    assert (exc.hint.requests_limit, exc.hint.requests_reset) == (500, 90)
+    assert (exc.hint.input_tokens_remaining, exc.hint.input_tokens_reset) == (12000, 0.25)
+
+
+@pytest.mark.parametrize(
+    ("handler", "kind", "text"),
+    [
+        (
+            error(429, "You exceeded your current quota", "insufficient_quota"),
+            PermanentError,
+            "spend",
+        ),
+        (error(529, "overloaded"), Overloaded, "529"),
+        (error(503, "The engine is currently overloaded"), Overloaded, "503"),
+        (error(500, "boom"), TransientError, "500 error: boom"),
+        (error(400, "bad schema", "invalid_request_error"), PermanentError, "400"),
+        (error(401, f"Incorrect API key provided: {KEY}"), PermanentError, r"401 error: .*\*\*\*"),
+        (error(404, "model not found"), PermanentError, "404"),
+    ],
+)
+async def test_classification(handler: Any, kind: type[Exception], text: str) -> None:
+    async with make(handler) as provider:
+        with pytest.raises(kind, match=text) as caught:
+            await provider.analyze(DOC)
+    assert KEY not in str(caught.value)
+
+
+async def test_malformed_and_cut_off_answers() -> None:
+    def not_json(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"{nope")
+
+    async with make(not_json) as provider:
+        with pytest.raises(TransientError, match="not JSON"):
+            await provider.analyze(DOC)
+    async with make(answer(finish="length")) as provider:
+        with pytest.raises(PermanentError, match="cut off"):
+            await provider.analyze(DOC)
+    async with make(answer({"cards": "nope"}), answer()) as provider:
+        assert len((await provider.analyze(DOC)).cards) == 1
+
+
+async def test_connection_errors_are_transient() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out")
+
+    async with make(refuse) as provider:
+        with pytest.raises(TransientError, match="connection error"):
+            await provider.analyze(DOC)
+    async with make(slow) as provider:
+        with pytest.raises(TransientError, match="timed out"):
+            await provider.analyze(DOC)
+
+
+def test_configuration_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(InputError, match="OPENAI_API_KEY"):
+        OpenAICompatibleProvider()
+    with pytest.raises(InputError, match="must start with http"):
+        OpenAICompatibleProvider(base_url="localhost:8000")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1")
+    local = OpenAICompatibleProvider()  # local servers need no key
+    assert local.base_url == "http://127.0.0.1:11434/v1"
+    assert KEY not in repr(OpenAICompatibleProvider(api_key=KEY))
