@@ -1,0 +1,5 @@
+"""``python -m cardmill`` runs the command line."""
+
+from .cli import main
+
+main()

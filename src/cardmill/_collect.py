@@ -1,0 +1,126 @@
+"""Finding the documents a user names on the command line."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+import attrs
+
+from .errors import InputError
+from .model import Document, sniff_media_type
+
+__all__ = ["Found", "collect", "read"]
+
+SUPPORTED_SUFFIXES: Final = frozenset(
+    {".md", ".markdown", ".txt", ".text", ".html", ".htm", ".pdf"}
+)
+MAX_FILE_BYTES: Final = 64 * 1024 * 1024
+
+
+@attrs.frozen
+class Found:
+    """A file to analyse, and its name as the run will show it."""
+
+    path: Path
+    name: str
+
+
+def collect(paths: list[str]) -> tuple[list[Found], int]:
+    """Expand files and directories into the files to analyse.
+
+    Directories are walked recursively; hidden files and directories are skipped, and so
+    are files of other types (they are counted). Symbolic links to directories are
+    followed once: a link loop cannot make the walk go round. Named files are always
+    taken, whatever their type.
+
+    Returns:
+        The files, in a stable order, and how many files of other types were skipped.
+
+    Raises:
+        InputError: a path does not exist.
+    """
+    found: list[Found] = []
+    seen: set[tuple[int, int]] = set()
+    skipped = 0
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            if path.is_symlink():
+                raise InputError(f"{raw}: broken symbolic link")
+            raise InputError(f"{raw}: no such file or directory")
+        if path.is_dir():
+            for file in _walk(path, seen):
+                if file.suffix.lower() in SUPPORTED_SUFFIXES:
+                    found.append(Found(file, str(file)))
+                else:
+                    skipped += 1
+        else:
+            key = _key(path)
+            if key not in seen:
+                seen.add(key)
+                found.append(Found(path, raw))
+    return found, skipped
+
+
+def _key(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
+
+
+def _walk(root: Path, seen: set[tuple[int, int]]) -> Iterator[Path]:
+    visited_dirs: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        try:
+            key = _key(directory)
+        except OSError:
+            continue
+        if key in visited_dirs:
+            continue  # a symlink loop, or a directory reached twice
+        visited_dirs.add(key)
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            continue
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            try:
+                if entry.is_dir(follow_symlinks=True):
+                    subdirs.append(path)
+                elif entry.is_file(follow_symlinks=True):
+                    file_key = _key(path)
+                    if file_key not in seen:
+                        seen.add(file_key)
+                        yield path
+            except OSError:
+                continue
+        stack.extend(reversed(subdirs))
+
+
+def read(found: Found) -> tuple[Document, str | None]:
+    """Read one file. A file that cannot be read gives an empty document and the reason;
+    the run records it as a failed upload instead of stopping."""
+    try:
+        size = found.path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return _unreadable(found), (
+                f"{found.name}: {size / 1e6:.0f} MB is over the "
+                f"{MAX_FILE_BYTES // (1024 * 1024)} MB limit for one document"
+            )
+        data = found.path.read_bytes()
+    except PermissionError:
+        return _unreadable(found), f"{found.name}: permission denied"
+    except OSError as exc:
+        return _unreadable(found), f"{found.name}: cannot read ({exc.strerror or exc})"
+    return Document(found.name, data, sniff_media_type(found.name, data)), None
+
+
+def _unreadable(found: Found) -> Document:
+    return Document(found.name, b"", "application/x-unreadable")

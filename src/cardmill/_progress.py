@@ -1,0 +1,120 @@
+"""Progress on stderr: a live line on a terminal, plain periodic lines elsewhere."""
+
+from __future__ import annotations
+
+import math
+from typing import TextIO
+
+import trio
+
+from .engine import (
+    Engine,
+    Event,
+    RateLimitHit,
+    RunFinished,
+    UploadCompleted,
+    UploadFailed,
+    UploadRetrying,
+)
+from .model import Run
+
+__all__ = ["Progress"]
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "--:--"
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class Progress:
+    """Counts engine events and renders them.
+
+    Args:
+        run: the run at start (for totals and what was already done).
+        stream: where to write (stderr).
+        live: redraw one line in place (a terminal) instead of printing lines.
+        interval: seconds between plain lines.
+    """
+
+    def __init__(self, run: Run, stream: TextIO, *, live: bool, interval: float = 5.0) -> None:
+        self.total = run.total_items
+        self.done = run.completed_items + run.failed_items
+        self.cards = run.total_cards
+        self.failed = run.failed_items
+        self.rate_limited = 0
+        self.retries = 0
+        self._stream = stream
+        self._live = live
+        self._interval = 0.2 if live else interval
+        self._engine: Engine | None = None
+        self._started = trio.current_time()
+        self._done_at_start = self.done
+        self._drawn = False
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, UploadCompleted):
+            self.done += 1
+            self.cards += event.card_count
+        elif isinstance(event, UploadFailed):
+            self.done += 1
+            self.failed += 1
+            self._print(f"failed: {event.reason}")
+        elif isinstance(event, RateLimitHit):
+            self.rate_limited += 1
+        elif isinstance(event, UploadRetrying):
+            self.retries += 1
+        elif isinstance(event, RunFinished):
+            self.done = event.summary.run.completed_items + event.summary.run.failed_items
+
+    def _print(self, line: str) -> None:
+        if self._live and self._drawn:
+            self._stream.write("\r\x1b[2K")
+        self._stream.write(line + "\n")
+        self._drawn = False
+        self._stream.flush()
+
+    def line(self) -> str:
+        """The current state in one line."""
+        engine = self._engine
+        in_flight = engine.in_flight if engine is not None else 0
+        rate = engine.bucket.requests_per_second if engine is not None else None
+        elapsed = trio.current_time() - self._started
+        finished_here = self.done - self._done_at_start
+        remaining = self.total - self.done
+        eta = remaining * elapsed / finished_here if finished_here else math.inf
+        rate_text = "unpaced" if rate is None else f"{rate * 60:.0f}/min"
+        return (
+            f"{self.done}/{self.total} uploads · {self.cards} cards · {in_flight} in flight · "
+            f"rate {rate_text} · {self.rate_limited}×429 · ETA {_duration(eta)}"
+        )
+
+    def draw(self) -> None:
+        if self._live:
+            width = 20
+            filled = width * self.done // self.total if self.total else width
+            bar = "█" * filled + "░" * (width - filled)
+            self._stream.write(f"\r\x1b[2K{bar} {self.line()}")
+            self._drawn = True
+        else:
+            self._stream.write(f"progress: {self.line()}\n")
+        self._stream.flush()
+
+    def clear(self) -> None:
+        if self._live and self._drawn:
+            self._stream.write("\r\x1b[2K")
+            self._stream.flush()
+            self._drawn = False
+
+    async def run(self, engine: Engine) -> None:
+        """Redraw until cancelled."""
+        self._engine = engine
+        try:
+            while True:
+                await trio.sleep(self._interval)
+                self.draw()
+        finally:
+            self.clear()
