@@ -37,7 +37,10 @@ __all__ = ["AdaptiveBucket", "BucketStatistics", "Limits", "Ticket"]
 _WINDOW: Final = 10.0  # seconds of history for the measured send rate
 _HOLD_AFTER_CUT: Final = 2.0  # no growth this long after a cut
 _APPROACH_TIME: Final = 4.0  # time constant of the approach to the estimate
-_PROBE_PER_S: Final = 0.002  # slow probe above the estimate: 0.2% of it per second
+_PROBE_PER_S: Final = 0.001  # slow probe above the estimate: 0.1% of it per second
+_CRUISE: Final = 30.0  # seconds at the estimate before probing above it
+_QUIET: Final = 60.0  # seconds without a 429 before probing accelerates
+_ACCELERATION: Final = 15.0  # probing speed doubles after this many more quiet seconds
 _BLIND_GROWTH_PER_S: Final = 0.05  # no estimate yet: 5% per second
 _PACE_MARGIN: Final = 0.985  # pace this far under the limit we believe in
 _LOW_REMAINING: Final = 0.1  # headers: hold growth below 10% remaining
@@ -54,14 +57,15 @@ class Limits:
     """Ceilings you know from your provider tier; unknown ones are learnt.
 
     Args:
-        requests_per_minute: the most requests per minute to send.
-        input_tokens_per_minute: the most input tokens per minute to send.
-        start_fraction: start at this share of the ceilings (1.0: at them).
+        requests_per_minute: the most requests per minute to send (a ceiling).
+        input_tokens_per_minute: the most input tokens per minute to send (a ceiling).
+        start_requests_per_minute: a first guess to pace at; unlike the ceilings it is
+            only a starting point, and the bucket learns up or down from it.
     """
 
     requests_per_minute: float | None = attrs.field(default=None, validator=_positive)
     input_tokens_per_minute: float | None = attrs.field(default=None, validator=_positive)
-    start_fraction: float = attrs.field(default=1.0, validator=_positive)
+    start_requests_per_minute: float | None = attrs.field(default=None, validator=_positive)
 
 
 @final
@@ -71,6 +75,7 @@ class Ticket:
 
     sent_at: float
     tokens: float
+    seq: int = 0
 
 
 @final
@@ -95,14 +100,17 @@ class BucketStatistics:
 class _Dimension:
     """One paced quantity (requests or input tokens) and its limit estimate."""
 
-    def __init__(self, name: str, ceiling: float | None, start_fraction: float) -> None:
+    def __init__(self, name: str, ceiling: float | None, start: float | None = None) -> None:
         self.name = name
         self.ceiling = ceiling  # configured or from headers, units/s
-        self.rate: float | None = None if ceiling is None else ceiling * start_fraction
+        if start is not None and ceiling is not None:
+            start = min(start, ceiling)
+        self.rate: float | None = start if start is not None else ceiling
         self.tat = -math.inf  # theoretical arrival time of the next unit (GCRA)
         self.last_cut = -math.inf
         self.cut_times: deque[float] = deque(maxlen=2)
         self.regime_start: float | None = None
+        self.regime_seq = 0  # tickets from this admission on belong to the regime
         # (sent_at, units): +cost when admitted, -cost when answered 429, +correction
         # when the real usage is known. Summed over an interval it is what the
         # provider accepted from the requests sent in it, known before they finish.
@@ -112,6 +120,7 @@ class _Dimension:
         self.hi: float | None = None
         self.last_growth = -math.inf
         self.hold_growth = False
+        self.cruise_until: float | None = None
         self.unit = 1.0  # one request's worth of this dimension, for estimate bounds
 
     def earliest(self, cost: float) -> float:
@@ -127,20 +136,21 @@ class _Dimension:
         if self.regime_start is not None:
             self.ledger.append((now, cost))
 
-    def correct(self, sent_at: float, units: float) -> None:
+    def correct(self, ticket: Ticket, units: float) -> None:
         """Correct an admission's cost once the real usage is known."""
         if not units:
             return
         if self.rate is not None:
             self.tat += units / self.rate
-        self._book(sent_at, units)
+        self._book(ticket, units)
 
-    def rejected(self, sent_at: float, cost: float) -> None:
-        self._book(sent_at, -cost)
+    def rejected(self, ticket: Ticket, cost: float) -> None:
+        self._book(ticket, -cost)
 
-    def _book(self, sent_at: float, units: float) -> None:
-        if self.regime_start is not None and sent_at >= self.regime_start:
-            self.ledger.append((sent_at, units))
+    def _book(self, ticket: Ticket, units: float) -> None:
+        # Only tickets admitted inside the regime have their admission in the ledger.
+        if self.regime_start is not None and ticket.seq >= self.regime_seq:
+            self.ledger.append((ticket.sent_at, units))
 
     def _trim(self, now: float) -> None:
         while self.sent and self.sent[0][0] < now - _WINDOW:
@@ -156,7 +166,7 @@ class _Dimension:
     def accepted_between(self, start: float, end: float) -> float:
         return sum(units for t, units in self.ledger if start <= t < end)
 
-    def cut(self, now: float, sent_at: float) -> bool:
+    def cut(self, now: float, sent_at: float, next_seq: int) -> bool:
         """A 429 for this dimension. Returns True when the rate changed."""
         if sent_at < self.last_cut:
             return False  # same congestion epoch: already cut for it
@@ -169,6 +179,7 @@ class _Dimension:
         if self.regime_start is None:
             # First 429 of a regime: measure the refill from here.
             self.regime_start = empty_at
+            self.regime_seq = next_seq
             self.cut_times.clear()
             self.cut_times.append(empty_at)
             self.ledger.clear()
@@ -191,6 +202,7 @@ class _Dimension:
             new = min(new, self.ceiling)
         self.rate = max(new, self.floor)
         self.last_growth = now + _HOLD_AFTER_CUT
+        self.cruise_until = None
         return True
 
     def _bounds(self, start: float, end: float) -> tuple[float, float]:
@@ -217,10 +229,17 @@ class _Dimension:
             rate *= 1.0 + _BLIND_GROWTH_PER_S * dt
         else:
             target = self.hi * _PACE_MARGIN
-            if rate < target:
+            if rate < target * 0.995:
+                # Approach the estimate quickly...
                 rate += (target - rate) * (1.0 - math.exp(-dt / _APPROACH_TIME))
-            else:
-                rate += _PROBE_PER_S * self.hi * dt
+            elif self.cruise_until is None:
+                # ...cruise there a while (each probe costs a 429)...
+                self.cruise_until = now + _CRUISE
+            elif now >= self.cruise_until:
+                # ...then probe above it: a limit that rose is found only by trying. After
+                # a long quiet spell the limit probably did rise, so the probe accelerates.
+                quiet = max(0.0, now - self.last_cut - _QUIET)
+                rate += _PROBE_PER_S * self.hi * dt * (1.0 + (quiet / _ACCELERATION) ** 2)
         measured = self.send_rate(now)
         if measured > 0:
             rate = min(rate, max(2.0 * measured, self.rate))
@@ -269,8 +288,11 @@ class AdaptiveBucket:
     ) -> None:
         limits = limits or Limits()
         rpm, tpm = limits.requests_per_minute, limits.input_tokens_per_minute
-        self._requests = _Dimension("requests", rpm / 60 if rpm else None, limits.start_fraction)
-        self._tokens = _Dimension("input_tokens", tpm / 60 if tpm else None, limits.start_fraction)
+        start = limits.start_requests_per_minute
+        self._requests = _Dimension(
+            "requests", rpm / 60 if rpm else None, start / 60 if start else None
+        )
+        self._tokens = _Dimension("input_tokens", tpm / 60 if tpm else None)
         self._tokens.unit = 1000.0
         self._paused_until = -math.inf
         self._lock = trio.Lock()  # FIFO: waiters leave in arrival order, one at a time
@@ -310,12 +332,13 @@ class AdaptiveBucket:
                 self._requests.admit(now, 1.0)
                 self._tokens.admit(now, tokens)
                 self._admitted += 1
+                seq = self._admitted
                 if now > arrived:
                     self._last_delay = now
         finally:
             self._waiting -= 1
         await trio.lowlevel.checkpoint()
-        return Ticket(now, tokens)
+        return Ticket(now, tokens, seq)
 
     # -- feedback -------------------------------------------------------------------
 
@@ -324,7 +347,7 @@ class AdaptiveBucket:
     ) -> None:
         """A request was accepted; ``input_tokens`` corrects the estimate it was charged."""
         if input_tokens is not None:
-            self._tokens.correct(ticket.sent_at, float(input_tokens) - ticket.tokens)
+            self._tokens.correct(ticket, float(input_tokens) - ticket.tokens)
         if hint is not None:
             self.apply_hint(hint)
 
@@ -339,8 +362,8 @@ class AdaptiveBucket:
         """A request was answered 429: pause for Retry-After, cut the named limit once."""
         now = trio.current_time()
         self._rate_limited += 1
-        self._requests.rejected(ticket.sent_at, 1.0)
-        self._tokens.rejected(ticket.sent_at, ticket.tokens)
+        self._requests.rejected(ticket, 1.0)
+        self._tokens.rejected(ticket, ticket.tokens)
         changed = False
         if hint is not None:
             changed |= self._apply_hint(hint)
@@ -348,7 +371,7 @@ class AdaptiveBucket:
         if dim is self._tokens and self._tokens.rate is None and self._tokens.ceiling is None:
             # Token pacing starts from what we were sending.
             self._tokens.rate = max(self._tokens.send_rate(now), self._tokens.floor)
-        if dim.cut(now, ticket.sent_at):
+        if dim.cut(now, ticket.sent_at, self._admitted + 1):
             self._cuts += 1
             changed = True
         pause = retry_after if retry_after is not None and retry_after > 0 else 0.0
