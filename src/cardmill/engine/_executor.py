@@ -18,6 +18,7 @@ from ..errors import (
     PermanentError,
     ProviderError,
     RateLimited,
+    RunNotFound,
     StorageError,
     TransientError,
 )
@@ -203,13 +204,15 @@ class Engine:
             RunNotFound: no run has this id.
             StorageError: the storage failed; in-flight uploads were released.
         """
-        await self._storage.get_run(run_id)
         counters = self._counters = _Counters()
         started = trio.current_time()
         self._bucket.add_listener(self._bucket_changed)
         try:
+            await self._storage.get_run(run_id)
             await self._release_stale(run_id, everyone=reclaim)
             await self._dispatch(run_id, counters)
+        except RunNotFound:
+            raise
         except BaseException as exc:
             with trio.CancelScope(shield=True):
                 try:

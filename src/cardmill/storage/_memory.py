@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -43,6 +44,9 @@ class MemoryStorage:
         self._documents: dict[str, Document] = {}
         self._cards: dict[str, tuple[Card, ...]] = {}
         self._leases: dict[str, float] = {}
+        # Per run: PENDING uploads as a heap of (position, id), LOADING ones as a dict.
+        self._pending: dict[str, list[tuple[int, str]]] = {}
+        self._loading: dict[str, dict[str, None]] = {}
 
     async def __aenter__(self) -> Self:
         await trio.lowlevel.checkpoint()
@@ -96,6 +100,8 @@ class MemoryStorage:
             self._documents[upload_id] = doc
             ids.append(upload_id)
         self._by_run[run_id] = ids
+        self._pending[run_id] = [(position, upload_id) for position, upload_id in enumerate(ids)]
+        self._loading[run_id] = {}
         self._runs[run_id] = run
         return run
 
@@ -135,21 +141,20 @@ class MemoryStorage:
         run = self._run(run_id)
         now = self._now()
         chosen: Upload | None = None
-        for upload_id in self._by_run[run_id]:
-            u = self._uploads[upload_id]
-            if u.status == UploadStatus.PENDING:
-                chosen = u
-                break
+        pending = self._pending[run_id]
+        while pending and chosen is None:
+            _, upload_id = heapq.heappop(pending)
+            if self._uploads[upload_id].status == UploadStatus.PENDING:
+                chosen = self._uploads[upload_id]
         if chosen is None:
-            for upload_id in self._by_run[run_id]:
-                u = self._uploads[upload_id]
-                if u.status == UploadStatus.LOADING and self._leases[upload_id] <= now:
-                    chosen = u
-                    break
+            expired = [i for i in self._loading[run_id] if self._leases[i] <= now]
+            if expired:
+                chosen = min((self._uploads[i] for i in expired), key=lambda u: u.position)
         if chosen is None:
             return None
         expires = now + lease_seconds
         self._leases[chosen.id] = expires
+        self._loading[run_id][chosen.id] = None
         claimed = attrs.evolve(
             chosen,
             status=UploadStatus.LOADING,
@@ -225,6 +230,7 @@ class MemoryStorage:
         error: str | None = None,
     ) -> None:
         self._leases.pop(u.id, None)
+        self._loading[u.run_id].pop(u.id, None)
         self._uploads[u.id] = attrs.evolve(
             u,
             status=status,
@@ -252,6 +258,8 @@ class MemoryStorage:
         if u.status != UploadStatus.LOADING or not self._holds(u, worker):
             return False
         self._leases.pop(upload_id, None)
+        self._loading[u.run_id].pop(upload_id, None)
+        heapq.heappush(self._pending[u.run_id], (u.position, upload_id))
         self._uploads[upload_id] = attrs.evolve(
             u, status=UploadStatus.PENDING, worker=None, lease_expires_at=None
         )
@@ -263,8 +271,7 @@ class MemoryStorage:
         now = self._now()
         status = final_status(run.total_items, run.completed_items, run.failed_items)
         if status == RunStatus.CANCELLED and any(
-            self._uploads[i].status == UploadStatus.LOADING and self._leases[i] > now
-            for i in self._by_run[run_id]
+            self._leases[i] > now for i in self._loading[run_id]
         ):
             status = RunStatus.RUNNING
         finished = to_datetime(now) if status.finished else None

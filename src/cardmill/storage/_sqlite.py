@@ -1,7 +1,8 @@
 """SQLiteStorage: one database file, safe across crashes and across processes.
 
-One connection per process, used from worker threads one call at a time (a
-``trio.CapacityLimiter(1)``), so no sqlite3 call ever runs on the event loop. Each
+One connection per process, used from one worker thread at a time (a
+``trio.CapacityLimiter(1)``, with calls that queue up batched into one hand-off), so no
+sqlite3 call ever runs on the event loop. Each
 operation is one synchronous function holding one transaction (``BEGIN IMMEDIATE`` for
 writes), so no lock is held across an ``await``. WAL journaling lets readers in other
 processes proceed while one writes; ``busy_timeout`` makes writers queue, not fail.
@@ -33,10 +34,12 @@ from ..model import (
     final_status,
 )
 from ._base import card_id, check_drafts, check_lease, new_id, one_line, to_datetime
+from ._thread import ThreadBatcher
 
 __all__ = ["SQLiteStorage"]
 
 SCHEMA_VERSION: Final = 1
+_PREFETCH_LIMIT: Final = 256
 APPLICATION_ID: Final = 0x43524D4C  # "CRML": marks the file as a cardmill database
 
 _SCHEMA: Final = """
@@ -216,7 +219,9 @@ class SQLiteStorage:
         self._conn: sqlite3.Connection | None = conn
         self._path = path
         self._clock = clock
-        self._limiter = trio.CapacityLimiter(1)
+        self._thread = ThreadBatcher()
+        # Documents read along with a claim, until the claimer asks for them.
+        self._prefetched: dict[str, Document] = {}
 
     @classmethod
     @asynccontextmanager
@@ -279,7 +284,7 @@ class SQLiteStorage:
         conn, self._conn = self._conn, None
         if conn is not None:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
+                await self._thread.run(conn.close)
         else:
             await trio.lowlevel.checkpoint()
 
@@ -290,7 +295,7 @@ class SQLiteStorage:
         if conn is None:
             raise StorageError(f"{self._path}: storage is closed")
         try:
-            return await trio.to_thread.run_sync(partial(fn, conn, *args), limiter=self._limiter)
+            return await self._thread.run(partial(fn, conn, *args))
         except sqlite3.Error as exc:
             raise StorageError(f"{self._path}: {exc}") from exc
 
@@ -317,13 +322,24 @@ class SQLiteStorage:
         return await self._call(_list_cards, run_id, upload_id)
 
     async def load_document(self, upload_id: str) -> Document:
+        document = self._prefetched.pop(upload_id, None)
+        if document is not None:
+            await trio.lowlevel.checkpoint()
+            return document
         return await self._call(_load_document, upload_id)
 
     async def claim_upload(
         self, run_id: str, *, worker: str, lease_seconds: float
     ) -> Upload | None:
         check_lease(lease_seconds)
-        return await self._write(_claim, run_id, worker, lease_seconds, self._clock())
+        claimed = await self._write(_claim, run_id, worker, lease_seconds, self._clock())
+        if claimed is None:
+            return None
+        upload, document = claimed
+        self._prefetched[upload.id] = document
+        while len(self._prefetched) > _PREFETCH_LIMIT:
+            self._prefetched.pop(next(iter(self._prefetched)))
+        return upload
 
     async def renew_lease(self, upload_id: str, *, worker: str, lease_seconds: float) -> bool:
         check_lease(lease_seconds)
@@ -471,7 +487,7 @@ def _create_run(
 
 def _claim(
     conn: sqlite3.Connection, run_id: str, worker: str, lease_seconds: float, now: float
-) -> Upload | None:
+) -> tuple[Upload, Document] | None:
     run = conn.execute("SELECT status, started_at FROM runs WHERE id = ?", (run_id,)).fetchone()
     if run is None:
         raise RunNotFound(run_id)
@@ -499,7 +515,10 @@ def _claim(
             (RunStatus.RUNNING.value, now, run_id),
         )
     got = conn.execute(f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE id = ?", row).fetchone()
-    return _upload_row(got)
+    upload = _upload_row(got)
+    # Whoever claims an upload reads its document next: fetch it in the same hop.
+    (data,) = conn.execute("SELECT data FROM documents WHERE upload_id = ?", row).fetchone()
+    return upload, Document(upload.name, bytes(data), upload.media_type)
 
 
 def _upload_state(conn: sqlite3.Connection, upload_id: str) -> tuple[str, str, str | None]:
