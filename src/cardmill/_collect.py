@@ -17,7 +17,7 @@ __all__ = ["Found", "collect", "read"]
 SUPPORTED_SUFFIXES: Final = frozenset(
     {".md", ".markdown", ".txt", ".text", ".html", ".htm", ".pdf"}
 )
-MAX_FILE_BYTES: Final = 64 * 1024 * 1024
+MAX_FILE_BYTES: Final = 32 * 1024 * 1024  # the largest request the big providers take
 
 
 @attrs.frozen

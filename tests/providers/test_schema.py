@@ -45,3 +45,10 @@ def test_enormous_fields_are_clipped() -> None:
 def test_malformed_structures_are_refused(data: object, problem: str) -> None:
     with pytest.raises(InvalidOutput, match=problem):
         drafts_from(data, 5)
+
+
+def test_repeated_cards_are_kept_once() -> None:
+    card = {"title": "Same", "body": "Same body", "tags": [], "quote": "q"}
+    other = {"title": "Other", "body": "Same body", "tags": [], "quote": "q"}
+    drafts = drafts_from({"cards": [card, card, other, card]}, 10)
+    assert [d.title for d in drafts] == ["Same", "Other"]

@@ -70,8 +70,9 @@ def drafts_from(data: Any, max_cards: int) -> tuple[CardDraft, ...]:
     """Validate a model's ``{"cards": [...]}`` and clip it to the limits.
 
     Untrusted documents can talk a model into thousands of cards or enormous ones: at
-    most ``max_cards`` are kept and every field is clipped to its limit. Structure that
-    is wrong (not a list, a card without a title) is refused.
+    most ``max_cards`` are kept, every field is clipped to its limit and a card repeated
+    word for word is kept once. Structure that is wrong (not a list, a card without a
+    title) is refused.
 
     Raises:
         InvalidOutput: with what is wrong.
@@ -82,6 +83,7 @@ def drafts_from(data: Any, max_cards: int) -> tuple[CardDraft, ...]:
     if not isinstance(cards, list):
         raise InvalidOutput("'cards' is not a list")
     drafts: list[CardDraft] = []
+    seen: set[tuple[str, str]] = set()
     for i, card in enumerate(cards[:max_cards]):
         if not isinstance(card, dict):
             raise InvalidOutput(f"cards[{i}] is not an object")
@@ -96,7 +98,10 @@ def drafts_from(data: Any, max_cards: int) -> tuple[CardDraft, ...]:
         if quote is not None and not isinstance(quote, str):
             raise InvalidOutput(f"cards[{i}].quote is not a string")
         try:
-            drafts.append(CardDraft.clipped(title, body, [t for t in tags if t.strip()], quote))
+            draft = CardDraft.clipped(title, body, [t for t in tags if t.strip()], quote)
         except InvalidDraft as exc:
             raise InvalidOutput(f"cards[{i}]: {exc}") from None
+        if (draft.title, draft.body) not in seen:  # a card said twice is kept once
+            seen.add((draft.title, draft.body))
+            drafts.append(draft)
     return tuple(drafts)

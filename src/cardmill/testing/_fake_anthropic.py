@@ -438,7 +438,8 @@ def _fill(schema: dict[str, Any], text: str, cards: int, name: str, hostile: boo
     if kind == "string" or (isinstance(kind, list) and "string" in kind):
         if hostile:
             size = {"title": 1_000, "body": 10_000, "quote": 5_000}.get(name, 100)
-            return ("spam " * size)[:size]
+            tail = text.split()[-1] if text.split() else ""  # "#k": which card this is
+            return (f"{tail} " + "spam " * size)[:size]
         words = text.split()
         size = {"title": 6, "quote": 12}.get(name, 30)
         value = " ".join(words[:size]) or name or "text"
