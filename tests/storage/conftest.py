@@ -1,12 +1,15 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from cardmill import MemoryStorage, SQLiteStorage, Storage
+from cardmill.storage import PostgresStorage
+
+from .. import pg
 
 
 class FakeClock:
@@ -30,6 +33,7 @@ class Backend:
         self.path = path
         self.clock = clock
         self._memory: MemoryStorage | None = None
+        self.schema = pg.new_schema()
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[Storage]:
@@ -37,6 +41,9 @@ class Backend:
             if self._memory is None:
                 self._memory = MemoryStorage(clock=self.clock)
             yield self._memory
+        elif self.kind == "postgres":
+            async with PostgresStorage.open(pg.DSN, schema=self.schema, clock=self.clock) as s:
+                yield s
         else:
             async with SQLiteStorage.open(self.path, clock=self.clock) as storage:
                 yield storage
@@ -51,9 +58,19 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Backend:
-    return make_backend(request.param, tmp_path, clock)
+BACKENDS = ["memory", "sqlite", "postgres"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> Iterator[Backend]:
+    if request.param == "postgres":
+        pg.require()
+    made = make_backend(request.param, tmp_path, clock)
+    yield made
+    if request.param == "postgres":
+        pg.drop_schema(made.schema)
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from cardmill import CardDraft, Document, RunStatus, Storage, UploadStatus
 from cardmill.testing import check_invariants
 
+from .. import pg
 from .conftest import FakeClock, make_backend
 
 WORKERS = ("a", "b")
@@ -194,6 +195,8 @@ async def scenario(kind: str, directory: Path, n_docs: int, ops: list[tuple[Any,
             await check_agrees(storage, run.id, model)
     finally:
         await storage_cm.__aexit__(None, None, None)
+        if kind == "postgres":
+            await trio.to_thread.run_sync(pg.drop_schema, backend.schema)
 
 
 async def _uploads(backend: Any, run_id: str) -> list[Any]:
@@ -201,10 +204,18 @@ async def _uploads(backend: Any, run_id: str) -> list[Any]:
         return list(await storage.list_uploads(run_id))
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
+def test_invariants_hold_after_every_step(kind: str) -> None:
+    if kind == "postgres":
+        pg.require()
+    check_sequences(kind)
+
+
 @given(n_docs=st.integers(1, 5), ops=st.lists(operation, min_size=1, max_size=30))
-def test_invariants_hold_after_every_step(
-    kind: str, n_docs: int, ops: list[tuple[Any, ...]]
-) -> None:
+def _sequences(kind: str, n_docs: int, ops: list[tuple[Any, ...]]) -> None:
     with tempfile.TemporaryDirectory() as directory:
         trio.run(scenario, kind, Path(directory), n_docs, ops)
+
+
+def check_sequences(kind: str) -> None:
+    _sequences(kind)

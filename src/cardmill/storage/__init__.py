@@ -1,9 +1,10 @@
-"""Storage backends behind one protocol: MemoryStorage and SQLiteStorage."""
+"""Storage backends behind one protocol: MemoryStorage, SQLiteStorage, PostgresStorage."""
 
 from __future__ import annotations
 
 from ._base import Storage as Storage
 from ._memory import MemoryStorage as MemoryStorage
+from ._postgres import PostgresStorage as PostgresStorage
 from ._sqlite import SQLiteStorage as SQLiteStorage
 
-__all__ = ["MemoryStorage", "SQLiteStorage", "Storage"]
+__all__ = ["MemoryStorage", "PostgresStorage", "SQLiteStorage", "Storage"]

@@ -10,7 +10,6 @@ processes proceed while one writes; ``busy_timeout`` makes writers queue, not fa
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import time
@@ -22,18 +21,17 @@ from typing import Any, Final, Literal, Self, TypeVar, final
 
 import trio
 
-from ..errors import DatabaseError, RunNotFound, StorageError, UploadNotFound
+from ..errors import DatabaseError, StorageError
 from ..model import (
     Card,
     CardDraft,
     Document,
     Run,
-    RunStatus,
     Upload,
     UploadStatus,
-    final_status,
 )
-from ._base import card_id, check_drafts, check_lease, new_id, one_line, to_datetime
+from . import _sql as sql
+from ._base import check_drafts, check_lease, new_id, one_line
 from ._thread import ThreadBatcher
 
 __all__ = ["SQLiteStorage"]
@@ -91,54 +89,8 @@ CREATE TABLE cards (
 );
 """
 
-_UPLOAD_COLUMNS: Final = (
-    "id, run_id, name, media_type, size, sha256, status, attempts, error, card_count,"
-    " started_at, finished_at, position, worker, lease_expires"
-)
-_RUN_COLUMNS: Final = (
-    "id, name, status, total_items, completed_items, failed_items, total_cards,"
-    " created_at, started_at, finished_at"
-)
-
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
-
-
-def _run_row(row: Any) -> Run:
-    created = to_datetime(row[7])
-    assert created is not None
-    return Run(
-        row[0],
-        row[1],
-        RunStatus(row[2]),
-        row[3],
-        row[4],
-        row[5],
-        row[6],
-        created,
-        to_datetime(row[8]),
-        to_datetime(row[9]),
-    )
-
-
-def _upload_row(row: Any) -> Upload:
-    return Upload(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        row[4],
-        row[5],
-        UploadStatus(row[6]),
-        row[7],
-        row[8],
-        row[9],
-        to_datetime(row[10]),
-        to_datetime(row[11]),
-        row[12],
-        row[13],
-        to_datetime(row[14]),
-    )
 
 
 def _connect(path: str, synchronous: Synchronous, busy_timeout: float) -> sqlite3.Connection:
@@ -290,49 +242,49 @@ class SQLiteStorage:
 
     # -- plumbing -----------------------------------------------------------------
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _call(self, fn: Callable[..., T], *args: Any, write: bool = False) -> T:
         conn = self._conn
         if conn is None:
             raise StorageError(f"{self._path}: storage is closed")
         try:
-            return await self._thread.run(partial(fn, conn, *args))
+            return await self._thread.run(partial(_transaction, conn, write, fn, *args))
         except sqlite3.Error as exc:
             raise StorageError(f"{self._path}: {exc}") from exc
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._call(_transaction, fn, *args)
+        return await self._call(fn, *args, write=True)
 
     # -- the protocol ---------------------------------------------------------------
 
     async def create_run(self, documents: Iterable[Document], *, name: str | None = None) -> Run:
         run_id = new_id("run")
-        await self._write(_create_run, run_id, name or run_id, documents, self._clock())
+        await self._write(sql.create_run, run_id, name or run_id, documents, self._clock())
         return await self.get_run(run_id)
 
     async def get_run(self, run_id: str) -> Run:
-        return await self._call(_get_run, run_id)
+        return await self._call(sql.get_run, run_id)
 
     async def list_runs(self) -> list[Run]:
-        return await self._call(_list_runs)
+        return await self._call(sql.list_runs)
 
     async def list_uploads(self, run_id: str, status: UploadStatus | None = None) -> list[Upload]:
-        return await self._call(_list_uploads, run_id, status)
+        return await self._call(sql.list_uploads, run_id, status)
 
     async def list_cards(self, run_id: str, upload_id: str | None = None) -> list[Card]:
-        return await self._call(_list_cards, run_id, upload_id)
+        return await self._call(sql.list_cards, run_id, upload_id)
 
     async def load_document(self, upload_id: str) -> Document:
         document = self._prefetched.pop(upload_id, None)
         if document is not None:
             await trio.lowlevel.checkpoint()
             return document
-        return await self._call(_load_document, upload_id)
+        return await self._call(sql.load_document, upload_id)
 
     async def claim_upload(
         self, run_id: str, *, worker: str, lease_seconds: float
     ) -> Upload | None:
         check_lease(lease_seconds)
-        claimed = await self._write(_claim, run_id, worker, lease_seconds, self._clock())
+        claimed = await self._write(sql.claim, run_id, worker, lease_seconds, self._clock())
         if claimed is None:
             return None
         upload, document = claimed
@@ -343,281 +295,56 @@ class SQLiteStorage:
 
     async def renew_lease(self, upload_id: str, *, worker: str, lease_seconds: float) -> bool:
         check_lease(lease_seconds)
-        return await self._write(_renew, upload_id, worker, lease_seconds, self._clock())
+        return await self._write(sql.renew, upload_id, worker, lease_seconds, self._clock())
 
     async def complete_upload(
         self, upload_id: str, drafts: Sequence[CardDraft], *, worker: str | None = None
     ) -> bool:
         checked = check_drafts(drafts)
-        return await self._write(_complete, upload_id, checked, worker, self._clock())
+        return await self._write(sql.complete, upload_id, checked, worker, self._clock())
 
     async def fail_upload(self, upload_id: str, error: str, *, worker: str | None = None) -> bool:
-        return await self._write(_fail, upload_id, one_line(error), worker, self._clock())
+        return await self._write(sql.fail, upload_id, one_line(error), worker, self._clock())
 
     async def release_upload(self, upload_id: str, *, worker: str | None = None) -> bool:
-        return await self._write(_release, upload_id, worker)
+        return await self._write(sql.release, upload_id, worker)
 
     async def finish_run(self, run_id: str) -> Run:
-        return await self._write(_finish_run, run_id, self._clock())
+        return await self._write(sql.finish_run, run_id, self._clock())
 
 
-# -- synchronous transactions, each run whole on the storage's thread ----------------
+# -- transactions ------------------------------------------------------------------------
 
 
-def _transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
-    conn.execute("BEGIN IMMEDIATE")
+class _SQLiteTx:
+    """:class:`~cardmill.storage._sql.Tx` over sqlite3: one writer at a time already."""
+
+    lock = ""
+    skip_locked = ""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._conn.execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self._conn.execute(sql, params).fetchall()
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._conn.execute(sql, params)
+
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._conn.executemany(sql, rows)
+
+
+def _transaction(conn: sqlite3.Connection, write: bool, fn: Callable[..., T], *args: Any) -> T:
+    # Writers take the lock up front (no upgrade deadlocks); readers get a snapshot.
+    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
     try:
-        result = fn(conn, *args)
+        result = fn(_SQLiteTx(conn), *args)
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
     return result
-
-
-def _get_run(conn: sqlite3.Connection, run_id: str) -> Run:
-    row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
-    if row is None:
-        raise RunNotFound(run_id)
-    return _run_row(row)
-
-
-def _list_runs(conn: sqlite3.Connection) -> list[Run]:
-    rows = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY created_at, rowid")
-    return [_run_row(r) for r in rows]
-
-
-def _require_run(conn: sqlite3.Connection, run_id: str) -> None:
-    if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
-        raise RunNotFound(run_id)
-
-
-def _list_uploads(
-    conn: sqlite3.Connection, run_id: str, status: UploadStatus | None
-) -> list[Upload]:
-    conn.execute("BEGIN")
-    try:
-        _require_run(conn, run_id)
-        sql = f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE run_id = ?"
-        args: tuple[Any, ...] = (run_id,)
-        if status is not None:
-            sql += " AND status = ?"
-            args += (UploadStatus(status).value,)
-        return [_upload_row(r) for r in conn.execute(sql + " ORDER BY position", args)]
-    finally:
-        conn.execute("COMMIT")
-
-
-def _list_cards(conn: sqlite3.Connection, run_id: str, upload_id: str | None) -> list[Card]:
-    conn.execute("BEGIN")
-    try:
-        _require_run(conn, run_id)
-        sql = (
-            "SELECT c.upload_id, c.ordinal, c.title, c.body, c.tags, c.quote, c.created_at"
-            " FROM uploads u JOIN cards c ON c.upload_id = u.id WHERE u.run_id = ?"
-        )
-        args: tuple[Any, ...] = (run_id,)
-        if upload_id is not None:
-            sql += " AND u.id = ?"
-            args += (upload_id,)
-        rows = conn.execute(sql + " ORDER BY u.position, c.ordinal", args).fetchall()
-    finally:
-        conn.execute("COMMIT")
-    cards = []
-    for up, ordinal, title, body, tags, quote, created in rows:
-        created_at = to_datetime(created)
-        assert created_at is not None
-        cards.append(
-            Card(
-                card_id(up, ordinal),
-                run_id,
-                up,
-                ordinal,
-                title,
-                body,
-                tuple(json.loads(tags)),
-                quote,
-                created_at,
-            )
-        )
-    return cards
-
-
-def _load_document(conn: sqlite3.Connection, upload_id: str) -> Document:
-    row = conn.execute(
-        "SELECT u.name, u.media_type, d.data FROM uploads u JOIN documents d"
-        " ON d.upload_id = u.id WHERE u.id = ?",
-        (upload_id,),
-    ).fetchone()
-    if row is None:
-        raise UploadNotFound(upload_id)
-    return Document(row[0], bytes(row[2]), row[1])
-
-
-def _create_run(
-    conn: sqlite3.Connection, run_id: str, name: str, documents: Iterable[Document], now: float
-) -> None:
-    conn.execute(
-        "INSERT INTO runs (id, name, status, total_items, created_at) VALUES (?, ?, ?, 0, ?)",
-        (run_id, name, RunStatus.PENDING.value, now),
-    )
-    count = 0
-    # Documents are consumed one at a time on this thread: a generator that reads
-    # files keeps memory flat and file reads off the event loop.
-    for position, doc in enumerate(documents):
-        upload_id = new_id("up")
-        conn.execute(
-            "INSERT INTO uploads (id, run_id, position, name, media_type, size, sha256, status)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                upload_id,
-                run_id,
-                position,
-                doc.name,
-                doc.media_type,
-                doc.size,
-                doc.sha256,
-                UploadStatus.PENDING.value,
-            ),
-        )
-        conn.execute("INSERT INTO documents (upload_id, data) VALUES (?, ?)", (upload_id, doc.data))
-        count += 1
-    conn.execute("UPDATE runs SET total_items = ? WHERE id = ?", (count, run_id))
-
-
-def _claim(
-    conn: sqlite3.Connection, run_id: str, worker: str, lease_seconds: float, now: float
-) -> tuple[Upload, Document] | None:
-    run = conn.execute("SELECT status, started_at FROM runs WHERE id = ?", (run_id,)).fetchone()
-    if run is None:
-        raise RunNotFound(run_id)
-    row = conn.execute(
-        "SELECT id FROM uploads WHERE run_id = ? AND status = ? ORDER BY position LIMIT 1",
-        (run_id, UploadStatus.PENDING.value),
-    ).fetchone()
-    if row is None:
-        row = conn.execute(
-            "SELECT id FROM uploads WHERE run_id = ? AND status = ? AND lease_expires <= ?"
-            " ORDER BY position LIMIT 1",
-            (run_id, UploadStatus.LOADING.value, now),
-        ).fetchone()
-    if row is None:
-        return None
-    conn.execute(
-        "UPDATE uploads SET status = ?, attempts = attempts + 1, worker = ?,"
-        " lease_expires = ?, started_at = coalesce(started_at, ?) WHERE id = ?",
-        (UploadStatus.LOADING.value, worker, now + lease_seconds, now, row[0]),
-    )
-    if run[0] != RunStatus.RUNNING.value:
-        conn.execute(
-            "UPDATE runs SET status = ?, started_at = coalesce(started_at, ?),"
-            " finished_at = NULL WHERE id = ?",
-            (RunStatus.RUNNING.value, now, run_id),
-        )
-    got = conn.execute(f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE id = ?", row).fetchone()
-    upload = _upload_row(got)
-    # Whoever claims an upload reads its document next: fetch it in the same hop.
-    (data,) = conn.execute("SELECT data FROM documents WHERE upload_id = ?", row).fetchone()
-    return upload, Document(upload.name, bytes(data), upload.media_type)
-
-
-def _upload_state(conn: sqlite3.Connection, upload_id: str) -> tuple[str, str, str | None]:
-    row = conn.execute(
-        "SELECT run_id, status, worker FROM uploads WHERE id = ?", (upload_id,)
-    ).fetchone()
-    if row is None:
-        raise UploadNotFound(upload_id)
-    return row[0], row[1], row[2]
-
-
-def _may_settle(status: str, holder: str | None, worker: str | None) -> bool:
-    if UploadStatus(status).terminal:
-        return False
-    return worker is None or (status == UploadStatus.LOADING.value and holder == worker)
-
-
-def _renew(
-    conn: sqlite3.Connection, upload_id: str, worker: str, lease_seconds: float, now: float
-) -> bool:
-    _, status, holder = _upload_state(conn, upload_id)
-    if status != UploadStatus.LOADING.value or holder != worker:
-        return False
-    conn.execute(
-        "UPDATE uploads SET lease_expires = ? WHERE id = ?", (now + lease_seconds, upload_id)
-    )
-    return True
-
-
-def _complete(
-    conn: sqlite3.Connection,
-    upload_id: str,
-    drafts: tuple[CardDraft, ...],
-    worker: str | None,
-    now: float,
-) -> bool:
-    run_id, status, holder = _upload_state(conn, upload_id)
-    if not _may_settle(status, holder, worker):
-        return False
-    conn.executemany(
-        "INSERT INTO cards (upload_id, ordinal, title, body, tags, quote, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [
-            (upload_id, i, d.title, d.body, json.dumps(list(d.tags)), d.quote, now)
-            for i, d in enumerate(drafts)
-        ],
-    )
-    conn.execute(
-        "UPDATE uploads SET status = ?, card_count = ?, error = NULL, worker = NULL,"
-        " lease_expires = NULL, finished_at = ?, started_at = coalesce(started_at, ?)"
-        " WHERE id = ?",
-        (UploadStatus.COMPLETED.value, len(drafts), now, now, upload_id),
-    )
-    conn.execute(
-        "UPDATE runs SET completed_items = completed_items + 1,"
-        " total_cards = total_cards + ? WHERE id = ?",
-        (len(drafts), run_id),
-    )
-    return True
-
-
-def _fail(
-    conn: sqlite3.Connection, upload_id: str, error: str, worker: str | None, now: float
-) -> bool:
-    run_id, status, holder = _upload_state(conn, upload_id)
-    if not _may_settle(status, holder, worker):
-        return False
-    conn.execute(
-        "UPDATE uploads SET status = ?, error = ?, worker = NULL, lease_expires = NULL,"
-        " finished_at = ?, started_at = coalesce(started_at, ?) WHERE id = ?",
-        (UploadStatus.FAILED.value, error, now, now, upload_id),
-    )
-    conn.execute("UPDATE runs SET failed_items = failed_items + 1 WHERE id = ?", (run_id,))
-    return True
-
-
-def _release(conn: sqlite3.Connection, upload_id: str, worker: str | None) -> bool:
-    _, status, holder = _upload_state(conn, upload_id)
-    if status != UploadStatus.LOADING.value or (worker is not None and holder != worker):
-        return False
-    conn.execute(
-        "UPDATE uploads SET status = ?, worker = NULL, lease_expires = NULL WHERE id = ?",
-        (UploadStatus.PENDING.value, upload_id),
-    )
-    return True
-
-
-def _finish_run(conn: sqlite3.Connection, run_id: str, now: float) -> Run:
-    run = _get_run(conn, run_id)
-    status = final_status(run.total_items, run.completed_items, run.failed_items)
-    if status == RunStatus.CANCELLED:
-        live = conn.execute(
-            "SELECT 1 FROM uploads WHERE run_id = ? AND status = ? AND lease_expires > ? LIMIT 1",
-            (run_id, UploadStatus.LOADING.value, now),
-        ).fetchone()
-        if live is not None:
-            status = RunStatus.RUNNING
-    conn.execute(
-        "UPDATE runs SET status = ?, finished_at = ? WHERE id = ?",
-        (status.value, now if status.finished else None, run_id),
-    )
-    return _get_run(conn, run_id)

@@ -1,0 +1,313 @@
+"""PostgresStorage: runs shared by any number of workers on any number of machines.
+
+psycopg 3's async API does not run under trio, so this backend uses the synchronous
+driver and a ``psycopg_pool.ConnectionPool`` from worker threads
+(``trio.to_thread.run_sync`` with a ``CapacityLimiter`` sized to the pool): no database
+call ever runs on the event loop. The transactions are the ones SQLite runs
+(``storage/_sql.py``); PostgreSQL adds row locks where several writers meet, and claims
+use ``FOR UPDATE SKIP LOCKED`` so workers never queue behind each other's claims.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar, final
+
+import trio
+
+from ..errors import DatabaseError, InputError, StorageError
+from ..model import Card, CardDraft, Document, Run, Upload, UploadStatus
+from . import _sql as sql
+from ._base import check_drafts, check_lease, new_id, one_line
+
+if TYPE_CHECKING:
+    import psycopg
+    import psycopg_pool
+
+__all__ = ["PostgresStorage"]
+
+T = TypeVar("T")
+SCHEMA_VERSION: Final = 1
+_IDENTIFIER: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+_DDL: Final = [
+    """CREATE TABLE IF NOT EXISTS cardmill_meta (
+        key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS runs (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        total_items INTEGER NOT NULL,
+        completed_items INTEGER NOT NULL DEFAULT 0,
+        failed_items INTEGER NOT NULL DEFAULT 0,
+        total_cards INTEGER NOT NULL DEFAULT 0,
+        created_at DOUBLE PRECISION NOT NULL,
+        started_at DOUBLE PRECISION,
+        finished_at DOUBLE PRECISION,
+        CHECK (completed_items + failed_items <= total_items))""",
+    """CREATE TABLE IF NOT EXISTS uploads (
+        id TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        position INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        sha256 TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        card_count INTEGER NOT NULL DEFAULT 0,
+        worker TEXT,
+        lease_expires DOUBLE PRECISION,
+        started_at DOUBLE PRECISION,
+        finished_at DOUBLE PRECISION,
+        UNIQUE (run_id, position))""",
+    "CREATE INDEX IF NOT EXISTS uploads_by_status ON uploads(run_id, status, position)",
+    """CREATE TABLE IF NOT EXISTS documents (
+        upload_id TEXT PRIMARY KEY REFERENCES uploads(id),
+        data BYTEA NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS cards (
+        upload_id TEXT NOT NULL REFERENCES uploads(id),
+        ordinal INTEGER NOT NULL,
+        title TEXT NOT NULL,
+        body TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        quote TEXT,
+        created_at DOUBLE PRECISION NOT NULL,
+        UNIQUE (upload_id, ordinal))""",
+]
+
+
+class _PgTx:
+    """:class:`~cardmill.storage._sql.Tx` over psycopg: row locks where writers meet."""
+
+    lock = " FOR UPDATE"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    @staticmethod
+    def _sql(text: str) -> str:
+        return text.replace("?", "%s")
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._conn.execute(self._sql(sql), params).fetchone()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self._conn.execute(self._sql(sql), params).fetchall()
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._conn.execute(self._sql(sql), params)
+
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        with self._conn.cursor() as cursor:
+            cursor.executemany(self._sql(sql), list(rows))
+
+
+def _transaction(pool: psycopg_pool.ConnectionPool[Any], fn: Callable[..., T], *args: Any) -> T:
+    with pool.connection() as conn, conn.transaction():
+        return fn(_PgTx(conn), *args)
+
+
+def _migrate(conn: psycopg.Connection[Any], schema: str) -> None:
+    with conn.transaction():
+        # One migrator at a time, across every process and machine.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cardmill:{schema}",))
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        conn.execute(f'SET LOCAL search_path TO "{schema}"')
+        for statement in _DDL:
+            conn.execute(statement)
+        row = conn.execute(
+            "SELECT value FROM cardmill_meta WHERE key = 'schema_version'"
+        ).fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO cardmill_meta (key, value) VALUES ('schema_version', %s)",
+                (str(SCHEMA_VERSION),),
+            )
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise DatabaseError(
+                f"schema {schema!r} was written by a newer cardmill (schema {row[0]}; "
+                f"this version reads up to {SCHEMA_VERSION})"
+            )
+
+
+def _open_pool(dsn: str, schema: str, size: int) -> psycopg_pool.ConnectionPool[Any]:
+    import psycopg
+    import psycopg_pool
+
+    def configure(conn: psycopg.Connection[Any]) -> None:
+        conn.execute(f'SET search_path TO "{schema}"')
+        conn.commit()
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            _migrate(conn, schema)
+    except psycopg.Error as exc:
+        raise DatabaseError(f"PostgreSQL at {_safe(dsn)}: {_first_line(exc)}") from None
+    pool = psycopg_pool.ConnectionPool(
+        dsn, min_size=1, max_size=size, configure=configure, open=False, name="cardmill"
+    )
+    try:
+        pool.open(wait=True, timeout=10)
+    except psycopg_pool.PoolTimeout:
+        pool.close()
+        raise DatabaseError(f"PostgreSQL at {_safe(dsn)}: no connection within 10 s") from None
+    return pool
+
+
+def _safe(dsn: str) -> str:
+    """The DSN without its password."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", re.sub(r"password=\S+", "password=***", dsn))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+@final
+class PostgresStorage:
+    """Storage in PostgreSQL, for several workers on several machines.
+
+    Open it with ``async with PostgresStorage.open("postgresql://host/db") as storage:``.
+    Every worker that opens the same database and schema shares its runs: claims skip
+    rows another worker has locked, leases expire, and the ``worker`` fencing of
+    :class:`~cardmill.Storage` keeps a worker whose lease expired from committing.
+
+    Args:
+        pool: an open psycopg pool (use :meth:`open`).
+        schema: the PostgreSQL schema holding cardmill's tables.
+        size: the pool size; as many calls run at once.
+        clock: wall-clock seconds for leases and timestamps. Workers on several machines
+            need synchronised clocks (NTP), as leases are compared across them.
+    """
+
+    def __init__(
+        self,
+        pool: psycopg_pool.ConnectionPool[Any],
+        *,
+        schema: str,
+        size: int,
+        clock: Callable[[], float] = time.time,
+        dsn: str = "",
+    ) -> None:
+        self._pool: psycopg_pool.ConnectionPool[Any] | None = pool
+        self._schema = schema
+        self._limiter = trio.CapacityLimiter(size)
+        self._clock = clock
+        self._where = _safe(dsn)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        schema: str = "cardmill",
+        size: int = 4,
+        clock: Callable[[], float] = time.time,
+    ) -> AsyncIterator[PostgresStorage]:
+        """Connect (creating or migrating the schema) and yield the storage.
+
+        Raises:
+            DatabaseError: the server cannot be reached, or the schema is newer.
+            InputError: the schema name is not a plain lowercase identifier.
+        """
+        if not _IDENTIFIER.match(schema):
+            raise InputError(f"schema must be a lowercase identifier, not {schema!r}")
+        if size < 1:
+            raise InputError("size must be >= 1")
+        pool = await trio.to_thread.run_sync(_open_pool, dsn, schema, size)
+        storage = cls(pool, schema=schema, size=size, clock=clock, dsn=dsn)
+        async with storage:
+            yield storage
+
+    def __repr__(self) -> str:
+        return f"PostgresStorage({self._where!r}, schema={self._schema!r})"
+
+    async def __aenter__(self) -> Self:
+        await trio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            await trio.lowlevel.checkpoint()
+            return
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(pool.close)
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        import psycopg
+
+        pool = self._pool
+        if pool is None:
+            raise StorageError(f"{self._where}: storage is closed")
+        try:
+            return await trio.to_thread.run_sync(
+                partial(_transaction, pool, fn, *args), limiter=self._limiter
+            )
+        except psycopg.Error as exc:
+            raise StorageError(f"{self._where}: {_first_line(exc)}") from exc
+
+    # -- the protocol -----------------------------------------------------------------
+
+    async def create_run(self, documents: Iterable[Document], *, name: str | None = None) -> Run:
+        run_id = new_id("run")
+        await self._call(sql.create_run, run_id, name or run_id, documents, self._clock())
+        return await self.get_run(run_id)
+
+    async def get_run(self, run_id: str) -> Run:
+        return await self._call(sql.get_run, run_id)
+
+    async def list_runs(self) -> list[Run]:
+        return await self._call(sql.list_runs)
+
+    async def list_uploads(self, run_id: str, status: UploadStatus | None = None) -> list[Upload]:
+        return await self._call(sql.list_uploads, run_id, status)
+
+    async def list_cards(self, run_id: str, upload_id: str | None = None) -> list[Card]:
+        return await self._call(sql.list_cards, run_id, upload_id)
+
+    async def load_document(self, upload_id: str) -> Document:
+        return await self._call(sql.load_document, upload_id)
+
+    async def claim_upload(
+        self, run_id: str, *, worker: str, lease_seconds: float
+    ) -> Upload | None:
+        check_lease(lease_seconds)
+        claimed = await self._call(sql.claim, run_id, worker, lease_seconds, self._clock())
+        return None if claimed is None else claimed[0]
+
+    async def renew_lease(self, upload_id: str, *, worker: str, lease_seconds: float) -> bool:
+        check_lease(lease_seconds)
+        return await self._call(sql.renew, upload_id, worker, lease_seconds, self._clock())
+
+    async def complete_upload(
+        self, upload_id: str, drafts: Sequence[CardDraft], *, worker: str | None = None
+    ) -> bool:
+        checked = check_drafts(drafts)
+        return await self._call(sql.complete, upload_id, checked, worker, self._clock())
+
+    async def fail_upload(self, upload_id: str, error: str, *, worker: str | None = None) -> bool:
+        return await self._call(sql.fail, upload_id, one_line(error), worker, self._clock())
+
+    async def release_upload(self, upload_id: str, *, worker: str | None = None) -> bool:
+        return await self._call(sql.release, upload_id, worker)
+
+    async def finish_run(self, run_id: str) -> Run:
+        return await self._call(sql.finish_run, run_id, self._clock())

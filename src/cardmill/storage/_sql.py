@@ -1,0 +1,323 @@
+"""The storage transactions, written once for every SQL backend.
+
+Each function is one whole transaction's work, run synchronously on a worker thread by a
+backend that opened the transaction (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a pooled
+connection's transaction). They speak to the database through :class:`Tx`, which hides
+the few differences: the placeholder style and the row locks PostgreSQL needs where
+SQLite's single writer already serialises.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, Protocol
+
+from ..errors import RunNotFound, UploadNotFound
+from ..model import (
+    Card,
+    CardDraft,
+    Document,
+    Run,
+    RunStatus,
+    Upload,
+    UploadStatus,
+    final_status,
+)
+from ._base import card_id, new_id, to_datetime
+
+__all__ = ["Tx"]
+
+
+class Tx(Protocol):
+    """One open transaction. SQL uses ``?`` placeholders."""
+
+    #: appended to a SELECT of the one row a write will change (" FOR UPDATE" or "")
+    lock: str
+    #: appended to a claim's SELECT (" FOR UPDATE SKIP LOCKED" or "")
+    skip_locked: str
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+
+UPLOAD_COLUMNS: Final = (
+    "id, run_id, name, media_type, size, sha256, status, attempts, error, card_count,"
+    " started_at, finished_at, position, worker, lease_expires"
+)
+RUN_COLUMNS: Final = (
+    "id, name, status, total_items, completed_items, failed_items, total_cards,"
+    " created_at, started_at, finished_at"
+)
+
+
+def run_row(row: Any) -> Run:
+    created = to_datetime(row[7])
+    assert created is not None
+    return Run(
+        row[0],
+        row[1],
+        RunStatus(row[2]),
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        created,
+        to_datetime(row[8]),
+        to_datetime(row[9]),
+    )
+
+
+def upload_row(row: Any) -> Upload:
+    return Upload(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        UploadStatus(row[6]),
+        row[7],
+        row[8],
+        row[9],
+        to_datetime(row[10]),
+        to_datetime(row[11]),
+        row[12],
+        row[13],
+        to_datetime(row[14]),
+    )
+
+
+def get_run(tx: Tx, run_id: str, *, lock: bool = False) -> Run:
+    sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?" + (tx.lock if lock else "")
+    row = tx.one(sql, (run_id,))
+    if row is None:
+        raise RunNotFound(run_id)
+    return run_row(row)
+
+
+def list_runs(tx: Tx) -> list[Run]:
+    rows = tx.all(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at, id")
+    return [run_row(r) for r in rows]
+
+
+def require_run(tx: Tx, run_id: str) -> None:
+    if tx.one("SELECT 1 FROM runs WHERE id = ?", (run_id,)) is None:
+        raise RunNotFound(run_id)
+
+
+def list_uploads(tx: Tx, run_id: str, status: UploadStatus | None) -> list[Upload]:
+    require_run(tx, run_id)
+    sql = f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE run_id = ?"
+    args: tuple[Any, ...] = (run_id,)
+    if status is not None:
+        sql += " AND status = ?"
+        args += (UploadStatus(status).value,)
+    return [upload_row(r) for r in tx.all(sql + " ORDER BY position", args)]
+
+
+def list_cards(tx: Tx, run_id: str, upload_id: str | None) -> list[Card]:
+    require_run(tx, run_id)
+    sql = (
+        "SELECT c.upload_id, c.ordinal, c.title, c.body, c.tags, c.quote, c.created_at"
+        " FROM uploads u JOIN cards c ON c.upload_id = u.id WHERE u.run_id = ?"
+    )
+    args: tuple[Any, ...] = (run_id,)
+    if upload_id is not None:
+        sql += " AND u.id = ?"
+        args += (upload_id,)
+    rows = tx.all(sql + " ORDER BY u.position, c.ordinal", args)
+    cards = []
+    for up, ordinal, title, body, tags, quote, created in rows:
+        created_at = to_datetime(created)
+        assert created_at is not None
+        cards.append(
+            Card(
+                card_id(up, ordinal),
+                run_id,
+                up,
+                ordinal,
+                title,
+                body,
+                tuple(json.loads(tags)),
+                quote,
+                created_at,
+            )
+        )
+    return cards
+
+
+def load_document(tx: Tx, upload_id: str) -> Document:
+    row = tx.one(
+        "SELECT u.name, u.media_type, d.data FROM uploads u JOIN documents d"
+        " ON d.upload_id = u.id WHERE u.id = ?",
+        (upload_id,),
+    )
+    if row is None:
+        raise UploadNotFound(upload_id)
+    return Document(row[0], bytes(row[2]), row[1])
+
+
+def create_run(tx: Tx, run_id: str, name: str, documents: Iterable[Document], now: float) -> None:
+    tx.run(
+        "INSERT INTO runs (id, name, status, total_items, created_at) VALUES (?, ?, ?, 0, ?)",
+        (run_id, name, RunStatus.PENDING.value, now),
+    )
+    count = 0
+    # Documents are consumed one at a time on this thread: a generator that reads
+    # files keeps memory flat and file reads off the event loop.
+    for position, doc in enumerate(documents):
+        upload_id = new_id("up")
+        tx.run(
+            "INSERT INTO uploads (id, run_id, position, name, media_type, size, sha256, status)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                upload_id,
+                run_id,
+                position,
+                doc.name,
+                doc.media_type,
+                doc.size,
+                doc.sha256,
+                UploadStatus.PENDING.value,
+            ),
+        )
+        tx.run("INSERT INTO documents (upload_id, data) VALUES (?, ?)", (upload_id, doc.data))
+        count += 1
+    tx.run("UPDATE runs SET total_items = ? WHERE id = ?", (count, run_id))
+
+
+def claim(
+    tx: Tx, run_id: str, worker: str, lease_seconds: float, now: float
+) -> tuple[Upload, Document] | None:
+    run = tx.one("SELECT status, started_at FROM runs WHERE id = ?", (run_id,))
+    if run is None:
+        raise RunNotFound(run_id)
+    row = tx.one(
+        "SELECT id FROM uploads WHERE run_id = ? AND status = ? ORDER BY position LIMIT 1"
+        + tx.skip_locked,
+        (run_id, UploadStatus.PENDING.value),
+    )
+    if row is None:
+        row = tx.one(
+            "SELECT id FROM uploads WHERE run_id = ? AND status = ? AND lease_expires <= ?"
+            " ORDER BY position LIMIT 1" + tx.skip_locked,
+            (run_id, UploadStatus.LOADING.value, now),
+        )
+    if row is None:
+        return None
+    tx.run(
+        "UPDATE uploads SET status = ?, attempts = attempts + 1, worker = ?,"
+        " lease_expires = ?, started_at = coalesce(started_at, ?) WHERE id = ?",
+        (UploadStatus.LOADING.value, worker, now + lease_seconds, now, row[0]),
+    )
+    if run[0] != RunStatus.RUNNING.value:
+        tx.run(
+            "UPDATE runs SET status = ?, started_at = coalesce(started_at, ?),"
+            " finished_at = NULL WHERE id = ?",
+            (RunStatus.RUNNING.value, now, run_id),
+        )
+    got = tx.one(f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = ?", row)
+    upload = upload_row(got)
+    # Whoever claims an upload reads its document next: fetch it in the same hop.
+    (data,) = tx.one("SELECT data FROM documents WHERE upload_id = ?", row)
+    return upload, Document(upload.name, bytes(data), upload.media_type)
+
+
+def upload_state(tx: Tx, upload_id: str) -> tuple[str, str, str | None]:
+    row = tx.one("SELECT run_id, status, worker FROM uploads WHERE id = ?" + tx.lock, (upload_id,))
+    if row is None:
+        raise UploadNotFound(upload_id)
+    return row[0], row[1], row[2]
+
+
+def may_settle(status: str, holder: str | None, worker: str | None) -> bool:
+    if UploadStatus(status).terminal:
+        return False
+    return worker is None or (status == UploadStatus.LOADING.value and holder == worker)
+
+
+def renew(tx: Tx, upload_id: str, worker: str, lease_seconds: float, now: float) -> bool:
+    _, status, holder = upload_state(tx, upload_id)
+    if status != UploadStatus.LOADING.value or holder != worker:
+        return False
+    tx.run("UPDATE uploads SET lease_expires = ? WHERE id = ?", (now + lease_seconds, upload_id))
+    return True
+
+
+def complete(
+    tx: Tx,
+    upload_id: str,
+    drafts: tuple[CardDraft, ...],
+    worker: str | None,
+    now: float,
+) -> bool:
+    run_id, status, holder = upload_state(tx, upload_id)
+    if not may_settle(status, holder, worker):
+        return False
+    tx.many(
+        "INSERT INTO cards (upload_id, ordinal, title, body, tags, quote, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (upload_id, i, d.title, d.body, json.dumps(list(d.tags)), d.quote, now)
+            for i, d in enumerate(drafts)
+        ],
+    )
+    tx.run(
+        "UPDATE uploads SET status = ?, card_count = ?, error = NULL, worker = NULL,"
+        " lease_expires = NULL, finished_at = ?, started_at = coalesce(started_at, ?)"
+        " WHERE id = ?",
+        (UploadStatus.COMPLETED.value, len(drafts), now, now, upload_id),
+    )
+    tx.run(
+        "UPDATE runs SET completed_items = completed_items + 1,"
+        " total_cards = total_cards + ? WHERE id = ?",
+        (len(drafts), run_id),
+    )
+    return True
+
+
+def fail(tx: Tx, upload_id: str, error: str, worker: str | None, now: float) -> bool:
+    run_id, status, holder = upload_state(tx, upload_id)
+    if not may_settle(status, holder, worker):
+        return False
+    tx.run(
+        "UPDATE uploads SET status = ?, error = ?, worker = NULL, lease_expires = NULL,"
+        " finished_at = ?, started_at = coalesce(started_at, ?) WHERE id = ?",
+        (UploadStatus.FAILED.value, error, now, now, upload_id),
+    )
+    tx.run("UPDATE runs SET failed_items = failed_items + 1 WHERE id = ?", (run_id,))
+    return True
+
+
+def release(tx: Tx, upload_id: str, worker: str | None) -> bool:
+    _, status, holder = upload_state(tx, upload_id)
+    if status != UploadStatus.LOADING.value or (worker is not None and holder != worker):
+        return False
+    tx.run(
+        "UPDATE uploads SET status = ?, worker = NULL, lease_expires = NULL WHERE id = ?",
+        (UploadStatus.PENDING.value, upload_id),
+    )
+    return True
+
+
+def finish_run(tx: Tx, run_id: str, now: float) -> Run:
+    run = get_run(tx, run_id, lock=True)
+    status = final_status(run.total_items, run.completed_items, run.failed_items)
+    if status == RunStatus.CANCELLED:
+        live = tx.one(
+            "SELECT 1 FROM uploads WHERE run_id = ? AND status = ? AND lease_expires > ? LIMIT 1",
+            (run_id, UploadStatus.LOADING.value, now),
+        )
+        if live is not None:
+            status = RunStatus.RUNNING
+    tx.run(
+        "UPDATE runs SET status = ?, finished_at = ? WHERE id = ?",
+        (status.value, now if status.finished else None, run_id),
+    )
+    return get_run(tx, run_id)
