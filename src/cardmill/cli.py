@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -16,7 +17,7 @@ from . import __version__
 from ._collect import collect, read
 from ._export import FORMATS, dumps, jsonable, write_cards
 from ._progress import Progress
-from .engine import Engine, Limits, RunSummary
+from .engine import Engine, Limits, RateStateStore, RetryPolicy, RunSummary, SharedBucket
 from .errors import CardmillError, DatabaseError, InputError, RunNotFound
 from .model import Run, RunStatus, UploadStatus
 from .providers import (
@@ -25,7 +26,7 @@ from .providers import (
     OpenAICompatibleProvider,
     Provider,
 )
-from .storage import SQLiteStorage, Storage
+from .storage import PostgresStorage, SQLiteStorage, Storage
 
 __all__ = ["main"]
 
@@ -82,13 +83,55 @@ def _setup_logging(verbose: int) -> None:
     )
 
 
+def is_postgres(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
 @asynccontextmanager
 async def open_storage(db: str, *, create: bool) -> AsyncIterator[Storage]:
-    """The storage a ``--db`` value names (a SQLite file path)."""
+    """The storage a ``--db`` value names: a PostgreSQL URL, or a SQLite file path."""
+    if is_postgres(db):
+        schema = os.environ.get("CARDMILL_PG_SCHEMA", "cardmill")
+        async with PostgresStorage.open(db, schema=schema) as postgres:
+            yield postgres
+        return
     if not create and not await trio.Path(db).exists():
         raise InputError(f"{db}: no such database (run `cardmill analyze` first)")
     async with SQLiteStorage.open(db) as storage:
         yield storage
+
+
+def shared_limit_name(provider: Provider) -> str:
+    """One shared rate limit per provider, endpoint and API key — named by a short
+    fingerprint of the key, never the key."""
+    key = getattr(provider, "_key", None) or ""
+    fingerprint = hashlib.sha256(key.encode()).hexdigest()[:8] if key else "nokey"
+    where = getattr(provider, "base_url", None) or os.environ.get("ANTHROPIC_BASE_URL", "")
+    return f"{provider.name}:{where}:{fingerprint}"
+
+
+def make_engine(
+    storage: Storage,
+    provider: Provider,
+    *,
+    concurrency: int,
+    limits: Limits | None,
+    lease: float,
+    observer: Any = None,
+) -> Engine:
+    """An engine; on a shared database, its rate limit is shared with every worker's."""
+    bucket = None
+    if isinstance(storage, RateStateStore) and not isinstance(provider, ExtractiveProvider):
+        bucket = SharedBucket(storage, shared_limit_name(provider), limits)
+    return Engine(
+        storage,
+        provider,
+        concurrency=concurrency,
+        limits=limits,
+        bucket=bucket,
+        retry=RetryPolicy(lease_seconds=lease),
+        observer=observer,
+    )
 
 
 def make_provider(choice: str, model: str | None) -> tuple[Provider, str]:
@@ -176,6 +219,7 @@ async def _execute_run(
     concurrency: int,
     limits: Limits | None,
     quiet: bool,
+    lease: float = 60.0,
 ) -> RunSummary:
     progress = Progress(run, sys.stderr, live=sys.stderr.isatty())
     engine = Engine(storage, provider, concurrency=concurrency, limits=limits, observer=progress)
@@ -212,6 +256,7 @@ async def _analyze(
     name: str | None,
     as_json: bool,
     quiet: bool,
+    lease: float = 60.0,
 ) -> int:
     found, skipped = collect(paths)
     if not found:
@@ -240,7 +285,14 @@ async def _analyze(
                     await storage.fail_upload(upload.id, problems[upload.position])
             run = await storage.get_run(run.id)
         summary = await _execute_run(
-            storage, run, provider, db=db, concurrency=concurrency, limits=limits, quiet=quiet
+            storage,
+            run,
+            provider,
+            db=db,
+            concurrency=concurrency,
+            limits=limits,
+            quiet=quiet,
+            lease=lease,
         )
     _report(summary, summary.run, db, as_json)
     return _exit_code(summary.run)
@@ -260,6 +312,7 @@ async def _resume(
     limits: Limits | None,
     as_json: bool,
     quiet: bool,
+    lease: float = 60.0,
 ) -> int:
     async with open_storage(db, create=False) as storage:
         run = await storage.get_run(run_id)
@@ -276,7 +329,14 @@ async def _resume(
                 err=True,
             )
         summary = await _execute_run(
-            storage, run, provider, db=db, concurrency=concurrency, limits=limits, quiet=quiet
+            storage,
+            run,
+            provider,
+            db=db,
+            concurrency=concurrency,
+            limits=limits,
+            quiet=quiet,
+            lease=lease,
         )
     _report(summary, summary.run, db, as_json)
     return _exit_code(summary.run)
@@ -289,10 +349,18 @@ _db_option = click.option(
     default="cardmill.db",
     show_default=True,
     envvar="CARDMILL_DB",
-    help="The database (a SQLite file).",
+    help="The database: a SQLite file, or postgresql://... to share runs between workers.",
 )
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 _verbose_option = click.option("-v", "--verbose", count=True, help="Log more (-vv: debug).")
+_lease_option = click.option(
+    "--lease",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="Seconds a claimed upload is held without a heartbeat; a dead worker's uploads "
+    "are retaken after this.",
+)
 
 
 def _provider_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -343,6 +411,7 @@ def main() -> None:
 @_db_option
 @_provider_options
 @click.option("--name", default=None, help="A name for the run.")
+@_lease_option
 @_json_option
 @_verbose_option
 def analyze(
@@ -355,13 +424,14 @@ def analyze(
     itpm: float | None,
     quiet: bool,
     name: str | None,
+    lease: float,
     as_json: bool,
     verbose: int,
 ) -> NoReturn:
     """Analyse files and folders (recursively) into a new run, and execute it."""
     _setup_logging(verbose)
     limits = _limits(rpm, itpm)
-    args = (list(paths), db, provider, model, concurrency, limits, name, as_json, quiet)
+    args = (list(paths), db, provider, model, concurrency, limits, name, as_json, quiet, lease)
     sys.exit(_execute(_analyze, *args))
 
 
@@ -369,6 +439,7 @@ def analyze(
 @click.argument("run_id", metavar="RUN")
 @_db_option
 @_provider_options
+@_lease_option
 @_json_option
 @_verbose_option
 def resume(
@@ -380,12 +451,14 @@ def resume(
     rpm: float | None,
     itpm: float | None,
     quiet: bool,
+    lease: float,
     as_json: bool,
     verbose: int,
 ) -> NoReturn:
     """Finish a run that was interrupted or left behind."""
     _setup_logging(verbose)
-    args = (run_id, db, provider, model, concurrency, _limits(rpm, itpm), as_json, quiet)
+    limits = _limits(rpm, itpm)
+    args = (run_id, db, provider, model, concurrency, limits, as_json, quiet, lease)
     sys.exit(_execute(_resume, *args))
 
 
@@ -467,3 +540,84 @@ def export(run_id: str, db: str, fmt: str, output: str | None) -> None:
     with open(output, "w", encoding="utf-8", newline="") as out:
         count = write_cards(out, fmt, run, uploads, cards)
     click.echo(f"cardmill: wrote {count} cards to {output}", err=True)
+
+
+async def _worker(
+    db: str,
+    run_id: str | None,
+    follow: bool,
+    poll: float,
+    provider_choice: str,
+    model: str | None,
+    concurrency: int,
+    limits: Limits | None,
+    lease: float,
+) -> int:
+    provider, described = make_provider(provider_choice, model)
+    click.echo(f"cardmill worker: {described}, concurrency {concurrency}, on {db}", err=True)
+    try:
+        async with open_storage(db, create=False) as storage:
+            engine = make_engine(
+                storage, provider, concurrency=concurrency, limits=limits, lease=lease
+            )
+            while True:
+                runs = [await storage.get_run(run_id)] if run_id else await storage.list_runs()
+                for run in runs:
+                    if run.status.finished:
+                        continue
+                    pending = await storage.list_uploads(run.id, UploadStatus.PENDING)
+                    if not pending and not await storage.list_uploads(run.id, UploadStatus.LOADING):
+                        continue
+                    summary = await engine.execute(run.id)
+                    click.echo(
+                        f"cardmill worker: run {run.id} {summary.run.status.name}: "
+                        f"{summary.completed} completed and {summary.failed} failed here, "
+                        f"{summary.requests} requests, {summary.rate_limited} x 429",
+                        err=True,
+                    )
+                if not follow:
+                    return EXIT_OK
+                await trio.sleep(poll)
+    finally:
+        close = getattr(provider, "aclose", None)
+        if close is not None:
+            with trio.CancelScope(shield=True):
+                await close()
+
+
+@main.command()
+@_db_option
+@click.option("--run", "run_id", default=None, metavar="RUN", help="Only this run.")
+@click.option("--follow", is_flag=True, help="Keep polling for new work instead of exiting.")
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds between looks for new work with --follow.",
+)
+@_provider_options
+@_lease_option
+@_verbose_option
+def worker(
+    db: str,
+    run_id: str | None,
+    follow: bool,
+    poll: float,
+    provider: str,
+    model: str | None,
+    concurrency: int,
+    rpm: float | None,
+    itpm: float | None,
+    quiet: bool,
+    lease: float,
+    verbose: int,
+) -> NoReturn:
+    """Process pending uploads of every unfinished run (or one), then exit.
+
+    Start as many workers as you like, on as many machines, against one
+    postgresql:// database: they share the runs and one adaptive rate limit.
+    """
+    _setup_logging(verbose)
+    args = (db, run_id, follow, poll, provider, model, concurrency, _limits(rpm, itpm), lease)
+    sys.exit(_execute(_worker, *args))

@@ -18,6 +18,9 @@ from ._events import UploadRetrying as UploadRetrying
 from ._events import UploadStarted as UploadStarted
 from ._executor import Engine as Engine
 from ._retry import RetryPolicy as RetryPolicy
+from ._shared import RateLimiter as RateLimiter
+from ._shared import RateStateStore as RateStateStore
+from ._shared import SharedBucket as SharedBucket
 
 __all__ = [
     "AdaptiveBucket",
@@ -28,9 +31,12 @@ __all__ = [
     "Observer",
     "RateChanged",
     "RateLimitHit",
+    "RateLimiter",
+    "RateStateStore",
     "RetryPolicy",
     "RunFinished",
     "RunSummary",
+    "SharedBucket",
     "Ticket",
     "UploadCompleted",
     "UploadFailed",

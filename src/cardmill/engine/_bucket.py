@@ -123,6 +123,49 @@ class _Dimension:
         self.cruise_until: float | None = None
         self.unit = 1.0  # one request's worth of this dimension, for estimate bounds
 
+    _SCALARS = (
+        "ceiling",
+        "rate",
+        "tat",
+        "last_cut",
+        "regime_start",
+        "regime_seq",
+        "lo",
+        "hi",
+        "last_growth",
+        "hold_growth",
+        "cruise_until",
+        "unit",
+    )
+
+    def to_state(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self._SCALARS:
+            value = getattr(self, name)
+            out[name] = None if isinstance(value, float) and math.isinf(value) else value
+        out["cut_times"] = list(self.cut_times)
+        out["ledger"] = [list(e) for e in self.ledger]
+        out["sent"] = [list(e) for e in self.sent]
+        return out
+
+    def load(self, state: dict[str, Any]) -> None:
+        for name in self._SCALARS:
+            value = state[name]
+            if value is None and name in ("tat", "last_cut", "last_growth"):
+                value = -math.inf
+            setattr(self, name, value)
+        self.cut_times = deque(state["cut_times"], maxlen=2)
+        self.ledger = deque((t, u) for t, u in state["ledger"])
+        self.sent = deque((t, u) for t, u in state["sent"])
+
+    def _compact(self, before: float) -> None:
+        """Fold ledger entries before ``before`` into one: only sums since then are asked."""
+        if self.regime_start is None:
+            return
+        old = sum(u for t, u in self.ledger if t < before)
+        recent = [(t, u) for t, u in self.ledger if t >= before]
+        self.ledger = deque([(self.regime_start, old), *recent])
+
     def earliest(self, cost: float) -> float:
         if self.rate is None or cost <= 0:
             return -math.inf
@@ -194,6 +237,7 @@ class _Dimension:
                 self.ledger = deque((t, u) for t, u in self.ledger if t >= last)
                 lo, hi = recent_lo, recent_hi
             self.cut_times.append(empty_at)
+            self._compact(empty_at)
             self.lo, self.hi = lo, hi
             # Pace under the lower bound; while the bounds are still wide (few requests
             # between the two 429s), not below half the upper one.
@@ -267,6 +311,127 @@ class _Dimension:
 
 
 @final
+class _Core:
+    """The bucket's whole state and logic, with time passed in: no trio, no waiting.
+
+    :class:`AdaptiveBucket` drives one in memory; a shared bucket loads one from the
+    database, steps it, and stores it back (:meth:`to_state` / :meth:`from_state`).
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        rpm, tpm = limits.requests_per_minute, limits.input_tokens_per_minute
+        start = limits.start_requests_per_minute
+        self.requests = _Dimension(
+            "requests", rpm / 60 if rpm else None, start / 60 if start else None
+        )
+        self.tokens = _Dimension("input_tokens", tpm / 60 if tpm else None)
+        self.tokens.unit = 1000.0
+        self.paused_until = -math.inf
+        self.admitted = 0
+        self.rate_limited = 0
+        self.cuts = 0
+        self.last_delay = -math.inf
+
+    def grow(self, now: float, app_limited: bool) -> bool:
+        a = self.requests.grow(now, app_limited)
+        b = self.tokens.grow(now, app_limited)
+        return a or b
+
+    def earliest(self, tokens: float) -> float:
+        return max(self.paused_until, self.requests.earliest(1.0), self.tokens.earliest(tokens))
+
+    def admit(self, now: float, tokens: float, arrived: float) -> Ticket:
+        self.requests.admit(now, 1.0)
+        self.tokens.admit(now, tokens)
+        self.admitted += 1
+        if now > arrived:
+            self.last_delay = now
+        return Ticket(now, tokens, self.admitted)
+
+    def success(self, ticket: Ticket, input_tokens: int | None, hint: RateHint | None) -> bool:
+        if input_tokens is not None:
+            self.tokens.correct(ticket, float(input_tokens) - ticket.tokens)
+        return hint is not None and self.apply_hint(hint)
+
+    def limited(
+        self,
+        now: float,
+        ticket: Ticket,
+        retry_after: float | None,
+        limit: Limit,
+        hint: RateHint | None,
+    ) -> bool:
+        self.rate_limited += 1
+        self.requests.rejected(ticket, 1.0)
+        self.tokens.rejected(ticket, ticket.tokens)
+        changed = hint is not None and self.apply_hint(hint)
+        dim = self.tokens if limit == Limit.INPUT_TOKENS else self.requests
+        if dim is self.tokens and self.tokens.rate is None and self.tokens.ceiling is None:
+            # Token pacing starts from what we were sending.
+            self.tokens.rate = max(self.tokens.send_rate(now), self.tokens.floor)
+        if dim.cut(now, ticket.sent_at, self.admitted + 1):
+            self.cuts += 1
+            changed = True
+        pause = retry_after if retry_after is not None and retry_after > 0 else 0.0
+        if now + pause > self.paused_until:
+            self.paused_until = now + pause
+            changed = True
+        return changed
+
+    def apply_hint(self, hint: RateHint) -> bool:
+        a = self.requests.apply_hint(hint.requests_limit, hint.requests_remaining)
+        b = self.tokens.apply_hint(hint.input_tokens_limit, hint.input_tokens_remaining)
+        return a or b
+
+    def snapshot(self, now: float, waiting: int) -> BucketStatistics:
+        return BucketStatistics(
+            requests_per_second=self.requests.rate,
+            input_tokens_per_second=self.tokens.rate,
+            estimated_requests_per_second=self.requests.hi,
+            estimated_input_tokens_per_second=self.tokens.hi,
+            paused_until=self.paused_until if self.paused_until > now else None,
+            waiting=waiting,
+            admitted=self.admitted,
+            rate_limited=self.rate_limited,
+            cuts=self.cuts,
+        )
+
+    # -- persistence, for buckets shared through a database ---------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain JSON data (infinities as None)."""
+
+        def num(x: float) -> float | None:
+            return None if math.isinf(x) else x
+
+        return {
+            "requests": self.requests.to_state(),
+            "tokens": self.tokens.to_state(),
+            "paused_until": num(self.paused_until),
+            "admitted": self.admitted,
+            "rate_limited": self.rate_limited,
+            "cuts": self.cuts,
+            "last_delay": num(self.last_delay),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], limits: Limits) -> _Core:
+        core = cls(limits)
+        core.requests.load(state["requests"])
+        core.tokens.load(state["tokens"])
+        core.paused_until = _inf(state["paused_until"])
+        core.admitted = state["admitted"]
+        core.rate_limited = state["rate_limited"]
+        core.cuts = state["cuts"]
+        core.last_delay = _inf(state["last_delay"])
+        return core
+
+
+def _inf(value: float | None) -> float:
+    return -math.inf if value is None else value
+
+
+@final
 class AdaptiveBucket:
     """Paces requests to the provider's real limit, learnt from 429s and headers.
 
@@ -286,22 +451,10 @@ class AdaptiveBucket:
         *,
         on_rate_change: Callable[[BucketStatistics], None] | None = None,
     ) -> None:
-        limits = limits or Limits()
-        rpm, tpm = limits.requests_per_minute, limits.input_tokens_per_minute
-        start = limits.start_requests_per_minute
-        self._requests = _Dimension(
-            "requests", rpm / 60 if rpm else None, start / 60 if start else None
-        )
-        self._tokens = _Dimension("input_tokens", tpm / 60 if tpm else None)
-        self._tokens.unit = 1000.0
-        self._paused_until = -math.inf
+        self._core = _Core(limits or Limits())
         self._lock = trio.Lock()  # FIFO: waiters leave in arrival order, one at a time
         self._changed = trio.Event()
         self._waiting = 0
-        self._admitted = 0
-        self._rate_limited = 0
-        self._cuts = 0
-        self._last_delay = -math.inf
         self._listeners: list[Callable[[BucketStatistics], None]] = []
         if on_rate_change is not None:
             self._listeners.append(on_rate_change)
@@ -319,26 +472,19 @@ class AdaptiveBucket:
             async with self._lock:
                 while True:
                     now = trio.current_time()
-                    self._grow(now)
-                    at = max(
-                        self._paused_until,
-                        self._requests.earliest(1.0),
-                        self._tokens.earliest(tokens),
-                    )
+                    app_limited = self._waiting <= 1 and now - self._core.last_delay > 2.0
+                    if self._core.grow(now, app_limited):
+                        self._notify(wake=False)
+                    at = self._core.earliest(tokens)
                     if at <= now:
                         break
                     with trio.move_on_at(at):
                         await self._changed.wait()
-                self._requests.admit(now, 1.0)
-                self._tokens.admit(now, tokens)
-                self._admitted += 1
-                seq = self._admitted
-                if now > arrived:
-                    self._last_delay = now
+                ticket = self._core.admit(now, tokens, arrived)
         finally:
             self._waiting -= 1
         await trio.lowlevel.checkpoint()
-        return Ticket(now, tokens, seq)
+        return ticket
 
     # -- feedback -------------------------------------------------------------------
 
@@ -346,10 +492,8 @@ class AdaptiveBucket:
         self, ticket: Ticket, *, input_tokens: int | None = None, hint: RateHint | None = None
     ) -> None:
         """A request was accepted; ``input_tokens`` corrects the estimate it was charged."""
-        if input_tokens is not None:
-            self._tokens.correct(ticket, float(input_tokens) - ticket.tokens)
-        if hint is not None:
-            self.apply_hint(hint)
+        if self._core.success(ticket, input_tokens, hint):
+            self._notify()
 
     def on_rate_limited(
         self,
@@ -360,43 +504,27 @@ class AdaptiveBucket:
         hint: RateHint | None = None,
     ) -> None:
         """A request was answered 429: pause for Retry-After, cut the named limit once."""
-        now = trio.current_time()
-        self._rate_limited += 1
-        self._requests.rejected(ticket, 1.0)
-        self._tokens.rejected(ticket, ticket.tokens)
-        changed = False
-        if hint is not None:
-            changed |= self._apply_hint(hint)
-        dim = self._tokens if limit == Limit.INPUT_TOKENS else self._requests
-        if dim is self._tokens and self._tokens.rate is None and self._tokens.ceiling is None:
-            # Token pacing starts from what we were sending.
-            self._tokens.rate = max(self._tokens.send_rate(now), self._tokens.floor)
-        if dim.cut(now, ticket.sent_at, self._admitted + 1):
-            self._cuts += 1
-            changed = True
-        pause = retry_after if retry_after is not None and retry_after > 0 else 0.0
-        if now + pause > self._paused_until:
-            self._paused_until = now + pause
-            changed = True
-        if changed:
+        if self._core.limited(trio.current_time(), ticket, retry_after, limit, hint):
             self._notify()
 
     def apply_hint(self, hint: RateHint) -> None:
         """Take the provider's rate-limit headers into account."""
-        if self._apply_hint(hint):
+        if self._core.apply_hint(hint):
             self._notify()
 
-    def _apply_hint(self, hint: RateHint) -> bool:
-        a = self._requests.apply_hint(hint.requests_limit, hint.requests_remaining)
-        b = self._tokens.apply_hint(hint.input_tokens_limit, hint.input_tokens_remaining)
-        return a or b
+    async def report_success(
+        self, ticket: Ticket, *, input_tokens: int | None, hint: RateHint | None
+    ) -> None:
+        """:meth:`on_success`, as the engine calls it (a checkpoint, like SharedBucket's)."""
+        self.on_success(ticket, input_tokens=input_tokens, hint=hint)
+        await trio.lowlevel.checkpoint()
 
-    def _grow(self, now: float) -> None:
-        app_limited = self._waiting <= 1 and now - self._last_delay > 2.0
-        a = self._requests.grow(now, app_limited)
-        b = self._tokens.grow(now, app_limited)
-        if a or b:
-            self._notify(wake=False)
+    async def report_rate_limited(
+        self, ticket: Ticket, *, retry_after: float | None, limit: Limit, hint: RateHint | None
+    ) -> None:
+        """:meth:`on_rate_limited`, as the engine calls it."""
+        self.on_rate_limited(ticket, retry_after=retry_after, limit=limit, hint=hint)
+        await trio.lowlevel.checkpoint()
 
     def _notify(self, *, wake: bool = True) -> None:
         if wake:
@@ -420,19 +548,8 @@ class AdaptiveBucket:
     @property
     def requests_per_second(self) -> float | None:
         """The current pacing rate of requests, or None while unpaced."""
-        return self._requests.rate
+        return self._core.requests.rate
 
     def statistics(self) -> BucketStatistics:
         """A frozen snapshot of rates, estimates and counters."""
-        now = trio.current_time()
-        return BucketStatistics(
-            requests_per_second=self._requests.rate,
-            input_tokens_per_second=self._tokens.rate,
-            estimated_requests_per_second=self._requests.hi,
-            estimated_input_tokens_per_second=self._tokens.hi,
-            paused_until=self._paused_until if self._paused_until > now else None,
-            waiting=self._waiting,
-            admitted=self._admitted,
-            rate_limited=self._rate_limited,
-            cuts=self._cuts,
-        )
+        return self._core.snapshot(trio.current_time(), self._waiting)

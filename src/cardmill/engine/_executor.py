@@ -39,6 +39,7 @@ from ._events import (
     UploadStarted,
 )
 from ._retry import RetryPolicy
+from ._shared import RateLimiter
 
 __all__ = ["Engine", "default_worker_id"]
 
@@ -114,7 +115,8 @@ class Engine:
         limits: ceilings you know for your provider tier; the rest is learnt.
         retry: how often and how patiently to retry.
         observer: called with every :mod:`event <cardmill.engine>` on the event loop.
-        bucket: share an :class:`AdaptiveBucket` between engines on the same API key.
+        bucket: the rate limiter: share an :class:`AdaptiveBucket` between engines of one
+            process, or a :class:`SharedBucket` between workers on several machines.
         worker: this engine's name in leases (unique by default).
         rng: randomness for jitter (seed it for reproducible tests).
         poll_interval: seconds between looks while other workers hold the last uploads.
@@ -135,7 +137,7 @@ class Engine:
         limits: Limits | None = None,
         retry: RetryPolicy | None = None,
         observer: Observer | Callable[[Event], None] | None = None,
-        bucket: AdaptiveBucket | None = None,
+        bucket: RateLimiter | None = None,
         worker: str | None = None,
         rng: random.Random | None = None,
         poll_interval: float = 1.0,
@@ -149,7 +151,7 @@ class Engine:
         self._limiter = trio.CapacityLimiter(concurrency)
         self._retry = retry if retry is not None else RetryPolicy()
         self._observer = observer
-        self._bucket = bucket if bucket is not None else AdaptiveBucket(limits)
+        self._bucket: RateLimiter = bucket if bucket is not None else AdaptiveBucket(limits)
         self.worker = worker if worker is not None else default_worker_id()
         self._rng = rng if rng is not None else random.Random()
         self._poll_interval = poll_interval
@@ -167,7 +169,7 @@ class Engine:
         self._limiter.total_tokens = value
 
     @property
-    def bucket(self) -> AdaptiveBucket:
+    def bucket(self) -> RateLimiter:
         """The adaptive token bucket every request passes."""
         return self._bucket
 
@@ -337,7 +339,7 @@ class Engine:
                 analysis = await self._call(document, c)
             except RateLimited as exc:
                 c.rate_limited += 1
-                self._bucket.on_rate_limited(
+                await self._bucket.report_rate_limited(
                     ticket, retry_after=exc.retry_after, limit=exc.limit, hint=exc.hint
                 )
                 self._emit(RateLimitHit(upload, exc.limit, exc.retry_after, _now()))
@@ -364,7 +366,7 @@ class Engine:
                 usage = analysis.usage
                 c.input_tokens += usage.input_tokens
                 c.output_tokens += usage.output_tokens
-                self._bucket.on_success(
+                await self._bucket.report_success(
                     ticket, input_tokens=usage.input_tokens or None, hint=analysis.hint
                 )
                 return _Done(analysis, attempt)

@@ -10,6 +10,7 @@ use ``FOR UPDATE SKIP LOCKED`` so workers never queue behind each other's claims
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -80,6 +81,10 @@ _DDL: Final = [
         quote TEXT,
         created_at DOUBLE PRECISION NOT NULL,
         UNIQUE (upload_id, ordinal))""",
+    """CREATE TABLE IF NOT EXISTS rate_limits (
+        name TEXT PRIMARY KEY,
+        state TEXT,
+        updated DOUBLE PRECISION NOT NULL)""",
 ]
 
 
@@ -108,6 +113,26 @@ class _PgTx:
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         with self._conn.cursor() as cursor:
             cursor.executemany(self._sql(sql), list(rows))
+
+
+def _rate_step(
+    tx: _PgTx,
+    name: str,
+    step: Callable[[dict[str, Any] | None, float], tuple[dict[str, Any], T]],
+    now: float,
+) -> T:
+    tx.run(
+        "INSERT INTO rate_limits (name, state, updated) VALUES (?, NULL, ?)"
+        " ON CONFLICT (name) DO NOTHING",
+        (name, now),
+    )
+    (raw,) = tx.one("SELECT state FROM rate_limits WHERE name = ? FOR UPDATE", (name,))
+    state, result = step(None if raw is None else json.loads(raw), now)
+    tx.run(
+        "UPDATE rate_limits SET state = ?, updated = ? WHERE name = ?",
+        (json.dumps(state), now, name),
+    )
+    return result
 
 
 def _transaction(pool: psycopg_pool.ConnectionPool[Any], fn: Callable[..., T], *args: Any) -> T:
@@ -311,3 +336,11 @@ class PostgresStorage:
 
     async def finish_run(self, run_id: str) -> Run:
         return await self._call(sql.finish_run, run_id, self._clock())
+
+    # -- shared rate limits (see cardmill.engine.SharedBucket) ------------------------
+
+    async def update_rate_state(
+        self, name: str, step: Callable[[dict[str, Any] | None, float], tuple[dict[str, Any], T]]
+    ) -> T:
+        """Run ``step(state, now)`` with the named rate-limit state locked, and store it."""
+        return await self._call(_rate_step, name, step, self._clock())

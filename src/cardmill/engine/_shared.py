@@ -1,0 +1,159 @@
+"""SharedBucket: one adaptive rate limit for every worker on one API key.
+
+The bucket's whole state — rates, estimates, pause, congestion epoch — lives in the
+database (a row per name, locked for each step), so N workers on N machines pace
+together under the provider's limit and back off together: a 429 seen by one worker
+pauses and cuts for all, and a 429 from a request sent before anyone's last cut does
+not cut again. Time is the storage's wall clock, shared across machines.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, final, runtime_checkable
+
+import trio
+
+from ..errors import Limit
+from ..providers import RateHint
+from ._bucket import BucketStatistics, Limits, Ticket, _Core
+
+__all__ = ["RateLimiter", "RateStateStore", "SharedBucket"]
+
+T = TypeVar("T")
+_SLACK = 0.005  # admit this close to the slot: a round trip costs more than that
+_MAX_NAP = 1.0  # re-read the shared state at least this often while waiting
+
+
+@runtime_checkable
+class RateStateStore(Protocol):
+    """A storage that keeps named rate-limit states (``PostgresStorage`` does)."""
+
+    async def update_rate_state(
+        self, name: str, step: Callable[[dict[str, Any] | None, float], tuple[dict[str, Any], T]]
+    ) -> T:
+        """Run ``step(state, now)`` with the named state locked; store what it returns."""
+        ...
+
+
+class RateLimiter(Protocol):
+    """What the engine asks of a rate limiter: AdaptiveBucket or SharedBucket."""
+
+    @property
+    def requests_per_second(self) -> float | None: ...
+
+    async def acquire(self, tokens: float = 0.0) -> Ticket: ...
+
+    async def report_success(
+        self, ticket: Ticket, *, input_tokens: int | None, hint: RateHint | None
+    ) -> None: ...
+
+    async def report_rate_limited(
+        self, ticket: Ticket, *, retry_after: float | None, limit: Limit, hint: RateHint | None
+    ) -> None: ...
+
+    def statistics(self) -> BucketStatistics: ...
+
+    def add_listener(self, listener: Callable[[BucketStatistics], None]) -> None: ...
+
+    def remove_listener(self, listener: Callable[[BucketStatistics], None]) -> None: ...
+
+
+@final
+class SharedBucket:
+    """An :class:`AdaptiveBucket` whose state is shared through the database.
+
+    Args:
+        store: where the state lives (``PostgresStorage``).
+        name: one name per API key and provider; never the key itself.
+        limits: ceilings you know, applied when the shared state is first created.
+
+    Example::
+
+        async with PostgresStorage.open(dsn) as storage:
+            bucket = SharedBucket(storage, "anthropic-team-a")
+            await Engine(storage, provider, bucket=bucket).execute(run_id)
+    """
+
+    def __init__(self, store: RateStateStore, name: str, limits: Limits | None = None) -> None:
+        if not name:
+            raise ValueError("name must not be empty")
+        self._store = store
+        self._name = name
+        self._limits = limits or Limits()
+        self._stats: BucketStatistics | None = None
+        self._listeners: list[Callable[[BucketStatistics], None]] = []
+
+    def __repr__(self) -> str:
+        return f"SharedBucket(name={self._name!r})"
+
+    def _load(self, state: dict[str, Any] | None) -> _Core:
+        return _Core(self._limits) if state is None else _Core.from_state(state, self._limits)
+
+    async def _step(self, fn: Callable[[_Core, float], T]) -> T:
+        def step(state: dict[str, Any] | None, now: float) -> tuple[dict[str, Any], Any]:
+            core = self._load(state)
+            before = (core.requests.rate, core.tokens.rate)
+            result = fn(core, now)
+            changed = (core.requests.rate, core.tokens.rate) != before
+            return core.to_state(), (result, core.snapshot(now, 0), changed)
+
+        result, stats, changed = await self._store.update_rate_state(self._name, step)
+        self._stats = stats
+        if changed:
+            for listener in list(self._listeners):
+                listener(stats)
+        return result  # type: ignore[no-any-return]
+
+    async def acquire(self, tokens: float = 0.0) -> Ticket:
+        """Wait for a slot in the shared pace, then take it."""
+        arrived = time.time()
+
+        def take(core: _Core, now: float) -> Ticket | float:
+            core.grow(now, app_limited=now - core.last_delay > 2.0 and now - arrived < 0.5)
+            at = core.earliest(tokens)
+            if at <= now + _SLACK:
+                return core.admit(now, tokens, arrived)
+            return at - now
+
+        while True:
+            got = await self._step(take)
+            if isinstance(got, Ticket):
+                return got
+            await trio.sleep(min(got, _MAX_NAP))
+
+    async def report_success(
+        self, ticket: Ticket, *, input_tokens: int | None, hint: RateHint | None
+    ) -> None:
+        """Record an accepted request (usage correction, headers)."""
+        if hint is None and (input_tokens is None or input_tokens == ticket.tokens):
+            await trio.lowlevel.checkpoint()
+            return
+        await self._step(lambda core, now: core.success(ticket, input_tokens, hint))
+
+    async def report_rate_limited(
+        self, ticket: Ticket, *, retry_after: float | None, limit: Limit, hint: RateHint | None
+    ) -> None:
+        """Record a 429 for every worker: pause, and cut once per shared epoch."""
+        await self._step(lambda core, now: core.limited(now, ticket, retry_after, limit, hint))
+
+    @property
+    def requests_per_second(self) -> float | None:
+        """The shared pacing rate as last seen, or None while unpaced."""
+        return None if self._stats is None else self._stats.requests_per_second
+
+    def statistics(self) -> BucketStatistics:
+        """The shared state as last seen by this worker."""
+        if self._stats is None:
+            return _Core(self._limits).snapshot(-math.inf, 0)
+        return self._stats
+
+    def add_listener(self, listener: Callable[[BucketStatistics], None]) -> None:
+        """Call ``listener`` whenever this worker sees the shared rate change."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[BucketStatistics], None]) -> None:
+        """Stop calling ``listener``."""
+        self._listeners.remove(listener)
