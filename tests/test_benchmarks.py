@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from . import pg
+
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
 
@@ -23,9 +25,12 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
         ("ratelimit.py", ["scenarios"]),
         ("engine.py", ["memory_uploads_per_s", "sqlite_uploads_per_s", "sqlite_vs_raw_ratio"]),
         ("http.py", ["speedup_c2", "speedup_c4", "goodput_ratio", "rate_limited_share"]),
+        ("scaleout.py", ["goodput_ratio", "rate_limited_share"]),
     ],
 )
 def test_quick_mode_runs(script: str, keys: list[str]) -> None:
+    if script == "scaleout.py":
+        pg.require()
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), "--quick"],
         capture_output=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import secrets
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -118,6 +119,7 @@ def make_engine(
     limits: Limits | None,
     lease: float,
     observer: Any = None,
+    worker: str | None = None,
 ) -> Engine:
     """An engine; on a shared database, its rate limit is shared with every worker's."""
     bucket = None
@@ -131,6 +133,7 @@ def make_engine(
         bucket=bucket,
         retry=RetryPolicy(lease_seconds=lease),
         observer=observer,
+        worker=worker,
     )
 
 
@@ -552,13 +555,22 @@ async def _worker(
     concurrency: int,
     limits: Limits | None,
     lease: float,
+    worker_name: str | None,
 ) -> int:
     provider, described = make_provider(provider_choice, model)
+    worker = None
+    if worker_name:
+        worker = f"{worker_name}:{os.getpid()}:{secrets.token_hex(3)}"
     click.echo(f"cardmill worker: {described}, concurrency {concurrency}, on {db}", err=True)
     try:
         async with open_storage(db, create=False) as storage:
             engine = make_engine(
-                storage, provider, concurrency=concurrency, limits=limits, lease=lease
+                storage,
+                provider,
+                concurrency=concurrency,
+                limits=limits,
+                lease=lease,
+                worker=worker,
             )
             while True:
                 runs = [await storage.get_run(run_id)] if run_id else await storage.list_runs()
@@ -598,6 +610,9 @@ async def _worker(
 )
 @_provider_options
 @_lease_option
+@click.option(
+    "--worker-name", default=None, help="Name this worker in leases (default: the host name)."
+)
 @_verbose_option
 def worker(
     db: str,
@@ -611,6 +626,7 @@ def worker(
     itpm: float | None,
     quiet: bool,
     lease: float,
+    worker_name: str | None,
     verbose: int,
 ) -> NoReturn:
     """Process pending uploads of every unfinished run (or one), then exit.
@@ -619,5 +635,6 @@ def worker(
     postgresql:// database: they share the runs and one adaptive rate limit.
     """
     _setup_logging(verbose)
-    args = (db, run_id, follow, poll, provider, model, concurrency, _limits(rpm, itpm), lease)
+    limits = _limits(rpm, itpm)
+    args = (db, run_id, follow, poll, provider, model, concurrency, limits, lease, worker_name)
     sys.exit(_execute(_worker, *args))

@@ -30,7 +30,7 @@ async def test_four_workers_share_a_run_without_overlap(schema: str) -> None:
 
     async def worker(name: str) -> None:
         async with PostgresStorage.open(pg.DSN, schema=schema, size=2) as storage:
-            while (u := await storage.claim_upload(run.id, worker=name, lease_seconds=60)):
+            while u := await storage.claim_upload(run.id, worker=name, lease_seconds=60):
                 assert await storage.complete_upload(u.id, [CardDraft("t", name)], worker=name)
                 done.append(u.id)
 
