@@ -66,7 +66,9 @@ async def one(n: int, rpm: float, headers: bool) -> dict[str, float]:
             start = time.perf_counter()
             async with trio.open_nursery() as nursery:
                 for _ in range(WORKERS):
-                    nursery.start_soon(lambda: trio.run_process(argv, env=env, capture_stderr=True))
+                    nursery.start_soon(
+                        partial(trio.run_process, argv, env=env, capture_stderr=True)
+                    )
             elapsed = time.perf_counter() - start
             ok = sorted(r.at for r in server.requests if r.status == 200)
             limited = sum(r.status == 429 for r in server.requests)
