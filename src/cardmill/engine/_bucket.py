@@ -38,6 +38,7 @@ _WINDOW: Final = 10.0  # seconds of history for the measured send rate
 _HOLD_AFTER_CUT: Final = 2.0  # no growth this long after a cut
 _APPROACH_TIME: Final = 4.0  # time constant of the approach to the estimate
 _PROBE_PER_S: Final = 0.001  # slow probe above the estimate: 0.1% of it per second
+_LATE_CREDIT: Final = 0.1  # seconds of lateness an admission may make up for
 _CRUISE: Final = 30.0  # seconds at the estimate before probing above it
 _QUIET: Final = 60.0  # seconds without a 429 before probing accelerates
 _ACCELERATION: Final = 15.0  # probing speed doubles after this many more quiet seconds
@@ -173,7 +174,14 @@ class _Dimension:
 
     def admit(self, now: float, cost: float) -> None:
         if self.rate is not None and cost > 0:
-            self.tat = max(self.tat, now) + cost / self.rate
+            interval = cost / self.rate
+            if math.isinf(self.tat):
+                start = now
+            else:
+                # A waiter woken a little after its slot (timer slack, a database round
+                # trip) keeps its slot: otherwise every small delay is lost for good.
+                start = max(self.tat, now - min(_LATE_CREDIT, interval))
+            self.tat = start + interval
         self.sent.append((now, cost))
         self._trim(now)
         if self.regime_start is not None:
