@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -12,19 +11,9 @@ from cardmill import RunStatus, SQLiteStorage, UploadStatus
 from cardmill.testing import check_invariants
 
 from ..cli.conftest import cardmill_command as cardmill_command
+from ..cli.conftest import env as env
 
 pytestmark = pytest.mark.reliability
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ANTHROPIC_", "OPENAI_", "CARDMILL_"))
-    }
-    clean["CARDMILL_DB"] = str(tmp_path / "reliability.db")
-    return clean
 
 
 async def cardmill(*args: str, env: dict[str, str]) -> Any:

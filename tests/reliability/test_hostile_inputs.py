@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
-
-from pypdf import PdfReader, PdfWriter
 
 from cardmill.testing import make_pdf
 
@@ -15,14 +12,7 @@ from .conftest import cardmill, verify_database
 
 
 def encrypted_pdf() -> bytes:
-    reader = PdfReader(io.BytesIO(make_pdf([["Secret", "", "Hidden text."]])))
-    writer = PdfWriter()
-    for page in reader.pages:
-        writer.add_page(page)
-    writer.encrypt("pw", algorithm="RC4-128")
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
+    return make_pdf([["Secret", "", "Hidden text."]], password="pw")
 
 
 def unreadable(path: Path) -> None:

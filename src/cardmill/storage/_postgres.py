@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar, final
 import trio
 
 from ..errors import DatabaseError, InputError, StorageError
-from ..model import Card, CardDraft, Document, Run, Upload, UploadStatus
-from . import _sql as sql
-from ._base import check_drafts, check_lease, new_id, one_line
+from ..model import Document
+from ._sqlbase import SQLBackend
 
 if TYPE_CHECKING:
     import psycopg
@@ -197,7 +196,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 @final
-class PostgresStorage:
+class PostgresStorage(SQLBackend):
     """Storage in PostgreSQL, for several workers on several machines.
 
     Open it with ``async with PostgresStorage.open("postgresql://host/db") as storage:``.
@@ -227,6 +226,7 @@ class PostgresStorage:
         self._limiter = trio.CapacityLimiter(size)
         self._clock = clock
         self._where = _safe(dsn)
+        self._prefetched: dict[str, Document] = {}
 
     @classmethod
     @asynccontextmanager
@@ -276,7 +276,7 @@ class PostgresStorage:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(pool.close)
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _call(self, fn: Callable[..., T], *args: Any, write: bool = False) -> T:
         import psycopg
 
         pool = self._pool
@@ -288,54 +288,6 @@ class PostgresStorage:
             )
         except psycopg.Error as exc:
             raise StorageError(f"{self._where}: {_first_line(exc)}") from exc
-
-    # -- the protocol -----------------------------------------------------------------
-
-    async def create_run(self, documents: Iterable[Document], *, name: str | None = None) -> Run:
-        run_id = new_id("run")
-        await self._call(sql.create_run, run_id, name or run_id, documents, self._clock())
-        return await self.get_run(run_id)
-
-    async def get_run(self, run_id: str) -> Run:
-        return await self._call(sql.get_run, run_id)
-
-    async def list_runs(self) -> list[Run]:
-        return await self._call(sql.list_runs)
-
-    async def list_uploads(self, run_id: str, status: UploadStatus | None = None) -> list[Upload]:
-        return await self._call(sql.list_uploads, run_id, status)
-
-    async def list_cards(self, run_id: str, upload_id: str | None = None) -> list[Card]:
-        return await self._call(sql.list_cards, run_id, upload_id)
-
-    async def load_document(self, upload_id: str) -> Document:
-        return await self._call(sql.load_document, upload_id)
-
-    async def claim_upload(
-        self, run_id: str, *, worker: str, lease_seconds: float
-    ) -> Upload | None:
-        check_lease(lease_seconds)
-        claimed = await self._call(sql.claim, run_id, worker, lease_seconds, self._clock())
-        return None if claimed is None else claimed[0]
-
-    async def renew_lease(self, upload_id: str, *, worker: str, lease_seconds: float) -> bool:
-        check_lease(lease_seconds)
-        return await self._call(sql.renew, upload_id, worker, lease_seconds, self._clock())
-
-    async def complete_upload(
-        self, upload_id: str, drafts: Sequence[CardDraft], *, worker: str | None = None
-    ) -> bool:
-        checked = check_drafts(drafts)
-        return await self._call(sql.complete, upload_id, checked, worker, self._clock())
-
-    async def fail_upload(self, upload_id: str, error: str, *, worker: str | None = None) -> bool:
-        return await self._call(sql.fail, upload_id, one_line(error), worker, self._clock())
-
-    async def release_upload(self, upload_id: str, *, worker: str | None = None) -> bool:
-        return await self._call(sql.release, upload_id, worker)
-
-    async def finish_run(self, run_id: str) -> Run:
-        return await self._call(sql.finish_run, run_id, self._clock())
 
     # -- shared rate limits (see cardmill.engine.SharedBucket) ------------------------
 

@@ -23,21 +23,14 @@ import trio
 
 from ..errors import DatabaseError, StorageError
 from ..model import (
-    Card,
-    CardDraft,
     Document,
-    Run,
-    Upload,
-    UploadStatus,
 )
-from . import _sql as sql
-from ._base import check_drafts, check_lease, new_id, one_line
+from ._sqlbase import SQLBackend
 from ._thread import ThreadBatcher
 
 __all__ = ["SQLiteStorage"]
 
 SCHEMA_VERSION: Final = 1
-_PREFETCH_LIMIT: Final = 256
 APPLICATION_ID: Final = 0x43524D4C  # "CRML": marks the file as a cardmill database
 
 _SCHEMA: Final = """
@@ -149,7 +142,7 @@ def _initialise(conn: sqlite3.Connection, path: str) -> None:
 
 
 @final
-class SQLiteStorage:
+class SQLiteStorage(SQLBackend):
     """Storage in one SQLite file, shared safely by threads and processes.
 
     Open it with ``async with SQLiteStorage.open("cardmill.db") as storage:``.
@@ -250,67 +243,6 @@ class SQLiteStorage:
             return await self._thread.run(partial(_transaction, conn, write, fn, *args))
         except sqlite3.Error as exc:
             raise StorageError(f"{self._path}: {exc}") from exc
-
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._call(fn, *args, write=True)
-
-    # -- the protocol ---------------------------------------------------------------
-
-    async def create_run(self, documents: Iterable[Document], *, name: str | None = None) -> Run:
-        run_id = new_id("run")
-        await self._write(sql.create_run, run_id, name or run_id, documents, self._clock())
-        return await self.get_run(run_id)
-
-    async def get_run(self, run_id: str) -> Run:
-        return await self._call(sql.get_run, run_id)
-
-    async def list_runs(self) -> list[Run]:
-        return await self._call(sql.list_runs)
-
-    async def list_uploads(self, run_id: str, status: UploadStatus | None = None) -> list[Upload]:
-        return await self._call(sql.list_uploads, run_id, status)
-
-    async def list_cards(self, run_id: str, upload_id: str | None = None) -> list[Card]:
-        return await self._call(sql.list_cards, run_id, upload_id)
-
-    async def load_document(self, upload_id: str) -> Document:
-        document = self._prefetched.pop(upload_id, None)
-        if document is not None:
-            await trio.lowlevel.checkpoint()
-            return document
-        return await self._call(sql.load_document, upload_id)
-
-    async def claim_upload(
-        self, run_id: str, *, worker: str, lease_seconds: float
-    ) -> Upload | None:
-        check_lease(lease_seconds)
-        claimed = await self._write(sql.claim, run_id, worker, lease_seconds, self._clock())
-        if claimed is None:
-            return None
-        upload, document = claimed
-        self._prefetched[upload.id] = document
-        while len(self._prefetched) > _PREFETCH_LIMIT:
-            self._prefetched.pop(next(iter(self._prefetched)))
-        return upload
-
-    async def renew_lease(self, upload_id: str, *, worker: str, lease_seconds: float) -> bool:
-        check_lease(lease_seconds)
-        return await self._write(sql.renew, upload_id, worker, lease_seconds, self._clock())
-
-    async def complete_upload(
-        self, upload_id: str, drafts: Sequence[CardDraft], *, worker: str | None = None
-    ) -> bool:
-        checked = check_drafts(drafts)
-        return await self._write(sql.complete, upload_id, checked, worker, self._clock())
-
-    async def fail_upload(self, upload_id: str, error: str, *, worker: str | None = None) -> bool:
-        return await self._write(sql.fail, upload_id, one_line(error), worker, self._clock())
-
-    async def release_upload(self, upload_id: str, *, worker: str | None = None) -> bool:
-        return await self._write(sql.release, upload_id, worker)
-
-    async def finish_run(self, run_id: str) -> Run:
-        return await self._write(sql.finish_run, run_id, self._clock())
 
 
 # -- transactions ------------------------------------------------------------------------

@@ -22,6 +22,8 @@ import attrs
 import h11
 import trio
 
+from ._simulated import _HiddenBucket
+
 __all__ = ["FakeAnthropicServer", "Fault", "RecordedRequest"]
 
 Fault = Literal[
@@ -54,20 +56,15 @@ class RecordedRequest:
     status: int
 
 
-class _Bucket:
-    def __init__(self, per_minute: float, burst_seconds: float, now: float) -> None:
-        self.per_minute = per_minute
-        self.rate = per_minute / 60.0
-        self.capacity = max(self.rate * burst_seconds, 1.0)
-        self.tokens = self.capacity
-        self.at = now
+class _Bucket(_HiddenBucket):
+    """The simulated API's hidden bucket, able to describe itself in headers."""
 
-    def refill(self, now: float) -> None:
-        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
-        self.at = now
+    def __init__(self, per_minute: float, burst_seconds: float, now: float) -> None:
+        super().__init__(per_minute, burst_seconds, now)
+        self.per_minute = per_minute
 
     def headers(self, kind: str) -> dict[str, str]:
-        reset = datetime.now(UTC) + timedelta(seconds=(self.capacity - self.tokens) / self.rate)
+        reset = datetime.now(UTC) + timedelta(seconds=self.reset_in())
         return {
             f"anthropic-ratelimit-{kind}-limit": str(int(self.per_minute)),
             f"anthropic-ratelimit-{kind}-remaining": str(max(0, math.floor(self.tokens))),

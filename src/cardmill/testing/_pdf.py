@@ -11,8 +11,12 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
-def make_pdf(pages: Sequence[Sequence[str]], *, title: str | None = None) -> bytes:
+def make_pdf(
+    pages: Sequence[Sequence[str]], *, title: str | None = None, password: str | None = None
+) -> bytes:
     """A PDF whose pages hold these lines of text (Helvetica, Latin-1), extractable by pypdf.
+
+    With ``password``, the PDF is encrypted (RC4-128), as hostile-input tests need.
 
     Example:
         >>> make_pdf([["Heading", "", "A paragraph of text."]])[:8]
@@ -63,4 +67,18 @@ def make_pdf(pages: Sequence[Sequence[str]], *, title: str | None = None) -> byt
     if info is not None:
         trailer += b" /Info %d 0 R" % info
     out += b"trailer\n" + trailer + b" >>\nstartxref\n%d\n%%%%EOF\n" % xref
-    return bytes(out)
+    return bytes(out) if password is None else _encrypt(bytes(out), password)
+
+
+def _encrypt(pdf: bytes, password: str) -> bytes:
+    import io
+
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    for page in PdfReader(io.BytesIO(pdf)).pages:
+        writer.add_page(page)
+    writer.encrypt(password, algorithm="RC4-128")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()

@@ -1,0 +1,91 @@
+"""The Storage protocol's methods, once, for every backend built on storage/_sql.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final, TypeVar
+
+import trio
+
+from ..model import Card, CardDraft, Document, Run, Upload, UploadStatus
+from . import _sql as sql
+from ._base import check_drafts, check_lease, new_id, one_line
+
+__all__ = ["SQLBackend"]
+
+T = TypeVar("T")
+_PREFETCH_LIMIT: Final = 256
+
+
+class SQLBackend:
+    """Implements :class:`~cardmill.storage.Storage` with the shared transactions.
+
+    A backend sets ``_clock`` and ``_prefetched`` and provides ``_call``: run one
+    transaction function (``write`` says whether it writes) on a worker thread.
+    """
+
+    _clock: Callable[[], float]
+    _prefetched: dict[str, Document]
+
+    async def _call(self, fn: Callable[..., T], *args: Any, write: bool = False) -> T:
+        raise NotImplementedError
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._call(fn, *args, write=True)
+
+    async def create_run(self, documents: Iterable[Document], *, name: str | None = None) -> Run:
+        run_id = new_id("run")
+        await self._write(sql.create_run, run_id, name or run_id, documents, self._clock())
+        return await self.get_run(run_id)
+
+    async def get_run(self, run_id: str) -> Run:
+        return await self._call(sql.get_run, run_id)
+
+    async def list_runs(self) -> list[Run]:
+        return await self._call(sql.list_runs)
+
+    async def list_uploads(self, run_id: str, status: UploadStatus | None = None) -> list[Upload]:
+        return await self._call(sql.list_uploads, run_id, status)
+
+    async def list_cards(self, run_id: str, upload_id: str | None = None) -> list[Card]:
+        return await self._call(sql.list_cards, run_id, upload_id)
+
+    async def load_document(self, upload_id: str) -> Document:
+        document = self._prefetched.pop(upload_id, None)
+        if document is not None:
+            await trio.lowlevel.checkpoint()
+            return document
+        return await self._call(sql.load_document, upload_id)
+
+    async def claim_upload(
+        self, run_id: str, *, worker: str, lease_seconds: float
+    ) -> Upload | None:
+        check_lease(lease_seconds)
+        claimed = await self._write(sql.claim, run_id, worker, lease_seconds, self._clock())
+        if claimed is None:
+            return None
+        # Whoever claims an upload reads its document next: it came in the same trip.
+        upload, document = claimed
+        self._prefetched[upload.id] = document
+        while len(self._prefetched) > _PREFETCH_LIMIT:
+            self._prefetched.pop(next(iter(self._prefetched)))
+        return upload
+
+    async def renew_lease(self, upload_id: str, *, worker: str, lease_seconds: float) -> bool:
+        check_lease(lease_seconds)
+        return await self._write(sql.renew, upload_id, worker, lease_seconds, self._clock())
+
+    async def complete_upload(
+        self, upload_id: str, drafts: Sequence[CardDraft], *, worker: str | None = None
+    ) -> bool:
+        checked = check_drafts(drafts)
+        return await self._write(sql.complete, upload_id, checked, worker, self._clock())
+
+    async def fail_upload(self, upload_id: str, error: str, *, worker: str | None = None) -> bool:
+        return await self._write(sql.fail, upload_id, one_line(error), worker, self._clock())
+
+    async def release_upload(self, upload_id: str, *, worker: str | None = None) -> bool:
+        return await self._write(sql.release, upload_id, worker)
+
+    async def finish_run(self, run_id: str) -> Run:
+        return await self._write(sql.finish_run, run_id, self._clock())
