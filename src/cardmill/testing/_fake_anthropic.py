@@ -121,6 +121,8 @@ class FakeAnthropicServer:
         self._tokens: _Bucket | None = None
         self._nursery: trio.Nursery | None = None
         self._port = 0
+        self._in_flight = 0
+        self.peak_in_flight = 0
         self.requests: list[RecordedRequest] = []
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -247,7 +249,12 @@ class FakeAnthropicServer:
             await trio.sleep_forever()
         if status == 200:
             latency = self._latency(self._rng) if callable(self._latency) else self._latency
-            await trio.sleep(latency)
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+            try:
+                await trio.sleep(latency)
+            finally:
+                self._in_flight -= 1
         if mode == "reset":
             # Promise a body, send half of it, hang up.
             data = json.dumps(payload).encode()
