@@ -5,8 +5,9 @@ call that arrives while the thread is busy waits in a queue; when the thread fre
 everything queued goes over in one hop. Under load that turns N thread hand-offs into
 one, which is most of what a trio program pays to talk to SQLite or psycopg.
 
-Cancellation keeps the usual contract of ``trio.to_thread.run_sync``: a call that has not
-started is withdrawn; one that has started finishes, and then ``Cancelled`` is raised.
+Cancellation keeps the contract of ``trio.to_thread.run_sync``: a call that has not
+started is withdrawn (``Cancelled``); one that has started finishes and its result is
+returned, the cancellation landing at the caller's next checkpoint.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class ThreadBatcher:
                 done.finished.set()
                 done.wake.set()
             self._hand_off()
-        await trio.lowlevel.checkpoint_if_cancelled()
+        # A job that ran is reported, even if we were cancelled meanwhile: a claim that
+        # committed must reach its caller, or nobody would ever release it.
         assert job.result is not None
         return job.result.unwrap()
 
@@ -79,7 +81,7 @@ class ThreadBatcher:
             if job.started:
                 with trio.CancelScope(shield=True):
                     await job.finished.wait()
-                raise
+                return  # it ran: report its result, as trio.to_thread.run_sync would
             self._queue.remove(job)
             if job.promoted:
                 self._hand_off()
