@@ -87,8 +87,14 @@ class AnthropicProvider:
         # extractive provider and the tests of other parts should not pay for it.
         import anthropic
 
+        # The SDK sends the key as a bearer token; servers that speak the Messages API
+        # also know it as x-api-key, so say it both ways.
         self._client = client or anthropic.AsyncAnthropic(
-            api_key=key, base_url=base_url, max_retries=0, timeout=timeout
+            api_key=key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout,
+            default_headers={"x-api-key": key} if key else None,
         )
         self.model = model or os.environ.get("CARDMILL_MODEL") or DEFAULT_ANTHROPIC_MODEL
         self.max_tokens = max_tokens
