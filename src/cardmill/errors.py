@@ -99,36 +99,74 @@ class ProviderError(CardmillError):
     """A provider could not analyse a document."""
 
 
+def _limit(value: Limit | str | None) -> Limit:
+    if isinstance(value, Limit):
+        return value
+    if value is None:
+        return Limit.UNKNOWN
+    name = str(value).strip().lower().replace("-", "_").replace(" ", "_")
+    aliases = {"tokens": Limit.INPUT_TOKENS, "request": Limit.REQUESTS}
+    try:
+        return aliases.get(name) or Limit(name)
+    except ValueError:
+        return Limit.UNKNOWN
+
+
+def _split(args: tuple[object, ...], default: str) -> tuple[str, float | None, object]:
+    """``(message, retry_after, limit)`` from positional arguments in either order of use:
+    ``RateLimited("429: slow down", retry_after=2)`` or ``RateLimited(2.0, "requests")``."""
+    rest = list(args)
+    message = str(rest.pop(0)) if rest and isinstance(rest[0], str) else None
+    retry_after = rest.pop(0) if rest else None
+    limit = rest.pop(0) if rest else None
+    if rest:
+        raise TypeError(f"too many arguments: {args!r}")
+    if retry_after is not None and not isinstance(retry_after, int | float):
+        raise TypeError(f"retry_after must be a number of seconds, not {retry_after!r}")
+    return (message or default), (None if retry_after is None else float(retry_after)), limit
+
+
 class RateLimited(ProviderError):
     """The provider answered 429: our quota is spent for now.
 
     Args:
-        message: a one-line reason.
+        message: a one-line reason (optional, first).
         retry_after: seconds the provider asked us to wait, when it said.
-        limit: which limit was hit, when the answer said.
+        limit: which limit was hit, when the answer said (a :class:`Limit` or its name:
+            ``"requests"``, ``"input_tokens"``, ``"output_tokens"``).
         hint: the rate-limit headers that came with the answer.
+
+    Both ``RateLimited("429 rate_limit_error", retry_after=2.0)`` and
+    ``RateLimited(2.0, "requests")`` work.
     """
 
     def __init__(
         self,
-        message: str = "rate limited (429)",
-        *,
+        *args: object,
         retry_after: float | None = None,
-        limit: Limit = Limit.UNKNOWN,
+        limit: Limit | str | None = None,
         hint: RateHint | None = None,
     ) -> None:
+        message, positional_after, positional_limit = _split(args, "rate limited (429)")
         super().__init__(message)
-        self.retry_after = retry_after
-        self.limit = limit
+        self.retry_after = retry_after if retry_after is not None else positional_after
+        chosen = limit if limit is not None else positional_limit
+        self.limit = _limit(chosen if isinstance(chosen, Limit | str) else None)
         self.hint = hint
 
 
 class Overloaded(ProviderError):
-    """The provider answered 529: it is overloaded; our quota is not the cause."""
+    """The provider answered 529: it is overloaded; our quota is not the cause.
 
-    def __init__(self, message: str = "overloaded (529)", *, retry_after: float | None = None):
+    ``Overloaded("529 overloaded_error", retry_after=1.0)`` or ``Overloaded(1.0)``.
+    """
+
+    def __init__(self, *args: object, retry_after: float | None = None) -> None:
+        message, positional_after, extra = _split(args, "overloaded (529)")
+        if extra is not None:
+            raise TypeError(f"too many arguments: {args!r}")
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after = retry_after if retry_after is not None else positional_after
 
 
 class TransientError(ProviderError):

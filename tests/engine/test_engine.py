@@ -395,3 +395,27 @@ async def test_unknown_run_raises(autojump_clock: trio.testing.MockClock) -> Non
 
     with pytest.raises(RunNotFound):
         await Engine(MemoryStorage(), ScriptedProvider()).execute("run-missing")
+
+
+async def test_a_provider_answering_badly_fails_that_upload(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    class Sloppy:
+        name = "sloppy"
+
+        async def analyze(self, document: Any) -> Any:
+            await trio.sleep(0.1)
+            from cardmill import Analysis
+
+            if document.name == "doc0000.txt":
+                return Analysis(({"title": "not a draft"},), usage=None)  # type: ignore[arg-type]
+            return Analysis([CardDraft("fine", "body")])  # type: ignore[arg-type]
+
+    storage = MemoryStorage()
+    run = await storage.create_run(docs(2))
+    summary = await Engine(storage, Sloppy()).execute(run.id)
+    assert summary.run.status == RunStatus.PARTIAL
+    first, second = await storage.list_uploads(run.id)
+    assert first.error == "provider answered badly: cards[0] is a dict, not a CardDraft"
+    assert second.card_count == 1
+    await check_invariants(storage, run.id)

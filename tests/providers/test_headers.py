@@ -60,3 +60,23 @@ def test_limit_from_message_and_spend() -> None:
     assert limit_hit(None, "slow down") == Limit.UNKNOWN
     assert is_spend_limit("You have reached your specified workspace API usage limits")
     assert not is_spend_limit("Number of requests has exceeded your rate limit")
+
+
+def test_provider_errors_take_either_form() -> None:
+    from cardmill import Overloaded, RateLimited
+
+    positional = RateLimited(2.5, "input_tokens")
+    assert (positional.retry_after, positional.limit) == (2.5, Limit.INPUT_TOKENS)
+    assert str(positional) == "rate limited (429)"
+    keyword = RateLimited("429 rate_limit_error: slow", retry_after=3, limit=Limit.REQUESTS)
+    assert (str(keyword), keyword.retry_after, keyword.limit) == (
+        "429 rate_limit_error: slow",
+        3,
+        Limit.REQUESTS,
+    )
+    assert RateLimited().limit == Limit.UNKNOWN
+    assert RateLimited(1, "output tokens").limit == Limit.OUTPUT_TOKENS
+    assert Overloaded(4).retry_after == 4.0
+    assert str(Overloaded()) == "overloaded (529)"
+    with pytest.raises(TypeError, match="retry_after must be a number"):
+        RateLimited("message", "soon")

@@ -22,8 +22,8 @@ from ..errors import (
     StorageError,
     TransientError,
 )
-from ..model import Document, Run, Upload, UploadStatus
-from ..providers import Analysis, Provider, estimate_input_tokens
+from ..model import CardDraft, Document, Run, Upload, UploadStatus
+from ..providers import Analysis, Provider, Usage, estimate_input_tokens
 from ..storage import Storage
 from ._bucket import AdaptiveBucket, BucketStatistics, Limits
 from ._events import (
@@ -363,12 +363,17 @@ class Engine:
                     delay = max(delay, exc.retry_after)
                 error = exc
             else:
-                usage = analysis.usage
+                usage = getattr(analysis, "usage", None) or Usage()
                 c.input_tokens += usage.input_tokens
                 c.output_tokens += usage.output_tokens
                 await self._bucket.report_success(
-                    ticket, input_tokens=usage.input_tokens or None, hint=analysis.hint
+                    ticket,
+                    input_tokens=usage.input_tokens or None,
+                    hint=getattr(analysis, "hint", None),
                 )
+                problem = _invalid_answer(analysis)
+                if problem is not None:
+                    return _Failed(f"provider answered badly: {problem}", attempt)
                 return _Done(analysis, attempt)
             c.retries += 1
             self._emit(UploadRetrying(upload, attempt, _reason(error), delay, _now()))
@@ -390,6 +395,18 @@ class Engine:
             raise PermanentError(f"provider error: {type(exc).__name__}: {exc}") from exc
         finally:
             c.in_flight -= 1
+
+
+def _invalid_answer(analysis: object) -> str | None:
+    """What is wrong with a provider's answer, before it reaches storage (providers are
+    user code: a bad answer fails its upload, not the run)."""
+    cards = getattr(analysis, "cards", None)
+    if not isinstance(cards, tuple | list):
+        return f"expected an Analysis with a sequence of cards, got {type(analysis).__name__}"
+    for i, card in enumerate(cards):
+        if not isinstance(card, CardDraft):
+            return f"cards[{i}] is a {type(card).__name__}, not a CardDraft"
+    return None
 
 
 def _now() -> float:
