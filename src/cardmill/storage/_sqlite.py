@@ -16,8 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from types import TracebackType
-from typing import Any, Final, Literal, Self, TypeVar, final
+from typing import Any, Final, Literal, TypeVar, final
 
 import trio
 
@@ -212,18 +211,6 @@ class SQLiteStorage(SQLBackend):
 
     def __repr__(self) -> str:
         return f"SQLiteStorage({self._path!r})"
-
-    async def __aenter__(self) -> Self:
-        await trio.lowlevel.checkpoint()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
