@@ -66,6 +66,8 @@ def sniff_media_type(name: str, data: bytes) -> str:
     lowered = head[:64].lower()
     if lowered.startswith((b"<!doctype html", b"<html")):
         return "text/html"
+    if data.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")):
+        return "text/plain"  # UTF-16/32 with a byte-order mark
     if not data or b"\x00" not in data[:8192]:
         try:
             data[:8192].decode("utf-8")

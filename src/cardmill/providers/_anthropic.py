@@ -133,6 +133,8 @@ class AnthropicProvider:
             "text": f"Make cards from the document {document.name!r}.",
         }
         if document.media_type == "application/pdf":
+            if not document.data.strip():
+                raise PermanentError(f"{document.name}: empty document")
             if not document.data.lstrip()[:5] == b"%PDF-":
                 raise PermanentError(f"{document.name}: not a PDF (no %PDF header)")
             if document.size > MAX_PDF_BYTES:

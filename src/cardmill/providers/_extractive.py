@@ -41,25 +41,39 @@ class ExtractiveProvider:
     Args:
         max_cards: the most cards per document.
         body_sentences: how many leading sentences make a card's body.
+        parse_timeout: seconds one document may take to read before it fails.
     """
 
     name = "extractive"
 
-    def __init__(self, *, max_cards: int = 20, body_sentences: int = 3) -> None:
+    def __init__(
+        self, *, max_cards: int = 20, body_sentences: int = 3, parse_timeout: float = 60.0
+    ) -> None:
         if max_cards < 1:
             raise ValueError("max_cards must be >= 1")
         if body_sentences < 1:
             raise ValueError("body_sentences must be >= 1")
+        if not parse_timeout > 0:
+            raise ValueError("parse_timeout must be > 0")
         self.max_cards = max_cards
         self.body_sentences = body_sentences
-        self._limiter = trio.CapacityLimiter(2)
+        self.parse_timeout = parse_timeout
+        self._limiter = trio.CapacityLimiter(4)
 
     def __repr__(self) -> str:
         return f"ExtractiveProvider(max_cards={self.max_cards})"
 
     async def analyze(self, document: Document) -> Analysis:
-        # Parsing (pypdf above all) is blocking work: keep it off the event loop.
-        cards = await trio.to_thread.run_sync(self.extract, document, limiter=self._limiter)
+        # Parsing (pypdf above all) is blocking work: keep it off the event loop, and give
+        # up on a hostile file that would parse forever (its thread is left to finish).
+        with trio.move_on_after(self.parse_timeout) as scope:
+            cards = await trio.to_thread.run_sync(
+                self.extract, document, limiter=self._limiter, abandon_on_cancel=True
+            )
+        if scope.cancelled_caught:
+            raise PermanentError(
+                f"{document.name}: still being read after {self.parse_timeout:g} s; given up"
+            )
         return Analysis(cards, Usage())
 
     def extract(self, document: Document) -> tuple[CardDraft, ...]:

@@ -130,8 +130,13 @@ class OpenAICompatibleProvider:
         }
 
     async def analyze(self, document: Document) -> Analysis:
-        # PDF text extraction blocks; do it on a thread.
-        text = await trio.to_thread.run_sync(document_text, document, limiter=self._limiter)
+        # PDF text extraction blocks; do it on a thread, and not forever.
+        with trio.move_on_after(60) as scope:
+            text = await trio.to_thread.run_sync(
+                document_text, document, limiter=self._limiter, abandon_on_cancel=True
+            )
+        if scope.cancelled_caught:
+            raise PermanentError(f"{document.name}: still being read after 60 s; given up")
         if len(text) > MAX_TEXT_CHARS:
             raise PermanentError(
                 f"{document.name}: {len(text):,} characters is over the "

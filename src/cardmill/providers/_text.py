@@ -21,6 +21,12 @@ from ..model import Document
 __all__ = ["Section", "decode_text", "document_text", "pdf_text", "sections", "sentences"]
 
 MAX_PDF_BYTES: Final = 32 * 1024 * 1024
+_BOMS: Final = (
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
 
 _HEADING_TAGS: Final = {"h1", "h2", "h3", "h4", "h5", "h6"}
 _BLOCK_TAGS: Final = {"p", "li", "blockquote", "pre", "td", "th", "dd", "dt", "div", "br", "tr"}
@@ -38,6 +44,15 @@ class Section:
 def decode_text(document: Document) -> str:
     """The document's bytes as text: UTF-8 (with or without BOM), else a clear error."""
     data = document.data
+    for bom, codec in _BOMS:
+        if data.startswith(bom):  # UTF-16/32 announce themselves: take them at their word
+            try:
+                text = data[len(bom) :].decode(codec)
+            except UnicodeDecodeError:
+                raise PermanentError(f"{document.name}: not valid {codec} text") from None
+            if not text.strip():
+                raise PermanentError(f"{document.name}: empty document")
+            return text
     if b"\x00" in data[:8192]:
         raise PermanentError(f"{document.name}: binary content, not text")
     try:
@@ -112,6 +127,8 @@ def pdf_text(document: Document) -> str:
             f"{document.name}: PDF of {len(document.data) / 1e6:.1f} MB is over the "
             f"{MAX_PDF_BYTES // (1024 * 1024)} MB limit"
         )
+    if not document.data.strip():
+        raise PermanentError(f"{document.name}: empty document")
     if not document.data.lstrip()[:5] == b"%PDF-":
         raise PermanentError(f"{document.name}: not a PDF (no %PDF header)")
     logging.getLogger("pypdf").setLevel(logging.ERROR)
