@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Self, final
 
 import trio
@@ -18,9 +19,17 @@ from ..errors import (
 )
 from ..model import Document
 from ._base import Analysis, RateHint, Usage
-from ._headers import is_spend_limit, limit_hit, rate_hint, retry_after
-from ._schema import SYSTEM_PROMPT, TOOL_NAME, InvalidOutput, card_schema, drafts_from
-from ._text import MAX_PDF_BYTES, decode_text, html_to_text
+from ._headers import is_spend_limit, limit_hit, rate_hint, retry_after, scrub
+from ._schema import (
+    SYSTEM_PROMPT,
+    TOOL_NAME,
+    Answer,
+    InvalidOutput,
+    ask_until_valid,
+    card_schema,
+    drafts_from,
+)
+from ._text import MAX_PDF_BYTES, check_size, decode_text, html_to_text
 
 if TYPE_CHECKING:
     import anthropic
@@ -28,14 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_ANTHROPIC_MODEL", "AnthropicProvider"]
 
 DEFAULT_ANTHROPIC_MODEL: Final = "claude-haiku-4-5"
-MAX_TEXT_CHARS: Final = 600_000  # ~150k tokens: beyond this a request cannot fit
-
-
-def scrub(text: str, secret: str | None) -> str:
-    """Remove a secret from a message before it is raised, logged or stored."""
-    if secret:
-        text = text.replace(secret, "***")
-    return " ".join(text.split())
 
 
 @final
@@ -159,11 +160,7 @@ class AnthropicProvider:
             raise PermanentError(f"{document.name}: unsupported media type {document.media_type}")
         if not text.strip():
             raise PermanentError(f"{document.name}: no text")
-        if len(text) > MAX_TEXT_CHARS:
-            raise PermanentError(
-                f"{document.name}: {len(text):,} characters is over the "
-                f"{MAX_TEXT_CHARS:,} that fit in one request"
-            )
+        check_size(document, text)
         wrapped = f"<document name={document.name!r}>\n{text}\n</document>"
         return [{"type": "text", "text": wrapped}, instruction]
 
@@ -171,18 +168,12 @@ class AnthropicProvider:
 
     async def analyze(self, document: Document) -> Analysis:
         content = self.content(document)
-        usage = Usage()
-        problem = ""
-        for _ in range(self.output_retries + 1):
+
+        async def ask() -> Answer:
             message, hint = await self._create(content)
-            usage = usage + _usage(message)
-            try:
-                return Analysis(self._drafts(message), usage, hint)
-            except InvalidOutput as exc:
-                problem = str(exc)
-        raise PermanentError(
-            f"model output invalid after {self.output_retries + 1} tries: {problem}"
-        )
+            return partial(self._drafts, message), _usage(message), hint
+
+        return await ask_until_valid(ask, self.output_retries + 1)
 
     def _drafts(self, message: Any) -> tuple[Any, ...]:
         if getattr(message, "stop_reason", None) == "max_tokens":

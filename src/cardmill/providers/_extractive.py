@@ -11,7 +11,7 @@ import trio
 from ..errors import PermanentError
 from ..model import CardDraft, Document
 from ._base import Analysis, Usage
-from ._text import Section, sections, sentences
+from ._text import Section, read_off_loop, sections, sentences
 
 __all__ = ["ExtractiveProvider"]
 
@@ -64,16 +64,9 @@ class ExtractiveProvider:
         return f"ExtractiveProvider(max_cards={self.max_cards})"
 
     async def analyze(self, document: Document) -> Analysis:
-        # Parsing (pypdf above all) is blocking work: keep it off the event loop, and give
-        # up on a hostile file that would parse forever (its thread is left to finish).
-        with trio.move_on_after(self.parse_timeout) as scope:
-            cards = await trio.to_thread.run_sync(
-                self.extract, document, limiter=self._limiter, abandon_on_cancel=True
-            )
-        if scope.cancelled_caught:
-            raise PermanentError(
-                f"{document.name}: still being read after {self.parse_timeout:g} s; given up"
-            )
+        cards = await read_off_loop(
+            self.extract, document, limiter=self._limiter, seconds=self.parse_timeout
+        )
         return Analysis(cards, Usage())
 
     def extract(self, document: Document) -> tuple[CardDraft, ...]:

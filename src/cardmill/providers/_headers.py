@@ -139,3 +139,10 @@ _SPEND: Final = re.compile(
 def is_spend_limit(message: str) -> bool:
     """A 429 that no waiting will fix: the account's money or quota has run out."""
     return bool(_SPEND.search(message))
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """Remove a secret from a message before it is raised, logged or stored."""
+    if secret:
+        text = text.replace(secret, "***")
+    return " ".join(text.split())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from typing import Any, Final, Self, final
 
 import httpx
@@ -18,11 +19,10 @@ from ..errors import (
     TransientError,
 )
 from ..model import Document
-from ._anthropic import MAX_TEXT_CHARS, scrub
 from ._base import Analysis, RateHint, Usage
-from ._headers import is_spend_limit, limit_hit, rate_hint, retry_after
-from ._schema import SYSTEM_PROMPT, InvalidOutput, card_schema, drafts_from
-from ._text import document_text
+from ._headers import is_spend_limit, limit_hit, rate_hint, retry_after, scrub
+from ._schema import SYSTEM_PROMPT, Answer, InvalidOutput, ask_until_valid, card_schema, drafts_from
+from ._text import check_size, document_text, read_off_loop
 
 __all__ = ["DEFAULT_OPENAI_MODEL", "OpenAICompatibleProvider"]
 
@@ -130,34 +130,16 @@ class OpenAICompatibleProvider:
         }
 
     async def analyze(self, document: Document) -> Analysis:
-        # PDF text extraction blocks; do it on a thread, and not forever.
-        with trio.move_on_after(60) as scope:
-            text = await trio.to_thread.run_sync(
-                document_text, document, limiter=self._limiter, abandon_on_cancel=True
-            )
-        if scope.cancelled_caught:
-            raise PermanentError(f"{document.name}: still being read after 60 s; given up")
-        if len(text) > MAX_TEXT_CHARS:
-            raise PermanentError(
-                f"{document.name}: {len(text):,} characters is over the "
-                f"{MAX_TEXT_CHARS:,} that fit in one request"
-            )
-        body = self.payload(text, document.name)
-        usage = Usage()
-        problem = ""
-        for _ in range(self.output_retries + 1):
+        text = await read_off_loop(document_text, document, limiter=self._limiter, seconds=60)
+        body = self.payload(check_size(document, text), document.name)
+
+        async def ask() -> Answer:
             data, hint = await self._post(body)
             u = data.get("usage") or {}
-            usage = usage + Usage(
-                int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)
-            )
-            try:
-                return Analysis(self._drafts(data), usage, hint)
-            except InvalidOutput as exc:
-                problem = str(exc)
-        raise PermanentError(
-            f"model output invalid after {self.output_retries + 1} tries: {problem}"
-        )
+            used = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+            return partial(self._drafts, data), used, hint
+
+        return await ask_until_valid(ask, self.output_retries + 1)
 
     def _drafts(self, data: dict[str, Any]) -> tuple[Any, ...]:
         choices = data.get("choices")

@@ -9,18 +9,30 @@ from __future__ import annotations
 import io
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from html.parser import HTMLParser
-from typing import Final
+from typing import Final, TypeVar
 
 import attrs
+import trio
 
 from ..errors import PermanentError
 from ..model import Document
 
-__all__ = ["Section", "decode_text", "document_text", "pdf_text", "sections", "sentences"]
+__all__ = [
+    "MAX_TEXT_CHARS",
+    "Section",
+    "check_size",
+    "decode_text",
+    "document_text",
+    "pdf_text",
+    "read_off_loop",
+    "sections",
+    "sentences",
+]
 
 MAX_PDF_BYTES: Final = 32 * 1024 * 1024
+MAX_TEXT_CHARS: Final = 600_000  # ~150k tokens: beyond this a request cannot fit
 _BOMS: Final = (
     (b"\xff\xfe\x00\x00", "utf-32-le"),
     (b"\x00\x00\xfe\xff", "utf-32-be"),
@@ -39,6 +51,33 @@ class Section:
 
     heading: str
     paragraphs: tuple[str, ...]
+
+
+T = TypeVar("T")
+
+
+def check_size(document: Document, text: str) -> str:
+    """``text``, unless it is too long for one request (PermanentError naming the size)."""
+    if len(text) > MAX_TEXT_CHARS:
+        raise PermanentError(
+            f"{document.name}: {len(text):,} characters is over the "
+            f"{MAX_TEXT_CHARS:,} that fit in one request"
+        )
+    return text
+
+
+async def read_off_loop(
+    fn: Callable[[Document], T],
+    document: Document,
+    *,
+    limiter: trio.CapacityLimiter,
+    seconds: float,
+) -> T:
+    """Run a blocking reader (pypdf above all) on a thread, and give up on a hostile file
+    that would parse forever: its upload fails; the thread is left to finish."""
+    with trio.move_on_after(seconds):
+        return await trio.to_thread.run_sync(fn, document, limiter=limiter, abandon_on_cancel=True)
+    raise PermanentError(f"{document.name}: still being read after {seconds:g} s; given up")
 
 
 def decode_text(document: Document) -> str:
