@@ -29,7 +29,7 @@ from cardmill.engine import Engine
 from cardmill.providers import AnthropicProvider
 from cardmill.testing import FakeAnthropicServer, lognormal
 
-KEY = "sk-bench-not-a-real-key"
+KEY = "fake-key-bench-http"
 
 
 def docs(n: int) -> list[Document]:

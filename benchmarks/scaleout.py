@@ -33,7 +33,7 @@ from cardmill.storage import PostgresStorage
 from cardmill.testing import FakeAnthropicServer, lognormal
 
 DSN = os.environ.get("CARDMILL_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-KEY = "sk-bench-scaleout"
+KEY = "fake-key-bench-scaleout"
 WORKERS = 4
 
 

@@ -19,7 +19,7 @@ from ._export import dumps, jsonable
 from ._progress import Progress
 from .engine import Engine, Limits, RateStateStore, RetryPolicy, RunSummary, SharedBucket
 from .errors import CardmillError, DatabaseError, InputError, RunNotFound
-from .model import Run, RunStatus, UploadStatus
+from .model import Run, RunStatus
 from .providers import (
     AnthropicProvider,
     ExtractiveProvider,
@@ -372,11 +372,8 @@ async def run_worker(
             while True:
                 runs = [await storage.get_run(run_id)] if run_id else await storage.list_runs()
                 for run in runs:
-                    if run.status.finished:
-                        continue
-                    pending = await storage.list_uploads(run.id, UploadStatus.PENDING)
-                    if not pending and not await storage.list_uploads(run.id, UploadStatus.LOADING):
-                        continue
+                    if run.status.finished or run.pending_items == 0:
+                        continue  # nothing PENDING or LOADING: the counters say so
                     summary = await engine.execute(run.id)
                     click.echo(
                         f"cardmill worker: run {run.id} {summary.run.status.name}: "

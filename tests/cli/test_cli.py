@@ -137,8 +137,8 @@ async def test_sigint_cancels_and_resume_finishes_without_duplicates(
     for i in range(12):
         (folder / f"doc{i:02d}.md").write_text(f"# Doc {i}\n\nSentence {i} is here.\n")
     db = env["CARDMILL_DB"]
-    async with FakeAnthropicServer(latency=0.4, api_key="sk-test-cli") as server:
-        env = {**env, "ANTHROPIC_API_KEY": "sk-test-cli", "ANTHROPIC_BASE_URL": server.url}
+    async with FakeAnthropicServer(latency=0.4, api_key="fake-key-cli") as server:
+        env = {**env, "ANTHROPIC_API_KEY": "fake-key-cli", "ANTHROPIC_BASE_URL": server.url}
         async with trio.open_nursery() as nursery:
             command = [*cardmill_command(), "analyze", str(folder), "--concurrency", "2"]
             process = await nursery.start(

@@ -20,7 +20,7 @@ from cardmill import (
 from cardmill.providers import DEFAULT_ANTHROPIC_MODEL, AnthropicProvider
 from cardmill.testing import FakeAnthropicServer, Fault, make_pdf
 
-KEY = "sk-ant-test-0123456789-SECRET"
+KEY = "fake-anthropic-test-key-0123456789"
 MD = Document("notes.md", b"# Llamas\n\nLlamas are calm animals. They carry loads.\n")
 
 

@@ -21,7 +21,7 @@ from cardmill import (
 from cardmill.providers import OpenAICompatibleProvider
 from cardmill.testing import make_pdf
 
-KEY = "sk-openai-test-SECRET-42"
+KEY = "fake-openai-test-key-42"
 DOC = Document("notes.md", b"# Owls\n\nOwls hunt at night. They hear very well.\n")
 CARDS = {"cards": [{"title": "Owls", "body": "They hunt at night.", "tags": ["owl"], "quote": "x"}]}
 

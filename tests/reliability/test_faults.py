@@ -29,7 +29,7 @@ from cardmill.testing import FakeAnthropicServer, Fault, ScriptedProvider, Step,
 
 pytestmark = pytest.mark.reliability
 
-KEY = "sk-ant-fault-matrix"
+KEY = "fake-key-fault-matrix"
 POLICY = RetryPolicy(max_attempts=4, base_delay=0.02, max_delay=0.1, timeout=5.0)
 DOCS = [
     Document(f"doc{i}.md", f"# Doc {i}\n\nIt says {i}. Nothing more.\n".encode()) for i in range(3)

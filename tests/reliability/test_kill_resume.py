@@ -16,7 +16,7 @@ from cardmill.testing import FakeAnthropicServer, lognormal
 from ..conftest import thorough
 from .conftest import cardmill, cardmill_command, verify_database
 
-KEY = "sk-ant-kill-test"
+KEY = "fake-key-kill-test"
 TRIALS = 200 if thorough() else 20
 DOCS = 30
 

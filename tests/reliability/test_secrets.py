@@ -9,7 +9,7 @@ from cardmill.testing import FakeAnthropicServer
 
 from .conftest import cardmill
 
-KEY = "sk-ant-api03-TOPSECRET-0123456789abcdefXYZ"
+KEY = "fake-key-for-tests-TOPSECRET-0123456789abcdefXYZ"
 
 
 def assert_no_key(*blobs: bytes) -> None:

@@ -13,7 +13,7 @@ from cardmill.testing import FakeAnthropicServer
 
 from .conftest import cardmill_command, verify_database
 
-KEY = "sk-ant-two-processes"
+KEY = "fake-key-two-processes"
 
 
 async def test_analyze_and_resume_share_a_run(tmp_path: Path, env: dict[str, str]) -> None:

@@ -19,7 +19,7 @@ from cardmill.testing import FakeAnthropicServer, check_invariants
 from .. import pg
 from ..cli.conftest import cardmill_command
 
-KEY = "sk-ant-scaleout"
+KEY = "fake-key-scaleout"
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ not cut again. Time is the storage's wall clock, shared across machines.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, final, runtime_checkable
 
@@ -109,9 +108,12 @@ class SharedBucket:
 
     async def acquire(self, tokens: float = 0.0) -> Ticket:
         """Wait for a slot in the shared pace, then take it."""
-        arrived = time.time()
+        arrived: float | None = None  # in the store's clock, shared by every worker
 
         def take(core: _Core, now: float) -> Ticket | float:
+            nonlocal arrived
+            if arrived is None:
+                arrived = now
             core.grow(now, app_limited=now - core.last_delay > 2.0 and now - arrived < 0.5)
             at = core.earliest(tokens)
             if at <= now + _SLACK:

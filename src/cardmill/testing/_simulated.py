@@ -120,9 +120,9 @@ class SimulatedAPI:
         self._accepted_at: list[float] = []
         self._rejected_at: list[float] = []
 
-    def _ensure_started(self, now: float) -> None:
+    def _ensure_started(self) -> None:
+        # The hidden buckets start full when the first request arrives, in trio time.
         if not self._started:
-            self._started = True
             self.set_limits(*self._limits)
 
     def set_limits(
@@ -185,7 +185,7 @@ class SimulatedAPI:
 
     async def analyze(self, document: Document) -> Analysis:
         now = trio.current_time()
-        self._ensure_started(now)
+        self._ensure_started()
         self._n += 1
         roll = self._rng.random()
         if roll < self._overloaded_rate:
