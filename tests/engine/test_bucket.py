@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import pytest
 import trio
 import trio.lowlevel
 import trio.testing
 
 from cardmill import Limit
-from cardmill.engine import AdaptiveBucket, Limits
+from cardmill.engine import AdaptiveBucket, Limits, SharedBucket, _bucket
 from cardmill.providers import RateHint
+
+T = TypeVar("T")
 
 
 async def test_unpaced_bucket_admits_at_once_but_checkpoints(
@@ -138,3 +144,68 @@ def test_limits_are_validated() -> None:
         Limits(requests_per_minute=0)
     with pytest.raises(ValueError, match="input_tokens_per_minute must be > 0"):
         Limits(input_tokens_per_minute=-5)
+
+
+class DictStore:
+    """A RateStateStore in a dict, stepping on trio's clock."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, str] = {}
+
+    async def update_rate_state(
+        self, name: str, step: Callable[[dict[str, Any] | None, float], tuple[dict[str, Any], T]]
+    ) -> T:
+        await trio.lowlevel.checkpoint()
+        raw = self.states.get(name)
+        state, result = step(None if raw is None else json.loads(raw), trio.current_time())
+        self.states[name] = json.dumps(state)
+        return result
+
+
+async def test_shared_state_stays_bounded_in_a_long_run_without_429s(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # One 429 opens an estimation regime; then thousands of requests are accepted at a
+    # steady 10/s with no further 429 (an app-limited run). The shared state is rewritten
+    # on every step, so it must not grow with the number of requests.
+    store = DictStore()
+    bucket = SharedBucket(store, "key", Limits(requests_per_minute=600))
+    first = await bucket.acquire(500)
+    await bucket.report_rate_limited(first, retry_after=None, limit=Limit.REQUESTS, hint=None)
+    sizes = []
+    for n in range(3000):
+        ticket = await bucket.acquire(500)
+        await bucket.report_success(ticket, input_tokens=450, hint=None)
+        await trio.sleep(0.1)
+        if n in (999, 2999):
+            sizes.append(len(store.states["key"]))
+    assert sizes[1] < 20_000, sizes
+    assert sizes[1] < sizes[0] * 1.2, sizes
+
+
+async def estimate_after_a_quiet_minute() -> float | None:
+    bucket = AdaptiveBucket(Limits(requests_per_minute=600))
+    first = await bucket.acquire()
+    bucket.on_rate_limited(first, limit=Limit.REQUESTS)
+    await trio.sleep(2.0)
+    start = trio.current_time()
+    while trio.current_time() - start < 60.0:
+        ticket = await bucket.acquire()
+        bucket.on_success(ticket)
+        await trio.sleep(0.25 - (trio.current_time() - ticket.sent_at))
+    last = await bucket.acquire()
+    bucket.on_rate_limited(last, limit=Limit.REQUESTS)
+    return bucket.statistics().estimated_requests_per_second
+
+
+async def test_estimates_survive_ledger_folding(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A provider accepting 4 requests/s between two 429s a minute apart: the estimate is
+    # the same whether the ledger was folded in between or kept entry by entry.
+    folded = await estimate_after_a_quiet_minute()
+    monkeypatch.setattr(_bucket, "_LEDGER_FOLD_AT", 10**9)
+    kept = await estimate_after_a_quiet_minute()
+    assert folded is not None
+    assert folded == pytest.approx(4.0, rel=0.05)
+    assert folded == pytest.approx(kept, rel=1e-9)

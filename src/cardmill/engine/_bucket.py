@@ -45,6 +45,8 @@ _ACCELERATION: Final = 15.0  # probing speed doubles after this many more quiet 
 _BLIND_GROWTH_PER_S: Final = 0.05  # no estimate yet: 5% per second
 _PACE_MARGIN: Final = 0.985  # pace this far under the limit we believe in
 _LOW_REMAINING: Final = 0.1  # headers: hold growth below 10% remaining
+_LEDGER_SPAN: Final = 10.0  # seconds of ledger kept entry by entry; older entries are summed
+_LEDGER_FOLD_AT: Final = 64  # entries before a fold is worth its scan
 
 
 def _positive(_inst: object, attr: attrs.Attribute[Any], value: float | None) -> None:
@@ -167,6 +169,30 @@ class _Dimension:
         recent = [(t, u) for t, u in self.ledger if t >= before]
         self.ledger = deque([(self.regime_start, old), *recent])
 
+    def _fold(self, now: float) -> None:
+        """Keep the ledger bounded however long a regime lasts without a 429.
+
+        Sums are only ever asked from the regime's start or from the last 429's send time
+        (the anchor), up to a send time that is recent. So entries older than
+        ``_LEDGER_SPAN`` fold into one entry at the regime's start (those before the
+        anchor) and one at the anchor (the rest), and every sum asked stays exact.
+        """
+        if self.regime_start is None or len(self.ledger) < _LEDGER_FOLD_AT:
+            return
+        anchor = self.cut_times[-1] if self.cut_times else self.regime_start
+        horizon = now - _LEDGER_SPAN
+        before_anchor = since_anchor = 0.0
+        recent: list[tuple[float, float]] = []
+        for t, u in self.ledger:
+            if t >= horizon:
+                recent.append((t, u))
+            elif t < anchor:
+                before_anchor += u
+            else:
+                since_anchor += u
+        folded = [(self.regime_start, before_anchor), (anchor, since_anchor)]
+        self.ledger = deque([*(e for e in folded if e[1]), *recent])
+
     def earliest(self, cost: float) -> float:
         if self.rate is None or cost <= 0:
             return -math.inf
@@ -186,6 +212,7 @@ class _Dimension:
         self._trim(now)
         if self.regime_start is not None:
             self.ledger.append((now, cost))
+            self._fold(now)
 
     def correct(self, ticket: Ticket, units: float) -> None:
         """Correct an admission's cost once the real usage is known."""
