@@ -4,7 +4,8 @@ The bucket's whole state — rates, estimates, pause, congestion epoch — lives
 database (a row per name, locked for each step), so N workers on N machines pace
 together under the provider's limit and back off together: a 429 seen by one worker
 pauses and cuts for all, and a 429 from a request sent before anyone's last cut does
-not cut again. Time is the storage's wall clock, shared across machines.
+not cut again. Time is the store's clock (PostgreSQL's ``clock_timestamp()``, read under
+the row lock), never a worker's own, so workers whose clocks disagree still share fairly.
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ class RateStateStore(Protocol):
     async def update_rate_state(
         self, name: str, step: Callable[[dict[str, Any] | None, float], tuple[dict[str, Any], T]]
     ) -> T:
-        """Run ``step(state, now)`` with the named state locked; store what it returns."""
+        """Run ``step(state, now)`` with the named state locked; store what it returns.
+
+        ``now`` must come from one clock shared by every worker (the database's), read
+        while the state is locked.
+        """
         ...
 
 

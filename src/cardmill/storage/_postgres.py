@@ -117,14 +117,17 @@ def _rate_step(
     tx: _PgTx,
     name: str,
     step: Callable[[dict[str, Any] | None, float], tuple[dict[str, Any], T]],
-    now: float,
 ) -> T:
     tx.run(
-        "INSERT INTO rate_limits (name, state, updated) VALUES (?, NULL, ?)"
+        "INSERT INTO rate_limits (name, state, updated) VALUES (?, NULL, 0)"
         " ON CONFLICT (name) DO NOTHING",
-        (name, now),
+        (name,),
     )
     (raw,) = tx.one("SELECT state FROM rate_limits WHERE name = ? FOR UPDATE", (name,))
+    # The time of the step is the database's, read while the row is locked: every worker
+    # steps the shared state on one clock, in the order the lock serialises them, whatever
+    # their own clocks say and however long they waited for a connection or the lock.
+    (now,) = tx.one("SELECT extract(epoch FROM clock_timestamp())::float8")
     state, result = step(None if raw is None else json.loads(raw), now)
     tx.run(
         "UPDATE rate_limits SET state = ?, updated = ? WHERE name = ?",
@@ -281,5 +284,8 @@ class PostgresStorage(SQLBackend):
     async def update_rate_state(
         self, name: str, step: Callable[[dict[str, Any] | None, float], tuple[dict[str, Any], T]]
     ) -> T:
-        """Run ``step(state, now)`` with the named rate-limit state locked, and store it."""
-        return await self._call(_rate_step, name, step, self._clock())
+        """Run ``step(state, now)`` with the named rate-limit state locked, and store it.
+
+        ``now`` is the database server's clock, read under the lock, never this worker's.
+        """
+        return await self._call(_rate_step, name, step)
