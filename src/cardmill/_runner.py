@@ -118,7 +118,8 @@ def make_engine(
     observer: Any = None,
     worker: str | None = None,
 ) -> Engine:
-    """An engine; on a shared database, its rate limit is shared with every worker's."""
+    """The engine of every command; on a shared database, its rate limit is shared with
+    every worker's."""
     bucket = None
     if isinstance(storage, RateStateStore) and not isinstance(provider, ExtractiveProvider):
         bucket = SharedBucket(storage, shared_limit_name(provider), limits)
@@ -219,10 +220,12 @@ async def _execute_run(
     concurrency: int,
     limits: Limits | None,
     quiet: bool,
-    lease: float = 60.0,
+    lease: float,
 ) -> RunSummary:
     progress = Progress(run, sys.stderr, live=sys.stderr.isatty())
-    engine = Engine(storage, provider, concurrency=concurrency, limits=limits, observer=progress)
+    engine = make_engine(
+        storage, provider, concurrency=concurrency, limits=limits, lease=lease, observer=progress
+    )
     try:
         async with trio.open_nursery() as nursery:
             if not quiet:
@@ -256,7 +259,7 @@ async def analyze_paths(
     name: str | None,
     as_json: bool,
     quiet: bool,
-    lease: float = 60.0,
+    lease: float,
 ) -> int:
     found, skipped = collect(paths)
     if not found:
@@ -312,7 +315,7 @@ async def resume_run(
     limits: Limits | None,
     as_json: bool,
     quiet: bool,
-    lease: float = 60.0,
+    lease: float,
 ) -> int:
     async with open_storage(db, create=False) as storage:
         run = await storage.get_run(run_id)
