@@ -21,6 +21,7 @@ from .errors import DatabaseError as DatabaseError
 from .errors import DocumentError as DocumentError
 from .errors import InputError as InputError
 from .errors import InvalidDraft as InvalidDraft
+from .errors import InvalidOutput as InvalidOutput
 from .errors import Limit as Limit
 from .errors import Overloaded as Overloaded
 from .errors import PermanentError as PermanentError
@@ -64,6 +65,7 @@ __all__ = [
     "ExtractiveProvider",
     "InputError",
     "InvalidDraft",
+    "InvalidOutput",
     "Limit",
     "Limits",
     "MemoryStorage",

@@ -13,11 +13,14 @@ CardmillError
     ├── RateLimited                  429: our quota is spent for now (retry_after, limit)
     ├── Overloaded                   529: the provider is overloaded, not our quota
     ├── TransientError               5xx, timeouts, resets: try again
-    └── PermanentError               400/401/403/404/413, spend limit, invalid output
+    ├── InvalidOutput                the model answered, but not with valid cards: ask again
+    └── PermanentError               400/401/403/404/413, spend limit, output that stays invalid
 ```
 
 Provider errors carry the facts the engine needs to decide (``retry_after`` in seconds,
-the ``limit`` that was hit) and never the API key.
+the ``limit`` that was hit, the ``usage`` a failed request cost) and never the API key.
+A provider raises :class:`DocumentError` for a document it cannot send at all
+(unreadable, unsupported, too large): no request was made, and the upload fails alone.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .providers import RateHint
+    from .providers import RateHint, Usage
 
 __all__ = [
     "CardmillError",
@@ -34,6 +37,7 @@ __all__ = [
     "DocumentError",
     "InputError",
     "InvalidDraft",
+    "InvalidOutput",
     "Limit",
     "Overloaded",
     "PermanentError",
@@ -96,7 +100,21 @@ class Limit(StrEnum):
 
 
 class ProviderError(CardmillError):
-    """A provider could not analyse a document."""
+    """A provider could not analyse a document.
+
+    Args:
+        message: a one-line reason.
+        usage: the tokens the failed request used, as the provider reported them: zero
+            for a request the provider refused with an error, ``None`` (the default) when
+            nobody knows (a timeout, a reset connection). The engine reconciles its rate
+            accounting with it and counts it in the run's tokens.
+    """
+
+    usage: Usage | None = None
+
+    def __init__(self, message: str = "", *, usage: Usage | None = None) -> None:
+        super().__init__(message)
+        self.usage = usage
 
 
 def _limit(value: Limit | str | None) -> Limit:
@@ -175,3 +193,23 @@ class TransientError(ProviderError):
 
 class PermanentError(ProviderError):
     """A failure that retrying will not fix: bad request, auth, spend limit, bad document."""
+
+
+class InvalidOutput(ProviderError):
+    """The model answered, but its output is not valid cards: cut off at the output
+    budget, not the forced tool or schema, or not JSON.
+
+    Asking again often helps; the engine does, through the rate limiter, up to
+    ``RetryPolicy.output_retries`` times, then fails the upload.
+
+    Args:
+        message: what is wrong with the output.
+        usage: the tokens the answer used (it was a real request, and it counts).
+        hint: the rate-limit headers that came with the answer.
+    """
+
+    def __init__(
+        self, message: str, *, usage: Usage | None = None, hint: RateHint | None = None
+    ) -> None:
+        super().__init__(message, usage=usage)
+        self.hint = hint

@@ -14,6 +14,8 @@ import trio.testing
 
 from cardmill import (
     CardDraft,
+    Document,
+    DocumentError,
     Limit,
     MemoryStorage,
     Overloaded,
@@ -419,3 +421,44 @@ async def test_a_provider_answering_badly_fails_that_upload(
     assert first.error == "provider answered badly: cards[0] is a dict, not a CardDraft"
     assert second.card_count == 1
     await check_invariants(storage, run.id)
+
+
+async def test_a_refused_request_gives_back_its_input_token_charge(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A 3 MB PDF is charged about a million input tokens up front: 150 s of a 400k/min
+    # limit. The provider refuses it (413): that charge must not hold back the next upload.
+    storage = MemoryStorage()
+    big = Document("big.pdf", b"%PDF-1.7\n" + b"x" * 3_000_000)
+    run = await storage.create_run([big, Document("small.md", b"# S\n\nsmall")])
+    provider = ScriptedProvider(
+        {"big.pdf": [Step(0.5, error=PermanentError("413 request_too_large"))]},
+        default=Step(0.5, cards=1),
+    )
+    engine = Engine(
+        storage, provider, concurrency=1, limits=Limits(input_tokens_per_minute=400_000)
+    )
+    summary = await engine.execute(run.id)
+    assert summary.run.status == RunStatus.PARTIAL
+    assert [name for name, _ in provider.calls] == ["big.pdf", "small.md"]
+    assert provider.calls[1][1] <= 1.0
+
+
+async def test_a_document_refused_before_sending_costs_no_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    storage = MemoryStorage()
+    run = await storage.create_run(docs(3))
+    provider = ScriptedProvider(
+        {"doc0001.txt": [Step(0.0, error=DocumentError("doc0001.txt: unsupported media type"))]},
+        default=Step(1.0, cards=1),
+    )
+    engine = Engine(storage, provider, concurrency=1, limits=Limits(requests_per_minute=60))
+    summary = await engine.execute(run.id)
+    assert summary.requests == 2
+    assert summary.failed == 1
+    failed = await storage.list_uploads(run.id, UploadStatus.FAILED)
+    assert [u.error for u in failed] == ["doc0001.txt: unsupported media type"]
+    # The refused document gave its slot back: the third request went one interval after
+    # the first, not two.
+    assert [t for _, t in provider.calls] == [0.0, 1.0, 1.0]

@@ -11,12 +11,16 @@ import trio
 from cardmill import (
     Document,
     InputError,
+    InvalidOutput,
     Limit,
+    MemoryStorage,
     Overloaded,
     PermanentError,
     RateLimited,
+    RunStatus,
     TransientError,
 )
+from cardmill.engine import Engine, Limits, RetryPolicy
 from cardmill.providers import DEFAULT_ANTHROPIC_MODEL, AnthropicProvider
 from cardmill.testing import FakeAnthropicServer, Fault, make_pdf
 
@@ -184,29 +188,62 @@ async def test_timeout_is_transient() -> None:
                 await p.analyze(MD)
 
 
-async def test_invalid_tool_input_is_retried_then_permanent() -> None:
+async def test_invalid_tool_input_raises_invalid_output_with_its_usage() -> None:
     async with FakeAnthropicServer() as server:
         server.inject("invalid_tool_input")
         async with provider(server) as p:
-            analysis = await p.analyze(MD)
-        assert len(analysis.cards) == 3
-        assert len(server.requests) == 2
-        assert analysis.usage.input_tokens == sum(1 for _ in server.requests) * (
-            analysis.usage.input_tokens // 2
-        )
-        server.inject("invalid_tool_input", "invalid_tool_input", "invalid_tool_input")
-        with pytest.raises(PermanentError, match=r"invalid after 3 tries: 'cards' is not a list"):
-            async with provider(server) as p:
+            with pytest.raises(InvalidOutput, match="'cards' is not a list") as caught:
                 await p.analyze(MD)
+            (bad,) = server.requests
+            # One call is one request; the answer's usage travels with the error.
+            assert caught.value.usage is not None
+            assert caught.value.usage.input_tokens == bad.usage["input_tokens"] > 0
+            assert caught.value.usage.output_tokens == bad.usage["output_tokens"] > 0
+            analysis = await p.analyze(MD)
+        assert len(server.requests) == 2
+        assert len(analysis.cards) == 3
 
 
-async def test_output_cut_by_max_tokens_is_retried_then_permanent() -> None:
+async def test_output_cut_by_max_tokens_is_invalid_output() -> None:
+    async with FakeAnthropicServer() as server:
+        server.inject("max_tokens")
+        async with provider(server) as p:
+            with pytest.raises(InvalidOutput, match="cut off at max_tokens=4096"):
+                await p.analyze(MD)
+        assert len(server.requests) == 1
+
+
+async def test_every_re_ask_is_paced_counted_and_billed() -> None:
+    # Each document's answer is invalid twice before it is valid: nine requests for three
+    # documents. Each passes the engine's bucket and is in the summary, tokens included.
+    documents = [Document(f"d{i}.md", f"# D{i}\n\nText {i}.".encode()) for i in range(3)]
+    async with FakeAnthropicServer() as server:
+        server.inject(*("invalid_tool_input",) * 6)
+        storage = MemoryStorage()
+        run = await storage.create_run(documents)
+        async with provider(server) as p:
+            engine = Engine(storage, p, concurrency=3, limits=Limits(requests_per_minute=600))
+            summary = await engine.execute(run.id)
+    assert summary.run.status == RunStatus.SUCCEEDED
+    assert len(server.requests) == 9
+    assert engine.bucket.statistics().admitted == 9
+    assert summary.requests == 9
+    assert summary.input_tokens == sum(r.usage["input_tokens"] for r in server.requests)
+    assert summary.output_tokens == sum(r.usage["output_tokens"] for r in server.requests)
+
+
+async def test_output_that_stays_invalid_fails_the_upload_after_the_retries() -> None:
     async with FakeAnthropicServer() as server:
         server.inject("max_tokens", "max_tokens")
-        with pytest.raises(PermanentError, match="cut off at max_tokens=4096"):
-            async with provider(server, output_retries=1) as p:
-                await p.analyze(MD)
-        assert len(server.requests) == 2
+        storage = MemoryStorage()
+        run = await storage.create_run([MD])
+        async with provider(server) as p:
+            engine = Engine(storage, p, retry=RetryPolicy(output_retries=1))
+            summary = await engine.execute(run.id)
+    assert summary.run.status == RunStatus.FAILED
+    (upload,) = await storage.list_uploads(run.id)
+    assert upload.error == ("model output invalid after 2 tries: output cut off at max_tokens=4096")
+    assert summary.requests == len(server.requests) == 2
 
 
 async def test_hostile_output_is_clipped_to_the_limits() -> None:

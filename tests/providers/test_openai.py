@@ -12,13 +12,14 @@ import pytest
 from cardmill import (
     Document,
     InputError,
+    InvalidOutput,
     Limit,
     Overloaded,
     PermanentError,
     RateLimited,
     TransientError,
 )
-from cardmill.providers import OpenAICompatibleProvider
+from cardmill.providers import OpenAICompatibleProvider, Usage
 from cardmill.testing import make_pdf
 
 KEY = "fake-openai-test-key-42"
@@ -144,10 +145,20 @@ async def test_malformed_and_cut_off_answers() -> None:
         with pytest.raises(TransientError, match="not JSON"):
             await provider.analyze(DOC)
     async with make(answer(finish="length")) as provider:
-        with pytest.raises(PermanentError, match="cut off"):
+        with pytest.raises(InvalidOutput, match="cut off") as caught:
             await provider.analyze(DOC)
+        assert caught.value.usage == Usage(120, 30)  # the answer was billed all the same
     async with make(answer({"cards": "nope"}), answer()) as provider:
-        assert len((await provider.analyze(DOC)).cards) == 1
+        with pytest.raises(InvalidOutput, match="'cards' is not a list"):
+            await provider.analyze(DOC)
+        assert len((await provider.analyze(DOC)).cards) == 1  # one request per call
+
+
+async def test_an_error_answer_says_it_used_no_tokens() -> None:
+    async with make(error(400, "bad schema", "invalid_request_error")) as provider:
+        with pytest.raises(PermanentError) as caught:
+            await provider.analyze(DOC)
+    assert caught.value.usage == Usage()
 
 
 async def test_connection_errors_are_transient() -> None:

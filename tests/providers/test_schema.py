@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from cardmill import InvalidOutput
 from cardmill.providers import drafts_from
-from cardmill.providers._schema import InvalidOutput
 
 
 def test_ten_thousand_cards_become_the_configured_maximum() -> None:

@@ -225,6 +225,12 @@ class _Dimension:
     def rejected(self, ticket: Ticket, cost: float) -> None:
         self._book(ticket, -cost)
 
+    def refund(self, ticket: Ticket, cost: float) -> None:
+        """An admission that was never sent: give its slot back."""
+        if self.rate is not None and cost > 0:
+            self.tat -= cost / self.rate
+        self._book(ticket, -cost)
+
     def _book(self, ticket: Ticket, units: float) -> None:
         # Only tickets admitted inside the regime have their admission in the ledger.
         if self.regime_start is not None and ticket.seq >= self.regime_seq:
@@ -388,6 +394,15 @@ class _Core:
             self.tokens.correct(ticket, float(input_tokens) - ticket.tokens)
         return hint is not None and self.apply_hint(hint)
 
+    def failure(
+        self, ticket: Ticket, input_tokens: int | None, hint: RateHint | None, *, sent: bool
+    ) -> bool:
+        if not sent:
+            self.requests.refund(ticket, 1.0)
+            self.tokens.refund(ticket, ticket.tokens)
+            return True
+        return self.success(ticket, input_tokens, hint)
+
     def limited(
         self,
         now: float,
@@ -471,7 +486,7 @@ class AdaptiveBucket:
     """Paces requests to the provider's real limit, learnt from 429s and headers.
 
     The engine calls :meth:`acquire` before every request, then exactly one of
-    :meth:`on_success`, :meth:`on_rate_limited` or nothing (other errors). You may share
+    :meth:`on_success`, :meth:`on_rate_limited` or :meth:`on_failure`. You may share
     one bucket between engines that use the same API key.
 
     Args:
@@ -542,6 +557,20 @@ class AdaptiveBucket:
         if self._core.limited(trio.current_time(), ticket, retry_after, limit, hint):
             self._notify()
 
+    def on_failure(
+        self,
+        ticket: Ticket,
+        *,
+        input_tokens: int | None = None,
+        hint: RateHint | None = None,
+        sent: bool = True,
+    ) -> None:
+        """A request failed otherwise: its charge is corrected to ``input_tokens`` when the
+        provider said what it used (0 for a refusal), kept when nobody knows (a timeout),
+        and given back whole, request included, when it was never ``sent``."""
+        if self._core.failure(ticket, input_tokens, hint, sent=sent):
+            self._notify()
+
     def apply_hint(self, hint: RateHint) -> None:
         """Take the provider's rate-limit headers into account."""
         if self._core.apply_hint(hint):
@@ -559,6 +588,13 @@ class AdaptiveBucket:
     ) -> None:
         """:meth:`on_rate_limited`, as the engine calls it."""
         self.on_rate_limited(ticket, retry_after=retry_after, limit=limit, hint=hint)
+        await trio.lowlevel.checkpoint()
+
+    async def report_failure(
+        self, ticket: Ticket, *, input_tokens: int | None, hint: RateHint | None, sent: bool
+    ) -> None:
+        """:meth:`on_failure`, as the engine calls it."""
+        self.on_failure(ticket, input_tokens=input_tokens, hint=hint, sent=sent)
         await trio.lowlevel.checkpoint()
 
     def _notify(self, *, wake: bool = True) -> None:

@@ -14,6 +14,8 @@ import attrs
 import trio
 
 from ..errors import (
+    DocumentError,
+    InvalidOutput,
     Overloaded,
     PermanentError,
     ProviderError,
@@ -330,54 +332,72 @@ class Engine:
         document = await self._storage.load_document(upload.id)
         cost = float(estimate_input_tokens(document))
         policy = self._retry
-        failures = rate_limited = attempt = 0
+        failures = rate_limited = invalid = attempt = 0
         while True:
             attempt += 1
+            # Every request, re-asks included, passes the bucket and is counted.
             ticket = await self._bucket.acquire(cost)
-            c.requests += 1
             try:
                 analysis = await self._call(document, c)
-            except RateLimited as exc:
-                c.rate_limited += 1
-                await self._bucket.report_rate_limited(
-                    ticket, retry_after=exc.retry_after, limit=exc.limit, hint=exc.hint
-                )
-                self._emit(RateLimitHit(upload, exc.limit, exc.retry_after, _now()))
-                rate_limited += 1
-                if rate_limited > policy.max_rate_limited:
-                    return _Failed(f"still rate limited after {rate_limited} tries: {exc}", attempt)
-                # The bucket holds everyone until Retry-After is over and paces them out;
-                # a little jitter keeps retries from lining up behind one another.
-                delay = self._rng.uniform(0.0, min(1.0, 0.1 * (exc.retry_after or 1.0)))
-                error: ProviderError = exc
-            except PermanentError as exc:
+            except DocumentError as exc:
+                # Refused before any request: give the slot back, count no request.
+                await self._bucket.report_failure(ticket, input_tokens=0, hint=None, sent=False)
                 return _Failed(_reason(exc), attempt)
-            except (Overloaded, TransientError) as exc:
-                if isinstance(exc, Overloaded):
-                    c.overloaded += 1
-                failures += 1
-                if failures >= policy.max_attempts:
-                    return _Failed(f"gave up after {attempt} attempts: {_reason(exc)}", attempt)
-                delay = policy.backoff(failures, self._rng)
-                if isinstance(exc, Overloaded) and exc.retry_after:
-                    delay = max(delay, exc.retry_after)
-                error = exc
-            else:
-                usage = getattr(analysis, "usage", None) or Usage()
-                c.input_tokens += usage.input_tokens
-                c.output_tokens += usage.output_tokens
-                await self._bucket.report_success(
-                    ticket,
-                    input_tokens=usage.input_tokens or None,
-                    hint=getattr(analysis, "hint", None),
-                )
-                problem = _invalid_answer(analysis)
-                if problem is not None:
-                    return _Failed(f"provider answered badly: {problem}", attempt)
-                return _Done(analysis, attempt)
-            c.retries += 1
-            self._emit(UploadRetrying(upload, attempt, _reason(error), delay, _now()))
-            await trio.sleep(delay)
+            except ProviderError as exc:
+                c.requests += 1
+                _count_usage(c, exc.usage)
+                if isinstance(exc, RateLimited):
+                    c.rate_limited += 1
+                    await self._bucket.report_rate_limited(
+                        ticket, retry_after=exc.retry_after, limit=exc.limit, hint=exc.hint
+                    )
+                    self._emit(RateLimitHit(upload, exc.limit, exc.retry_after, _now()))
+                    rate_limited += 1
+                    if rate_limited > policy.max_rate_limited:
+                        reason = f"still rate limited after {rate_limited} tries: {exc}"
+                        return _Failed(reason, attempt)
+                    # The bucket holds everyone until Retry-After is over and paces them
+                    # out; a little jitter keeps retries from lining up behind one another.
+                    delay = self._rng.uniform(0.0, min(1.0, 0.1 * (exc.retry_after or 1.0)))
+                else:
+                    hint = exc.hint if isinstance(exc, InvalidOutput) else None
+                    await self._bucket.report_failure(
+                        ticket, input_tokens=_charge(exc), hint=hint, sent=True
+                    )
+                    if isinstance(exc, InvalidOutput):
+                        invalid += 1
+                        if invalid > policy.output_retries:
+                            reason = f"model output invalid after {invalid} tries: {_reason(exc)}"
+                            return _Failed(reason, attempt)
+                        delay = 0.0  # ask again at once: the bucket paces it
+                    elif isinstance(exc, Overloaded | TransientError):
+                        if isinstance(exc, Overloaded):
+                            c.overloaded += 1
+                        failures += 1
+                        if failures >= policy.max_attempts:
+                            reason = f"gave up after {attempt} attempts: {_reason(exc)}"
+                            return _Failed(reason, attempt)
+                        delay = policy.backoff(failures, self._rng)
+                        if isinstance(exc, Overloaded) and exc.retry_after:
+                            delay = max(delay, exc.retry_after)
+                    else:
+                        return _Failed(_reason(exc), attempt)
+                c.retries += 1
+                self._emit(UploadRetrying(upload, attempt, _reason(exc), delay, _now()))
+                await trio.sleep(delay)
+                continue
+            c.requests += 1
+            usage = getattr(analysis, "usage", None)
+            _count_usage(c, usage if isinstance(usage, Usage) else None)
+            await self._bucket.report_success(
+                ticket,
+                input_tokens=usage.input_tokens if isinstance(usage, Usage) else None,
+                hint=getattr(analysis, "hint", None),
+            )
+            problem = _invalid_answer(analysis)
+            if problem is not None:
+                return _Failed(f"provider answered badly: {problem}", attempt)
+            return _Done(analysis, attempt)
 
     async def _call(self, document: Document, c: _Counters) -> Analysis:
         c.in_flight += 1
@@ -387,7 +407,7 @@ class Engine:
                 return await self._provider.analyze(document)
         except trio.TooSlowError:
             raise TransientError(f"no answer within {self._retry.timeout:g} s") from None
-        except ProviderError:
+        except (ProviderError, DocumentError):
             raise
         except Exception as exc:
             # A provider bug must fail this upload, not the run.
@@ -395,6 +415,22 @@ class Engine:
             raise PermanentError(f"provider error: {type(exc).__name__}: {exc}") from exc
         finally:
             c.in_flight -= 1
+
+
+def _charge(error: ProviderError) -> int | None:
+    """The input tokens a failed request cost: what the provider said, else nothing for a
+    refusal (4xx, 529), else unknown (a timeout may have been processed in full)."""
+    if error.usage is not None:
+        return error.usage.input_tokens
+    if isinstance(error, PermanentError | Overloaded):
+        return 0
+    return None
+
+
+def _count_usage(c: _Counters, usage: Usage | None) -> None:
+    if usage is not None:
+        c.input_tokens += usage.input_tokens
+        c.output_tokens += usage.output_tokens
 
 
 def _invalid_answer(analysis: object) -> str | None:

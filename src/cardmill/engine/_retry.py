@@ -8,7 +8,7 @@ from typing import Any, final
 
 import attrs
 
-from ..errors import Overloaded, PermanentError, RateLimited, TransientError
+from ..errors import InvalidOutput, Overloaded, PermanentError, RateLimited, TransientError
 
 __all__ = ["RetryPolicy"]
 
@@ -26,14 +26,16 @@ def _at_least(minimum: float) -> Callable[[object, attrs.Attribute[Any], float],
 class RetryPolicy:
     """Bounded retries with full-jitter exponential backoff.
 
-    ``RateLimited``, ``Overloaded`` and ``TransientError`` are retried; ``PermanentError``
-    (and anything unexpected from a provider) is not. 429s have their own, larger budget:
-    they say nothing about the document, only about the quota, and the bucket already
-    slows down for them.
+    ``RateLimited``, ``Overloaded`` and ``TransientError`` are retried after a wait,
+    ``InvalidOutput`` at once; ``PermanentError`` (and anything unexpected from a
+    provider) is not. 429s have their own, larger budget: they say nothing about the
+    document, only about the quota, and the bucket already slows down for them.
 
     Args:
         max_attempts: attempts per upload for transient failures and 529s.
         max_rate_limited: 429s one upload may absorb before it fails.
+        output_retries: times the model is asked again when its answer is not valid
+            cards (cut off, or off the schema); each ask is a request, paced and counted.
         base_delay: the first backoff's ceiling, in seconds.
         max_delay: the largest backoff (Retry-After may ask for more and is honoured).
         timeout: seconds one request may take before it counts as a transient failure.
@@ -42,6 +44,7 @@ class RetryPolicy:
 
     max_attempts: int = attrs.field(default=5, validator=_at_least(1))
     max_rate_limited: int = attrs.field(default=50, validator=_at_least(0))
+    output_retries: int = attrs.field(default=2, validator=_at_least(0))
     base_delay: float = attrs.field(default=1.0, validator=_at_least(0))
     max_delay: float = attrs.field(default=60.0, validator=_at_least(0))
     timeout: float = attrs.field(default=300.0, validator=_at_least(0.001))
@@ -56,4 +59,4 @@ class RetryPolicy:
         """Whether an attempt that raised ``error`` may be tried again."""
         if isinstance(error, PermanentError):
             return False
-        return isinstance(error, RateLimited | Overloaded | TransientError)
+        return isinstance(error, RateLimited | Overloaded | TransientError | InvalidOutput)

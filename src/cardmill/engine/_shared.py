@@ -58,6 +58,10 @@ class RateLimiter(Protocol):
         self, ticket: Ticket, *, retry_after: float | None, limit: Limit, hint: RateHint | None
     ) -> None: ...
 
+    async def report_failure(
+        self, ticket: Ticket, *, input_tokens: int | None, hint: RateHint | None, sent: bool
+    ) -> None: ...
+
     def statistics(self) -> BucketStatistics: ...
 
     def add_listener(self, listener: Callable[[BucketStatistics], None]) -> None: ...
@@ -145,6 +149,15 @@ class SharedBucket:
     ) -> None:
         """Record a 429 for every worker: pause, and cut once per shared epoch."""
         await self._step(lambda core, now: core.limited(now, ticket, retry_after, limit, hint))
+
+    async def report_failure(
+        self, ticket: Ticket, *, input_tokens: int | None, hint: RateHint | None, sent: bool
+    ) -> None:
+        """Record a failed request: reconcile its charge (see AdaptiveBucket.on_failure)."""
+        if sent and hint is None and (input_tokens is None or input_tokens == ticket.tokens):
+            await trio.lowlevel.checkpoint()
+            return
+        await self._step(lambda core, now: core.failure(ticket, input_tokens, hint, sent=sent))
 
     @property
     def requests_per_second(self) -> float | None:

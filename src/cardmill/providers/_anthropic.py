@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 import os
-from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Self, final
 
 import trio
 
 from ..errors import (
     InputError,
+    InvalidOutput,
     Overloaded,
     PermanentError,
     ProviderError,
@@ -18,17 +18,9 @@ from ..errors import (
     TransientError,
 )
 from ..model import Document
-from ._base import Analysis, RateHint, Usage
+from ._base import Analysis, RateHint, Usage, answered_with_error
 from ._headers import is_spend_limit, limit_hit, rate_hint, retry_after, scrub
-from ._schema import (
-    SYSTEM_PROMPT,
-    TOOL_NAME,
-    Answer,
-    InvalidOutput,
-    ask_until_valid,
-    card_schema,
-    drafts_from,
-)
+from ._schema import SYSTEM_PROMPT, TOOL_NAME, card_schema, drafts_from
 from ._text import MAX_PDF_BYTES, check_size, decode_text, html_to_text
 
 if TYPE_CHECKING:
@@ -46,7 +38,9 @@ class AnthropicProvider:
     The SDK's own retries are off (``max_retries=0``): the engine sees every 429 and
     paces for it. Rate-limit and Retry-After headers are read from the raw response.
     PDFs go as native ``document`` blocks, text and markdown as text, HTML as its
-    visible text. The system prompt is cached.
+    visible text. The system prompt is cached. Each :meth:`analyze` is one request: an
+    answer that is not valid cards raises :class:`~cardmill.InvalidOutput`, and the
+    engine asks again through its rate limiter.
 
     Args:
         api_key: defaults to ``ANTHROPIC_API_KEY``. It is never logged, stored or
@@ -55,7 +49,6 @@ class AnthropicProvider:
         model: defaults to ``CARDMILL_MODEL``, then a current fast model.
         max_tokens: output budget per request.
         max_cards: the most cards kept per document (documents are untrusted).
-        output_retries: re-asks when the output is cut off or fails validation.
         timeout: the SDK's HTTP timeout, seconds.
 
     Raises:
@@ -72,7 +65,6 @@ class AnthropicProvider:
         model: str | None = None,
         max_tokens: int = 4096,
         max_cards: int = 20,
-        output_retries: int = 2,
         timeout: float = 120.0,
         client: anthropic.AsyncAnthropic | None = None,
     ) -> None:
@@ -81,8 +73,6 @@ class AnthropicProvider:
             raise InputError("no Anthropic API key: set ANTHROPIC_API_KEY or pass api_key")
         if max_cards < 1:
             raise ValueError("max_cards must be >= 1")
-        if output_retries < 0:
-            raise ValueError("output_retries must be >= 0")
         self._key = key
         # Imported here: the SDK takes over a second to import, and the CLI, the
         # extractive provider and the tests of other parts should not pay for it.
@@ -100,7 +90,6 @@ class AnthropicProvider:
         self.model = model or os.environ.get("CARDMILL_MODEL") or DEFAULT_ANTHROPIC_MODEL
         self.max_tokens = max_tokens
         self.max_cards = max_cards
-        self.output_retries = output_retries
         self._tool = {
             "name": TOOL_NAME,
             "description": "Record the cards made from the document.",
@@ -167,13 +156,19 @@ class AnthropicProvider:
     # -- the call -----------------------------------------------------------------------
 
     async def analyze(self, document: Document) -> Analysis:
+        """One request for one document's cards.
+
+        Raises:
+            InvalidOutput: the answer is not valid cards (with its usage and headers).
+        """
         content = self.content(document)
-
-        async def ask() -> Answer:
-            message, hint = await self._create(content)
-            return partial(self._drafts, message), _usage(message), hint
-
-        return await ask_until_valid(ask, self.output_retries + 1)
+        message, hint = await self._create(content)
+        usage = _usage(message)
+        try:
+            cards = self._drafts(message)
+        except InvalidOutput as exc:
+            raise InvalidOutput(str(exc), usage=usage, hint=hint) from None
+        return Analysis(cards, usage, hint)
 
     def _drafts(self, message: Any) -> tuple[Any, ...]:
         if getattr(message, "stop_reason", None) == "max_tokens":
@@ -201,7 +196,7 @@ class AnthropicProvider:
             hint = rate_hint(raw.headers)
             message = await raw.parse()
         except anthropic.APIStatusError as exc:
-            raise self._classify(exc) from None
+            raise answered_with_error(self._classify(exc)) from None
         except anthropic.APITimeoutError:
             raise TransientError("request timed out") from None
         except anthropic.APIConnectionError as exc:

@@ -6,6 +6,7 @@ from typing import Protocol, final, runtime_checkable
 
 import attrs
 
+from ..errors import ProviderError
 from ..model import CardDraft, Document
 
 __all__ = ["Analysis", "Provider", "RateHint", "Usage", "estimate_input_tokens"]
@@ -72,8 +73,11 @@ class Provider(Protocol):
 
     Implementations raise the errors of :mod:`cardmill.errors`: ``RateLimited`` for a
     429 (with ``retry_after`` and ``limit`` when known), ``Overloaded`` for a 529,
-    ``TransientError`` for what may pass, ``PermanentError`` for what will not. The
-    engine retries, paces and counts; a provider makes one attempt per call.
+    ``TransientError`` for what may pass, ``PermanentError`` for what will not,
+    ``InvalidOutput`` for an answer that is not valid cards, and ``DocumentError`` for a
+    document it cannot send at all (before making any request). Errors carry the
+    ``usage`` of the failed request when it is known. The engine retries, paces and
+    counts; a provider makes exactly one request per call.
     """
 
     name: str
@@ -93,3 +97,11 @@ def estimate_input_tokens(document: Document) -> int:
     if document.media_type == "application/pdf":
         return overhead + document.size // 3
     return overhead + document.size // 4
+
+
+def answered_with_error(error: ProviderError) -> ProviderError:
+    """``error``, marked as the server's answer: the request was refused, so it used no
+    tokens (unless the answer said otherwise)."""
+    if error.usage is None:
+        error.usage = Usage()
+    return error

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from functools import partial
 from typing import Any, Final, Self, final
 
 import httpx
@@ -12,6 +11,7 @@ import trio
 
 from ..errors import (
     InputError,
+    InvalidOutput,
     Overloaded,
     PermanentError,
     ProviderError,
@@ -19,9 +19,9 @@ from ..errors import (
     TransientError,
 )
 from ..model import Document
-from ._base import Analysis, RateHint, Usage
+from ._base import Analysis, RateHint, Usage, answered_with_error
 from ._headers import is_spend_limit, limit_hit, rate_hint, retry_after, scrub
-from ._schema import SYSTEM_PROMPT, Answer, InvalidOutput, ask_until_valid, card_schema, drafts_from
+from ._schema import SYSTEM_PROMPT, card_schema, drafts_from
 from ._text import check_size, document_text, read_off_loop
 
 __all__ = ["DEFAULT_OPENAI_MODEL", "OpenAICompatibleProvider"]
@@ -45,7 +45,6 @@ class OpenAICompatibleProvider:
         model: defaults to ``CARDMILL_MODEL``, then a small OpenAI model.
         max_tokens: output budget per request.
         max_cards: the most cards kept per document.
-        output_retries: re-asks when the output is cut off or fails validation.
         timeout: HTTP timeout, seconds.
         client: an ``httpx.AsyncClient`` to use (e.g. with a mock transport in tests).
     """
@@ -60,7 +59,6 @@ class OpenAICompatibleProvider:
         model: str | None = None,
         max_tokens: int = 4096,
         max_cards: int = 20,
-        output_retries: int = 2,
         timeout: float = 120.0,
         client: httpx.AsyncClient | None = None,
     ) -> None:
@@ -76,7 +74,6 @@ class OpenAICompatibleProvider:
         self.model = model or os.environ.get("CARDMILL_MODEL") or DEFAULT_OPENAI_MODEL
         self.max_tokens = max_tokens
         self.max_cards = max_cards
-        self.output_retries = output_retries
         self._client = client or httpx.AsyncClient(timeout=timeout)
         self._limiter = trio.CapacityLimiter(2)
 
@@ -130,16 +127,22 @@ class OpenAICompatibleProvider:
         }
 
     async def analyze(self, document: Document) -> Analysis:
+        """One request for one document's cards.
+
+        Raises:
+            InvalidOutput: the answer is not valid cards (with its usage and headers).
+        """
         text = await read_off_loop(document_text, document, limiter=self._limiter, seconds=60)
         body = self.payload(check_size(document, text), document.name)
 
-        async def ask() -> Answer:
-            data, hint = await self._post(body)
-            u = data.get("usage") or {}
-            used = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
-            return partial(self._drafts, data), used, hint
-
-        return await ask_until_valid(ask, self.output_retries + 1)
+        data, hint = await self._post(body)
+        u = data.get("usage") or {}
+        usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+        try:
+            cards = self._drafts(data)
+        except InvalidOutput as exc:
+            raise InvalidOutput(str(exc), usage=usage, hint=hint) from None
+        return Analysis(cards, usage, hint)
 
     def _drafts(self, data: dict[str, Any]) -> tuple[Any, ...]:
         choices = data.get("choices")
@@ -169,7 +172,7 @@ class OpenAICompatibleProvider:
                 f"connection error: {scrub(str(exc) or type(exc).__name__, self._key)}"
             ) from None
         if response.status_code >= 400:
-            raise self._classify(response)
+            raise answered_with_error(self._classify(response))
         try:
             data = response.json()
         except ValueError:

@@ -46,7 +46,8 @@ _MAX_BODY: Final = 64 * 1024 * 1024
 @final
 @attrs.frozen
 class RecordedRequest:
-    """One request the server received (headers without credentials)."""
+    """One request the server received (headers without credentials), and the JSON it
+    answered with (``response``; its ``usage`` says what the request was billed)."""
 
     method: str
     path: str
@@ -54,6 +55,14 @@ class RecordedRequest:
     body: Any
     at: float
     status: int
+    response: Any = None
+
+    @property
+    def usage(self) -> dict[str, int]:
+        """The usage block of a successful answer; empty for an error."""
+        if isinstance(self.response, dict) and isinstance(self.response.get("usage"), dict):
+            return dict(self.response["usage"])
+        return {}
 
 
 class _Bucket(_HiddenBucket):
@@ -243,7 +252,7 @@ class FakeAnthropicServer:
         status, payload, extra, mode = self._decide(path, headers, body, raw, now)
         shown = {k: v for k, v in headers.items() if k not in ("x-api-key", "authorization")}
         self.requests.append(
-            RecordedRequest(request.method.decode(), path, shown, body, now, status)
+            RecordedRequest(request.method.decode(), path, shown, body, now, status, payload)
         )
         if mode == "hang":
             await trio.sleep_forever()

@@ -8,7 +8,6 @@ from typing import final
 import attrs
 import trio
 
-from ..errors import ProviderError
 from ..model import CardDraft, Document
 from ..providers import Analysis, RateHint, Usage
 
@@ -23,14 +22,15 @@ class Step:
     Args:
         latency: trio seconds the request takes.
         cards: how many cards to answer with, or the drafts themselves.
-        error: raise this instead of answering.
+        error: raise this instead of answering (a ProviderError, a DocumentError, or any
+            exception, to see what the engine makes of a provider bug).
         usage: the usage to report.
         hint: rate-limit headers to report.
     """
 
     latency: float = 0.0
     cards: int | tuple[CardDraft, ...] = 1
-    error: ProviderError | None = None
+    error: Exception | None = None
     usage: Usage = attrs.field(factory=lambda: Usage(input_tokens=100, output_tokens=50))
     hint: RateHint | None = None
 
