@@ -147,8 +147,13 @@ async def _run(
     for u in uploads:
         cards = await storage.list_cards(run.id, u.id)
         assert len(cards) == u.card_count
-        # One set of cards: all from the same answer (titles carry the document name).
-        assert all(c.title.startswith(u.name) for c in cards)
+        # One set of cards: exactly the drafts of one answer the provider gave for this
+        # document, whole and in order (every answer's cards are unique to it).
+        stored = tuple(c.draft for c in cards)
+        if u.status == UploadStatus.COMPLETED:
+            assert stored in [a for name, a in provider.answers if name == u.name]
+        else:
+            assert stored == ()
         if u.status == UploadStatus.FAILED:
             assert u.error
             assert "\n" not in u.error

@@ -41,7 +41,9 @@ class ScriptedProvider:
 
     Each document's requests take the steps of its script in turn; when the script runs
     out (or the document has none) ``default`` answers. It counts calls and the peak
-    number in flight, so tests can check what the engine did.
+    number in flight, and keeps every answer it gave (:attr:`answers`), so tests can
+    check what the engine did. Generated cards say which answer they came from (``answer
+    N`` in the body), so two answers for one document are never alike.
 
     Example::
 
@@ -62,6 +64,7 @@ class ScriptedProvider:
         self._script = {k: list(v) for k, v in (script or {}).items()}
         self._default = default
         self.calls: list[tuple[str, float]] = []
+        self.answers: list[tuple[str, tuple[CardDraft, ...]]] = []
         self.in_flight = 0
         self.peak_in_flight = 0
 
@@ -73,6 +76,7 @@ class ScriptedProvider:
         steps = self._script.get(document.name)
         step = steps.pop(0) if steps else self._default
         self.calls.append((document.name, trio.current_time()))
+        number = len(self.calls)
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
@@ -83,9 +87,13 @@ class ScriptedProvider:
             raise step.error
         if isinstance(step.cards, int):
             cards = tuple(
-                CardDraft(f"{document.name} #{i + 1}", f"card {i + 1} of {document.name}")
+                CardDraft(
+                    f"{document.name} #{i + 1}",
+                    f"card {i + 1} of {document.name}, answer {number}",
+                )
                 for i in range(step.cards)
             )
         else:
             cards = step.cards
+        self.answers.append((document.name, cards))
         return Analysis(cards, step.usage, step.hint)
