@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
 import trio
 import trio.testing
@@ -296,3 +299,101 @@ async def test_data_survives_reopen(backend: Backend) -> None:
         assert (again.completed_items, again.total_cards) == (1, 2)
         assert await storage.load_document(u.id) == DOCS[0]
         await check_invariants(storage, run.id)
+
+
+async def collect(cards: AsyncIterator[Any]) -> list[Any]:
+    return [c async for c in cards]
+
+
+async def test_iter_cards_streams_what_list_cards_returns_at_any_page_size(
+    storage: Storage,
+) -> None:
+    sizes = [3, 0, 1, 4, 0, 2, 5]
+    run = await storage.create_run([Document(f"{i}.txt", b"x") for i in range(len(sizes))])
+    other = await storage.create_run(DOCS[:1])
+    (foreign,) = await storage.list_uploads(other.id)
+    await storage.complete_upload(foreign.id, drafts(4))
+    uploads = await storage.list_uploads(run.id)
+    # Completed out of order, with a failed and a pending upload between full ones.
+    for i in (6, 0, 3, 2, 5):
+        await storage.complete_upload(uploads[i].id, drafts(sizes[i]))
+    await storage.fail_upload(uploads[1].id, "broken")
+    expected = await storage.list_cards(run.id)
+    assert len(expected) == 3 + 1 + 4 + 2 + 5
+    uploads = await storage.list_uploads(run.id)
+    for batch in (1, 2, 3, 4, 5, 14, 15, 1000):
+        assert await collect(storage.iter_cards(run.id, batch=batch)) == expected, batch
+        for u in uploads:
+            one = await collect(storage.iter_cards(run.id, upload_id=u.id, batch=batch))
+            assert one == await storage.list_cards(run.id, u.id)
+            assert [c.ordinal for c in one] == list(range(u.card_count))
+    assert await collect(storage.iter_cards(run.id, upload_id=foreign.id)) == []
+    assert await collect(storage.iter_cards(run.id, upload_id="up-nope")) == []
+    assert await collect(storage.iter_cards(other.id, batch=2)) == await storage.list_cards(
+        other.id
+    )
+
+
+async def test_iter_uploads_streams_what_list_uploads_returns_at_any_page_size(
+    storage: Storage,
+) -> None:
+    run = await storage.create_run([Document(f"{i}.txt", b"x") for i in range(7)])
+    await storage.create_run(DOCS)
+    first = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert first is not None
+    await storage.complete_upload(first.id, drafts(2), worker="w")
+    expected = await storage.list_uploads(run.id)
+    for batch in (1, 2, 3, 6, 7, 8, 1000):
+        assert await collect(storage.iter_uploads(run.id, batch=batch)) == expected, batch
+    empty = await storage.create_run([])
+    assert await collect(storage.iter_uploads(empty.id)) == []
+    assert await collect(storage.iter_cards(empty.id)) == []
+
+
+async def test_iter_cards_pages_resume_after_the_last_card_seen(storage: Storage) -> None:
+    run = await storage.create_run([Document(f"{i}.txt", b"x") for i in range(4)])
+    a, b, _, d = await storage.list_uploads(run.id)
+    await storage.complete_upload(b.id, drafts(3))
+    cards = storage.iter_cards(run.id, batch=2)
+    seen = [await anext(cards), await anext(cards)]
+    assert [(x.upload_id, x.ordinal) for x in seen] == [(b.id, 0), (b.id, 1)]
+    # Behind the cursor: never seen. Ahead of it: seen whole, in order.
+    await storage.complete_upload(a.id, drafts(2))
+    await storage.complete_upload(d.id, drafts(3))
+    seen += [x async for x in cards]
+    assert [(x.upload_id, x.ordinal) for x in seen] == [
+        (b.id, 0),
+        (b.id, 1),
+        (b.id, 2),
+        (d.id, 0),
+        (d.id, 1),
+        (d.id, 2),
+    ]
+
+
+async def test_iter_refuses_bad_arguments(storage: Storage) -> None:
+    run = await storage.create_run(DOCS[:1])
+    with pytest.raises(InputError, match="batch must be >= 1"):
+        storage.iter_cards(run.id, batch=0)
+    with pytest.raises(InputError, match="batch must be >= 1"):
+        storage.iter_uploads(run.id, batch=-1)
+    with pytest.raises(RunNotFound, match="run-nope"):
+        await collect(storage.iter_cards("run-nope"))
+    with pytest.raises(RunNotFound, match="run-nope"):
+        await collect(storage.iter_uploads("run-nope"))
+
+
+async def test_iter_checkpoints_on_every_page(storage: Storage) -> None:
+    run = await storage.create_run(DOCS[:2])
+    for u in await storage.list_uploads(run.id):
+        await storage.complete_upload(u.id, drafts(2))
+    cards = storage.iter_cards(run.id, batch=2)
+    uploads = storage.iter_uploads(run.id, batch=1)
+    for _ in range(2):
+        with trio.testing.assert_checkpoints():
+            await anext(cards)
+        await anext(cards)
+        with trio.testing.assert_checkpoints():
+            await anext(uploads)
+    with trio.testing.assert_checkpoints(), pytest.raises(StopAsyncIteration):
+        await anext(cards)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
@@ -52,6 +52,30 @@ class Storage(Protocol):
 
     async def list_cards(self, run_id: str, upload_id: str | None = None) -> list[Card]:
         """The run's cards (or one upload's), by upload order then ordinal."""
+        ...
+
+    def iter_uploads(self, run_id: str, *, batch: int = 1000) -> AsyncIterator[Upload]:
+        """The run's uploads in submission order, read ``batch`` at a time.
+
+        Memory stays flat whatever the size of the run: each page is one short read,
+        resumed after the last position seen, and nothing is held between pages.
+        Raises RunNotFound (when iteration starts) and InputError (at once) for a
+        ``batch`` below 1.
+        """
+        ...
+
+    def iter_cards(
+        self, run_id: str, *, upload_id: str | None = None, batch: int = 1000
+    ) -> AsyncIterator[Card]:
+        """The run's cards (or one upload's), by upload order then ordinal, ``batch`` at a time.
+
+        Each page is one short read transaction resumed after the last (upload position,
+        ordinal) seen, so a million-card run streams in constant memory and no lock is held
+        between pages. An upload's cards are stored in one transaction, so they come whole:
+        an upload completed during the iteration appears in full if it lies ahead of the
+        cursor, and not at all otherwise. An unknown ``upload_id`` has no cards. Raises
+        RunNotFound (when iteration starts) and InputError (at once) for a ``batch`` below 1.
+        """
         ...
 
     async def load_document(self, upload_id: str) -> Document:
@@ -138,6 +162,11 @@ def check_drafts(drafts: Sequence[CardDraft]) -> tuple[CardDraft, ...]:
         if not isinstance(d, CardDraft):
             raise InputError(f"drafts[{i}] is a {type(d).__name__}, not a CardDraft")
     return out
+
+
+def check_batch(batch: int) -> None:
+    if not batch >= 1:
+        raise InputError("batch must be >= 1")
 
 
 def check_lease(lease_seconds: float) -> None:

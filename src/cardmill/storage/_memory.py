@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from datetime import datetime
+from functools import partial
 from types import TracebackType
-from typing import Self, final
+from typing import Any, Self, TypeVar, final
 
 import attrs
 import trio
@@ -24,8 +25,11 @@ from ..model import (
     final_status,
 )
 from ._base import card_id, check_drafts, check_lease, new_id, one_line, to_datetime
+from ._pages import Pages
 
 __all__ = ["MemoryStorage"]
+
+T = TypeVar("T")
 
 
 @final
@@ -127,6 +131,50 @@ class MemoryStorage:
                 return []
             return list(self._cards.get(upload_id, ()))
         return [c for i in self._by_run[run_id] for c in self._cards.get(i, ())]
+
+    def iter_uploads(self, run_id: str, *, batch: int = 1000) -> AsyncIterator[Upload]:
+        return Pages(partial(self._page, self._upload_page, run_id), start=-1, batch=batch)
+
+    def iter_cards(
+        self, run_id: str, *, upload_id: str | None = None, batch: int = 1000
+    ) -> AsyncIterator[Card]:
+        # Pages resume from an (upload position, ordinal) cursor, as the SQL backends'
+        # do, so what a caller sees while uploads complete is the same on every backend.
+        fetch = partial(self._page, self._card_page, run_id, upload_id)
+        return Pages(fetch, start=(-1, -1), batch=batch)
+
+    async def _page(self, fn: Callable[..., T], *args: Any) -> T:
+        await trio.lowlevel.checkpoint()
+        return fn(*args)
+
+    def _upload_page(self, run_id: str, after: int, limit: int) -> list[tuple[int, Upload]]:
+        self._run(run_id)
+        # An upload's position is its index in the run's list.
+        ids = self._by_run[run_id][after + 1 : after + 1 + limit]
+        return [(self._uploads[i].position, self._uploads[i]) for i in ids]
+
+    def _card_page(
+        self, run_id: str, upload_id: str | None, after: tuple[int, int], limit: int
+    ) -> list[tuple[tuple[int, int], Card]]:
+        self._run(run_id)
+        ids = self._by_run[run_id]
+        chosen: Iterator[str]
+        if upload_id is None:
+            # An upload's position is its index in the run's list: start at the cursor.
+            chosen = (ids[i] for i in range(max(after[0], 0), len(ids)))
+        else:
+            u = self._uploads.get(upload_id)
+            chosen = iter([upload_id] if u is not None and u.run_id == run_id else [])
+        page: list[tuple[tuple[int, int], Card]] = []
+        for each in chosen:
+            position = self._uploads[each].position
+            for card in self._cards.get(each, ()):
+                key = (position, card.ordinal)
+                if key > after:
+                    page.append((key, card))
+                    if len(page) == limit:
+                        return page
+        return page
 
     async def load_document(self, upload_id: str) -> Document:
         await trio.lowlevel.checkpoint()

@@ -152,6 +152,56 @@ def list_cards(tx: Tx, run_id: str, upload_id: str | None) -> list[Card]:
     return cards
 
 
+def upload_page(tx: Tx, run_id: str, after: int, limit: int) -> list[tuple[int, Upload]]:
+    """Up to ``limit`` of the run's uploads whose position is past ``after``, each with
+    its position, the next cursor."""
+    require_run(tx, run_id)
+    rows = tx.all(
+        f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE run_id = ? AND position > ?"
+        " ORDER BY position LIMIT ?",
+        (run_id, after, limit),
+    )
+    return [(r[12], upload_row(r)) for r in rows]
+
+
+def card_page(
+    tx: Tx, run_id: str, upload_id: str | None, after: tuple[int, int], limit: int
+) -> list[tuple[tuple[int, int], Card]]:
+    """Up to ``limit`` cards past the ``(upload position, ordinal)`` cursor ``after``,
+    each with its own cursor."""
+    require_run(tx, run_id)
+    position, ordinal = after
+    # `position >= ?` bounds the scan of uploads by (run_id, position), so a page costs
+    # its own size, not the rest of the run.
+    sql = (
+        "SELECT u.position, c.upload_id, c.ordinal, c.title, c.body, c.tags, c.quote,"
+        " c.created_at FROM uploads u JOIN cards c ON c.upload_id = u.id"
+        " WHERE u.run_id = ? AND u.position >= ? AND (u.position > ? OR c.ordinal > ?)"
+    )
+    args: tuple[Any, ...] = (run_id, position, position, ordinal)
+    if upload_id is not None:
+        sql += " AND u.id = ?"
+        args += (upload_id,)
+    rows = tx.all(sql + " ORDER BY u.position, c.ordinal LIMIT ?", (*args, limit))
+    page: list[tuple[tuple[int, int], Card]] = []
+    for at, up, number, title, body, tags, quote, created in rows:
+        created_at = to_datetime(created)
+        assert created_at is not None
+        card = Card(
+            card_id(up, number),
+            run_id,
+            up,
+            number,
+            title,
+            body,
+            tuple(json.loads(tags)),
+            quote,
+            created_at,
+        )
+        page.append(((at, number), card))
+    return page
+
+
 def load_document(tx: Tx, upload_id: str) -> Document:
     row = tx.one(
         "SELECT u.name, u.media_type, d.data FROM uploads u JOIN documents d"

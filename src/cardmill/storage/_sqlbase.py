@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
@@ -11,6 +12,7 @@ import trio
 from ..model import Card, CardDraft, Document, Run, Upload, UploadStatus
 from . import _sql as sql
 from ._base import check_drafts, check_lease, new_id, one_line
+from ._pages import Pages
 
 __all__ = ["SQLBackend"]
 
@@ -65,6 +67,15 @@ class SQLBackend:
 
     async def list_cards(self, run_id: str, upload_id: str | None = None) -> list[Card]:
         return await self._call(sql.list_cards, run_id, upload_id)
+
+    def iter_uploads(self, run_id: str, *, batch: int = 1000) -> AsyncIterator[Upload]:
+        return Pages(partial(self._call, sql.upload_page, run_id), start=-1, batch=batch)
+
+    def iter_cards(
+        self, run_id: str, *, upload_id: str | None = None, batch: int = 1000
+    ) -> AsyncIterator[Card]:
+        fetch = partial(self._call, sql.card_page, run_id, upload_id)
+        return Pages(fetch, start=(-1, -1), batch=batch)
 
     async def load_document(self, upload_id: str) -> Document:
         document = self._prefetched.pop(upload_id, None)
