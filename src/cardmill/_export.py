@@ -6,15 +6,16 @@ import csv
 import enum
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import Any, TextIO
+from typing import Any, Final, Protocol, TextIO, final
 
 import attrs
 
 from .model import Card, Run, Upload
+from .storage import Storage
 
-__all__ = ["FORMATS", "jsonable", "write_cards"]
+__all__ = ["FORMATS", "AsyncWriter", "jsonable", "write_cards"]
 
 FORMATS = ("jsonl", "csv", "md")
 
@@ -34,11 +35,11 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _card_record(card: Card, names: dict[str, str]) -> dict[str, Any]:
+def _card_record(card: Card, name: str) -> dict[str, Any]:
     return {
         "run_id": card.run_id,
         "upload_id": card.upload_id,
-        "document": names.get(card.upload_id, ""),
+        "document": name,
         "ordinal": card.ordinal,
         "title": card.title,
         "body": card.body,
@@ -47,48 +48,113 @@ def _card_record(card: Card, names: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def write_cards(
-    out: TextIO, fmt: str, run: Run, uploads: Iterable[Upload], cards: Iterable[Card]
+class AsyncWriter(Protocol):
+    """Where an export goes: a text file opened with ``trio.open_file`` or ``trio.wrap_file``."""
+
+    def write(self, data: str, /) -> Awaitable[int]: ...
+
+
+_Row = Callable[[Card, "str | None"], None]
+
+
+@final
+class _UploadNames:
+    """The names of the uploads the cards belong to, read beside them in position order
+    (a merge join), so one page of uploads is in memory, never the whole run's."""
+
+    def __init__(self, uploads: AsyncIterator[Upload]) -> None:
+        self._uploads = uploads
+        self._id: str | None = None
+        self._name: str | None = None
+
+    async def of(self, upload_id: str) -> str | None:
+        if upload_id != self._id:
+            async for upload in self._uploads:
+                if upload.id == upload_id:
+                    self._id, self._name = upload.id, upload.name
+                    break
+            else:
+                return None
+        return self._name
+
+
+async def write_cards(
+    out: AsyncWriter, fmt: str, storage: Storage, run: Run, *, batch: int = 1000
 ) -> int:
-    """Write the cards in ``fmt``; returns how many were written."""
-    names = {u.id: u.name for u in uploads}
-    count = 0
-    if fmt == "jsonl":
-        for card in cards:
-            out.write(json.dumps(_card_record(card, names), ensure_ascii=False) + "\n")
-            count += 1
-    elif fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["document", "ordinal", "title", "body", "tags", "quote", "upload_id"])
-        for card in cards:
-            writer.writerow(
-                [
-                    names.get(card.upload_id, ""),
-                    card.ordinal,
-                    card.title,
-                    card.body,
-                    "; ".join(card.tags),
-                    card.quote or "",
-                    card.upload_id,
-                ]
-            )
-            count += 1
-    elif fmt == "md":
-        out.write(f"# {run.name}\n")
-        current = None
-        for card in cards:
-            if card.upload_id != current:
-                current = card.upload_id
-                out.write(f"\n## {names.get(card.upload_id, card.upload_id)}\n")
-            out.write(f"\n### {card.title}\n\n{card.body}\n")
-            if card.quote:
-                out.write(f"\n> {card.quote}\n")
-            if card.tags:
-                out.write("\n" + " ".join(f"`{t}`" for t in card.tags) + "\n")
-            count += 1
-    else:
+    """Stream the run's cards to ``out`` in ``fmt``; returns how many were written.
+
+    Cards and the names of their uploads are read ``batch`` at a time and written as
+    they are read, one write per page: a run of a million cards exports in the memory
+    of one page.
+    """
+    start = _FORMATS.get(fmt)
+    if start is None:
         raise ValueError(f"unknown format {fmt!r}")
+    text = io.StringIO()
+    row = start(text, run)
+    names = _UploadNames(storage.iter_uploads(run.id, batch=batch))
+    count = 0
+    async for card in storage.iter_cards(run.id, batch=batch):
+        row(card, await names.of(card.upload_id))
+        count += 1
+        if count % batch == 0:
+            await out.write(text.getvalue())
+            text.seek(0)
+            text.truncate()
+    await out.write(text.getvalue())
     return count
+
+
+def _jsonl(out: TextIO, run: Run) -> _Row:
+    def row(card: Card, name: str | None) -> None:
+        out.write(json.dumps(_card_record(card, name or ""), ensure_ascii=False) + "\n")
+
+    return row
+
+
+def _csv(out: TextIO, run: Run) -> _Row:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["document", "ordinal", "title", "body", "tags", "quote", "upload_id"])
+
+    def row(card: Card, name: str | None) -> None:
+        writer.writerow(
+            [
+                name or "",
+                card.ordinal,
+                card.title,
+                card.body,
+                "; ".join(card.tags),
+                card.quote or "",
+                card.upload_id,
+            ]
+        )
+
+    return row
+
+
+def _md(out: TextIO, run: Run) -> _Row:
+    out.write(f"# {run.name}\n")
+    current = None
+
+    def row(card: Card, name: str | None) -> None:
+        nonlocal current
+        if card.upload_id != current:
+            current = card.upload_id
+            out.write(f"\n## {name or card.upload_id}\n")
+        out.write(f"\n### {card.title}\n\n{card.body}\n")
+        if card.quote:
+            out.write(f"\n> {card.quote}\n")
+        if card.tags:
+            out.write("\n" + " ".join(f"`{t}`" for t in card.tags) + "\n")
+
+    return row
+
+
+_FORMATS: Final[dict[str, Callable[[TextIO, Run], _Row]]] = {
+    "jsonl": _jsonl,
+    "csv": _csv,
+    "md": _md,
+}
 
 
 def dumps(value: Any) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 import click
+import trio
 
 from . import __version__
 from ._export import FORMATS, dumps, write_cards
@@ -211,18 +212,17 @@ def show(run_id: str, db: str, as_json: bool) -> None:
 def export(run_id: str, db: str, fmt: str, output: str | None) -> None:
     """Export a run's cards as JSON lines, CSV or Markdown."""
 
-    async def load() -> tuple[Run, list[Any], list[Any]]:
+    async def stream() -> int:
         async with open_storage(db, create=False) as storage:
             run = await storage.get_run(run_id)
-            return run, await storage.list_uploads(run_id), await storage.list_cards(run_id)
+            if output is None:
+                return await write_cards(trio.wrap_file(sys.stdout), fmt, storage, run)
+            async with await trio.open_file(output, "w", encoding="utf-8", newline="") as out:
+                return await write_cards(out, fmt, storage, run)
 
-    run, uploads, cards = execute(load)
-    if output is None:
-        write_cards(sys.stdout, fmt, run, uploads, cards)
-        return
-    with open(output, "w", encoding="utf-8", newline="") as out:
-        count = write_cards(out, fmt, run, uploads, cards)
-    click.echo(f"cardmill: wrote {count} cards to {output}", err=True)
+    count = execute(stream)
+    if output is not None:
+        click.echo(f"cardmill: wrote {count} cards to {output}", err=True)
 
 
 @main.command()
