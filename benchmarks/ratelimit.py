@@ -1,12 +1,14 @@
 """Adaptive rate limiting against the usual strategies, side by side, in virtual time.
 
-Every strategy meets the same SimulatedAPI (hidden token buckets, lognormal latency) in
-trio's MockClock, so an hour of traffic takes a second and every figure is exact for its
-seed. Prints a table per scenario and, last, one JSON line.
+Every strategy meets the same SimulatedAPI (hidden token buckets shaped the way providers
+document them, lognormal latency) in trio's MockClock, so an hour of traffic takes a
+second and every figure is exact for its seed. Each scenario runs with and without
+rate-limit headers. Prints a table per scenario and, last, one JSON line.
 
-    python benchmarks/ratelimit.py --quick      # under a minute
-    python benchmarks/ratelimit.py              # the full run (10 seeds)
-    python benchmarks/ratelimit.py --plots docs/img   # also draw the figures (needs matplotlib)
+    python benchmarks/ratelimit.py --quick      # 3 seeds, fewer uploads: a smoke run
+    python benchmarks/ratelimit.py              # the full matrix, 5 seeds
+    python benchmarks/ratelimit.py --scenario strict --strategy cardmill --seeds 10
+    python benchmarks/ratelimit.py --plots docs/img   # also draw the figures (matplotlib)
 """
 
 from __future__ import annotations
@@ -24,15 +26,24 @@ import math
 import random
 import statistics
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import trio
 import trio.testing
 
-from cardmill import Document, Limits, MemoryStorage, Overloaded, RateLimited, TransientError
-from cardmill.engine import Engine, Event, RateChanged
+from cardmill import (
+    Document,
+    Limit,
+    MemoryStorage,
+    Overloaded,
+    RateLimited,
+    TransientError,
+)
+from cardmill.engine import Engine, Event, RateChanged, SharedBucket
 from cardmill.testing import SimulatedAPI, lognormal
+
+T = TypeVar("T")
 
 STRATEGIES = [
     "sequential",
@@ -45,48 +56,65 @@ STRATEGIES = [
 ]
 
 
+def _fixed(size: int) -> Callable[[random.Random], int]:
+    return lambda rng: size
+
+
+def _varied(rng: random.Random) -> int:
+    # Lognormal document sizes from 0.5 to 32 KB (median 4 KB).
+    return int(min(32_000, max(500, rng.lognormvariate(math.log(4000), 0.9))))
+
+
 @dataclass
 class Scenario:
+    """One shape of hidden limit. Rates are per minute; bursts in seconds of the limit."""
+
     name: str
-    rpm: float | None = 120.0  # hidden requests per minute
-    itpm: float | None = None  # hidden input tokens per minute
-    uploads: int = 600
-    latency_sigma: float = 0.3
+    rpm: float | None = 120.0
+    itpm: float | None = None
+    request_burst: float = 1.0
+    token_burst: float = 30.0
+    uploads: int = 400
     headers: bool = False
-    change_at: float | None = None  # virtual second at which the limit changes
+    change_at: float | None = None  # virtual second at which the limits change
     change_factor: float = 1.0
-    start_rpm: float | None = None  # cardmill's first guess (scenarios "10x")
-    doc_bytes: Callable[[random.Random], int] = lambda rng: 1600
-    burst_seconds: float = 10.0
+    doc_bytes: Callable[[random.Random], int] = field(default=_fixed(1600))
+    token_noise: float = 0.0
+    workers: int = 1  # engines sharing one SharedBucket
+    concurrency: int = 8
+    latency_sigma: float = 0.3
 
-    def limit_rps(self, at: float) -> float:
-        """The hidden limit, in uploads per second, at virtual time ``at``."""
-        factor = self.change_factor if self.change_at is not None and at >= self.change_at else 1
-        rates = []
-        if self.rpm is not None:
-            rates.append(self.rpm / 60 * factor)
-        if self.itpm is not None:
-            rates.append(self.itpm / 60 * factor / self.mean_tokens)
-        return min(rates)
+    def factor(self, at: float) -> float:
+        return self.change_factor if self.change_at is not None and at >= self.change_at else 1.0
 
-    mean_tokens: float = 800.0
+    def binding(self, mean_tokens: float) -> str:
+        """Which limit goodput is measured against: input tokens whenever they are
+        limited (documents are usually bound by them), else requests."""
+        return "requests" if self.itpm is None else "tokens"
 
 
-SCENARIOS = [
-    Scenario("steady"),
-    Scenario("steady_headers", headers=True),
-    Scenario("step_down_50", change_at=120.0, change_factor=0.5, uploads=500),
-    Scenario("step_up_2x", change_at=120.0, change_factor=2.0, uploads=900),
-    Scenario("start_10x_high", start_rpm=1200.0),
-    Scenario("start_10x_low", start_rpm=12.0),
+BASE = [
+    Scenario("strict"),
+    Scenario("strict_c4", concurrency=4, uploads=300),
     Scenario(
-        "input_tokens_bound",
+        "tokens",
         rpm=None,
-        itpm=60_000.0,
-        doc_bytes=lambda rng: int(rng.lognormvariate(math.log(6000), 0.5)),
+        itpm=90_000.0,
+        doc_bytes=_varied,
+        token_noise=0.4,
     ),
-    Scenario("heavy_tail_latency", latency_sigma=1.0),
+    Scenario(
+        "both",
+        rpm=53.0,
+        itpm=90_000.0,
+        doc_bytes=_varied,
+        token_noise=0.4,
+    ),
+    Scenario("step_down", change_at=120.0, change_factor=0.5, uploads=420),
+    Scenario("step_up", change_at=120.0, change_factor=2.0, uploads=900),
+    Scenario("shared_4", rpm=240.0, workers=4, concurrency=4, uploads=800),
 ]
+SCENARIOS = [s for base in BASE for s in (base, replace(base, name=base.name + "_h", headers=True))]
 
 
 @dataclass
@@ -102,22 +130,27 @@ class Trace:
 class Gate:
     """What a baseline checks before each send: a static pacer and/or a global pause."""
 
-    def __init__(self, rate: float | None = None) -> None:
-        self.rate = rate
+    def __init__(self, rps: float | None = None, tps: float | None = None) -> None:
+        self.rps = rps
+        self.tps = tps
         self.next_at = 0.0
         self.paused_until = 0.0
         self.lock = trio.Lock()
 
-    async def wait(self) -> None:
+    async def wait(self, tokens: float) -> None:
         async with self.lock:
             while True:
                 now = trio.current_time()
-                at = max(self.paused_until, self.next_at if self.rate else 0.0)
+                at = max(self.paused_until, self.next_at)
                 if at <= now:
                     break
                 await trio.sleep_until(at)
-            if self.rate:
-                self.next_at = max(self.next_at, now) + 1.0 / self.rate
+            step = 0.0
+            if self.rps:
+                step = max(step, 1.0 / self.rps)
+            if self.tps:
+                step = max(step, tokens / self.tps)
+            self.next_at = max(self.next_at, now) + step
 
 
 async def baseline(
@@ -139,7 +172,7 @@ async def baseline(
             doc = queue.pop()
             attempt = 0
             while True:
-                await gate.wait()
+                await gate.wait(api.input_tokens(doc))  # an oracle knows the true count
                 try:
                     await api.analyze(doc)
                     break
@@ -192,20 +225,28 @@ def global_pause(gate: Gate) -> Callable[[RateLimited, int], Awaitable[bool]]:
 # -- one run -------------------------------------------------------------------------------
 
 
-async def one_run(scenario: Scenario, strategy: str, seed: int) -> dict[str, Any]:
-    rng = random.Random(seed)
-    api = SimulatedAPI(
+def make_api(scenario: Scenario, seed: int) -> SimulatedAPI:
+    return SimulatedAPI(
         requests_per_minute=scenario.rpm,
         input_tokens_per_minute=scenario.itpm,
-        burst_seconds=scenario.burst_seconds,
+        burst_seconds={
+            Limit.REQUESTS: scenario.request_burst,
+            Limit.INPUT_TOKENS: scenario.token_burst,
+        },
         latency=lognormal(1.0, scenario.latency_sigma),
         headers=scenario.headers,
+        token_noise=scenario.token_noise,
         seed=seed,
     )
+
+
+async def one_run(scenario: Scenario, strategy: str, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    api = make_api(scenario, seed)
     docs = [
         Document(f"doc{i:05d}.txt", b"x" * scenario.doc_bytes(rng)) for i in range(scenario.uploads)
     ]
-    scenario.mean_tokens = statistics.fmean(SimulatedAPI.input_tokens(d) for d in docs)
+    mean_tokens = statistics.fmean(api.input_tokens(d) for d in docs)
     trace = Trace()
 
     async def change_limit() -> None:
@@ -217,9 +258,11 @@ async def one_run(scenario: Scenario, strategy: str, seed: int) -> dict[str, Any
             None if scenario.itpm is None else scenario.itpm * scenario.change_factor,
         )
 
+    rps = None if scenario.rpm is None else scenario.rpm / 60
+    tps = None if scenario.itpm is None else scenario.itpm / 60
+    c = scenario.concurrency * scenario.workers
     async with trio.open_nursery() as nursery:
         nursery.start_soon(change_limit)
-        oracle = scenario.limit_rps(0.0)
         if strategy == "cardmill":
             trace = await run_cardmill(api, docs, scenario, seed)
         elif strategy == "sequential":
@@ -232,25 +275,44 @@ async def one_run(scenario: Scenario, strategy: str, seed: int) -> dict[str, Any
             )
         elif strategy == "fixed_c8_sdk_retries":
             trace.failed = await baseline(
-                api, docs, concurrency=8, gate=Gate(), on_429=sdk_retries(rng), rng=rng
+                api, docs, concurrency=c, gate=Gate(), on_429=sdk_retries(rng), rng=rng
             )
         elif strategy == "static_oracle":
+            gate = Gate(rps, tps)
             trace.failed = await baseline(
-                api, docs, concurrency=8, gate=Gate(oracle), on_429=plain_retry(), rng=rng
+                api, docs, concurrency=c, gate=gate, on_429=plain_retry(), rng=rng
             )
         elif strategy == "static_0.75":
+            gate = Gate(rps and 0.75 * rps, tps and 0.75 * tps)
             trace.failed = await baseline(
-                api, docs, concurrency=8, gate=Gate(0.75 * oracle), on_429=plain_retry(), rng=rng
+                api, docs, concurrency=c, gate=gate, on_429=plain_retry(), rng=rng
             )
         elif strategy == "global_pause_15s":
             gate = Gate()
             trace.failed = await baseline(
-                api, docs, concurrency=8, gate=gate, on_429=global_pause(gate), rng=rng
+                api, docs, concurrency=c, gate=gate, on_429=global_pause(gate), rng=rng
             )
         else:
             raise ValueError(strategy)
         nursery.cancel_scope.cancel()
-    return metrics(scenario, api, trace)
+    return metrics(scenario, api, trace, mean_tokens)
+
+
+class DictStore:
+    """SharedBucket's store in memory, on trio's clock: N engines of one process stand
+    for N workers sharing PostgreSQL (the same steps, in virtual time)."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, Any] = {}
+
+    async def update_rate_state(
+        self, name: str, step: Callable[[dict[str, Any] | None, float], tuple[dict[str, Any], T]]
+    ) -> T:
+        await trio.lowlevel.checkpoint()
+        raw = self.states.get(name)
+        state, result = step(None if raw is None else json.loads(raw), trio.current_time())
+        self.states[name] = json.dumps(state)
+        return result
 
 
 async def run_cardmill(
@@ -264,41 +326,75 @@ async def run_cardmill(
         if isinstance(event, RateChanged):
             trace.rates.append((event.at, event.requests_per_second))
 
-    limits = None
-    if scenario.start_rpm is not None:
-        limits = Limits(start_requests_per_minute=scenario.start_rpm)
-    engine = Engine(
-        storage, api, concurrency=8, limits=limits, observer=observe, rng=random.Random(seed)
-    )
-    summary = await engine.execute(run.id)
-    trace.cuts = engine.bucket.statistics().cuts
-    trace.failed = summary.run.failed_items
+    store = DictStore()
+    engines = []
+    for worker in range(scenario.workers):
+        bucket = SharedBucket(store, "shared") if scenario.workers > 1 else None
+        engines.append(
+            Engine(
+                storage,
+                api,
+                concurrency=scenario.concurrency,
+                observer=observe if worker == 0 else None,
+                bucket=bucket,
+                worker=f"w{worker}",
+                rng=random.Random(seed * 100 + worker),
+            )
+        )
+    async with trio.open_nursery() as nursery:
+        for engine in engines:
+            nursery.start_soon(engine.execute, run.id)
+    final = await storage.get_run(run.id)
+    trace.cuts = engines[0].bucket.statistics().cuts
+    trace.failed = final.failed_items
     return trace
 
 
 # -- metrics -------------------------------------------------------------------------------
 
 
-def metrics(scenario: Scenario, api: SimulatedAPI, trace: Trace) -> dict[str, Any]:
+def metrics(
+    scenario: Scenario, api: SimulatedAPI, trace: Trace, mean_tokens: float
+) -> dict[str, Any]:
     stats = api.statistics()
-    accepted = sorted(stats.accepted_at)
-    rejected = sorted(stats.rejected_at)
+    accepted = list(zip(stats.accepted_at, stats.accepted_tokens, strict=True))
+    accepted.sort()
+    times = [t for t, _ in accepted]
     successes = len(accepted)
-    # Steady state: after the start-up burst and convergence, before the tail drains.
+    binding = scenario.binding(mean_tokens)
+
+    def limit_at(at: float) -> float:
+        """The binding limit at ``at``, in its own units per second."""
+        base = scenario.rpm if binding == "requests" else scenario.itpm
+        assert base is not None
+        return base / 60 * scenario.factor(at)
+
+    def units(lo: float, hi: float) -> float:
+        return sum(1.0 if binding == "requests" else tok for t, tok in accepted if lo <= t < hi)
+
     reference = scenario.change_at or 0.0
     start = reference + 30.0
-    end = accepted[int(0.9 * (len(accepted) - 1))] if accepted else 0.0
+    end = times[int(0.9 * (len(times) - 1))] if times else 0.0
     goodput = None
     if end > start + 10:
-        inside = sum(1 for t in accepted if start <= t <= end)
-        goodput = inside / (end - start) / scenario.limit_rps(end)
+        goodput = units(start, end) / (end - start) / limit_at(end)
+    arrivals = sorted([*stats.accepted_at, *stats.rejected_at])
+    steady_requests = sum(1 for t in arrivals if start <= t <= end)
+    steady_429 = sum(1 for t in stats.rejected_at if start <= t <= end)
     return {
         "goodput_ratio": goodput,
         "rate_limited_share": stats.rate_limited / stats.requests if stats.requests else 0.0,
+        "steady_429_share": steady_429 / steady_requests if steady_requests else None,
         "attempts_per_success": stats.requests / successes if successes else None,
         "failed": trace.failed,
-        "convergence_s": convergence(scenario, accepted, reference),
-        "cuts_per_burst": (trace.cuts / len(bursts(rejected))) if rejected and trace.cuts else None,
+        "convergence_s": (
+            convergence(times, units, limit_at, reference) if scenario.change_at else None
+        ),
+        "cuts_per_burst": (
+            (trace.cuts / len(bursts(sorted(stats.rejected_at))))
+            if stats.rejected_at and trace.cuts
+            else None
+        ),
         "rates": trace.rates,
     }
 
@@ -314,21 +410,21 @@ def bursts(rejected: list[float], gap: float = 2.0) -> list[float]:
     return out
 
 
-def convergence(scenario: Scenario, accepted: list[float], reference: float) -> float | None:
+def convergence(
+    times: list[float],
+    units: Callable[[float, float], float],
+    limit_at: Callable[[float], float],
+    reference: float,
+) -> float | None:
     """Seconds after ``reference`` until every later 20 s window gets >= 90% of the limit."""
-    if not accepted:
+    if not times:
         return None
-    end = accepted[int(0.9 * (len(accepted) - 1))]
+    end = times[int(0.9 * (len(times) - 1))]
     window = 20.0
     t = reference
     last_bad = None
-    i = j = 0
     while t + window <= end:
-        while i < len(accepted) and accepted[i] < t:
-            i += 1
-        while j < len(accepted) and accepted[j] < t + window:
-            j += 1
-        if (j - i) / window < 0.9 * scenario.limit_rps(t + window):
+        if units(t, t + window) / window < 0.9 * limit_at(t + window):
             last_bad = t
         t += 1.0
     if t == reference:
@@ -350,14 +446,18 @@ def median(values: list[Any]) -> Any:
 # -- main ------------------------------------------------------------------------------------
 
 
-def run_all(seeds: int, only: list[str] | None) -> dict[str, Any]:
+def run_all(
+    seeds: int, only: list[str] | None, strategies: list[str], quick: bool
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     traces: dict[str, Any] = {}
     for scenario in SCENARIOS:
-        if only and scenario.name not in only:
+        if only and scenario.name not in only and scenario.name.removesuffix("_h") not in only:
             continue
+        if quick:
+            scenario = replace(scenario, uploads=min(scenario.uploads, 200))
         results[scenario.name] = {}
-        for strategy in STRATEGIES:
+        for strategy in strategies:
             runs = []
             for seed in range(seeds):
                 clock = trio.testing.MockClock(autojump_threshold=0)
@@ -382,6 +482,7 @@ def print_table(name: str, rows: dict[str, dict[str, Any]]) -> None:
     columns = [
         "goodput_ratio",
         "rate_limited_share",
+        "steady_429_share",
         "attempts_per_success",
         "failed",
         "convergence_s",
@@ -403,29 +504,28 @@ def plots(out_dir: str, data: dict[str, Any]) -> None:
     except ImportError:
         print("matplotlib is not installed (pip install -e '.[bench]'): no plots", file=sys.stderr)
         return
-    import os
 
     os.makedirs(out_dir, exist_ok=True)
-    scenario = next(s for s in SCENARIOS if s.name == "step_down_50")
-    trace = data["traces"].get("step_down_50")
-    if trace:
+    scenario = next(s for s in SCENARIOS if s.name == "step_down")
+    trace = data["traces"].get("step_down")
+    if trace and scenario.rpm is not None:
         fig, ax = plt.subplots(figsize=(8, 3.5))
         xs = [t for t, r in trace if r is not None]
         ys = [r * 60 for t, r in trace if r is not None]
         ax.step(xs, ys, where="post", label="cardmill pacing rate")
         end = max(xs) if xs else 300
-        limit_x = [0, scenario.change_at or 0, scenario.change_at or 0, end]
-        assert scenario.rpm is not None
+        change = scenario.change_at or 0
+        limit_x = [0, change, change, end]
         limit_y = [scenario.rpm, scenario.rpm, scenario.rpm * 0.5, scenario.rpm * 0.5]
         ax.plot(limit_x, limit_y, "k--", label="hidden limit")
         ax.set_xlabel("virtual seconds")
         ax.set_ylabel("requests per minute")
-        ax.set_title("Hidden limit drops to 50% at 120 s")
+        ax.set_title("Strict hidden limit drops to 50% at 120 s")
         ax.legend()
         fig.tight_layout()
         fig.savefig(os.path.join(out_dir, "ratelimit-step-down.png"), dpi=110)
         plt.close(fig)
-    steady = data["results"].get("steady")
+    steady = data["results"].get("strict")
     if steady:
         fig, ax = plt.subplots(figsize=(6, 4))
         for i, (strategy, row) in enumerate(steady.items()):
@@ -440,7 +540,7 @@ def plots(out_dir: str, data: dict[str, Any]) -> None:
         ax.set_xlim(-0.1, 300)
         ax.set_xlabel("requests answered 429 (%, log scale above 1%)")
         ax.set_ylabel("goodput / hidden limit")
-        ax.set_title("Steady saturation: goodput vs 429 share")
+        ax.set_title("Strict per-second bucket: goodput vs 429 share")
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(os.path.join(out_dir, "ratelimit-goodput-vs-429.png"), dpi=110)
@@ -449,13 +549,15 @@ def plots(out_dir: str, data: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 seeds instead of 10")
+    parser.add_argument("--quick", action="store_true", help="3 seeds, at most 200 uploads")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
+    parser.add_argument("--strategy", action="append", help="only this strategy (repeatable)")
     parser.add_argument("--plots", metavar="DIR", help="write PNG figures here")
     args = parser.parse_args()
-    seeds = args.seeds or (3 if args.quick else 10)
-    data = run_all(seeds, args.scenario)
+    seeds = args.seeds or (3 if args.quick else 5)
+    strategies = args.strategy or STRATEGIES
+    data = run_all(seeds, args.scenario, strategies, args.quick)
     if args.plots:
         plots(args.plots, data)
     print(json.dumps({"benchmark": "ratelimit", "seeds": seeds, "scenarios": data["results"]}))

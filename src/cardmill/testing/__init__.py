@@ -3,6 +3,8 @@
 * :class:`ScriptedProvider` — answers written in advance, per document, in trio time.
 * :class:`SimulatedAPI` — hidden rate limits, latency, 429/529/500, in virtual time.
 * :class:`FakeAnthropicServer` — the Messages API on loopback, for the real SDK.
+* :class:`HiddenLimits` — a provider's limits as it enforces them (token buckets), for
+  fakes of your own.
 * :func:`check_invariants` — the storage invariants, for your own backend or run.
 * :func:`make_pdf` — small PDFs with real text.
 """
@@ -12,6 +14,8 @@ from __future__ import annotations
 from ._fake_anthropic import FakeAnthropicServer as FakeAnthropicServer
 from ._fake_anthropic import Fault as Fault
 from ._fake_anthropic import RecordedRequest as RecordedRequest
+from ._hidden import Admission as Admission
+from ._hidden import HiddenLimits as HiddenLimits
 from ._invariants import InvariantViolation as InvariantViolation
 from ._invariants import check_invariants as check_invariants
 from ._pdf import make_pdf as make_pdf
@@ -22,8 +26,10 @@ from ._simulated import SimulatedStatistics as SimulatedStatistics
 from ._simulated import lognormal as lognormal
 
 __all__ = [
+    "Admission",
     "FakeAnthropicServer",
     "Fault",
+    "HiddenLimits",
     "InvariantViolation",
     "RecordedRequest",
     "ScriptedProvider",

@@ -22,7 +22,8 @@ import attrs
 import h11
 import trio
 
-from ._simulated import _HiddenBucket
+from ..errors import Limit
+from ._hidden import HiddenLimits
 
 __all__ = ["FakeAnthropicServer", "Fault", "RecordedRequest"]
 
@@ -65,22 +66,6 @@ class RecordedRequest:
         return {}
 
 
-class _Bucket(_HiddenBucket):
-    """The simulated API's hidden bucket, able to describe itself in headers."""
-
-    def __init__(self, per_minute: float, burst_seconds: float, now: float) -> None:
-        super().__init__(per_minute, burst_seconds, now)
-        self.per_minute = per_minute
-
-    def headers(self, kind: str) -> dict[str, str]:
-        reset = datetime.now(UTC) + timedelta(seconds=self.reset_in())
-        return {
-            f"anthropic-ratelimit-{kind}-limit": str(int(self.per_minute)),
-            f"anthropic-ratelimit-{kind}-remaining": str(max(0, math.floor(self.tokens))),
-            f"anthropic-ratelimit-{kind}-reset": reset.isoformat().replace("+00:00", "Z"),
-        }
-
-
 @final
 class FakeAnthropicServer:
     """A Messages API on 127.0.0.1 (random port) for end-to-end tests of the real SDK.
@@ -91,8 +76,12 @@ class FakeAnthropicServer:
     Args:
         latency: seconds per successful answer, or a function of a ``random.Random``.
         requests_per_minute: hidden request limit (None: unlimited).
-        input_tokens_per_minute: hidden input-token limit (None: unlimited).
-        burst_seconds: bucket capacity in seconds of refill.
+        input_tokens_per_minute: hidden input-token limit (None: unlimited), charged
+            with the server's own count (a quarter of the request body's bytes, the
+            cached system prompt excepted), which the client cannot see before it sends.
+        output_tokens_per_minute: hidden output-token limit (None: unlimited).
+        burst_seconds: bucket capacity in seconds of refill, for every limit or per limit
+            (``{Limit.REQUESTS: 1.0}``: a strict per-second request bucket).
         headers: send ``anthropic-ratelimit-*`` headers.
         api_key: when set, any other ``x-api-key`` is answered 401.
         fault_rates: random faults, e.g. ``{"529": 0.05, "500": 0.05}``.
@@ -108,7 +97,8 @@ class FakeAnthropicServer:
         latency: float | Callable[[random.Random], float] = 0.0,
         requests_per_minute: float | None = None,
         input_tokens_per_minute: float | None = None,
-        burst_seconds: float = 60.0,
+        output_tokens_per_minute: float | None = None,
+        burst_seconds: float | dict[Limit, float] = 60.0,
         headers: bool = True,
         api_key: str | None = None,
         fault_rates: dict[Fault, float] | None = None,
@@ -118,7 +108,7 @@ class FakeAnthropicServer:
     ) -> None:
         self._hostile = hostile
         self._latency = latency
-        self._limits = (requests_per_minute, input_tokens_per_minute)
+        self._wanted = (requests_per_minute, input_tokens_per_minute, output_tokens_per_minute)
         self._burst = burst_seconds
         self._headers = headers
         self._api_key = api_key
@@ -126,8 +116,8 @@ class FakeAnthropicServer:
         self._cards = cards
         self._rng = random.Random(seed)
         self._faults: deque[Fault] = deque()
-        self._requests: _Bucket | None = None
-        self._tokens: _Bucket | None = None
+        self._limits: HiddenLimits | None = None
+        self._cached: set[str] = set()  # system prompts already in the cache
         self._nursery: trio.Nursery | None = None
         self._port = 0
         self._in_flight = 0
@@ -168,17 +158,27 @@ class FakeAnthropicServer:
         self._faults.extend(faults)
 
     def set_limits(
-        self, requests_per_minute: float | None = None, input_tokens_per_minute: float | None = None
+        self,
+        requests_per_minute: float | None = None,
+        input_tokens_per_minute: float | None = None,
+        output_tokens_per_minute: float | None = None,
     ) -> None:
-        """Change the hidden limits now."""
-        self._limits = (requests_per_minute, input_tokens_per_minute)
-        self._start_buckets()
+        """Change the hidden limits now (each bucket keeps what it holds)."""
+        self._wanted = (requests_per_minute, input_tokens_per_minute, output_tokens_per_minute)
+        if self._limits is None:
+            self._start_buckets()
+        else:
+            self._limits.set_limits(*self._wanted, now=trio.current_time())
 
     def _start_buckets(self) -> None:
-        now = trio.current_time()
-        rpm, tpm = self._limits
-        self._requests = None if rpm is None else _Bucket(rpm, self._burst, now)
-        self._tokens = None if tpm is None else _Bucket(tpm, self._burst, now)
+        rpm, itpm, otpm = self._wanted
+        self._limits = HiddenLimits(
+            requests_per_minute=rpm,
+            input_tokens_per_minute=itpm,
+            output_tokens_per_minute=otpm,
+            burst_seconds=self._burst,
+            now=trio.current_time(),
+        )
 
     def statuses(self) -> list[int]:
         """Status codes answered so far, in order."""
@@ -264,6 +264,8 @@ class FakeAnthropicServer:
                 await trio.sleep(latency)
             finally:
                 self._in_flight -= 1
+            if self._limits is not None and isinstance(payload, dict):
+                self._limits.finish(trio.current_time(), payload["usage"]["output_tokens"])
         if mode == "reset":
             # Promise a body, send half of it, hang up.
             data = json.dumps(payload).encode()
@@ -331,55 +333,71 @@ class FakeAnthropicServer:
             return error(
                 413, "request_too_large", "Request exceeds the maximum allowed number of bytes"
             )
-        cost = float(len(raw) // 4)
-        limited = self._check_limits(now, cost)
+        usage = self._input_usage(body, raw)
+        charged = usage["input_tokens"] + usage["cache_creation_input_tokens"]
+        limited = self._check_limits(now, charged)
         if limited is not None:
             return limited
-        rate_headers = self._rate_headers()
-        message = self._message(body, cost, fault)
+        rate_headers = self._rate_headers(now)
+        message = self._message(body, usage, fault)
         return 200, message, rate_headers, fault or "ok"
 
+    def _input_usage(self, body: dict[str, Any], raw: bytes) -> dict[str, int]:
+        """The server's own count of a request's input tokens (a quarter of its bytes),
+        with a system prompt marked for caching written to the cache the first time and
+        read from it after; cache reads do not count toward the input-token limit."""
+        system = body.get("system")
+        cached = ""
+        if isinstance(system, list):
+            blocks = [b for b in system if isinstance(b, dict) and b.get("cache_control")]
+            cached = "".join(str(b.get("text", "")) for b in blocks)
+        cached_tokens = len(cached.encode()) // 4
+        total = len(raw) // 4
+        first = cached not in self._cached
+        if cached:
+            self._cached.add(cached)
+        return {
+            "input_tokens": max(1, total - cached_tokens),
+            "cache_creation_input_tokens": cached_tokens if first else 0,
+            "cache_read_input_tokens": 0 if first else cached_tokens,
+        }
+
     def _check_limits(self, now: float, cost: float) -> tuple[int, Any, dict[str, str], str] | None:
-        waits: list[tuple[float, str]] = []
-        for bucket, need, what in (
-            (self._requests, 1.0, "requests"),
-            (self._tokens, cost, "input tokens"),
-        ):
-            if bucket is None:
-                continue
-            bucket.refill(now)
-            need = min(need, bucket.capacity)
-            if bucket.tokens < need:
-                waits.append(((need - bucket.tokens) / bucket.rate, what))
-        if not waits:
-            if self._requests is not None:
-                self._requests.tokens -= 1
-            if self._tokens is not None:
-                self._tokens.tokens -= min(cost, self._tokens.capacity)
+        assert self._limits is not None
+        verdict = self._limits.admit(now, cost)
+        if verdict.admitted:
             return None
-        wait, what = max(waits)
-        limit = self._requests if what == "requests" else self._tokens
-        assert limit is not None
+        what = verdict.limit.value.replace("_", " ")
+        per_minute = self._limits.per_minute(verdict.limit) or 0
         message = (
             f"This request would exceed the rate limit for your organization of "
-            f"{int(limit.per_minute)} {what} per minute."
+            f"{int(per_minute)} {what} per minute."
         )
-        headers = {"retry-after": str(max(1, math.ceil(wait)))}
-        headers.update(self._rate_headers())
+        headers = {"retry-after": str(max(1, math.ceil(verdict.wait)))}
+        headers.update(self._rate_headers(now))
         payload = {"type": "error", "error": {"type": "rate_limit_error", "message": message}}
         return 429, payload, headers, "error"
 
-    def _rate_headers(self) -> dict[str, str]:
+    def _rate_headers(self, now: float) -> dict[str, str]:
         out: dict[str, str] = {"request-id": f"req_{self._rng.getrandbits(48):012x}"}
-        if not self._headers:
+        if not self._headers or self._limits is None:
             return out
-        if self._requests is not None:
-            out.update(self._requests.headers("requests"))
-        if self._tokens is not None:
-            out.update(self._tokens.headers("input-tokens"))
+        hint = self._limits.hint(now)
+        wall = datetime.now(UTC)
+        for kind in ("requests", "input_tokens", "output_tokens"):
+            limit = getattr(hint, f"{kind}_limit")
+            if limit is None:
+                continue
+            name = kind.replace("_", "-")
+            reset = wall + timedelta(seconds=getattr(hint, f"{kind}_reset") or 0.0)
+            out[f"anthropic-ratelimit-{name}-limit"] = str(int(limit))
+            out[f"anthropic-ratelimit-{name}-remaining"] = str(
+                int(getattr(hint, f"{kind}_remaining") or 0)
+            )
+            out[f"anthropic-ratelimit-{name}-reset"] = reset.isoformat().replace("+00:00", "Z")
         return out
 
-    def _message(self, body: dict[str, Any], cost: float, fault: Fault | None) -> Any:
+    def _message(self, body: dict[str, Any], usage: dict[str, int], fault: Fault | None) -> Any:
         tools = body.get("tools") or []
         choice = body.get("tool_choice") or {}
         tool = next((t for t in tools if t.get("name") == choice.get("name")), None)
@@ -408,12 +426,7 @@ class FakeAnthropicServer:
             "content": content,
             "stop_reason": stop,
             "stop_sequence": None,
-            "usage": {
-                "input_tokens": int(cost),
-                "output_tokens": output_tokens,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-            },
+            "usage": {**usage, "output_tokens": output_tokens},
         }
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
-from collections.abc import Callable
-from typing import Literal, final
+from collections.abc import Callable, Mapping
+from typing import Final, Literal, final
 
 import attrs
 import trio
@@ -13,10 +14,20 @@ import trio
 from ..errors import Limit, Overloaded, RateLimited, TransientError
 from ..model import CardDraft, Document
 from ..providers import Analysis, RateHint, Usage
+from ._hidden import HiddenLimits
 
 __all__ = ["SimulatedAPI", "SimulatedStatistics", "lognormal"]
 
 Latency = float | Callable[[random.Random], float]
+
+#: Tokens per byte of document, by media type, unless told otherwise: text is about four
+#: bytes a token; PDFs are charged for their pages' text and images.
+TOKENS_PER_BYTE: Final[Mapping[str, float]] = {
+    "text/plain": 0.25,
+    "text/markdown": 0.25,
+    "text/html": 0.2,
+    "application/pdf": 0.45,
+}
 
 
 def lognormal(median: float, sigma: float) -> Callable[[random.Random], float]:
@@ -28,7 +39,11 @@ def lognormal(median: float, sigma: float) -> Callable[[random.Random], float]:
 @final
 @attrs.frozen
 class SimulatedStatistics:
-    """What the simulated provider saw."""
+    """What the simulated provider saw.
+
+    ``accepted_at`` / ``rejected_at`` are arrival times; ``accepted_tokens`` the input
+    tokens charged for each accepted request, in the same order as ``accepted_at``.
+    """
 
     requests: int
     accepted: int
@@ -37,44 +52,30 @@ class SimulatedStatistics:
     errors: int
     accepted_at: tuple[float, ...]
     rejected_at: tuple[float, ...]
-
-
-class _HiddenBucket:
-    """A provider-side token bucket: refills continuously up to its capacity."""
-
-    def __init__(self, per_minute: float, burst_seconds: float, now: float) -> None:
-        self.rate = per_minute / 60.0
-        self.capacity = max(self.rate * burst_seconds, 1.0)
-        self.tokens = self.capacity
-        self.at = now
-
-    def refill(self, now: float) -> None:
-        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-
-    def wait_for(self, cost: float) -> float:
-        """Seconds until ``cost`` tokens are available (0 if they are now)."""
-        return max(0.0, (min(cost, self.capacity) - self.tokens) / self.rate)
-
-    def reset_in(self) -> float:
-        return (self.capacity - self.tokens) / self.rate
+    accepted_tokens: tuple[int, ...] = ()
 
 
 @final
 class SimulatedAPI:
     """A provider backed by hidden token buckets, for tests and benchmarks in virtual time.
 
-    Requests are admitted or refused (429) the moment they arrive, against a requests
-    per minute bucket and an input tokens per minute bucket, each refilling continuously
-    up to ``burst_seconds`` worth of its limit (as the large providers document).
-    Admitted requests take a latency drawn from ``latency``. The engine under test is
-    not told the limits; it sees only 429s, Retry-After and (with ``headers=True``) the
-    rate-limit headers.
+    Requests are admitted or refused (429) the moment they arrive, against a requests per
+    minute bucket, an input tokens per minute bucket and an output tokens per minute
+    bucket, each refilling continuously up to ``burst_seconds`` of its limit. Input
+    tokens are the provider's own count of a document: by media type and size, off by
+    up to ``token_noise`` either way in a way fixed per document, which the client cannot
+    know before it sends (it sees the count afterwards, in the usage). A cached system
+    prompt of ``cached_tokens`` is reported as cache reads, which do not count toward
+    the input-token limit, as Anthropic does for its current models. Admitted requests
+    take a latency drawn from ``latency``. The engine under test is not told the limits;
+    it sees only 429s, Retry-After and (with ``headers=True``) the rate-limit headers.
 
     Args:
         requests_per_minute: the hidden request limit (None: unlimited).
         input_tokens_per_minute: the hidden input-token limit (None: unlimited).
-        burst_seconds: bucket capacity, in seconds of refill.
+        output_tokens_per_minute: the hidden output-token limit (None: unlimited).
+        burst_seconds: bucket capacity in seconds of refill, for every limit or per limit
+            (``{Limit.REQUESTS: 1.0}``: a strict per-second request bucket).
         latency: seconds per admitted request, or a distribution (see :func:`lognormal`).
         reject_latency: seconds before a 429 comes back.
         retry_after: ``"seconds"`` (whole seconds, rounded up, as ``retry-after`` is),
@@ -83,7 +84,13 @@ class SimulatedAPI:
         overloaded_rate: share of requests answered 529.
         error_rate: share of requests answered 500.
         cards: cards per answer.
-        seed: for latencies and injected errors.
+        output_tokens: output tokens per answer.
+        tokens_per_byte: the provider's tokens per byte of document, by media type.
+        token_noise: how far (a fraction) a document's true count may be from its size's
+            guess, either way.
+        overhead_tokens: uncached tokens of every request besides the document.
+        cached_tokens: tokens of a cached prompt, read from the cache on every request.
+        seed: for latencies, injected errors and token noise.
     """
 
     name = "simulated"
@@ -93,7 +100,8 @@ class SimulatedAPI:
         *,
         requests_per_minute: float | None = None,
         input_tokens_per_minute: float | None = None,
-        burst_seconds: float = 60.0,
+        output_tokens_per_minute: float | None = None,
+        burst_seconds: float | Mapping[Limit, float] = 60.0,
         latency: Latency = 1.0,
         reject_latency: float = 0.05,
         retry_after: Literal["seconds", "precise"] | None = "seconds",
@@ -101,8 +109,15 @@ class SimulatedAPI:
         overloaded_rate: float = 0.0,
         error_rate: float = 0.0,
         cards: int = 3,
+        output_tokens: int = 180,
+        tokens_per_byte: Mapping[str, float] = TOKENS_PER_BYTE,
+        token_noise: float = 0.0,
+        overhead_tokens: int = 400,
+        cached_tokens: int = 0,
         seed: int = 0,
     ) -> None:
+        if not 0 <= token_noise < 1:
+            raise ValueError("token_noise must be in [0, 1)")
         self._burst = burst_seconds
         self._latency = latency
         self._reject_latency = reject_latency
@@ -111,52 +126,68 @@ class SimulatedAPI:
         self._overloaded_rate = overloaded_rate
         self._error_rate = error_rate
         self._cards = cards
+        self._output_tokens = output_tokens
+        self._tokens_per_byte = dict(tokens_per_byte)
+        self._token_noise = token_noise
+        self._overhead = overhead_tokens
+        self._cached = cached_tokens
+        self._seed = seed
         self._rng = random.Random(seed)
-        self._requests: _HiddenBucket | None = None
-        self._tokens: _HiddenBucket | None = None
-        self._limits = (requests_per_minute, input_tokens_per_minute)
-        self._started = False
+        self._wanted = (requests_per_minute, input_tokens_per_minute, output_tokens_per_minute)
+        self._limits: HiddenLimits | None = None
         self._n = self._accepted = self._limited = self._overloaded = self._errors = 0
         self._accepted_at: list[float] = []
+        self._accepted_tokens: list[int] = []
         self._rejected_at: list[float] = []
 
-    def _ensure_started(self) -> None:
+    def _hidden(self) -> HiddenLimits:
         # The hidden buckets start full when the first request arrives, in trio time.
-        if not self._started:
-            self.set_limits(*self._limits)
+        if self._limits is None:
+            rpm, itpm, otpm = self._wanted
+            self._limits = HiddenLimits(
+                requests_per_minute=rpm,
+                input_tokens_per_minute=itpm,
+                output_tokens_per_minute=otpm,
+                burst_seconds=self._burst,
+                now=trio.current_time(),
+            )
+        return self._limits
 
     def set_limits(
         self,
         requests_per_minute: float | None = None,
         input_tokens_per_minute: float | None = None,
+        output_tokens_per_minute: float | None = None,
     ) -> None:
         """Change the hidden limits now (call from inside trio)."""
-        now = trio.current_time()
-        self._started = True
-        self._limits = (requests_per_minute, input_tokens_per_minute)
-        self._requests = self._replace(self._requests, requests_per_minute, now)
-        self._tokens = self._replace(self._tokens, input_tokens_per_minute, now)
-
-    def _replace(
-        self, old: _HiddenBucket | None, per_minute: float | None, now: float
-    ) -> _HiddenBucket | None:
-        if per_minute is None:
-            return None
-        new = _HiddenBucket(per_minute, self._burst, now)
-        if old is not None:
-            old.refill(now)
-            new.tokens = min(new.capacity, old.tokens)
-        return new
+        self._wanted = (requests_per_minute, input_tokens_per_minute, output_tokens_per_minute)
+        self._hidden().set_limits(
+            requests_per_minute,
+            input_tokens_per_minute,
+            output_tokens_per_minute,
+            now=trio.current_time(),
+        )
 
     @property
     def requests_per_minute(self) -> float | None:
         """The hidden request limit now."""
-        return self._limits[0]
+        return self._wanted[0]
 
-    @staticmethod
-    def input_tokens(document: Document) -> int:
-        """What the simulated provider counts as a request's input tokens."""
-        return 400 + document.size // 4
+    @property
+    def input_tokens_per_minute(self) -> float | None:
+        """The hidden input-token limit now."""
+        return self._wanted[1]
+
+    def input_tokens(self, document: Document) -> int:
+        """The input tokens the provider charges for a request about ``document``: its
+        overhead and the document's own count (cached prompt tokens excluded)."""
+        per_byte = self._tokens_per_byte.get(document.media_type, 0.25)
+        noise = 0.0
+        if self._token_noise:
+            digest = hashlib.sha256(f"{self._seed}:{document.sha256}".encode()).digest()
+            unit = int.from_bytes(digest[:8], "big") / 2**64  # fixed per document
+            noise = (2.0 * unit - 1.0) * self._token_noise
+        return self._overhead + max(1, round(document.size * per_byte * (1.0 + noise)))
 
     def statistics(self) -> SimulatedStatistics:
         """A snapshot of what was asked and answered."""
@@ -168,24 +199,22 @@ class SimulatedAPI:
             self._errors,
             tuple(self._accepted_at),
             tuple(self._rejected_at),
+            tuple(self._accepted_tokens),
         )
 
-    def _hint(self) -> RateHint | None:
-        if not self._headers:
-            return None
-        r, t = self._requests, self._tokens
-        return RateHint(
-            requests_limit=None if r is None else r.rate * 60,
-            requests_remaining=None if r is None else math.floor(r.tokens),
-            requests_reset=None if r is None else r.reset_in(),
-            input_tokens_limit=None if t is None else t.rate * 60,
-            input_tokens_remaining=None if t is None else math.floor(t.tokens),
-            input_tokens_reset=None if t is None else t.reset_in(),
-        )
+    def _hint(self, now: float) -> RateHint | None:
+        return self._hidden().hint(now) if self._headers else None
+
+    def _retry_after_for(self, wait: float) -> float | None:
+        if self._retry_after == "precise":
+            return wait
+        if self._retry_after == "seconds":
+            return float(max(1, math.ceil(wait)))
+        return None
 
     async def analyze(self, document: Document) -> Analysis:
         now = trio.current_time()
-        self._ensure_started()
+        limits = self._hidden()
         self._n += 1
         roll = self._rng.random()
         if roll < self._overloaded_rate:
@@ -196,46 +225,39 @@ class SimulatedAPI:
             self._errors += 1
             await trio.sleep(self._reject_latency)
             raise TransientError("internal server error (500)")
-        cost = float(self.input_tokens(document))
-        waits: list[tuple[float, Limit]] = []
-        for bucket, needed, limit in (
-            (self._requests, 1.0, Limit.REQUESTS),
-            (self._tokens, cost, Limit.INPUT_TOKENS),
-        ):
-            if bucket is not None:
-                bucket.refill(now)
-                if bucket.tokens < min(needed, bucket.capacity):
-                    waits.append((bucket.wait_for(needed), limit))
-        if waits:
-            wait, limit = max(waits)
+        cost = self.input_tokens(document)
+        verdict = limits.admit(now, cost)
+        if not verdict.admitted:
             self._limited += 1
             self._rejected_at.append(now)
-            hint = self._hint()
+            hint = self._hint(now)
             await trio.sleep(self._reject_latency)
-            retry_after: float | None
-            if self._retry_after == "precise":
-                retry_after = wait
-            elif self._retry_after == "seconds":
-                retry_after = float(max(1, math.ceil(wait)))
-            else:
-                retry_after = None
             raise RateLimited(
-                f"rate limited (429): {limit.value} per minute",
-                retry_after=retry_after,
-                limit=limit,
+                f"rate limited (429): {verdict.limit.value} per minute",
+                retry_after=self._retry_after_for(verdict.wait),
+                limit=verdict.limit,
                 hint=hint,
             )
-        if self._requests is not None:
-            self._requests.tokens -= 1.0
-        if self._tokens is not None:
-            self._tokens.tokens -= cost
         self._accepted += 1
         self._accepted_at.append(now)
-        hint = self._hint()
+        self._accepted_tokens.append(cost)
+        hint = self._hint(now)
         latency = self._latency(self._rng) if callable(self._latency) else self._latency
         await trio.sleep(latency)
+        if hint is not None:
+            # Reset times are until the bucket is full, as of when the answer arrives.
+            hint = attrs.evolve(
+                hint,
+                **{
+                    f"{kind}_reset": max(0.0, reset - latency)
+                    for kind in ("requests", "input_tokens", "output_tokens")
+                    if (reset := getattr(hint, f"{kind}_reset")) is not None
+                },
+            )
+        output = self._output_tokens
+        limits.finish(trio.current_time(), output)
         cards = tuple(
             CardDraft(f"{document.name} #{i + 1}", f"simulated card {i + 1}")
             for i in range(self._cards)
         )
-        return Analysis(cards, Usage(int(cost), 60 * self._cards), hint)
+        return Analysis(cards, Usage(cost, output, cache_read_input_tokens=self._cached), hint)
