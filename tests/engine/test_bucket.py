@@ -12,7 +12,7 @@ import trio.lowlevel
 import trio.testing
 
 from cardmill import Limit
-from cardmill.engine import AdaptiveBucket, Limits, SharedBucket, _bucket
+from cardmill.engine import AdaptiveBucket, Limits, SharedBucket, _dimension
 from cardmill.providers import RateHint
 
 T = TypeVar("T")
@@ -125,7 +125,7 @@ async def test_headers_set_the_ceiling(autojump_clock: trio.testing.MockClock) -
     ticket = await bucket.acquire()
     bucket.on_success(ticket, hint=RateHint(requests_limit=600, requests_remaining=590))
     stats = bucket.statistics()
-    assert stats.requests_per_second == pytest.approx(10 * 0.985)
+    assert stats.requests_per_second == pytest.approx(10 * 0.998)
     assert stats.estimated_requests_per_second == 10
 
 
@@ -183,29 +183,32 @@ async def test_shared_state_stays_bounded_in_a_long_run_without_429s(
     assert sizes[1] < sizes[0] * 1.2, sizes
 
 
-async def estimate_after_a_quiet_minute() -> float | None:
-    bucket = AdaptiveBucket(Limits(requests_per_minute=600))
-    first = await bucket.acquire()
-    bucket.on_rate_limited(first, limit=Limit.REQUESTS)
-    await trio.sleep(2.0)
-    start = trio.current_time()
-    while trio.current_time() - start < 60.0:
-        ticket = await bucket.acquire()
-        bucket.on_success(ticket)
-        await trio.sleep(0.25 - (trio.current_time() - ticket.sent_at))
-    last = await bucket.acquire()
-    bucket.on_rate_limited(last, limit=Limit.REQUESTS)
-    return bucket.statistics().estimated_requests_per_second
-
-
-async def test_estimates_survive_ledger_folding(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+def test_ledger_folding_keeps_every_sum_the_estimates_ask_for(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A provider accepting 4 requests/s between two 429s a minute apart: the estimate is
-    # the same whether the ledger was folded in between or kept entry by entry.
-    folded = await estimate_after_a_quiet_minute()
-    monkeypatch.setattr(_bucket, "_LEDGER_FOLD_AT", 10**9)
-    kept = await estimate_after_a_quiet_minute()
-    assert folded is not None
-    assert folded == pytest.approx(4.0, rel=0.05)
-    assert folded == pytest.approx(kept, rel=1e-9)
+    # Two 429s a minute apart, 4 requests a second between them, some answered with a
+    # correction long after they were sent: the sums from the episode's start and from
+    # the last 429 are the same whether the ledger was folded or kept entry by entry.
+    def run() -> tuple[float, float]:
+        dim = _dimension.Dimension("requests", ceiling=10.0)
+        first_429 = 1.0
+        dim.cut(first_429, first_429, 1.0, next_seq=1)
+        seq = 1
+        t = 2.0
+        while t < 62.0:
+            dim.admit(t, 1.0)
+            if seq % 7 == 0:
+                dim.rejected(t, seq, 1.0)
+            seq += 1
+            t += 0.25
+        second_429 = t
+        return (
+            dim.accepted_between(first_429, second_429),
+            dim.accepted_between(dim.last_429, second_429),
+        )
+
+    folded = run()
+    monkeypatch.setattr(_dimension, "_LEDGER_FOLD_AT", 10**9)
+    kept = run()
+    assert folded == kept
+    assert kept[0] == 240 - 240 // 7

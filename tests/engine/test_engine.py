@@ -220,16 +220,16 @@ async def test_a_burst_of_429s_from_one_epoch_cuts_once_and_no_herd_after_the_pa
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     storage = MemoryStorage()
-    run = await storage.create_run(docs(6))
+    run = await storage.create_run(docs(4))
     limited = RateLimited(retry_after=10.0, limit=Limit.REQUESTS)
-    script = {f"doc{i:04d}.txt": [Step(0.5 + 0.01 * i, error=limited)] for i in range(6)}
+    script = {f"doc{i:04d}.txt": [Step(0.5 + 0.01 * i, error=limited)] for i in range(4)}
     provider = ScriptedProvider(script, default=Step(1.0))
-    engine = Engine(storage, provider, concurrency=6, rng=random.Random(3))
+    engine = Engine(storage, provider, concurrency=4, rng=random.Random(3))
     summary = await engine.execute(run.id)
     stats = engine.bucket.statistics()
-    assert stats.rate_limited == 6
-    assert stats.cuts == 1  # all six were sent before the first 429 came back
-    retries = sorted(t for _, t in provider.calls[6:])
+    assert stats.rate_limited == 4
+    assert stats.cuts == 1  # all four were sent before the first 429 came back
+    retries = sorted(t for _, t in provider.calls[4:])
     assert retries[0] >= 0.5 + 10.0
     gaps = [b - a for a, b in itertools.pairwise(retries)]
     assert min(gaps) > 0.1  # paced out, not released as a herd

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ._bucket import AdaptiveBucket as AdaptiveBucket
-from ._bucket import BucketStatistics as BucketStatistics
 from ._bucket import Limits as Limits
-from ._bucket import Ticket as Ticket
+from ._core import BucketStatistics as BucketStatistics
+from ._core import Ticket as Ticket
 from ._events import Event as Event
 from ._events import Observer as Observer
 from ._events import RateChanged as RateChanged

@@ -16,6 +16,7 @@ import trio
 from ..errors import (
     DocumentError,
     InvalidOutput,
+    Limit,
     Overloaded,
     PermanentError,
     ProviderError,
@@ -25,7 +26,7 @@ from ..errors import (
     TransientError,
 )
 from ..model import CardDraft, Document, Run, Upload, UploadStatus
-from ..providers import Analysis, Provider, Usage, estimate_input_tokens
+from ..providers import Analysis, Provider, Usage
 from ..storage import Storage
 from ._bucket import AdaptiveBucket, BucketStatistics, Limits
 from ._events import (
@@ -42,6 +43,7 @@ from ._events import (
 )
 from ._retry import RetryPolicy
 from ._shared import RateLimiter
+from ._tokens import TokenEstimator
 
 __all__ = ["Engine", "default_worker_id"]
 
@@ -158,6 +160,7 @@ class Engine:
         self._rng = rng if rng is not None else random.Random()
         self._poll_interval = poll_interval
         self._counters = _Counters()
+        self._tokens = TokenEstimator()
 
     @property
     def concurrency(self) -> int:
@@ -330,7 +333,7 @@ class Engine:
 
     async def _attempts(self, upload: Upload, c: _Counters) -> _Done | _Failed:
         document = await self._storage.load_document(upload.id)
-        cost = float(estimate_input_tokens(document))
+        cost = self._tokens.estimate(document)
         policy = self._retry
         failures = rate_limited = invalid = attempt = 0
         while True:
@@ -353,6 +356,11 @@ class Engine:
                     )
                     self._emit(RateLimitHit(upload, exc.limit, exc.retry_after, _now()))
                     rate_limited += 1
+                    left = exc.hint.input_tokens_remaining if exc.hint is not None else None
+                    if exc.limit == Limit.INPUT_TOKENS and left is not None and left >= cost:
+                        # Refused with that many input tokens left: it costs more than
+                        # guessed. Ask for more than that before trying again.
+                        cost = left + 1.0
                     if rate_limited > policy.max_rate_limited:
                         reason = f"still rate limited after {rate_limited} tries: {exc}"
                         return _Failed(reason, attempt)
@@ -388,11 +396,13 @@ class Engine:
                 continue
             c.requests += 1
             usage = getattr(analysis, "usage", None)
-            _count_usage(c, usage if isinstance(usage, Usage) else None)
+            charged = None
+            if isinstance(usage, Usage):
+                _count_usage(c, usage)
+                charged = usage.rate_limited_input_tokens
+                self._tokens.observe(document, charged)
             await self._bucket.report_success(
-                ticket,
-                input_tokens=usage.input_tokens if isinstance(usage, Usage) else None,
-                hint=getattr(analysis, "hint", None),
+                ticket, input_tokens=charged or None, hint=getattr(analysis, "hint", None)
             )
             problem = _invalid_answer(analysis)
             if problem is not None:
@@ -421,7 +431,7 @@ def _charge(error: ProviderError) -> int | None:
     """The input tokens a failed request cost: what the provider said, else nothing for a
     refusal (4xx, 529), else unknown (a timeout may have been processed in full)."""
     if error.usage is not None:
-        return error.usage.input_tokens
+        return error.usage.rate_limited_input_tokens
     if isinstance(error, PermanentError | Overloaded):
         return 0
     return None

@@ -18,7 +18,8 @@ import trio
 
 from ..errors import Limit
 from ..providers import RateHint
-from ._bucket import BucketStatistics, Limits, Ticket, _Core
+from ._bucket import Limits
+from ._core import BucketCore, BucketStatistics, Ticket
 
 __all__ = ["RateLimiter", "RateStateStore", "SharedBucket"]
 
@@ -97,12 +98,9 @@ class SharedBucket:
     def __repr__(self) -> str:
         return f"SharedBucket(name={self._name!r})"
 
-    def _load(self, state: dict[str, Any] | None) -> _Core:
-        return _Core(self._limits) if state is None else _Core.from_state(state, self._limits)
-
-    async def _step(self, fn: Callable[[_Core, float], T]) -> T:
+    async def _step(self, fn: Callable[[BucketCore, float], T]) -> T:
         def step(state: dict[str, Any] | None, now: float) -> tuple[dict[str, Any], Any]:
-            core = self._load(state)
+            core = self._limits.core(state)
             before = (core.requests.rate, core.tokens.rate)
             result = fn(core, now)
             changed = (core.requests.rate, core.tokens.rate) != before
@@ -119,12 +117,12 @@ class SharedBucket:
         """Wait for a slot in the shared pace, then take it."""
         arrived: float | None = None  # in the store's clock, shared by every worker
 
-        def take(core: _Core, now: float) -> Ticket | float:
+        def take(core: BucketCore, now: float) -> Ticket | float:
             nonlocal arrived
             if arrived is None:
                 arrived = now
             core.grow(now, app_limited=now - core.last_delay > 2.0 and now - arrived < 0.5)
-            at = core.earliest(tokens)
+            at = core.earliest(tokens, now)
             if at <= now + _SLACK:
                 return core.admit(now, tokens, arrived)
             return at - now
@@ -138,11 +136,11 @@ class SharedBucket:
     async def report_success(
         self, ticket: Ticket, *, input_tokens: int | None, hint: RateHint | None
     ) -> None:
-        """Record an accepted request (usage correction, headers)."""
-        if hint is None and (input_tokens is None or input_tokens == ticket.tokens):
+        """Record an accepted request (usage correction, headers, slow start)."""
+        if self._nothing_to_say(ticket, input_tokens, hint):
             await trio.lowlevel.checkpoint()
             return
-        await self._step(lambda core, now: core.success(ticket, input_tokens, hint))
+        await self._step(lambda core, now: core.success(now, ticket, input_tokens, hint))
 
     async def report_rate_limited(
         self, ticket: Ticket, *, retry_after: float | None, limit: Limit, hint: RateHint | None
@@ -154,10 +152,19 @@ class SharedBucket:
         self, ticket: Ticket, *, input_tokens: int | None, hint: RateHint | None, sent: bool
     ) -> None:
         """Record a failed request: reconcile its charge (see AdaptiveBucket.on_failure)."""
-        if sent and hint is None and (input_tokens is None or input_tokens == ticket.tokens):
+        if sent and self._nothing_to_say(ticket, input_tokens, hint):
             await trio.lowlevel.checkpoint()
             return
-        await self._step(lambda core, now: core.failure(ticket, input_tokens, hint, sent=sent))
+        await self._step(lambda core, now: core.failure(now, ticket, input_tokens, hint, sent=sent))
+
+    def _nothing_to_say(
+        self, ticket: Ticket, input_tokens: int | None, hint: RateHint | None
+    ) -> bool:
+        """An answer that changes nothing shared: no headers, no correction, and the slow
+        start (which counts answers) is over. It saves a round trip to the database."""
+        slow_start = self._stats is None or self._stats.window is not None
+        same = input_tokens is None or input_tokens == ticket.tokens_charged
+        return hint is None and same and not slow_start
 
     @property
     def requests_per_second(self) -> float | None:
@@ -167,7 +174,7 @@ class SharedBucket:
     def statistics(self) -> BucketStatistics:
         """The shared state as last seen by this worker."""
         if self._stats is None:
-            return _Core(self._limits).snapshot(-math.inf, 0)
+            return self._limits.core().snapshot(-math.inf, 0)
         return self._stats
 
     def add_listener(self, listener: Callable[[BucketStatistics], None]) -> None:

@@ -22,6 +22,13 @@ class Usage:
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
 
+    @property
+    def rate_limited_input_tokens(self) -> int:
+        """The input tokens that count toward an input-token rate limit: uncached input
+        and cache writes. Cache reads do not count (Anthropic, for current models);
+        providers that count them report them in ``input_tokens``."""
+        return self.input_tokens + self.cache_creation_input_tokens
+
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.input_tokens + other.input_tokens,
