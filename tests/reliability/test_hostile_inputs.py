@@ -33,6 +33,8 @@ EXPECTED = {
     "huge.txt": "over the 32 MB limit for one document",
     "latin1.txt": "not valid UTF-8 text",
     "unreadable.txt": "cannot read",
+    # Quadratic for html.parser: minutes each, enough to hold every reading slot.
+    **{f"quadratic-{i}.html": "no text to make cards from" for i in range(4)},
 }
 
 
@@ -50,6 +52,8 @@ async def test_hostile_folder(tmp_path: Path, env: dict[str, str]) -> None:
         big.truncate(50 * 1024 * 1024)
     (folder / "latin1.txt").write_bytes("Caf\xe9 cr\xe8me br\xfbl\xe9e".encode("latin-1"))
     unreadable(folder / "unreadable.txt")
+    for i in range(4):
+        (folder / f"quadratic-{i}.html").write_bytes(b"<a " * 40_000)
     (folder / "loop").symlink_to(folder)  # a directory symlink loop
     (folder / ".hidden.md").write_text("# Hidden\n\nNever read.\n")
 

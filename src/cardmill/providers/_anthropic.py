@@ -153,7 +153,7 @@ class AnthropicProvider:
             }
             return [pdf, instruction]
         if document.media_type == "text/html":
-            text = html_to_text(decode_text(document))
+            text = html_to_text(document)
         elif document.media_type in ("text/plain", "text/markdown"):
             text = decode_text(document)
         else:
