@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
+from typing import Any
 
 import pytest
 import trio
@@ -18,6 +20,7 @@ from cardmill import (
     TransientError,
 )
 from cardmill.providers import DEFAULT_ANTHROPIC_MODEL, AnthropicProvider
+from cardmill.providers._text import html_to_text
 from cardmill.testing import FakeAnthropicServer, Fault, make_pdf
 
 KEY = "fake-anthropic-test-key-0123456789"
@@ -73,6 +76,30 @@ async def test_html_is_sent_as_its_visible_text() -> None:
     assert "# Tea" in text
     assert "Steep it." in text
     assert "color:red" not in text
+
+
+async def test_hostile_html_is_read_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The parse cannot finish until a task on the event loop has run while it was going.
+    started, ticked = threading.Event(), threading.Event()
+
+    def parse(*args: Any) -> str:
+        started.set()
+        if not ticked.wait(timeout=10):
+            raise AssertionError("the event loop stood still while the page was parsed")
+        return html_to_text(*args)
+
+    async def tick() -> None:
+        await trio.to_thread.run_sync(started.wait)
+        ticked.set()  # only a running event loop gets here
+
+    monkeypatch.setattr("cardmill.providers._anthropic.html_to_text", parse)
+    hostile = Document("hostile.html", b"<a " * 40_000)
+    async with FakeAnthropicServer() as server:
+        async with provider(server) as p, trio.open_nursery() as nursery:
+            nursery.start_soon(tick)
+            with pytest.raises(PermanentError, match=r"^hostile.html: no text$"):
+                await p.analyze(hostile)
+        assert server.requests == []
 
 
 async def test_model_from_environment_and_base_url_from_environment(

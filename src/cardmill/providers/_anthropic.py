@@ -20,6 +20,7 @@ from ..errors import (
 from ..model import Document
 from ._base import Analysis, RateHint, Usage
 from ._headers import is_spend_limit, limit_hit, rate_hint, retry_after, scrub
+from ._reading import read_off_loop
 from ._schema import (
     SYSTEM_PROMPT,
     TOOL_NAME,
@@ -57,6 +58,8 @@ class AnthropicProvider:
         max_cards: the most cards kept per document (documents are untrusted).
         output_retries: re-asks when the output is cut off or fails validation.
         timeout: the SDK's HTTP timeout, seconds.
+        parse_timeout: seconds one document may take to read (off the event loop)
+            before it fails.
 
     Raises:
         InputError: no API key was given or found in the environment.
@@ -75,6 +78,7 @@ class AnthropicProvider:
         output_retries: int = 2,
         timeout: float = 120.0,
         client: anthropic.AsyncAnthropic | None = None,
+        parse_timeout: float = 60.0,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
         if client is None and not key:
@@ -83,6 +87,8 @@ class AnthropicProvider:
             raise ValueError("max_cards must be >= 1")
         if output_retries < 0:
             raise ValueError("output_retries must be >= 0")
+        if not parse_timeout > 0:
+            raise ValueError("parse_timeout must be > 0")
         self._key = key
         # Imported here: the SDK takes over a second to import, and the CLI, the
         # extractive provider and the tests of other parts should not pay for it.
@@ -101,6 +107,8 @@ class AnthropicProvider:
         self.max_tokens = max_tokens
         self.max_cards = max_cards
         self.output_retries = output_retries
+        self.parse_timeout = parse_timeout
+        self._limiter = trio.CapacityLimiter(2)
         self._tool = {
             "name": TOOL_NAME,
             "description": "Record the cards made from the document.",
@@ -122,6 +130,14 @@ class AnthropicProvider:
         await self.aclose()
 
     # -- request building ---------------------------------------------------------------
+
+    async def _read(self, document: Document) -> list[dict[str, Any]]:
+        # Decoding, the HTML parser and base64 all take time in proportion to the
+        # document: on a thread, under a deadline, the event loop (and every other
+        # upload's heartbeat) keeps running.
+        return await read_off_loop(
+            self.content, document, limiter=self._limiter, seconds=self.parse_timeout
+        )
 
     def content(self, document: Document) -> list[dict[str, Any]]:
         """The user message's content blocks for a document.
@@ -167,7 +183,7 @@ class AnthropicProvider:
     # -- the call -----------------------------------------------------------------------
 
     async def analyze(self, document: Document) -> Analysis:
-        content = self.content(document)
+        content = await self._read(document)
 
         async def ask() -> Answer:
             message, hint = await self._create(content)

@@ -21,8 +21,9 @@ from ..errors import (
 from ..model import Document
 from ._base import Analysis, RateHint, Usage
 from ._headers import is_spend_limit, limit_hit, rate_hint, retry_after, scrub
+from ._reading import read_off_loop
 from ._schema import SYSTEM_PROMPT, Answer, InvalidOutput, ask_until_valid, card_schema, drafts_from
-from ._text import check_size, document_text, read_off_loop
+from ._text import check_size, document_text
 
 __all__ = ["DEFAULT_OPENAI_MODEL", "OpenAICompatibleProvider"]
 
@@ -48,6 +49,8 @@ class OpenAICompatibleProvider:
         output_retries: re-asks when the output is cut off or fails validation.
         timeout: HTTP timeout, seconds.
         client: an ``httpx.AsyncClient`` to use (e.g. with a mock transport in tests).
+        parse_timeout: seconds one document may take to read (PDFs in a worker process
+            that is killed then) before it fails.
     """
 
     name = "openai"
@@ -63,9 +66,12 @@ class OpenAICompatibleProvider:
         output_retries: int = 2,
         timeout: float = 120.0,
         client: httpx.AsyncClient | None = None,
+        parse_timeout: float = 60.0,
     ) -> None:
         if max_cards < 1:
             raise ValueError("max_cards must be >= 1")
+        if not parse_timeout > 0:
+            raise ValueError("parse_timeout must be > 0")
         self._key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         if not url.startswith(("http://", "https://")):
@@ -78,6 +84,7 @@ class OpenAICompatibleProvider:
         self.max_cards = max_cards
         self.output_retries = output_retries
         self._client = client or httpx.AsyncClient(timeout=timeout)
+        self.parse_timeout = parse_timeout
         self._limiter = trio.CapacityLimiter(2)
 
     def __repr__(self) -> str:
@@ -99,6 +106,17 @@ class OpenAICompatibleProvider:
         if self._key:
             headers["authorization"] = f"Bearer {self._key}"
         return headers
+
+    async def _read(self, document: Document) -> str:
+        # pypdf can run away on a crafted PDF: PDFs are read in a process the deadline
+        # kills. Text, Markdown and HTML readers take time linear in the document.
+        return await read_off_loop(
+            document_text,
+            document,
+            limiter=self._limiter,
+            seconds=self.parse_timeout,
+            isolated=document.media_type == "application/pdf",
+        )
 
     def payload(self, text: str, name: str) -> dict[str, Any]:
         """The chat-completions request body for one document's text."""
@@ -130,7 +148,7 @@ class OpenAICompatibleProvider:
         }
 
     async def analyze(self, document: Document) -> Analysis:
-        text = await read_off_loop(document_text, document, limiter=self._limiter, seconds=60)
+        text = await self._read(document)
         body = self.payload(check_size(document, text), document.name)
 
         async def ask() -> Answer:

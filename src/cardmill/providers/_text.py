@@ -9,11 +9,10 @@ from __future__ import annotations
 import io
 import logging
 import re
-from collections.abc import Callable, Iterable
-from typing import Final, TypeVar
+from collections.abc import Iterable
+from typing import Final
 
 import attrs
-import trio
 
 from ..errors import PermanentError
 from ..model import Document
@@ -26,7 +25,6 @@ __all__ = [
     "decode_text",
     "document_text",
     "pdf_text",
-    "read_off_loop",
     "sections",
     "sentences",
 ]
@@ -49,9 +47,6 @@ class Section:
     paragraphs: tuple[str, ...]
 
 
-T = TypeVar("T")
-
-
 def check_size(document: Document, text: str) -> str:
     """``text``, unless it is too long for one request (PermanentError naming the size)."""
     if len(text) > MAX_TEXT_CHARS:
@@ -60,20 +55,6 @@ def check_size(document: Document, text: str) -> str:
             f"{MAX_TEXT_CHARS:,} that fit in one request"
         )
     return text
-
-
-async def read_off_loop(
-    fn: Callable[[Document], T],
-    document: Document,
-    *,
-    limiter: trio.CapacityLimiter,
-    seconds: float,
-) -> T:
-    """Run a blocking reader (pypdf above all) on a thread, and give up on a hostile file
-    that would parse forever: its upload fails; the thread is left to finish."""
-    with trio.move_on_after(seconds):
-        return await trio.to_thread.run_sync(fn, document, limiter=limiter, abandon_on_cancel=True)
-    raise PermanentError(f"{document.name}: still being read after {seconds:g} s; given up")
 
 
 def decode_text(document: Document) -> str:
