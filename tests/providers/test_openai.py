@@ -19,6 +19,7 @@ from cardmill import (
     TransientError,
 )
 from cardmill.providers import OpenAICompatibleProvider
+from cardmill.providers._headers import MAX_RATE_NUMBER
 from cardmill.testing import make_pdf
 
 KEY = "fake-openai-test-key-42"
@@ -111,6 +112,30 @@ async def test_rate_limit_headers_and_retry_after_ms() -> None:
     assert exc.hint is not None
     assert (exc.hint.requests_limit, exc.hint.requests_reset) == (500, 90)
     assert (exc.hint.input_tokens_remaining, exc.hint.input_tokens_reset) == (12000, 0.25)
+
+
+async def test_hostile_rate_limit_headers_cannot_pause_for_ever() -> None:
+    headers = {
+        "retry-after-ms": "1e400",
+        "retry-after": "inf",
+        "x-ratelimit-limit-requests": "nan",
+        "x-ratelimit-remaining-requests": "-1",
+        "x-ratelimit-limit-tokens": "1e300",
+        "x-ratelimit-reset-tokens": "Infinity",
+    }
+    async with make(error(429, "Rate limit reached", **headers)) as provider:
+        with pytest.raises(RateLimited) as caught:
+            await provider.analyze(DOC)
+    assert caught.value.retry_after is None
+    assert caught.value.hint is not None
+    assert caught.value.hint.requests_limit is None
+    assert caught.value.hint.requests_remaining is None
+    assert caught.value.hint.input_tokens_limit == MAX_RATE_NUMBER
+    assert caught.value.hint.input_tokens_reset is None
+    async with make(error(529, "overloaded", **{"retry-after": "1e999"})) as provider:
+        with pytest.raises(Overloaded) as overloaded:
+            await provider.analyze(DOC)
+    assert overloaded.value.retry_after is None
 
 
 @pytest.mark.parametrize(
