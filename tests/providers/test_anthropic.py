@@ -270,3 +270,36 @@ async def test_concurrent_requests_share_one_client() -> None:
                 nursery.start_soon(p.analyze, MD)
         assert len(server.requests) == 4
         assert server.peak_in_flight == 4  # all four were in flight together
+
+
+BAD_KEYS = [
+    (KEY + "\r", "has a carriage return (U+000D) at its end"),  # a CRLF .env file
+    (KEY + "\n", "has a line feed (U+000A) at its end"),
+    (" " + KEY, "has a space (U+0020) at its start"),
+    (KEY[:10] + "\t" + KEY[10:], "has a tab (U+0009) at character 11 of"),
+    (KEY + "\u2003", "has whitespace (U+2003) at its end"),
+    (KEY[:10] + "\x00" + KEY[10:], "has a control character (U+0000) at character 11 of"),
+    (KEY + "\u200b", "has a control character (U+200B) at its end"),
+    (KEY[:10] + "é" + KEY[10:], "has a non-ASCII character (U+00E9) at character 11 of"),
+]
+
+
+@pytest.mark.parametrize(("key", "reason"), BAD_KEYS)
+def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, key: str, reason: str
+) -> None:
+    with pytest.raises(InputError) as given:
+        AnthropicProvider(api_key=key, base_url="http://127.0.0.1:9")
+    assert str(given.value).startswith(f"api_key {reason}")
+    errors = [given.value]
+    if "\x00" not in key:  # the environment cannot hold a NUL
+        monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+        with pytest.raises(InputError) as from_env:
+            AnthropicProvider(base_url="http://127.0.0.1:9")
+        assert str(from_env.value).startswith(f"ANTHROPIC_API_KEY {reason}")
+        errors.append(from_env.value)
+    for error in errors:
+        message = str(error)
+        assert "\n" not in message
+        assert KEY[:8] not in message
+        assert KEY[-8:] not in message

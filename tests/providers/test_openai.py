@@ -190,6 +190,21 @@ async def test_connection_errors_are_transient() -> None:
             await provider.analyze(DOC)
 
 
+@pytest.mark.parametrize("key", [KEY + "\r", " " + KEY, KEY[:6] + "\x7f" + KEY[6:], KEY + "\u2028"])
+def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    with pytest.raises(InputError, match=r"^api_key has ") as given:
+        OpenAICompatibleProvider(api_key=key)
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    with pytest.raises(InputError, match=r"^OPENAI_API_KEY has ") as from_env:
+        OpenAICompatibleProvider()
+    for error in (given.value, from_env.value):
+        assert "\n" not in str(error)
+        assert KEY[:8] not in str(error)
+        assert KEY[-8:] not in str(error)
+
+
 def test_configuration_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)

@@ -51,3 +51,22 @@ async def test_key_never_leaks(tmp_path: Path, env: dict[str, str]) -> None:
         runs.stdout,
         database_bytes(db),
     )
+
+
+async def test_a_key_with_a_stray_carriage_return_is_refused_and_never_stored(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # A .env file with Windows line ends: the key ends in "\r", which no header may hold.
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Doc\n\nSome text.\n")
+    db = Path(env["CARDMILL_DB"])
+    async with FakeAnthropicServer(api_key=KEY) as server:
+        run_env = {**env, "ANTHROPIC_API_KEY": KEY + "\r", "ANTHROPIC_BASE_URL": server.url}
+        done = await cardmill("analyze", str(doc), "-vv", env=run_env)
+        assert server.requests == []
+    assert_no_key(done.stdout, done.stderr, database_bytes(db))
+    assert done.returncode == 2, done.stderr.decode()
+    assert done.stderr.decode().splitlines() == [
+        "cardmill: error: ANTHROPIC_API_KEY has a carriage return (U+000D) at its end: "
+        "an API key is printable ASCII with no spaces"
+    ]

@@ -19,7 +19,7 @@ from ..errors import (
 )
 from ..model import Document
 from ._base import Analysis, RateHint, Usage
-from ._headers import is_spend_limit, limit_hit, rate_hint, retry_after, scrub
+from ._headers import check_api_key, is_spend_limit, limit_hit, rate_hint, retry_after, scrub
 from ._reading import read_off_loop
 from ._schema import (
     SYSTEM_PROMPT,
@@ -51,7 +51,8 @@ class AnthropicProvider:
 
     Args:
         api_key: defaults to ``ANTHROPIC_API_KEY``. It is never logged, stored or
-            shown: not in errors, not in ``repr``.
+            shown: not in errors, not in ``repr``. Printable ASCII with no spaces: a key
+            with surrounding whitespace or a control character is refused.
         base_url: defaults to ``ANTHROPIC_BASE_URL`` (read by the SDK), then the API.
         model: defaults to ``CARDMILL_MODEL``, then a current fast model.
         max_tokens: output budget per request.
@@ -62,7 +63,8 @@ class AnthropicProvider:
             before it fails.
 
     Raises:
-        InputError: no API key was given or found in the environment.
+        InputError: no API key was given or found in the environment, or it has
+            whitespace or a control character in it (the message does not show it).
     """
 
     name = "anthropic"
@@ -83,6 +85,8 @@ class AnthropicProvider:
         key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
         if client is None and not key:
             raise InputError("no Anthropic API key: set ANTHROPIC_API_KEY or pass api_key")
+        if key:
+            check_api_key(key, "api_key" if api_key is not None else "ANTHROPIC_API_KEY")
         if max_cards < 1:
             raise ValueError("max_cards must be >= 1")
         if output_retries < 0:

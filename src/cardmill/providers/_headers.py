@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Final
 
-from ..errors import MAX_RETRY_AFTER, Limit
+from ..errors import MAX_RETRY_AFTER, InputError, Limit
 from ._base import RateHint
 
 __all__ = [
@@ -177,8 +177,52 @@ def is_spend_limit(message: str) -> bool:
     return bool(_SPEND.search(message))
 
 
+def check_api_key(key: str, source: str) -> str:
+    """``key``, if it can go in an HTTP header as it is.
+
+    A key is printable ASCII with no spaces. Surrounding whitespace is refused too, not
+    stripped: a key read with a stray carriage return (a ``.env`` file with Windows line
+    ends) is a mistake to fix where it was made. The HTTP library would refuse the header
+    in a message that shows the key, escaped, where no scrubbing finds it.
+
+    Args:
+        key: the API key.
+        source: where it came from, for the message (``"ANTHROPIC_API_KEY"``).
+
+    Raises:
+        InputError: the key has whitespace, a control or a non-ASCII character; the
+            message says which and where, never the key.
+    """
+    for position, char in enumerate(key, start=1):
+        if "!" <= char <= "~":
+            continue
+        named = {"\r": "a carriage return", "\n": "a line feed", "\t": "a tab", " ": "a space"}
+        if char in named:
+            what = named[char]
+        elif char.isspace():
+            what = "whitespace"
+        elif char.isascii() or not char.isprintable():
+            what = "a control character"
+        else:
+            what = "a non-ASCII character"
+        where = (
+            "at its start"
+            if position == 1
+            else "at its end"
+            if position == len(key)
+            else f"at character {position} of {len(key)}"
+        )
+        raise InputError(
+            f"{source} has {what} (U+{ord(char):04X}) {where}: an API key is printable "
+            "ASCII with no spaces"
+        )
+    return key
+
+
 def scrub(text: str, secret: str | None) -> str:
-    """Remove a secret from a message before it is raised, logged or stored."""
+    """Remove a secret from a message before it is raised, logged or stored, as text and
+    as the escaped bytes an HTTP library shows."""
     if secret:
-        text = text.replace(secret, "***")
+        for form in (secret, repr(secret.encode("utf-8", "replace"))[2:-1]):
+            text = text.replace(form, "***")
     return " ".join(text.split())

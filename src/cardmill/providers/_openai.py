@@ -20,7 +20,7 @@ from ..errors import (
 )
 from ..model import Document
 from ._base import Analysis, RateHint, Usage
-from ._headers import is_spend_limit, limit_hit, rate_hint, retry_after, scrub
+from ._headers import check_api_key, is_spend_limit, limit_hit, rate_hint, retry_after, scrub
 from ._reading import read_off_loop
 from ._schema import SYSTEM_PROMPT, Answer, InvalidOutput, ask_until_valid, card_schema, drafts_from
 from ._text import check_size, document_text
@@ -41,7 +41,8 @@ class OpenAICompatibleProvider:
 
     Args:
         api_key: defaults to ``OPENAI_API_KEY``; local servers often need none. Never
-            logged, stored or shown.
+            logged, stored or shown. Printable ASCII with no spaces: a key with
+            surrounding whitespace or a control character is refused.
         base_url: defaults to ``OPENAI_BASE_URL``, then OpenAI's API.
         model: defaults to ``CARDMILL_MODEL``, then a small OpenAI model.
         max_tokens: output budget per request.
@@ -51,6 +52,11 @@ class OpenAICompatibleProvider:
         client: an ``httpx.AsyncClient`` to use (e.g. with a mock transport in tests).
         parse_timeout: seconds one document may take to read (PDFs in a worker process
             that is killed then) before it fails.
+
+    Raises:
+        InputError: no key for OpenAI's own API, a ``base_url`` that is not HTTP(S), or
+            a key with whitespace or a control character in it (the message does not
+            show it).
     """
 
     name = "openai"
@@ -73,6 +79,8 @@ class OpenAICompatibleProvider:
         if not parse_timeout > 0:
             raise ValueError("parse_timeout must be > 0")
         self._key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        if self._key:
+            check_api_key(self._key, "api_key" if api_key is not None else "OPENAI_API_KEY")
         url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         if not url.startswith(("http://", "https://")):
             raise InputError(f"base_url must start with http:// or https://: {url!r}")
