@@ -22,3 +22,8 @@ def sleep_forever(document: Document) -> str:
 def text(document: Document) -> str:
     """A good parser: the document's bytes as text."""
     return document.data.decode()
+
+
+def interrupted(document: Document) -> str:
+    """A reader stopped by Ctrl-C."""
+    raise KeyboardInterrupt

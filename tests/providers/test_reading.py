@@ -181,3 +181,15 @@ async def test_html_nested_past_the_parser_limit_fails_with_a_reason() -> None:
     with pytest.raises(PermanentError) as caught:
         await provider.analyze(Document("deep.html", deep))
     assert str(caught.value) == "deep.html: HTML nested more than 256 elements deep"
+
+
+@pytest.mark.parametrize("isolated", [False, True], ids=["thread", "process"])
+async def test_a_reader_that_raises_gives_its_slot_back(isolated: bool) -> None:
+    limiter = trio.CapacityLimiter(1)
+    document = Document("gone.txt", b"", "text/plain")
+    with pytest.raises(KeyboardInterrupt):
+        await read_off_loop(
+            readers.interrupted, document, limiter=limiter, seconds=10, isolated=isolated
+        )
+    assert limiter.borrowed_tokens == 0
+    assert await read_off_loop(readers.text, GOOD[0], limiter=limiter, seconds=10)
