@@ -9,15 +9,15 @@ from typing import Final
 
 import attrs
 
-from .errors import InputError
-from .model import Document, sniff_media_type
+from .errors import DocumentError, InputError
+from .model import MAX_DOCUMENT_BYTES, Document, read_file, sniff_media_type
 
 __all__ = ["Found", "collect", "read"]
 
 SUPPORTED_SUFFIXES: Final = frozenset(
     {".md", ".markdown", ".txt", ".text", ".html", ".htm", ".pdf"}
 )
-MAX_FILE_BYTES: Final = 32 * 1024 * 1024  # the largest request the big providers take
+MAX_FILE_BYTES: Final = MAX_DOCUMENT_BYTES
 
 
 @attrs.frozen
@@ -106,19 +106,13 @@ def _walk(root: Path, seen: set[tuple[int, int]]) -> Iterator[Path]:
 
 def read(found: Found) -> tuple[Document, str | None]:
     """Read one file. A file that cannot be read gives an empty document and the reason;
-    the run records it as a failed upload instead of stopping."""
+    the run records it as a failed upload instead of stopping. Devices and FIFOs
+    (``/dev/zero``, a pipe named on the command line) are refused unopened, and no more
+    than :data:`MAX_FILE_BYTES` + 1 bytes are ever read (see :func:`cardmill.model.read_file`)."""
     try:
-        size = found.path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            return _unreadable(found), (
-                f"{found.name}: {size / 1e6:.0f} MB is over the "
-                f"{MAX_FILE_BYTES // (1024 * 1024)} MB limit for one document"
-            )
-        data = found.path.read_bytes()
-    except PermissionError:
-        return _unreadable(found), f"{found.name}: permission denied"
-    except OSError as exc:
-        return _unreadable(found), f"{found.name}: cannot read ({exc.strerror or exc})"
+        data = read_file(found.path, max_bytes=MAX_FILE_BYTES, name=found.name)
+    except DocumentError as exc:
+        return _unreadable(found), str(exc)
     return Document(found.name, data, sniff_media_type(found.name, data)), None
 
 

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import secrets
+import shlex
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -26,7 +27,7 @@ from .providers import (
     OpenAICompatibleProvider,
     Provider,
 )
-from .storage import PostgresStorage, SQLiteStorage, Storage
+from .storage import PostgresStorage, SQLiteStorage, Storage, redact_dsn
 
 T = TypeVar("T")
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -83,6 +84,14 @@ def setup_logging(verbose: int) -> None:
 
 def is_postgres(db: str) -> bool:
     return db.startswith(("postgresql://", "postgres://"))
+
+
+def shown_db(db: str, *, absolute: bool = False) -> str:
+    """A ``--db`` value as it may be printed: a PostgreSQL URL without its password, a
+    SQLite path as given (or made absolute)."""
+    if is_postgres(db):
+        return redact_dsn(db)
+    return os.path.abspath(db) if absolute else db
 
 
 @asynccontextmanager
@@ -185,14 +194,14 @@ def summary_table(summary: RunSummary | None, run: Run, db: str, out: TextIO) ->
             ("tokens", f"{summary.input_tokens:,} in, {summary.output_tokens:,} out"),
             ("elapsed", f"{summary.elapsed:.1f} s"),
         ]
-    rows.append(("database", os.path.abspath(db)))
+    rows.append(("database", shown_db(db, absolute=True)))
     for key, value in rows:
         out.write(f"{key:<10} {value}\n")
 
 
 def _report(summary: RunSummary | None, run: Run, db: str, as_json: bool) -> None:
     if as_json:
-        data: dict[str, Any] = {"run": jsonable(run), "database": os.path.abspath(db)}
+        data: dict[str, Any] = {"run": jsonable(run), "database": shown_db(db, absolute=True)}
         if summary is not None:
             data["summary"] = {k: v for k, v in jsonable(summary).items() if k != "run"}
         click.echo(dumps(data))
@@ -205,7 +214,7 @@ def _report(summary: RunSummary | None, run: Run, db: str, as_json: bool) -> Non
 
 
 def _db_flag(db: str) -> str:
-    return "" if db == "cardmill.db" else f" --db {db}"
+    return "" if db == "cardmill.db" else f" --db {shlex.quote(shown_db(db))}"
 
 
 # -- the run -----------------------------------------------------------------------------
@@ -268,7 +277,8 @@ async def analyze_paths(
     if not quiet:
         extra = f" (skipped {skipped} files of other types)" if skipped else ""
         click.echo(
-            f"cardmill: analysing {len(found)} documents{extra} with {described} into {db}",
+            f"cardmill: analysing {len(found)} documents{extra} with {described} "
+            f"into {shown_db(db)}",
             err=True,
         )
     problems: dict[int, str] = {}
@@ -361,7 +371,10 @@ async def run_worker(
     worker = None
     if worker_name:
         worker = f"{worker_name}:{os.getpid()}:{secrets.token_hex(3)}"
-    click.echo(f"cardmill worker: {described}, concurrency {concurrency}, on {db}", err=True)
+    click.echo(
+        f"cardmill worker: {described}, concurrency {concurrency}, on {shown_db(db)}",
+        err=True,
+    )
     try:
         async with open_storage(db, create=False) as storage:
             engine = make_engine(

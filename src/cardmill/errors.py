@@ -25,13 +25,15 @@ A provider raises :class:`DocumentError` for a document it cannot send at all
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from .providers import RateHint, Usage
 
 __all__ = [
+    "MAX_RETRY_AFTER",
     "CardmillError",
     "DatabaseError",
     "DocumentError",
@@ -48,6 +50,16 @@ __all__ = [
     "TransientError",
     "UploadNotFound",
 ]
+
+
+MAX_RETRY_AFTER: Final = 3600.0
+"""The longest wait, in seconds, a provider's Retry-After can impose: one hour.
+
+A longer one is cut to this; one that is not a finite, non-negative number (``inf``,
+``nan``, ``-5``) is ignored, as if the provider had not said. No provider asks for more
+between retries of a rate limit: a longer wait is a quota a person should look at, and
+waiting for ever would hold the upload (its lease renewed by the heartbeat) for ever.
+"""
 
 
 class CardmillError(Exception):
@@ -139,9 +151,21 @@ def _split(args: tuple[object, ...], default: str) -> tuple[str, float | None, o
     limit = rest.pop(0) if rest else None
     if rest:
         raise TypeError(f"too many arguments: {args!r}")
-    if retry_after is not None and not isinstance(retry_after, int | float):
-        raise TypeError(f"retry_after must be a number of seconds, not {retry_after!r}")
-    return (message or default), (None if retry_after is None else float(retry_after)), limit
+    return (message or default), _seconds(retry_after), limit
+
+
+def _seconds(value: object) -> float | None:
+    """A Retry-After as a bounded wait: None for what is not a finite, non-negative
+    number of seconds, :data:`MAX_RETRY_AFTER` for anything longer."""
+    if value is None:
+        return None
+    if not isinstance(value, int | float):
+        raise TypeError(f"retry_after must be a number of seconds, not {value!r}")
+    if isinstance(value, int):  # an int too large for a float is still just "too long"
+        return None if value < 0 else float(min(value, MAX_RETRY_AFTER))
+    if not math.isfinite(value) or value < 0:
+        return None
+    return min(value, MAX_RETRY_AFTER)
 
 
 class RateLimited(ProviderError):
@@ -149,7 +173,9 @@ class RateLimited(ProviderError):
 
     Args:
         message: a one-line reason (optional, first).
-        retry_after: seconds the provider asked us to wait, when it said.
+        retry_after: seconds the provider asked us to wait, when it said; ``inf``,
+            ``nan`` and negative waits are dropped, longer ones cut to
+            :data:`MAX_RETRY_AFTER`.
         limit: which limit was hit, when the answer said (a :class:`Limit` or its name:
             ``"requests"``, ``"input_tokens"``, ``"output_tokens"``).
         hint: the rate-limit headers that came with the answer.
@@ -167,7 +193,7 @@ class RateLimited(ProviderError):
     ) -> None:
         message, positional_after, positional_limit = _split(args, "rate limited (429)")
         super().__init__(message)
-        self.retry_after = retry_after if retry_after is not None else positional_after
+        self.retry_after = _seconds(retry_after) if retry_after is not None else positional_after
         chosen = limit if limit is not None else positional_limit
         self.limit = _limit(chosen if isinstance(chosen, Limit | str) else None)
         self.hint = hint
@@ -176,7 +202,8 @@ class RateLimited(ProviderError):
 class Overloaded(ProviderError):
     """The provider answered 529: it is overloaded; our quota is not the cause.
 
-    ``Overloaded("529 overloaded_error", retry_after=1.0)`` or ``Overloaded(1.0)``.
+    ``Overloaded("529 overloaded_error", retry_after=1.0)`` or ``Overloaded(1.0)``;
+    ``retry_after`` is bounded as :class:`RateLimited`'s is.
     """
 
     def __init__(self, *args: object, retry_after: float | None = None) -> None:
@@ -184,7 +211,7 @@ class Overloaded(ProviderError):
         if extra is not None:
             raise TypeError(f"too many arguments: {args!r}")
         super().__init__(message)
-        self.retry_after = retry_after if retry_after is not None else positional_after
+        self.retry_after = _seconds(retry_after) if retry_after is not None else positional_after
 
 
 class TransientError(ProviderError):

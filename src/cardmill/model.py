@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Final, final
 
 import attrs
@@ -19,6 +19,7 @@ from .errors import DocumentError, InvalidDraft
 
 __all__ = [
     "MAX_BODY_CHARS",
+    "MAX_DOCUMENT_BYTES",
     "MAX_QUOTE_CHARS",
     "MAX_TAGS",
     "MAX_TAG_CHARS",
@@ -30,6 +31,7 @@ __all__ = [
     "RunStatus",
     "Upload",
     "UploadStatus",
+    "read_file",
 ]
 
 MAX_TITLE_CHARS: Final = 200
@@ -37,6 +39,8 @@ MAX_BODY_CHARS: Final = 4000
 MAX_QUOTE_CHARS: Final = 1000
 MAX_TAGS: Final = 12
 MAX_TAG_CHARS: Final = 48
+MAX_DOCUMENT_BYTES: Final = 32 * 1024 * 1024
+"""The largest document read from a file: the largest request the big providers take."""
 
 _EXTENSIONS: Final = {
     ".txt": "text/plain",
@@ -79,6 +83,79 @@ def sniff_media_type(name: str, data: bytes) -> str:
     return "application/octet-stream"
 
 
+_NOT_REGULAR: Final = (
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
+# A FIFO opened without O_NONBLOCK waits for a writer; a terminal would become ours.
+_OPEN_FLAGS: Final = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def read_file(
+    path: str | os.PathLike[str], *, max_bytes: int = MAX_DOCUMENT_BYTES, name: str | None = None
+) -> bytes:
+    """The bytes of a regular file, if there are at most ``max_bytes`` of them.
+
+    Files are outside input. Devices, FIFOs and sockets are refused without being opened
+    in a way that can block (``/dev/zero`` never ends; a FIFO with no writer never
+    opens), and at most ``max_bytes + 1`` bytes are read, whatever the file's size
+    said: a file that grows while it is read, or a ``/proc`` file that says it is empty,
+    cannot get past the limit.
+
+    Args:
+        path: the file.
+        max_bytes: the most bytes a document may have.
+        name: how to name the file in errors; the path by default.
+
+    Raises:
+        DocumentError: the file does not exist, is not a regular file, cannot be read or
+            is over the limit; the message names it.
+    """
+    shown = name if name is not None else os.fspath(path)
+    try:
+        _check_regular(shown, os.stat(path).st_mode)
+        with open(os.open(path, _OPEN_FLAGS), "rb") as file:
+            info = os.fstat(file.fileno())
+            _check_regular(shown, info.st_mode)  # it may have been replaced since
+            if info.st_size > max_bytes:
+                raise DocumentError(
+                    f"{shown}: {info.st_size / 1e6:.0f} MB is over the "
+                    f"{_limit(max_bytes)} limit for one document"
+                )
+            data = file.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise DocumentError(f"{shown}: no such file") from None
+    except PermissionError:
+        raise DocumentError(f"{shown}: permission denied") from None
+    except OSError as exc:
+        raise DocumentError(f"{shown}: cannot read ({exc.strerror or exc})") from None
+    if len(data) > max_bytes:
+        raise DocumentError(f"{shown}: over the {_limit(max_bytes)} limit for one document")
+    return data
+
+
+def _check_regular(shown: str, mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise DocumentError(f"{shown}: is a directory")
+    for test, kind in _NOT_REGULAR:
+        if test(mode):
+            raise DocumentError(f"{shown}: not a regular file ({kind})")
+    if not stat.S_ISREG(mode):
+        raise DocumentError(f"{shown}: not a regular file")
+
+
+def _limit(max_bytes: int) -> str:
+    mib = 1024 * 1024
+    return f"{max_bytes // mib} MB" if max_bytes % mib == 0 else f"{max_bytes:,}-byte"
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -112,27 +189,26 @@ class Document:
         return len(self.data)
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike[str], *, name: str | None = None) -> Document:
+    def from_path(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        max_bytes: int = MAX_DOCUMENT_BYTES,
+    ) -> Document:
         """Read a file and sniff its media type.
 
         Args:
             path: the file to read.
             name: the name to store; the path as given by default.
+            max_bytes: the most bytes the document may have (32 MiB by default).
 
         Raises:
-            DocumentError: the path does not exist, is not a file, or cannot be read.
+            DocumentError: the path does not exist, is not a regular file (a directory,
+                a device, a FIFO), cannot be read, or is over ``max_bytes``; see
+                :func:`read_file`.
         """
-        p = Path(path)
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError:
-            raise DocumentError(f"{os.fspath(path)}: no such file") from None
-        except IsADirectoryError:
-            raise DocumentError(f"{os.fspath(path)}: is a directory") from None
-        except PermissionError:
-            raise DocumentError(f"{os.fspath(path)}: permission denied") from None
-        except OSError as exc:
-            raise DocumentError(f"{os.fspath(path)}: cannot read ({exc.strerror})") from None
+        data = read_file(path, max_bytes=max_bytes)
         shown = name if name is not None else os.fspath(path)
         return cls(shown, data, sniff_media_type(shown, data))
 

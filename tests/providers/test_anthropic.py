@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
+from typing import Any
 
 import pytest
 import trio
@@ -22,6 +24,7 @@ from cardmill import (
 )
 from cardmill.engine import Engine, Limits, RetryPolicy
 from cardmill.providers import DEFAULT_ANTHROPIC_MODEL, AnthropicProvider
+from cardmill.providers._text import html_to_text
 from cardmill.testing import FakeAnthropicServer, Fault, make_pdf
 
 KEY = "fake-anthropic-test-key-0123456789"
@@ -77,6 +80,30 @@ async def test_html_is_sent_as_its_visible_text() -> None:
     assert "# Tea" in text
     assert "Steep it." in text
     assert "color:red" not in text
+
+
+async def test_hostile_html_is_read_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The parse cannot finish until a task on the event loop has run while it was going.
+    started, ticked = threading.Event(), threading.Event()
+
+    def parse(*args: Any) -> str:
+        started.set()
+        if not ticked.wait(timeout=10):
+            raise AssertionError("the event loop stood still while the page was parsed")
+        return html_to_text(*args)
+
+    async def tick() -> None:
+        await trio.to_thread.run_sync(started.wait)
+        ticked.set()  # only a running event loop gets here
+
+    monkeypatch.setattr("cardmill.providers._anthropic.html_to_text", parse)
+    hostile = Document("hostile.html", b"<a " * 40_000)
+    async with FakeAnthropicServer() as server:
+        async with provider(server) as p, trio.open_nursery() as nursery:
+            nursery.start_soon(tick)
+            with pytest.raises(PermanentError, match=r"^hostile.html: no text$"):
+                await p.analyze(hostile)
+        assert server.requests == []
 
 
 async def test_model_from_environment_and_base_url_from_environment(
@@ -280,3 +307,36 @@ async def test_concurrent_requests_share_one_client() -> None:
                 nursery.start_soon(p.analyze, MD)
         assert len(server.requests) == 4
         assert server.peak_in_flight == 4  # all four were in flight together
+
+
+BAD_KEYS = [
+    (KEY + "\r", "has a carriage return (U+000D) at its end"),  # a CRLF .env file
+    (KEY + "\n", "has a line feed (U+000A) at its end"),
+    (" " + KEY, "has a space (U+0020) at its start"),
+    (KEY[:10] + "\t" + KEY[10:], "has a tab (U+0009) at character 11 of"),
+    (KEY + "\u2003", "has whitespace (U+2003) at its end"),
+    (KEY[:10] + "\x00" + KEY[10:], "has a control character (U+0000) at character 11 of"),
+    (KEY + "\u200b", "has a control character (U+200B) at its end"),
+    (KEY[:10] + "é" + KEY[10:], "has a non-ASCII character (U+00E9) at character 11 of"),
+]
+
+
+@pytest.mark.parametrize(("key", "reason"), BAD_KEYS)
+def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, key: str, reason: str
+) -> None:
+    with pytest.raises(InputError) as given:
+        AnthropicProvider(api_key=key, base_url="http://127.0.0.1:9")
+    assert str(given.value).startswith(f"api_key {reason}")
+    errors = [given.value]
+    if "\x00" not in key:  # the environment cannot hold a NUL
+        monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+        with pytest.raises(InputError) as from_env:
+            AnthropicProvider(base_url="http://127.0.0.1:9")
+        assert str(from_env.value).startswith(f"ANTHROPIC_API_KEY {reason}")
+        errors.append(from_env.value)
+    for error in errors:
+        message = str(error)
+        assert "\n" not in message
+        assert KEY[:8] not in message
+        assert KEY[-8:] not in message

@@ -97,19 +97,6 @@ async def test_bad_documents_fail_with_a_reason(document: Document, reason: str)
         await ExtractiveProvider().analyze(document)
 
 
-async def test_a_document_that_reads_forever_fails_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    import time
-
-    provider = ExtractiveProvider(parse_timeout=0.2)
-
-    def stuck(document: Document) -> None:
-        time.sleep(1.0)  # a parser lost in a hostile file (on its own thread)
-
-    monkeypatch.setattr(provider, "extract", stuck)
-    with pytest.raises(PermanentError, match=r"still being read after 0.2 s"):
-        await provider.analyze(Document("loop.pdf", b"%PDF-1.4 ..."))
-
-
 async def test_utf16_text_with_a_byte_order_mark_is_read() -> None:
     data = "\ufeffTides turn twice a day. The moon pulls them.".encode("utf-16-le")
     document = Document("tides.txt", data)

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cardmill import Limit
+from cardmill.errors import MAX_RETRY_AFTER
 from cardmill.providers import rate_hint, retry_after
-from cardmill.providers._headers import is_spend_limit, limit_hit, parse_duration
+from cardmill.providers._headers import (
+    MAX_RATE_NUMBER,
+    MAX_RESET,
+    is_spend_limit,
+    limit_hit,
+    parse_duration,
+)
 
 
 def test_retry_after_forms() -> None:
@@ -80,3 +90,108 @@ def test_provider_errors_take_either_form() -> None:
     assert str(Overloaded()) == "overloaded (529)"
     with pytest.raises(TypeError, match="retry_after must be a number"):
         RateLimited("message", "soon")
+
+
+# -- hostile numbers: a header must never make us wait for ever ------------------------
+
+FAR_FUTURE = "Fri, 31 Dec 9999 23:59:59 GMT"
+# Beyond a float's range ("1e999", 400 nines) reads as infinite, like "inf" itself.
+NOT_FINITE = ["inf", "-inf", "Infinity", "nan", "NaN", "1e999", "-1e999", "9" * 400, "-5", "-0.5"]
+
+
+@pytest.mark.parametrize("value", NOT_FINITE)
+def test_retry_after_that_is_not_a_finite_wait_is_absent(value: str) -> None:
+    assert retry_after({"retry-after": value}) is None
+    assert retry_after({"retry-after-ms": value}) is None
+    assert retry_after({"retry-after-ms": value, "retry-after": "7"}) == 7.0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"retry-after": "1e300"},
+        {"retry-after": "86400"},
+        {"retry-after-ms": "1e300"},
+        {"retry-after": FAR_FUTURE},
+    ],
+    ids=["seconds", "a-day", "ms", "date"],
+)
+def test_huge_retry_after_is_clamped_to_the_maximum(headers: dict[str, str]) -> None:
+    assert retry_after(headers) == MAX_RETRY_AFTER
+
+
+@pytest.mark.parametrize("value", NOT_FINITE)
+def test_rate_limit_numbers_that_are_not_finite_counts_are_absent(value: str) -> None:
+    hint = rate_hint(
+        {
+            "anthropic-ratelimit-requests-limit": value,
+            "anthropic-ratelimit-requests-remaining": value,
+            "anthropic-ratelimit-requests-reset": value,
+            "x-ratelimit-limit-tokens": value,
+            "x-ratelimit-remaining-tokens": value,
+            "x-ratelimit-reset-tokens": value,
+            "anthropic-ratelimit-output-tokens-limit": "100",
+        }
+    )
+    assert hint is not None
+    assert hint.requests_limit is None
+    assert hint.requests_remaining is None
+    assert hint.requests_reset is None
+    assert hint.input_tokens_limit is None
+    assert hint.input_tokens_remaining is None
+    assert hint.input_tokens_reset is None
+    assert hint.output_tokens_limit == 100
+
+
+def test_absurd_rate_limit_numbers_are_clamped() -> None:
+    hint = rate_hint(
+        {
+            "anthropic-ratelimit-requests-limit": "1e300",
+            "anthropic-ratelimit-requests-remaining": "1" + "0" * 300,
+            "anthropic-ratelimit-requests-reset": "9999-12-31T23:59:59Z",
+            "anthropic-ratelimit-input-tokens-limit": "1e20",
+            "anthropic-ratelimit-input-tokens-reset": "99999999h",
+            "anthropic-ratelimit-output-tokens-reset": "1e300",
+        }
+    )
+    assert hint is not None
+    assert hint.requests_limit == hint.requests_remaining == MAX_RATE_NUMBER
+    assert hint.input_tokens_limit == MAX_RATE_NUMBER
+    assert hint.requests_reset == hint.input_tokens_reset == MAX_RESET
+    assert hint.output_tokens_reset == MAX_RESET
+
+
+@given(st.text(max_size=40) | st.floats().map(repr) | st.integers().map(str))
+def test_any_header_value_gives_a_bounded_number_or_none(value: str) -> None:
+    waits = [
+        retry_after({"retry-after": value}),
+        retry_after({"retry-after-ms": value}),
+        parse_duration(value),
+    ]
+    hint = rate_hint({"x-ratelimit-limit-requests": value, "x-ratelimit-reset-tokens": value})
+    counts = [] if hint is None else [hint.requests_limit]
+    for got, ceiling in [(w, MAX_RETRY_AFTER) for w in waits[:2]] + [
+        (waits[2], MAX_RESET),
+        *((c, MAX_RATE_NUMBER) for c in counts),
+    ]:
+        assert got is None or 0 <= got <= ceiling, (value, got)
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, -1.0])
+def test_errors_drop_a_retry_after_that_is_not_a_finite_wait(value: float) -> None:
+    from cardmill import Overloaded, RateLimited
+
+    assert RateLimited("429", retry_after=value).retry_after is None
+    assert RateLimited(value, "requests").retry_after is None
+    assert Overloaded("529", retry_after=value).retry_after is None
+    assert Overloaded(value).retry_after is None
+
+
+def test_errors_clamp_a_huge_retry_after() -> None:
+    from cardmill import Overloaded, RateLimited
+
+    assert RateLimited("429", retry_after=1e300).retry_after == MAX_RETRY_AFTER
+    assert Overloaded(10**400).retry_after == MAX_RETRY_AFTER
+    assert RateLimited(retry_after=30).retry_after == 30.0
+    with pytest.raises(TypeError, match="retry_after must be a number"):
+        RateLimited("429", retry_after="soon")  # type: ignore[arg-type]

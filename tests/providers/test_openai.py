@@ -20,6 +20,7 @@ from cardmill import (
     TransientError,
 )
 from cardmill.providers import OpenAICompatibleProvider, Usage
+from cardmill.providers._headers import MAX_RATE_NUMBER
 from cardmill.testing import make_pdf
 
 KEY = "fake-openai-test-key-42"
@@ -114,6 +115,30 @@ async def test_rate_limit_headers_and_retry_after_ms() -> None:
     assert (exc.hint.input_tokens_remaining, exc.hint.input_tokens_reset) == (12000, 0.25)
 
 
+async def test_hostile_rate_limit_headers_cannot_pause_for_ever() -> None:
+    headers = {
+        "retry-after-ms": "1e400",
+        "retry-after": "inf",
+        "x-ratelimit-limit-requests": "nan",
+        "x-ratelimit-remaining-requests": "-1",
+        "x-ratelimit-limit-tokens": "1e300",
+        "x-ratelimit-reset-tokens": "Infinity",
+    }
+    async with make(error(429, "Rate limit reached", **headers)) as provider:
+        with pytest.raises(RateLimited) as caught:
+            await provider.analyze(DOC)
+    assert caught.value.retry_after is None
+    assert caught.value.hint is not None
+    assert caught.value.hint.requests_limit is None
+    assert caught.value.hint.requests_remaining is None
+    assert caught.value.hint.input_tokens_limit == MAX_RATE_NUMBER
+    assert caught.value.hint.input_tokens_reset is None
+    async with make(error(529, "overloaded", **{"retry-after": "1e999"})) as provider:
+        with pytest.raises(Overloaded) as overloaded:
+            await provider.analyze(DOC)
+    assert overloaded.value.retry_after is None
+
+
 @pytest.mark.parametrize(
     ("handler", "kind", "text"),
     [
@@ -174,6 +199,21 @@ async def test_connection_errors_are_transient() -> None:
     async with make(slow) as provider:
         with pytest.raises(TransientError, match="timed out"):
             await provider.analyze(DOC)
+
+
+@pytest.mark.parametrize("key", [KEY + "\r", " " + KEY, KEY[:6] + "\x7f" + KEY[6:], KEY + "\u2028"])
+def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    with pytest.raises(InputError, match=r"^api_key has ") as given:
+        OpenAICompatibleProvider(api_key=key)
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    with pytest.raises(InputError, match=r"^OPENAI_API_KEY has ") as from_env:
+        OpenAICompatibleProvider()
+    for error in (given.value, from_env.value):
+        assert "\n" not in str(error)
+        assert KEY[:8] not in str(error)
+        assert KEY[-8:] not in str(error)
 
 
 def test_configuration_errors(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+import pytest
+import trio
+
+from cardmill import Document, DocumentError
+from cardmill._collect import Found, read
 from cardmill.testing import make_pdf
 
 from .conftest import cardmill, verify_database
+
+T = TypeVar("T")
 
 
 def encrypted_pdf() -> bytes:
@@ -33,6 +42,8 @@ EXPECTED = {
     "huge.txt": "over the 32 MB limit for one document",
     "latin1.txt": "not valid UTF-8 text",
     "unreadable.txt": "cannot read",
+    # Quadratic for html.parser: minutes each, enough to hold every reading slot.
+    **{f"quadratic-{i}.html": "no text to make cards from" for i in range(4)},
 }
 
 
@@ -50,6 +61,8 @@ async def test_hostile_folder(tmp_path: Path, env: dict[str, str]) -> None:
         big.truncate(50 * 1024 * 1024)
     (folder / "latin1.txt").write_bytes("Caf\xe9 cr\xe8me br\xfbl\xe9e".encode("latin-1"))
     unreadable(folder / "unreadable.txt")
+    for i in range(4):
+        (folder / f"quadratic-{i}.html").write_bytes(b"<a " * 40_000)
     (folder / "loop").symlink_to(folder)  # a directory symlink loop
     (folder / ".hidden.md").write_text("# Hidden\n\nNever read.\n")
 
@@ -90,3 +103,73 @@ async def test_paths_refused_up_front(tmp_path: Path, env: dict[str, str]) -> No
     nothing = await cardmill("analyze", str(empty), env=env)
     assert nothing.returncode == 2
     assert "no documents found" in nothing.stderr.decode()
+
+
+# -- files that never end, or never open ----------------------------------------------
+
+
+def fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "pipe.md"
+    os.mkfifo(path)  # opening it to read, with no writer, waits for ever
+    return path
+
+
+async def read_off_thread(fn: Callable[[], T]) -> T:
+    # A read that blocks for ever must fail this test, not hang it.
+    with trio.fail_after(60):
+        return await trio.to_thread.run_sync(fn, abandon_on_cancel=True)
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (lambda tmp_path: Path("/dev/zero"), "a character device"),
+        (fifo, "a FIFO"),
+    ],
+    ids=["dev-zero", "fifo"],
+)
+async def test_files_that_never_end_are_refused_unopened(
+    tmp_path: Path, make: Callable[[Path], Path], kind: str
+) -> None:
+    path = make(tmp_path)
+    document, problem = await read_off_thread(lambda: read(Found(path, str(path))))
+    assert problem == f"{path}: not a regular file ({kind})"
+    assert document.data == b""
+    with pytest.raises(DocumentError) as caught:
+        await read_off_thread(lambda: Document.from_path(path))
+    assert str(caught.value) == f"{path}: not a regular file ({kind})"
+
+
+def test_a_file_bigger_than_its_size_says_is_cut_at_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # /proc files say they are empty (st_size 0) and are not: a size check before the
+    # read lets them through, however long they are.
+    path = Path("/proc/self/status")
+    assert path.stat().st_size == 0
+    assert len(path.read_bytes()) > 64
+    monkeypatch.setattr("cardmill._collect.MAX_FILE_BYTES", 64)
+    document, problem = read(Found(path, "status"))
+    assert problem == "status: over the 64-byte limit for one document"
+    assert document.data == b""
+    with pytest.raises(DocumentError) as caught:
+        Document.from_path(path, max_bytes=64)
+    assert str(caught.value) == f"{path}: over the 64-byte limit for one document"
+
+
+async def test_devices_and_fifos_named_on_the_command_line_fail_alone(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    (tmp_path / "good.md").write_text("# Good\n\nThis one is fine. It makes a card.\n")
+    pipe = fifo(tmp_path)
+    with trio.fail_after(120):
+        done = await cardmill(
+            "analyze", "/dev/zero", str(pipe), str(tmp_path / "good.md"), "--json", env=env
+        )
+    assert done.returncode == 1, done.stderr.decode()  # PARTIAL
+    summary = json.loads(done.stdout)
+    assert (summary["run"]["completed_items"], summary["run"]["failed_items"]) == (1, 2)
+    shown = await cardmill("show", summary["run"]["id"], "--json", env=env)
+    errors = {u["name"]: u["error"] for u in json.loads(shown.stdout)["uploads"]}
+    assert errors["/dev/zero"] == "/dev/zero: not a regular file (a character device)"
+    assert errors[str(pipe)] == f"{pipe}: not a regular file (a FIFO)"

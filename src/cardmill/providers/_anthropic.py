@@ -19,7 +19,8 @@ from ..errors import (
 )
 from ..model import Document
 from ._base import Analysis, RateHint, Usage, answered_with_error
-from ._headers import is_spend_limit, limit_hit, rate_hint, retry_after, scrub
+from ._headers import check_api_key, is_spend_limit, limit_hit, rate_hint, retry_after, scrub
+from ._reading import read_off_loop
 from ._schema import SYSTEM_PROMPT, TOOL_NAME, card_schema, drafts_from
 from ._text import MAX_PDF_BYTES, check_size, decode_text, html_to_text
 
@@ -44,15 +45,19 @@ class AnthropicProvider:
 
     Args:
         api_key: defaults to ``ANTHROPIC_API_KEY``. It is never logged, stored or
-            shown: not in errors, not in ``repr``.
+            shown: not in errors, not in ``repr``. Printable ASCII with no spaces: a key
+            with surrounding whitespace or a control character is refused.
         base_url: defaults to ``ANTHROPIC_BASE_URL`` (read by the SDK), then the API.
         model: defaults to ``CARDMILL_MODEL``, then a current fast model.
         max_tokens: output budget per request.
         max_cards: the most cards kept per document (documents are untrusted).
         timeout: the SDK's HTTP timeout, seconds.
+        parse_timeout: seconds one document may take to read (off the event loop)
+            before it fails.
 
     Raises:
-        InputError: no API key was given or found in the environment.
+        InputError: no API key was given or found in the environment, or it has
+            whitespace or a control character in it (the message does not show it).
     """
 
     name = "anthropic"
@@ -67,12 +72,17 @@ class AnthropicProvider:
         max_cards: int = 20,
         timeout: float = 120.0,
         client: anthropic.AsyncAnthropic | None = None,
+        parse_timeout: float = 60.0,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
         if client is None and not key:
             raise InputError("no Anthropic API key: set ANTHROPIC_API_KEY or pass api_key")
+        if key:
+            check_api_key(key, "api_key" if api_key is not None else "ANTHROPIC_API_KEY")
         if max_cards < 1:
             raise ValueError("max_cards must be >= 1")
+        if not parse_timeout > 0:
+            raise ValueError("parse_timeout must be > 0")
         self._key = key
         # Imported here: the SDK takes over a second to import, and the CLI, the
         # extractive provider and the tests of other parts should not pay for it.
@@ -90,6 +100,8 @@ class AnthropicProvider:
         self.model = model or os.environ.get("CARDMILL_MODEL") or DEFAULT_ANTHROPIC_MODEL
         self.max_tokens = max_tokens
         self.max_cards = max_cards
+        self.parse_timeout = parse_timeout
+        self._limiter = trio.CapacityLimiter(2)
         self._tool = {
             "name": TOOL_NAME,
             "description": "Record the cards made from the document.",
@@ -111,6 +123,14 @@ class AnthropicProvider:
         await self.aclose()
 
     # -- request building ---------------------------------------------------------------
+
+    async def _read(self, document: Document) -> list[dict[str, Any]]:
+        # Decoding, the HTML parser and base64 all take time in proportion to the
+        # document: on a thread, under a deadline, the event loop (and every other
+        # upload's heartbeat) keeps running.
+        return await read_off_loop(
+            self.content, document, limiter=self._limiter, seconds=self.parse_timeout
+        )
 
     def content(self, document: Document) -> list[dict[str, Any]]:
         """The user message's content blocks for a document.
@@ -142,7 +162,7 @@ class AnthropicProvider:
             }
             return [pdf, instruction]
         if document.media_type == "text/html":
-            text = html_to_text(decode_text(document))
+            text = html_to_text(document)
         elif document.media_type in ("text/plain", "text/markdown"):
             text = decode_text(document)
         else:
@@ -161,7 +181,7 @@ class AnthropicProvider:
         Raises:
             InvalidOutput: the answer is not valid cards (with its usage and headers).
         """
-        content = self.content(document)
+        content = await self._read(document)
         message, hint = await self._create(content)
         usage = _usage(message)
         try:

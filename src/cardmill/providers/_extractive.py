@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from functools import partial
 from typing import Final, final
 
 import trio
@@ -11,7 +12,8 @@ import trio
 from ..errors import PermanentError
 from ..model import CardDraft, Document
 from ._base import Analysis, Usage
-from ._text import Section, read_off_loop, sections, sentences
+from ._reading import read_off_loop
+from ._text import Section, sections, sentences
 
 __all__ = ["ExtractiveProvider"]
 
@@ -36,7 +38,8 @@ class ExtractiveProvider:
     Each card takes the section heading as its title (or the first sentence, shortened,
     where there is none), the section's leading sentences as its body, its first
     sentence as the quote and its most frequent content words as tags. Markdown, HTML,
-    plain text and PDF (through pypdf) are read; anything else fails with a reason.
+    plain text and PDF (through pypdf, in a worker process) are read; anything else
+    fails with a reason.
 
     Args:
         max_cards: the most cards per document.
@@ -64,34 +67,48 @@ class ExtractiveProvider:
         return f"ExtractiveProvider(max_cards={self.max_cards})"
 
     async def analyze(self, document: Document) -> Analysis:
+        # pypdf can run away on a crafted PDF: PDFs are read in a process the deadline
+        # kills. Text, Markdown and HTML readers take time linear in the document.
         cards = await read_off_loop(
-            self.extract, document, limiter=self._limiter, seconds=self.parse_timeout
+            partial(extract_cards, max_cards=self.max_cards, body_sentences=self.body_sentences),
+            document,
+            limiter=self._limiter,
+            seconds=self.parse_timeout,
+            isolated=document.media_type == "application/pdf",
         )
         return Analysis(cards, Usage())
 
     def extract(self, document: Document) -> tuple[CardDraft, ...]:
         """The cards for one document, synchronously."""
-        found = [s for s in sections(document) if s.paragraphs]
-        if not found:
-            raise PermanentError(f"{document.name}: no text to make cards from")
-        found = _split_long_untitled(found)
-        cards = []
-        for section in found[: self.max_cards]:
-            card = self._card(section)
-            if card is not None:
-                cards.append(card)
-        if not cards:
-            raise PermanentError(f"{document.name}: no text to make cards from")
-        return tuple(cards)
+        return extract_cards(document, max_cards=self.max_cards, body_sentences=self.body_sentences)
 
-    def _card(self, section: Section) -> CardDraft | None:
-        text = " ".join(section.paragraphs)
-        said = sentences(text)
-        if not said:
-            return None
-        title = section.heading or _headline(said[0])
-        body = " ".join(said[: self.body_sentences])
-        return CardDraft.clipped(title, body, _tags(text, title), said[0])
+
+def extract_cards(
+    document: Document, *, max_cards: int, body_sentences: int
+) -> tuple[CardDraft, ...]:
+    """The cards for one document (blocking; importable, so a worker process can run it)."""
+    found = [s for s in sections(document) if s.paragraphs]
+    if not found:
+        raise PermanentError(f"{document.name}: no text to make cards from")
+    found = _split_long_untitled(found)
+    cards = []
+    for section in found[:max_cards]:
+        card = _card(section, body_sentences)
+        if card is not None:
+            cards.append(card)
+    if not cards:
+        raise PermanentError(f"{document.name}: no text to make cards from")
+    return tuple(cards)
+
+
+def _card(section: Section, body_sentences: int) -> CardDraft | None:
+    text = " ".join(section.paragraphs)
+    said = sentences(text)
+    if not said:
+        return None
+    title = section.heading or _headline(said[0])
+    body = " ".join(said[:body_sentences])
+    return CardDraft.clipped(title, body, _tags(text, title), said[0])
 
 
 def _split_long_untitled(found: list[Section]) -> list[Section]:

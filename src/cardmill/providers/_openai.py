@@ -20,9 +20,10 @@ from ..errors import (
 )
 from ..model import Document
 from ._base import Analysis, RateHint, Usage, answered_with_error
-from ._headers import is_spend_limit, limit_hit, rate_hint, retry_after, scrub
+from ._headers import check_api_key, is_spend_limit, limit_hit, rate_hint, retry_after, scrub
+from ._reading import read_off_loop
 from ._schema import SYSTEM_PROMPT, card_schema, drafts_from
-from ._text import check_size, document_text, read_off_loop
+from ._text import check_size, document_text
 
 __all__ = ["DEFAULT_OPENAI_MODEL", "OpenAICompatibleProvider"]
 
@@ -40,13 +41,21 @@ class OpenAICompatibleProvider:
 
     Args:
         api_key: defaults to ``OPENAI_API_KEY``; local servers often need none. Never
-            logged, stored or shown.
+            logged, stored or shown. Printable ASCII with no spaces: a key with
+            surrounding whitespace or a control character is refused.
         base_url: defaults to ``OPENAI_BASE_URL``, then OpenAI's API.
         model: defaults to ``CARDMILL_MODEL``, then a small OpenAI model.
         max_tokens: output budget per request.
         max_cards: the most cards kept per document.
         timeout: HTTP timeout, seconds.
         client: an ``httpx.AsyncClient`` to use (e.g. with a mock transport in tests).
+        parse_timeout: seconds one document may take to read (PDFs in a worker process
+            that is killed then) before it fails.
+
+    Raises:
+        InputError: no key for OpenAI's own API, a ``base_url`` that is not HTTP(S), or
+            a key with whitespace or a control character in it (the message does not
+            show it).
     """
 
     name = "openai"
@@ -61,10 +70,15 @@ class OpenAICompatibleProvider:
         max_cards: int = 20,
         timeout: float = 120.0,
         client: httpx.AsyncClient | None = None,
+        parse_timeout: float = 60.0,
     ) -> None:
         if max_cards < 1:
             raise ValueError("max_cards must be >= 1")
+        if not parse_timeout > 0:
+            raise ValueError("parse_timeout must be > 0")
         self._key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        if self._key:
+            check_api_key(self._key, "api_key" if api_key is not None else "OPENAI_API_KEY")
         url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         if not url.startswith(("http://", "https://")):
             raise InputError(f"base_url must start with http:// or https://: {url!r}")
@@ -75,6 +89,7 @@ class OpenAICompatibleProvider:
         self.max_tokens = max_tokens
         self.max_cards = max_cards
         self._client = client or httpx.AsyncClient(timeout=timeout)
+        self.parse_timeout = parse_timeout
         self._limiter = trio.CapacityLimiter(2)
 
     def __repr__(self) -> str:
@@ -96,6 +111,17 @@ class OpenAICompatibleProvider:
         if self._key:
             headers["authorization"] = f"Bearer {self._key}"
         return headers
+
+    async def _read(self, document: Document) -> str:
+        # pypdf can run away on a crafted PDF: PDFs are read in a process the deadline
+        # kills. Text, Markdown and HTML readers take time linear in the document.
+        return await read_off_loop(
+            document_text,
+            document,
+            limiter=self._limiter,
+            seconds=self.parse_timeout,
+            isolated=document.media_type == "application/pdf",
+        )
 
     def payload(self, text: str, name: str) -> dict[str, Any]:
         """The chat-completions request body for one document's text."""
@@ -132,7 +158,7 @@ class OpenAICompatibleProvider:
         Raises:
             InvalidOutput: the answer is not valid cards (with its usage and headers).
         """
-        text = await read_off_loop(document_text, document, limiter=self._limiter, seconds=60)
+        text = await self._read(document)
         body = self.payload(check_size(document, text), document.name)
 
         data, hint = await self._post(body)

@@ -9,15 +9,14 @@ from __future__ import annotations
 import io
 import logging
 import re
-from collections.abc import Callable, Iterable
-from html.parser import HTMLParser
-from typing import Final, TypeVar
+from collections.abc import Iterable
+from typing import Final
 
 import attrs
-import trio
 
 from ..errors import PermanentError
 from ..model import Document
+from ._html import html_blocks
 
 __all__ = [
     "MAX_TEXT_CHARS",
@@ -26,7 +25,6 @@ __all__ = [
     "decode_text",
     "document_text",
     "pdf_text",
-    "read_off_loop",
     "sections",
     "sentences",
 ]
@@ -40,10 +38,6 @@ _BOMS: Final = (
     (b"\xfe\xff", "utf-16-be"),
 )
 
-_HEADING_TAGS: Final = {"h1", "h2", "h3", "h4", "h5", "h6"}
-_BLOCK_TAGS: Final = {"p", "li", "blockquote", "pre", "td", "th", "dd", "dt", "div", "br", "tr"}
-_SKIP_TAGS: Final = {"script", "style", "head", "title", "noscript", "template", "svg"}
-
 
 @attrs.frozen
 class Section:
@@ -51,9 +45,6 @@ class Section:
 
     heading: str
     paragraphs: tuple[str, ...]
-
-
-T = TypeVar("T")
 
 
 def check_size(document: Document, text: str) -> str:
@@ -64,20 +55,6 @@ def check_size(document: Document, text: str) -> str:
             f"{MAX_TEXT_CHARS:,} that fit in one request"
         )
     return text
-
-
-async def read_off_loop(
-    fn: Callable[[Document], T],
-    document: Document,
-    *,
-    limiter: trio.CapacityLimiter,
-    seconds: float,
-) -> T:
-    """Run a blocking reader (pypdf above all) on a thread, and give up on a hostile file
-    that would parse forever: its upload fails; the thread is left to finish."""
-    with trio.move_on_after(seconds):
-        return await trio.to_thread.run_sync(fn, document, limiter=limiter, abandon_on_cancel=True)
-    raise PermanentError(f"{document.name}: still being read after {seconds:g} s; given up")
 
 
 def decode_text(document: Document) -> str:
@@ -105,55 +82,10 @@ def decode_text(document: Document) -> str:
     return text
 
 
-class _HTMLText(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.blocks: list[tuple[str, str]] = []  # (kind, text): kind "h" or "p"
-        self._buffer: list[str] = []
-        self._kind = "p"
-        self._skip = 0
-
-    def _flush(self) -> None:
-        text = " ".join("".join(self._buffer).split())
-        if text:
-            self.blocks.append((self._kind, text))
-        self._buffer = []
-        self._kind = "p"
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIP_TAGS:
-            self._skip += 1
-        elif tag in _HEADING_TAGS:
-            self._flush()
-            self._kind = "h"
-        elif tag in _BLOCK_TAGS:
-            self._flush()
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP_TAGS:
-            self._skip = max(0, self._skip - 1)
-        elif tag in _HEADING_TAGS or tag in _BLOCK_TAGS:
-            self._flush()
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self._buffer.append(data)
-
-    def close(self) -> None:
-        super().close()
-        self._flush()
-
-
-def _html_blocks(text: str) -> list[tuple[str, str]]:
-    parser = _HTMLText()
-    parser.feed(text)
-    parser.close()
-    return parser.blocks
-
-
-def html_to_text(text: str) -> str:
-    """Visible text of an HTML page, headings and paragraphs on their own lines."""
-    return "\n\n".join(("# " + t) if kind == "h" else t for kind, t in _html_blocks(text))
+def html_to_text(document: Document) -> str:
+    """Visible text of an HTML document, headings and paragraphs on their own lines."""
+    blocks = html_blocks(document.name, decode_text(document))
+    return "\n\n".join(("# " + t) if heading else t for heading, t in blocks)
 
 
 def pdf_text(document: Document) -> str:
@@ -198,7 +130,7 @@ def document_text(document: Document) -> str:
     if document.media_type == "application/pdf":
         return pdf_text(document)
     if document.media_type == "text/html":
-        text = html_to_text(decode_text(document))
+        text = html_to_text(document)
         if not text.strip():
             raise PermanentError(f"{document.name}: HTML page has no visible text")
         return text
@@ -207,7 +139,13 @@ def document_text(document: Document) -> str:
     raise PermanentError(f"{document.name}: unsupported media type {document.media_type}")
 
 
-_MD_HEADING: Final = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+# Documents are untrusted: every pattern here runs in time linear in its line. A lazy
+# group followed by optional runs (``(.*?)\s*#*\s*$``) is cubic on a line of spaces;
+# the closing #s of a heading are cut with string methods instead.
+_MD_HEADING: Final = re.compile(r"\s{0,3}(#{1,6})\s+(.*)")
+# Link text and target stop at the next bracket or parenthesis, so no start rescans
+# the rest of the line.
+_LINK: Final = re.compile(r"!?\[([^\[\]]*)\]\([^()]*\)")
 _SETEXT: Final = re.compile(r"^\s{0,3}(=+|-+)\s*$")
 _SENTENCE: Final = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[])")
 
@@ -215,8 +153,7 @@ _SENTENCE: Final = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[])")
 def sections(document: Document) -> list[Section]:
     """Split a document into headed sections (blocking for PDFs)."""
     if document.media_type == "text/html":
-        blocks = _html_blocks(decode_text(document))
-        return _group((kind == "h", t) for kind, t in blocks)
+        return _group(html_blocks(document.name, decode_text(document)))
     text = document_text(document)
     return _group(_markdown_blocks(text))
 
@@ -245,7 +182,7 @@ def _markdown_blocks(text: str) -> list[tuple[bool, str]]:
         m = _MD_HEADING.match(line)
         if m:
             flush()
-            blocks.append((True, _inline(m.group(2))))
+            blocks.append((True, _inline(_without_closing_hashes(m.group(2)))))
         elif _SETEXT.match(line) and len(paragraph) == 1:
             blocks.append((True, _inline(paragraph.pop())))
         elif not stripped:
@@ -259,8 +196,14 @@ def _markdown_blocks(text: str) -> list[tuple[bool, str]]:
     return blocks
 
 
+def _without_closing_hashes(text: str) -> str:
+    text = text.strip()
+    bare = text.rstrip("#")
+    return bare.rstrip() if not bare or bare[-1].isspace() else text
+
+
 def _inline(text: str) -> str:
-    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", text)  # links and images
+    text = _LINK.sub(r"\1", text)  # links and images
     text = re.sub(r"(\*\*|__|\*|_|`)(.+?)\1", r"\2", text)
     return text.strip()
 

@@ -22,6 +22,7 @@ import trio
 
 from ..errors import DatabaseError, InputError, StorageError
 from ..model import Document
+from ._dsn import check_dsn, redact_dsn, redact_message
 from ._sqlbase import SQLBackend
 
 if TYPE_CHECKING:
@@ -172,11 +173,15 @@ def _open_pool(dsn: str, schema: str, size: int) -> psycopg_pool.ConnectionPool[
         conn.execute(f'SET search_path TO "{schema}"')
         conn.commit()
 
+    check_dsn(dsn)
+    where = redact_dsn(dsn)
     try:
         with psycopg.connect(dsn, connect_timeout=10) as conn:
             _migrate(conn, schema)
     except psycopg.Error as exc:
-        raise DatabaseError(f"PostgreSQL at {_safe(dsn)}: {_first_line(exc)}") from None
+        raise DatabaseError(
+            f"PostgreSQL at {where}: {redact_message(_first_line(exc), dsn)}"
+        ) from None
     pool = psycopg_pool.ConnectionPool(
         dsn, min_size=1, max_size=size, configure=configure, open=False, name="cardmill"
     )
@@ -184,13 +189,8 @@ def _open_pool(dsn: str, schema: str, size: int) -> psycopg_pool.ConnectionPool[
         pool.open(wait=True, timeout=10)
     except psycopg_pool.PoolTimeout:
         pool.close()
-        raise DatabaseError(f"PostgreSQL at {_safe(dsn)}: no connection within 10 s") from None
+        raise DatabaseError(f"PostgreSQL at {where}: no connection within 10 s") from None
     return pool
-
-
-def _safe(dsn: str) -> str:
-    """The DSN without its password."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", re.sub(r"password=\S+", "password=***", dsn))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -227,7 +227,7 @@ class PostgresStorage(SQLBackend):
         self._schema = schema
         self._limiter = trio.CapacityLimiter(size)
         self._clock = clock
-        self._where = _safe(dsn)
+        self._where = redact_dsn(dsn)
         self._prefetched: dict[str, Document] = {}
 
     @classmethod
@@ -244,7 +244,8 @@ class PostgresStorage(SQLBackend):
 
         Raises:
             DatabaseError: the server cannot be reached, or the schema is newer.
-            InputError: the schema name is not a plain lowercase identifier.
+            InputError: the schema name is not a plain lowercase identifier, or the DSN
+                does not parse (see :func:`~cardmill.storage.redact_dsn`).
         """
         if not _IDENTIFIER.match(schema):
             raise InputError(f"schema must be a lowercase identifier, not {schema!r}")

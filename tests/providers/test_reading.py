@@ -1,0 +1,195 @@
+"""Reading documents off the event loop: hostile ones fail alone, good ones still go through."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import httpx
+import pytest
+import trio
+import trio.testing
+
+from cardmill import Analysis, Document, PermanentError
+from cardmill.providers import ExtractiveProvider, OpenAICompatibleProvider
+from cardmill.providers._reading import read_off_loop
+from cardmill.providers._text import sections as real_sections
+
+from . import readers
+
+HOSTILE_HTML = b"<a " * 40_000  # 120 KB: quadratic in html.parser, minutes of work
+GOOD = [
+    Document(f"good-{i}.md", b"# Good\n\nThis one is fine. It makes a card.\n") for i in range(3)
+]
+
+
+async def gather(
+    analyze: Callable[[Document], Awaitable[Any]], documents: list[Document]
+) -> dict[str, Any]:
+    """Every document's outcome, analysed concurrently as the engine would: its result,
+    or the exception it raised."""
+    outcomes: dict[str, Any] = {}
+
+    async def one(document: Document) -> None:
+        try:
+            outcomes[document.name] = await analyze(document)
+        except PermanentError as exc:
+            outcomes[document.name] = exc
+
+    async with trio.open_nursery() as nursery:
+        for document in documents:
+            nursery.start_soon(one, document)
+    return outcomes
+
+
+def openai_provider() -> OpenAICompatibleProvider:
+    def answer(request: httpx.Request) -> httpx.Response:
+        cards: dict[str, Any] = {
+            "cards": [{"title": "Good", "body": "Fine.", "tags": [], "quote": None}]
+        }
+        message = {"role": "assistant", "content": json.dumps(cards)}
+        return httpx.Response(200, json={"choices": [{"message": message}]})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    return OpenAICompatibleProvider(base_url="http://127.0.0.1:9/v1", client=client)
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda: ExtractiveProvider(parse_timeout=30), "no text to make cards from"),
+        (openai_provider, "HTML page has no visible text"),
+    ],
+    ids=["extractive", "openai"],
+)
+async def test_hostile_html_fails_alone_and_good_documents_after_it_complete(
+    make: Callable[[], Any], reason: str
+) -> None:
+    hostile = [Document(f"hostile-{i}.html", HOSTILE_HTML) for i in range(6)]
+    outcomes = await gather(make().analyze, hostile + GOOD)
+    for document in GOOD:
+        assert isinstance(outcomes[document.name], Analysis), outcomes[document.name]
+    for document in hostile:
+        error = outcomes[document.name]
+        assert isinstance(error, PermanentError)
+        assert str(error) == f"{document.name}: {reason}"
+
+
+async def test_a_parse_past_its_deadline_frees_its_slot(
+    monkeypatch: pytest.MonkeyPatch, mock_clock: trio.testing.MockClock
+) -> None:
+    provider = ExtractiveProvider(parse_timeout=10)
+    slots = 4
+    started, release = threading.Semaphore(0), threading.Event()
+
+    def sections(document: Document) -> Any:
+        if document.name.startswith("stuck"):
+            started.release()
+            release.wait()  # lost in a hostile file until the test ends
+        return real_sections(document)
+
+    monkeypatch.setattr("cardmill.providers._extractive.sections", sections)
+    stuck = [Document(f"stuck-{i}.md", b"# Never\n\nRead.\n") for i in range(slots)]
+    try:
+        async with trio.open_nursery() as nursery:
+            results: dict[str, Any] = {}
+
+            async def run() -> None:
+                results.update(await gather(provider.analyze, stuck + GOOD))
+
+            nursery.start_soon(run)
+            for _ in range(slots):
+                await trio.to_thread.run_sync(started.acquire)
+            await trio.testing.wait_all_tasks_blocked()
+            mock_clock.jump(10)  # the stuck parses' deadline; the clock moves no further
+    finally:
+        release.set()
+    for document in GOOD:
+        assert isinstance(results[document.name], Analysis), results[document.name]
+    for document in stuck:
+        assert str(results[document.name]) == (
+            f"{document.name}: still being read after 10 s; given up"
+        )
+
+
+async def test_a_reader_process_past_its_deadline_is_killed(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    limiter = trio.CapacityLimiter(2)
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listener.socket.getsockname()[1]
+    stuck = [Document(f"stuck-{i}.pdf", str(port).encode(), "text/plain") for i in range(2)]
+    good = [Document(f"good-{i}.txt", b"fine", "text/plain") for i in range(2)]
+    pids = []
+
+    async def analyze(document: Document) -> str:
+        reader = readers.sleep_forever if document.name.startswith("stuck") else readers.text
+        read = partial(read_off_loop, limiter=limiter, seconds=10, isolated=True)
+        return await read(reader, document)
+
+    async with trio.open_nursery() as nursery:
+        results: dict[str, Any] = {}
+
+        async def run() -> None:
+            results.update(await gather(analyze, stuck + good))
+
+        nursery.start_soon(run)
+        async with listener:
+            for _ in stuck:  # both stuck readers are running in their processes
+                conn = await listener.accept()
+                async with conn:
+                    pids.append(int(await conn.receive_some()))
+        await trio.testing.wait_all_tasks_blocked()
+        mock_clock.jump(10)
+    assert [results[d.name] for d in good] == ["fine", "fine"]
+    for document in stuck:
+        assert str(results[document.name]) == (
+            f"{document.name}: still being read after 10 s; given up"
+        )
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # killed and reaped, not left running
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "# a" + " " * 5_000 + "x",  # cubic for a lazy heading pattern with trailing runs
+        "# a " + "#" * 100_000 + " x",
+        "[" * 200_000,  # quadratic for a link pattern that rescans the line
+        "[a](" * 100_000,
+        "*a" * 100_000 + "**",
+        "_" * 200_000,
+    ],
+    ids=["heading-spaces", "heading-hashes", "brackets", "open-links", "stars", "underscores"],
+)
+async def test_hostile_markdown_lines_are_read_in_linear_time(line: str) -> None:
+    document = Document("hostile.md", f"{line}\n\nThe text under it is fine.\n".encode())
+    analysis = await ExtractiveProvider(parse_timeout=30).analyze(document)
+    assert analysis.cards[-1].body == "The text under it is fine."
+
+
+async def test_html_nested_past_the_parser_limit_fails_with_a_reason() -> None:
+    provider = ExtractiveProvider()
+    fine = b"<div>" * 200 + b"<h1>Deep</h1><p>Still read. Fine.</p>"
+    assert (await provider.analyze(Document("fine.html", fine))).cards[0].title == "Deep"
+    deep = b"<div>" * 300 + b"<p>Too deep to read.</p>"
+    with pytest.raises(PermanentError) as caught:
+        await provider.analyze(Document("deep.html", deep))
+    assert str(caught.value) == "deep.html: HTML nested more than 256 elements deep"
+
+
+@pytest.mark.parametrize("isolated", [False, True], ids=["thread", "process"])
+async def test_a_reader_that_raises_gives_its_slot_back(isolated: bool) -> None:
+    limiter = trio.CapacityLimiter(1)
+    document = Document("gone.txt", b"", "text/plain")
+    with pytest.raises(KeyboardInterrupt):
+        await read_off_loop(
+            readers.interrupted, document, limiter=limiter, seconds=10, isolated=isolated
+        )
+    assert limiter.borrowed_tokens == 0
+    assert await read_off_loop(readers.text, GOOD[0], limiter=limiter, seconds=10)
