@@ -73,6 +73,7 @@ class Dimension:
         "limit",
         "anchor",
         "distrust_until",
+        "most_remaining",
         "spread",
         "w_max",
         "cut_at",
@@ -105,6 +106,7 @@ class Dimension:
         self.limit: float | None = None
         self.anchor = -math.inf
         self.distrust_until = -math.inf  # headers shown wrong: ignore them until then
+        self.most_remaining = 0.0  # the most the headers ever said was left
         self.spread = 0.0  # how far real costs ran over their guesses lately (0.3 = 30%)
         # The growth curve: the rate that last touched the limit, when we cut, how long
         # the curve takes to come back to it, the rate it started from, and since when
@@ -149,6 +151,7 @@ class Dimension:
                 "tat",
                 "anchor",
                 "distrust_until",
+        "most_remaining",
                 "cut_at",
                 "last_cut",
                 "last_429",
@@ -179,10 +182,10 @@ class Dimension:
     def _burst(self, cost: float) -> float:
         """How much the model lets through at once: one request and a little timer slack
         (a waiter woken late keeps its slot, or every small delay is lost for good). Not
-        when following the provider's headers: then we know what its bucket holds, and
-        a bucket of one request has no slack to give."""
+        when the provider's headers show a bucket of one request: it has no slack to
+        give."""
         assert self.rate is not None
-        if self.limit is not None:
+        if self.limit is not None and self.most_remaining < cost:
             return cost
         return cost + self.rate * _LATE_CREDIT
 
@@ -470,6 +473,8 @@ class Dimension:
         if self.ceiling is not None:
             paced = min(paced, self.ceiling)
         changed |= self.set_rate(now, paced)
+        if remaining is not None:
+            self.most_remaining = max(self.most_remaining, remaining)
         if remaining is not None and sent_at >= self.anchor:
             # Re-anchor the model: just after that request, the bucket held `remaining`;
             # then take away what we sent since.
