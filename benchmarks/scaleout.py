@@ -3,7 +3,8 @@
     python benchmarks/scaleout.py --quick      # 300 uploads
     python benchmarks/scaleout.py              # 1,200 uploads, headers on and off
 
-The hidden limit is FakeAnthropicServer's; the workers are told nothing. The DSN comes
+The hidden limit is FakeAnthropicServer's, strict (its bucket holds one second of it);
+the workers are told nothing. The DSN comes
 from CARDMILL_TEST_PG_DSN (default: the local server); the benchmark uses its own schema
 and drops it afterwards.
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 import psycopg
 import trio
 
-from cardmill import Document, RunStatus
+from cardmill import Document, Limit, RunStatus
 from cardmill.storage import PostgresStorage
 from cardmill.testing import FakeAnthropicServer, lognormal
 
@@ -54,7 +55,7 @@ async def one(n: int, rpm: float, headers: bool) -> dict[str, float]:
         async with FakeAnthropicServer(
             latency=lognormal(0.3, 0.3),
             requests_per_minute=rpm,
-            burst_seconds=3,
+            burst_seconds={Limit.REQUESTS: 1.0},
             headers=headers,
             api_key=KEY,
         ) as server:
