@@ -10,6 +10,7 @@ import trio
 
 from cardmill import CardDraft, DatabaseError, Document, InputError
 from cardmill.storage import PostgresStorage
+from cardmill.storage._postgres import _PgTx
 from cardmill.testing import check_invariants
 
 from .. import pg
@@ -66,3 +67,39 @@ async def test_schema_names_are_checked() -> None:
     with pytest.raises(InputError, match="lowercase identifier"):
         async with PostgresStorage.open(pg.DSN, schema='x"; DROP TABLE runs; --'):
             pass
+
+
+@pytest.mark.parametrize("name", ["cardmill\n", "cardmill\r\n", "Cardmill", "x" * 64, "", "1st"])
+async def test_schema_names_must_be_whole_lowercase_identifiers(name: str) -> None:
+    with pytest.raises(InputError, match="lowercase identifier"):
+        async with PostgresStorage.open(pg.DSN, schema=name):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("text", "query"),
+    [
+        ("SELECT ? WHERE a = ?", "SELECT %s WHERE a = %s"),
+        ("SELECT '?', ?", "SELECT '?', %s"),
+        ("SELECT 'it''s ?', ?", "SELECT 'it''s ?', %s"),
+        ("SELECT E'\\'?', ?", "SELECT E'\\'?', %s"),
+        ('SELECT "odd?name", ?', 'SELECT "odd?name", %s'),
+        ("SELECT $$?$$, $q$?$q$, ?", "SELECT $$?$$, $q$?$q$, %s"),
+        ("SELECT ? -- why?\n", "SELECT %s -- why?\n"),
+        ("SELECT /* ? */ ?", "SELECT /* ? */ %s"),
+        ("SELECT 7 % 3, 'x%', ?", "SELECT 7 %% 3, 'x%%', %s"),
+    ],
+)
+def test_only_unquoted_question_marks_become_placeholders(text: str, query: str) -> None:
+    assert _PgTx._sql(text) == query
+
+
+def test_literal_question_marks_and_percents_reach_postgres_unchanged(schema: str) -> None:
+    with psycopg.connect(pg.DSN) as conn:
+        tx = _PgTx(conn)
+        row = tx.one(
+            "SELECT '?', ?, 'a%b', ? || '%', $$?%$$, 7 % 3 -- what? 100%\n",
+            ("first", "second"),
+        )
+        assert tuple(row) == ("?", "first", "a%b", "second%", "?%", 1)
+        tx.many("SELECT ? || '?%'", [("x",), ("y",)])
