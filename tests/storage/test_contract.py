@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -274,18 +276,113 @@ async def test_racing_claims_get_distinct_uploads(storage: Storage) -> None:
 
 
 async def test_every_method_checkpoints(storage: Storage) -> None:
-    run = await storage.create_run(DOCS[:1])
-    (u,) = await storage.list_uploads(run.id)
-    with trio.testing.assert_checkpoints():
+    covered: set[str] = set()
+
+    @contextmanager
+    def checkpoints(name: str) -> Iterator[None]:
+        covered.add(name)
+        with trio.testing.assert_checkpoints():
+            yield
+
+    with checkpoints("__aenter__"):
+        assert await storage.__aenter__() is storage
+    with checkpoints("create_run"):
+        run = await storage.create_run(DOCS)
+    with checkpoints("get_run"):
         await storage.get_run(run.id)
-    with trio.testing.assert_checkpoints():
+    with checkpoints("list_runs"):
         await storage.list_runs()
-    with trio.testing.assert_checkpoints():
-        await storage.list_uploads(run.id)
-    with trio.testing.assert_checkpoints():
-        await storage.complete_upload(u.id, [])
-    with trio.testing.assert_checkpoints():
-        await storage.complete_upload(u.id, [])
+    with checkpoints("list_uploads"):
+        a, b, c = await storage.list_uploads(run.id)
+    with checkpoints("load_document"):
+        await storage.load_document(c.id)
+    with checkpoints("claim_upload"):
+        claimed = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert claimed is not None
+    # Backends may hand back a document read along with its claim: that path too.
+    with checkpoints("load_document"):
+        await storage.load_document(claimed.id)
+    with checkpoints("renew_lease"):
+        assert await storage.renew_lease(claimed.id, worker="w", lease_seconds=30)
+    with checkpoints("release_upload"):
+        assert await storage.release_upload(claimed.id, worker="w")
+    with checkpoints("complete_upload"):
+        assert await storage.complete_upload(a.id, drafts(2))
+    with checkpoints("fail_upload"):
+        assert await storage.fail_upload(b.id, "no")
+    with checkpoints("list_cards"):
+        await storage.list_cards(run.id)
+    with checkpoints("finish_run"):
+        await storage.finish_run(run.id)
+    # The paths that change nothing or find nothing checkpoint as well.
+    with checkpoints("complete_upload"):
+        assert not await storage.complete_upload(a.id, [])
+    with checkpoints("fail_upload"):
+        assert not await storage.fail_upload(a.id, "late")
+    with checkpoints("release_upload"):
+        assert not await storage.release_upload(a.id)
+    with checkpoints("renew_lease"):
+        assert not await storage.renew_lease(a.id, worker="w", lease_seconds=30)
+    with checkpoints("claim_upload"):
+        assert await storage.claim_upload(run.id, worker="w", lease_seconds=30) is not None
+    with checkpoints("claim_upload"):
+        assert await storage.claim_upload(run.id, worker="w", lease_seconds=30) is None
+    with checkpoints("get_run"), pytest.raises(RunNotFound):
+        await storage.get_run("run-nope")
+    with checkpoints("load_document"), pytest.raises(UploadNotFound):
+        await storage.load_document("up-nope")
+    with checkpoints("aclose"):
+        await storage.aclose()
+    with checkpoints("__aexit__"):
+        await storage.__aexit__(None, None, None)
+    assert covered == protocol_methods()
+
+
+def protocol_methods() -> set[str]:
+    return {
+        name
+        for name, value in vars(Storage).items()
+        if inspect.iscoroutinefunction(value)
+        and (name in ("__aenter__", "__aexit__") or not name.startswith("_"))
+    }
+
+
+async def test_every_method_is_a_cancel_point_that_changes_nothing(storage: Storage) -> None:
+    run = await storage.create_run(DOCS)
+    a, b, _ = await storage.list_uploads(run.id)
+    claimed = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert claimed is not None
+    assert claimed.id == a.id
+    await storage.load_document(b.id)
+    covered: set[str] = set()
+
+    async def cancelled(name: str, call: Callable[[], Awaitable[object]]) -> None:
+        covered.add(name)
+        before = (await storage.list_runs(), await storage.list_uploads(run.id))
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await call()
+        assert scope.cancelled_caught, f"{name} returned in a cancelled scope"
+        assert (await storage.list_runs(), await storage.list_uploads(run.id)) == before
+
+    await cancelled("__aenter__", storage.__aenter__)
+    await cancelled("create_run", lambda: storage.create_run(DOCS))
+    await cancelled("get_run", lambda: storage.get_run(run.id))
+    await cancelled("list_runs", storage.list_runs)
+    await cancelled("list_uploads", lambda: storage.list_uploads(run.id))
+    await cancelled("list_cards", lambda: storage.list_cards(run.id))
+    await cancelled("load_document", lambda: storage.load_document(b.id))
+    await cancelled("load_document", lambda: storage.load_document(a.id))  # read with its claim
+    await cancelled(
+        "claim_upload", lambda: storage.claim_upload(run.id, worker="x", lease_seconds=9)
+    )
+    await cancelled("renew_lease", lambda: storage.renew_lease(a.id, worker="w", lease_seconds=99))
+    await cancelled("complete_upload", lambda: storage.complete_upload(b.id, drafts(1)))
+    await cancelled("fail_upload", lambda: storage.fail_upload(b.id, "no"))
+    await cancelled("release_upload", lambda: storage.release_upload(a.id))
+    await cancelled("finish_run", lambda: storage.finish_run(run.id))
+    # Cleanup is the exception: it must happen even when cancelled.
+    assert covered == protocol_methods() - {"aclose", "__aexit__"}
 
 
 async def test_data_survives_reopen(backend: Backend) -> None:

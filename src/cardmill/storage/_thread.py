@@ -50,6 +50,7 @@ class ThreadBatcher:
 
     async def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn()`` on the worker thread and return (or raise) what it did."""
+        await trio.lowlevel.checkpoint_if_cancelled()
         job: _Job[T] = _Job(fn)
         self._queue.append(job)
         if self._busy:
