@@ -1,11 +1,11 @@
 """SQLiteStorage: one database file, safe across crashes and across processes.
 
-One connection per process, used from one worker thread at a time (a
-``trio.CapacityLimiter(1)``, with calls that queue up batched into one hand-off), so no
-sqlite3 call ever runs on the event loop. Each
-operation is one synchronous function holding one transaction (``BEGIN IMMEDIATE`` for
-writes), so no lock is held across an ``await``. WAL journaling lets readers in other
-processes proceed while one writes; ``busy_timeout`` makes writers queue, not fail.
+One connection per process, used from one worker thread at a time (calls that queue up
+go over batched in one hand-off, see ``_thread.py``), so no sqlite3 call ever runs on the
+event loop. Each operation is one synchronous function holding one transaction
+(``BEGIN IMMEDIATE`` for writes), so no lock is held across an ``await``. WAL
+journaling lets readers in other processes proceed while one writes; ``busy_timeout``
+makes writers queue, not fail.
 """
 
 from __future__ import annotations
