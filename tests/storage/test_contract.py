@@ -115,6 +115,54 @@ async def test_expired_lease_is_reclaimed_with_attempts_counted(
     await check_invariants(storage, run.id)
 
 
+async def test_a_worker_that_reclaims_its_own_upload_fences_out_its_older_claim(
+    storage: Storage, clock: FakeClock
+) -> None:
+    run = await storage.create_run(DOCS[:1])
+    first = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert first is not None
+    assert first.attempts == 1
+    clock.advance(31)
+    second = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert second is not None
+    assert (second.id, second.attempts, second.worker) == (first.id, 2, "w")
+    # The same worker name, but the older claim: nothing it does counts any more.
+    old = first.attempts
+    assert not await storage.renew_lease(first.id, worker="w", lease_seconds=99, attempt=old)
+    assert not await storage.complete_upload(first.id, drafts(5), worker="w", attempt=old)
+    assert not await storage.fail_upload(first.id, "stale", worker="w", attempt=old)
+    assert not await storage.release_upload(first.id, worker="w", attempt=old)
+    # A token alone fences too, and another worker with the right token does not pass.
+    assert not await storage.complete_upload(first.id, drafts(5), attempt=1)
+    assert not await storage.complete_upload(first.id, drafts(5), worker="x", attempt=2)
+    (held,) = await storage.list_uploads(run.id)
+    assert (held.status, held.attempts, held.worker) == (UploadStatus.LOADING, 2, "w")
+    assert held.lease_expires_at == second.lease_expires_at
+    assert await storage.list_cards(run.id) == []
+    # The current claim acts.
+    assert await storage.renew_lease(first.id, worker="w", lease_seconds=30, attempt=2)
+    assert await storage.complete_upload(first.id, drafts(2), worker="w", attempt=2)
+    assert (await storage.get_run(run.id)).total_cards == 2
+    await check_invariants(storage, run.id)
+
+
+async def test_the_current_claim_may_fail_or_release_by_its_attempt(storage: Storage) -> None:
+    run = await storage.create_run(DOCS[:2])
+    a = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    b = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert a is not None
+    assert b is not None
+    assert await storage.release_upload(a.id, worker="w", attempt=a.attempts)
+    assert not await storage.fail_upload(a.id, "released already", worker="w", attempt=1)
+    assert await storage.fail_upload(b.id, "bad", worker="w", attempt=b.attempts)
+    again = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert again is not None
+    assert (again.id, again.attempts) == (a.id, 2)
+    assert not await storage.release_upload(a.id, worker="w", attempt=1)
+    assert await storage.release_upload(a.id, attempt=2)
+    await check_invariants(storage, run.id)
+
+
 async def test_renew_lease_keeps_the_upload(storage: Storage, clock: FakeClock) -> None:
     run = await storage.create_run(DOCS[:1])
     u = await storage.claim_upload(run.id, worker="w", lease_seconds=10)

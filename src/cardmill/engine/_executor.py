@@ -301,7 +301,9 @@ class Engine:
         except BaseException:
             with trio.CancelScope(shield=True):
                 try:
-                    await self._storage.release_upload(upload.id, worker=self.worker)
+                    await self._storage.release_upload(
+                        upload.id, worker=self.worker, attempt=upload.attempts
+                    )
                 except StorageError:
                     log.warning("could not release %s", upload.name)
             raise
@@ -313,7 +315,10 @@ class Engine:
         while True:
             await trio.sleep(every)
             renewed = await self._storage.renew_lease(
-                upload.id, worker=self.worker, lease_seconds=self._retry.lease_seconds
+                upload.id,
+                worker=self.worker,
+                lease_seconds=self._retry.lease_seconds,
+                attempt=upload.attempts,
             )
             if not renewed:
                 log.warning("lost the lease on %s; leaving it to its new holder", upload.name)
@@ -324,10 +329,14 @@ class Engine:
     async def _settle(self, upload: Upload, outcome: _Done | _Failed, c: _Counters) -> None:
         if isinstance(outcome, _Done):
             cards = outcome.analysis.cards
-            if await self._storage.complete_upload(upload.id, cards, worker=self.worker):
+            if await self._storage.complete_upload(
+                upload.id, cards, worker=self.worker, attempt=upload.attempts
+            ):
                 c.completed += 1
                 self._emit(UploadCompleted(upload, len(cards), outcome.attempts, _now()))
-        elif await self._storage.fail_upload(upload.id, outcome.reason, worker=self.worker):
+        elif await self._storage.fail_upload(
+            upload.id, outcome.reason, worker=self.worker, attempt=upload.attempts
+        ):
             c.failed += 1
             self._emit(UploadFailed(upload, outcome.reason, outcome.attempts, _now()))
 

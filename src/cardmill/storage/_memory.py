@@ -24,7 +24,7 @@ from ..model import (
     UploadStatus,
     final_status,
 )
-from ._base import card_id, check_drafts, check_lease, new_id, one_line, to_datetime
+from ._base import card_id, check_drafts, check_lease, holds, new_id, one_line, to_datetime
 from ._pages import Pages
 
 __all__ = ["MemoryStorage"]
@@ -221,14 +221,16 @@ class MemoryStorage:
             )
         return claimed
 
-    def _holds(self, u: Upload, worker: str | None) -> bool:
-        return worker is None or (u.status == UploadStatus.LOADING and u.worker == worker)
+    def _holds(self, u: Upload, worker: str | None, attempt: int | None) -> bool:
+        return holds(u.status, u.worker, u.attempts, worker, attempt)
 
-    async def renew_lease(self, upload_id: str, *, worker: str, lease_seconds: float) -> bool:
+    async def renew_lease(
+        self, upload_id: str, *, worker: str, lease_seconds: float, attempt: int | None = None
+    ) -> bool:
         await trio.lowlevel.checkpoint()
         check_lease(lease_seconds)
         u = self._upload(upload_id)
-        if u.status != UploadStatus.LOADING or u.worker != worker:
+        if not self._holds(u, worker, attempt):
             return False
         expires = self._now() + lease_seconds
         self._leases[upload_id] = expires
@@ -236,12 +238,17 @@ class MemoryStorage:
         return True
 
     async def complete_upload(
-        self, upload_id: str, drafts: Sequence[CardDraft], *, worker: str | None = None
+        self,
+        upload_id: str,
+        drafts: Sequence[CardDraft],
+        *,
+        worker: str | None = None,
+        attempt: int | None = None,
     ) -> bool:
         await trio.lowlevel.checkpoint()
         checked = check_drafts(drafts)
         u = self._upload(upload_id)
-        if u.status.terminal or not self._holds(u, worker):
+        if u.status.terminal or not self._holds(u, worker, attempt):
             return False
         now = to_datetime(self._now())
         assert now is not None
@@ -290,20 +297,24 @@ class MemoryStorage:
             error=error,
         )
 
-    async def fail_upload(self, upload_id: str, error: str, *, worker: str | None = None) -> bool:
+    async def fail_upload(
+        self, upload_id: str, error: str, *, worker: str | None = None, attempt: int | None = None
+    ) -> bool:
         await trio.lowlevel.checkpoint()
         u = self._upload(upload_id)
-        if u.status.terminal or not self._holds(u, worker):
+        if u.status.terminal or not self._holds(u, worker, attempt):
             return False
         self._finish_upload(u, UploadStatus.FAILED, to_datetime(self._now()), error=one_line(error))
         run = self._runs[u.run_id]
         self._runs[u.run_id] = attrs.evolve(run, failed_items=run.failed_items + 1)
         return True
 
-    async def release_upload(self, upload_id: str, *, worker: str | None = None) -> bool:
+    async def release_upload(
+        self, upload_id: str, *, worker: str | None = None, attempt: int | None = None
+    ) -> bool:
         await trio.lowlevel.checkpoint()
         u = self._upload(upload_id)
-        if u.status != UploadStatus.LOADING or not self._holds(u, worker):
+        if u.status != UploadStatus.LOADING or not self._holds(u, worker, attempt):
             return False
         self._leases.pop(upload_id, None)
         self._loading[u.run_id].pop(upload_id, None)

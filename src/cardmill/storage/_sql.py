@@ -24,7 +24,7 @@ from ..model import (
     UploadStatus,
     final_status,
 )
-from ._base import card_id, new_id, to_datetime
+from ._base import card_id, holds, new_id, to_datetime
 
 __all__ = ["Tx"]
 
@@ -279,22 +279,29 @@ def claim(
     return upload, Document(upload.name, bytes(data), upload.media_type)
 
 
-def upload_state(tx: Tx, upload_id: str) -> tuple[str, str, str | None]:
-    row = tx.one("SELECT run_id, status, worker FROM uploads WHERE id = ?" + tx.lock, (upload_id,))
+def upload_state(tx: Tx, upload_id: str) -> tuple[str, UploadStatus, str | None, int]:
+    row = tx.one(
+        "SELECT run_id, status, worker, attempts FROM uploads WHERE id = ?" + tx.lock,
+        (upload_id,),
+    )
     if row is None:
         raise UploadNotFound(upload_id)
-    return row[0], row[1], row[2]
+    return row[0], UploadStatus(row[1]), row[2], row[3]
 
 
-def may_settle(status: str, holder: str | None, worker: str | None) -> bool:
-    if UploadStatus(status).terminal:
-        return False
-    return worker is None or (status == UploadStatus.LOADING.value and holder == worker)
+def may_settle(tx: Tx, upload_id: str, worker: str | None, attempt: int | None) -> str | None:
+    """The upload's run when a fenced call may settle it, else None."""
+    run_id, status, holder, attempts = upload_state(tx, upload_id)
+    if status.terminal or not holds(status, holder, attempts, worker, attempt):
+        return None
+    return run_id
 
 
-def renew(tx: Tx, upload_id: str, worker: str, lease_seconds: float, now: float) -> bool:
-    _, status, holder = upload_state(tx, upload_id)
-    if status != UploadStatus.LOADING.value or holder != worker:
+def renew(
+    tx: Tx, upload_id: str, worker: str, attempt: int | None, lease_seconds: float, now: float
+) -> bool:
+    _, status, holder, attempts = upload_state(tx, upload_id)
+    if not holds(status, holder, attempts, worker, attempt):
         return False
     tx.run("UPDATE uploads SET lease_expires = ? WHERE id = ?", (now + lease_seconds, upload_id))
     return True
@@ -305,10 +312,11 @@ def complete(
     upload_id: str,
     drafts: tuple[CardDraft, ...],
     worker: str | None,
+    attempt: int | None,
     now: float,
 ) -> bool:
-    run_id, status, holder = upload_state(tx, upload_id)
-    if not may_settle(status, holder, worker):
+    run_id = may_settle(tx, upload_id, worker, attempt)
+    if run_id is None:
         return False
     tx.many(
         "INSERT INTO cards (upload_id, ordinal, title, body, tags, quote, created_at)"
@@ -332,9 +340,11 @@ def complete(
     return True
 
 
-def fail(tx: Tx, upload_id: str, error: str, worker: str | None, now: float) -> bool:
-    run_id, status, holder = upload_state(tx, upload_id)
-    if not may_settle(status, holder, worker):
+def fail(
+    tx: Tx, upload_id: str, error: str, worker: str | None, attempt: int | None, now: float
+) -> bool:
+    run_id = may_settle(tx, upload_id, worker, attempt)
+    if run_id is None:
         return False
     tx.run(
         "UPDATE uploads SET status = ?, error = ?, worker = NULL, lease_expires = NULL,"
@@ -345,9 +355,9 @@ def fail(tx: Tx, upload_id: str, error: str, worker: str | None, now: float) -> 
     return True
 
 
-def release(tx: Tx, upload_id: str, worker: str | None) -> bool:
-    _, status, holder = upload_state(tx, upload_id)
-    if status != UploadStatus.LOADING.value or (worker is not None and holder != worker):
+def release(tx: Tx, upload_id: str, worker: str | None, attempt: int | None) -> bool:
+    _, status, holder, attempts = upload_state(tx, upload_id)
+    if status != UploadStatus.LOADING or not holds(status, holder, attempts, worker, attempt):
         return False
     tx.run(
         "UPDATE uploads SET status = ?, worker = NULL, lease_expires = NULL WHERE id = ?",

@@ -98,21 +98,36 @@ class SQLBackend:
             self._prefetched.pop(next(iter(self._prefetched)))
         return upload
 
-    async def renew_lease(self, upload_id: str, *, worker: str, lease_seconds: float) -> bool:
+    async def renew_lease(
+        self, upload_id: str, *, worker: str, lease_seconds: float, attempt: int | None = None
+    ) -> bool:
         check_lease(lease_seconds)
-        return await self._write(sql.renew, upload_id, worker, lease_seconds, self._clock())
+        return await self._write(
+            sql.renew, upload_id, worker, attempt, lease_seconds, self._clock()
+        )
 
     async def complete_upload(
-        self, upload_id: str, drafts: Sequence[CardDraft], *, worker: str | None = None
+        self,
+        upload_id: str,
+        drafts: Sequence[CardDraft],
+        *,
+        worker: str | None = None,
+        attempt: int | None = None,
     ) -> bool:
         checked = check_drafts(drafts)
-        return await self._write(sql.complete, upload_id, checked, worker, self._clock())
+        return await self._write(sql.complete, upload_id, checked, worker, attempt, self._clock())
 
-    async def fail_upload(self, upload_id: str, error: str, *, worker: str | None = None) -> bool:
-        return await self._write(sql.fail, upload_id, one_line(error), worker, self._clock())
+    async def fail_upload(
+        self, upload_id: str, error: str, *, worker: str | None = None, attempt: int | None = None
+    ) -> bool:
+        return await self._write(
+            sql.fail, upload_id, one_line(error), worker, attempt, self._clock()
+        )
 
-    async def release_upload(self, upload_id: str, *, worker: str | None = None) -> bool:
-        return await self._write(sql.release, upload_id, worker)
+    async def release_upload(
+        self, upload_id: str, *, worker: str | None = None, attempt: int | None = None
+    ) -> bool:
+        return await self._write(sql.release, upload_id, worker, attempt)
 
     async def finish_run(self, run_id: str) -> Run:
         return await self._write(sql.finish_run, run_id, self._clock())
