@@ -1,7 +1,8 @@
-"""Fencing as the engine relies on it: by claim, not just by worker name."""
+"""Fencing as the engine relies on it: by claim, and by process only where pids are shared."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,8 +11,9 @@ import trio.testing
 
 from cardmill import CardDraft, Document, RunStatus, Storage, UploadStatus
 from cardmill.engine import Engine, RetryPolicy
+from cardmill.engine._executor import default_worker_id
 from cardmill.providers import Analysis, Usage
-from cardmill.testing import check_invariants
+from cardmill.testing import ScriptedProvider, Step, check_invariants
 
 from .conftest import FakeClock
 
@@ -97,4 +99,44 @@ async def test_a_stale_claim_of_the_same_engine_cannot_commit(
     assert summary.run.status == RunStatus.SUCCEEDED
     assert summary.completed == 0
     assert [c.draft for c in await storage.list_cards(run.id)] == fresh
+    await check_invariants(storage, run.id)
+
+
+async def dead_pid() -> str:
+    child = await trio.run_process(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_stdout=True
+    )
+    return child.stdout.decode().strip()
+
+
+async def test_uploads_of_a_dead_pid_in_another_pid_namespace_are_not_reclaimed(
+    storage: Storage, autojump_clock: trio.testing.MockClock
+) -> None:
+    host, _, token = default_worker_id().split(":")
+    ours = token.rpartition("@")[2]
+    pid = await dead_pid()
+    # The same hostname and a pid that is dead here: but another container's pid, or a
+    # worker id of an older version that does not say which namespace its pid is in.
+    foreign = [f"{host}:{pid}:abc123@{ours}0", f"{host}:{pid}:abc123@other.1", f"{host}:{pid}:x"]
+    run = await storage.create_run([Document(f"{i}.txt", b"x") for i in range(len(foreign))])
+    for worker in foreign:
+        assert await storage.claim_upload(run.id, worker=worker, lease_seconds=3600) is not None
+    engine = Engine(storage, ScriptedProvider(default=Step(1.0)), poll_interval=5.0)
+    with trio.move_on_after(60):
+        await engine.execute(run.id)
+    held = await storage.list_uploads(run.id)
+    assert [(u.status, u.worker, u.attempts) for u in held] == [
+        (UploadStatus.LOADING, w, 1) for w in foreign
+    ]
+
+
+async def test_uploads_of_a_dead_pid_in_our_pid_namespace_are_reclaimed(
+    storage: Storage, autojump_clock: trio.testing.MockClock
+) -> None:
+    host, _, token = default_worker_id().split(":")
+    dead = f"{host}:{await dead_pid()}:{token}"
+    run = await storage.create_run([Document("a.txt", b"x")])
+    assert await storage.claim_upload(run.id, worker=dead, lease_seconds=3600) is not None
+    summary = await Engine(storage, ScriptedProvider(default=Step(1.0))).execute(run.id)
+    assert summary.run.status == RunStatus.SUCCEEDED
     await check_invariants(storage, run.id)
