@@ -108,6 +108,7 @@ class _PgTx:
 
     lock = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
+    share = " FOR KEY SHARE"
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn

@@ -36,6 +36,8 @@ class Tx(Protocol):
     lock: str
     #: appended to a claim's SELECT (" FOR UPDATE SKIP LOCKED" or "")
     skip_locked: str
+    #: appended to a claim's read of its run (" FOR KEY SHARE" or "")
+    share: str
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
 
@@ -245,7 +247,15 @@ def create_run(tx: Tx, run_id: str, name: str, documents: Iterable[Document], no
 def claim(
     tx: Tx, run_id: str, worker: str, lease_seconds: float, now: float
 ) -> tuple[Upload, Document] | None:
-    run = tx.one("SELECT status, started_at FROM runs WHERE id = ?", (run_id,))
+    # The run row stays locked until the claim commits, so a finish_run (FOR UPDATE)
+    # either sees the new lease or runs entirely before the claim, which then revives
+    # the run. KEY SHARE, not SHARE: it lets claimers run side by side and conflicts
+    # with nothing but FOR UPDATE, and the claim's own UPDATE of the run (FOR NO KEY
+    # UPDATE) never has to upgrade a lock another claimer also holds, so two claimers
+    # reviving a CANCELLED run queue instead of deadlocking. Lock order is run, then
+    # upload (SKIP LOCKED, never waiting); completes take upload, then run, but a
+    # claimer never waits for an upload, so the orders cannot cross.
+    run = tx.one("SELECT status, started_at FROM runs WHERE id = ?" + tx.share, (run_id,))
     if run is None:
         raise RunNotFound(run_id)
     row = tx.one(

@@ -240,6 +240,7 @@ class _SQLiteTx:
 
     lock = ""
     skip_locked = ""
+    share = ""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
