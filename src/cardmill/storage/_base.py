@@ -39,7 +39,15 @@ class Storage(Protocol):
     """
 
     async def create_run(self, documents: Iterable[Document], *, name: str | None = None) -> Run:
-        """Store a new PENDING run with one PENDING upload per document, content included."""
+        """Store a new PENDING run with one PENDING upload per document, content included.
+
+        The run exists for every other method only once all its documents are stored: a
+        run whose creation failed or died half-way is never seen, claimed or settled.
+
+        Raises:
+            InputError: an item of ``documents`` is not a Document (or reading one
+                raised it); nothing of the run remains.
+        """
         ...
 
     async def get_run(self, run_id: str) -> Run:

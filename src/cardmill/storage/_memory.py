@@ -13,7 +13,7 @@ from typing import Any, Self, TypeVar, final
 import attrs
 import trio
 
-from ..errors import RunNotFound, UploadNotFound
+from ..errors import InputError, RunNotFound, UploadNotFound
 from ..model import (
     Card,
     CardDraft,
@@ -85,6 +85,9 @@ class MemoryStorage:
     async def create_run(self, documents: Iterable[Document], *, name: str | None = None) -> Run:
         await trio.lowlevel.checkpoint()
         docs = list(documents)
+        for i, doc in enumerate(docs):
+            if not isinstance(doc, Document):
+                raise InputError(f"documents[{i}] is a {type(doc).__name__}, not a Document")
         run_id = new_id("run")
         now = to_datetime(self._now())
         assert now is not None

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStorage"]
 
 T = TypeVar("T")
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _IDENTIFIER: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 # What may hold a "?" or "%" that is not a placeholder: literals, quoted names, comments.
@@ -65,6 +65,7 @@ _DDL: Final = [
         created_at DOUBLE PRECISION NOT NULL,
         started_at DOUBLE PRECISION,
         finished_at DOUBLE PRECISION,
+        creating INTEGER NOT NULL DEFAULT 0,
         CHECK (completed_items + failed_items <= total_items))""",
     """CREATE TABLE IF NOT EXISTS uploads (
         id TEXT PRIMARY KEY,
@@ -101,6 +102,13 @@ _DDL: Final = [
         state TEXT,
         updated DOUBLE PRECISION NOT NULL)""",
 ]
+
+
+# Schema version -> the statements that bring a schema from it to the next one.
+_MIGRATIONS: Final = {
+    # Runs being created in chunks are marked until their last chunk commits.
+    1: ["ALTER TABLE runs ADD COLUMN IF NOT EXISTS creating INTEGER NOT NULL DEFAULT 0"],
+}
 
 
 class _PgTx:
@@ -195,6 +203,14 @@ def _migrate(conn: psycopg.Connection[Any], schema: str) -> None:
             raise DatabaseError(
                 f"schema {schema!r} was written by a newer cardmill (schema {row[0]}; "
                 f"this version reads up to {SCHEMA_VERSION})"
+            )
+        elif int(row[0]) < SCHEMA_VERSION:
+            for version in range(int(row[0]), SCHEMA_VERSION):
+                for statement in _MIGRATIONS[version]:
+                    conn.execute(statement)
+            conn.execute(
+                "UPDATE cardmill_meta SET value = %s WHERE key = 'schema_version'",
+                (str(SCHEMA_VERSION),),
             )
 
 

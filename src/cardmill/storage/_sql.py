@@ -24,7 +24,7 @@ from ..model import (
     UploadStatus,
     final_status,
 )
-from ._base import card_id, holds, new_id, to_datetime
+from ._base import card_id, holds, to_datetime
 
 __all__ = ["Tx"]
 
@@ -95,21 +95,25 @@ def upload_row(row: Any) -> Upload:
     )
 
 
+# A run exists for the protocol once its creation committed whole (see _ingest.py).
+VISIBLE: Final = "creating = 0"
+
+
 def get_run(tx: Tx, run_id: str, *, lock: bool = False) -> Run:
-    sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?" + (tx.lock if lock else "")
-    row = tx.one(sql, (run_id,))
+    sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND {VISIBLE}"
+    row = tx.one(sql + (tx.lock if lock else ""), (run_id,))
     if row is None:
         raise RunNotFound(run_id)
     return run_row(row)
 
 
 def list_runs(tx: Tx) -> list[Run]:
-    rows = tx.all(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at, id")
+    rows = tx.all(f"SELECT {RUN_COLUMNS} FROM runs WHERE {VISIBLE} ORDER BY created_at, id")
     return [run_row(r) for r in rows]
 
 
 def require_run(tx: Tx, run_id: str) -> None:
-    if tx.one("SELECT 1 FROM runs WHERE id = ?", (run_id,)) is None:
+    if tx.one(f"SELECT 1 FROM runs WHERE id = ? AND {VISIBLE}", (run_id,)) is None:
         raise RunNotFound(run_id)
 
 
@@ -215,35 +219,6 @@ def load_document(tx: Tx, upload_id: str) -> Document:
     return Document(row[0], bytes(row[2]), row[1])
 
 
-def create_run(tx: Tx, run_id: str, name: str, documents: Iterable[Document], now: float) -> None:
-    tx.run(
-        "INSERT INTO runs (id, name, status, total_items, created_at) VALUES (?, ?, ?, 0, ?)",
-        (run_id, name, RunStatus.PENDING.value, now),
-    )
-    count = 0
-    # Documents are consumed one at a time on this thread: a generator that reads
-    # files keeps memory flat and file reads off the event loop.
-    for position, doc in enumerate(documents):
-        upload_id = new_id("up")
-        tx.run(
-            "INSERT INTO uploads (id, run_id, position, name, media_type, size, sha256, status)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                upload_id,
-                run_id,
-                position,
-                doc.name,
-                doc.media_type,
-                doc.size,
-                doc.sha256,
-                UploadStatus.PENDING.value,
-            ),
-        )
-        tx.run("INSERT INTO documents (upload_id, data) VALUES (?, ?)", (upload_id, doc.data))
-        count += 1
-    tx.run("UPDATE runs SET total_items = ? WHERE id = ?", (count, run_id))
-
-
 def claim(
     tx: Tx, run_id: str, worker: str, lease_seconds: float, now: float
 ) -> tuple[Upload, Document] | None:
@@ -255,7 +230,9 @@ def claim(
     # reviving a CANCELLED run queue instead of deadlocking. Lock order is run, then
     # upload (SKIP LOCKED, never waiting); completes take upload, then run, but a
     # claimer never waits for an upload, so the orders cannot cross.
-    run = tx.one("SELECT status, started_at FROM runs WHERE id = ?" + tx.share, (run_id,))
+    run = tx.one(
+        f"SELECT status, started_at FROM runs WHERE id = ? AND {VISIBLE}" + tx.share, (run_id,)
+    )
     if run is None:
         raise RunNotFound(run_id)
     row = tx.one(
