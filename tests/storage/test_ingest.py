@@ -29,7 +29,7 @@ from cardmill.storage import PostgresStorage
 from cardmill.testing import ScriptedProvider, check_invariants
 
 from .. import pg
-from .conftest import Backend
+from .conftest import Backend, FakeClock, make_backend
 
 CHILD = Path(__file__).with_name("ingest_child.py")
 
@@ -118,46 +118,49 @@ def runs_and_uploads(sql: Callable[[str], list[Any]]) -> list[tuple[str, int, in
     ]
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
-async def test_a_large_run_is_written_in_chunks_and_hidden_until_whole(
-    kind: str, tmp_path: Path, small_chunks: int
-) -> None:
-    if kind == "postgres":
+@pytest.fixture(params=["sqlite", "postgres"])
+def sql_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """The backends that create runs in chunks."""
+    if request.param == "postgres":
         pg.require()
-    backend = Backend(kind, tmp_path / "chunks.db", lambda: 1_800_000_000.0)
+    made = make_backend(request.param, tmp_path, FakeClock())
+    yield made
+    if request.param == "postgres":
+        pg.drop_schema(made.schema)
+
+
+async def test_a_large_run_is_written_in_chunks_and_hidden_until_whole(
+    sql_backend: Backend, small_chunks: int
+) -> None:
     stopped, go = threading.Event(), threading.Event()
-    try:
-        async with backend.open() as storage, raw(backend) as sql:
-            async with trio.open_nursery() as nursery:
-                created: list[Any] = []
+    async with sql_backend.open() as storage, raw(sql_backend) as sql:
+        async with trio.open_nursery() as nursery:
+            created: list[Any] = []
 
-                async def ingest() -> None:
-                    created.append(await storage.create_run(gated_documents(20, 10, stopped, go)))
+            async def ingest() -> None:
+                created.append(await storage.create_run(gated_documents(20, 10, stopped, go)))
 
-                nursery.start_soon(ingest)
-                with released(go):
-                    await trio.to_thread.run_sync(stopped.wait)
-                    # Two chunks of four are committed; the third is being read.
-                    ((run_id, creating, total, uploads),) = runs_and_uploads(sql)
-                    assert (creating, total, uploads) == (1, 2 * small_chunks, 2 * small_chunks)
-                    # Nothing in the protocol sees a run still being created.
-                    assert await storage.list_runs() == []
-                    with pytest.raises(RunNotFound):
-                        await storage.get_run(run_id)
-                    with pytest.raises(RunNotFound):
-                        await storage.claim_upload(run_id, worker="w", lease_seconds=60)
-                    with pytest.raises(RunNotFound):
-                        await storage.finish_run(run_id)
-                    with pytest.raises(RunNotFound):
-                        await storage.list_uploads(run_id)
-            (run,) = created
-            assert run.id == run_id
-            assert [tuple(r) for r in runs_and_uploads(sql)] == [(run_id, 0, 20, 20)]
-            assert [u.position for u in await storage.list_uploads(run_id)] == list(range(20))
-            await check_invariants(storage, run_id)
-    finally:
-        if kind == "postgres":
-            pg.drop_schema(backend.schema)
+            nursery.start_soon(ingest)
+            with released(go):
+                await trio.to_thread.run_sync(stopped.wait)
+                # Two chunks of four are committed; the third is being read.
+                ((run_id, creating, total, uploads),) = runs_and_uploads(sql)
+                assert (creating, total, uploads) == (1, 2 * small_chunks, 2 * small_chunks)
+                # Nothing in the protocol sees a run still being created.
+                assert await storage.list_runs() == []
+                with pytest.raises(RunNotFound):
+                    await storage.get_run(run_id)
+                with pytest.raises(RunNotFound):
+                    await storage.claim_upload(run_id, worker="w", lease_seconds=60)
+                with pytest.raises(RunNotFound):
+                    await storage.finish_run(run_id)
+                with pytest.raises(RunNotFound):
+                    await storage.list_uploads(run_id)
+        (run,) = created
+        assert run.id == run_id
+        assert [tuple(r) for r in runs_and_uploads(sql)] == [(run_id, 0, 20, 20)]
+        assert [u.position for u in await storage.list_uploads(run_id)] == list(range(20))
+        await check_invariants(storage, run_id)
 
 
 def failing_documents(n: int, error: BaseException) -> Iterator[Document]:
@@ -182,11 +185,9 @@ async def test_a_run_whose_documents_fail_midway_leaves_nothing(
                 assert sql("SELECT count(*) FROM documents") == [(0,)]
 
 
-async def test_a_cancelled_ingest_leaves_nothing(backend: Backend, small_chunks: int) -> None:
-    if backend.kind == "memory":
-        pytest.skip("MemoryStorage reads its documents at once, on the event loop")
+async def test_a_cancelled_ingest_leaves_nothing(sql_backend: Backend, small_chunks: int) -> None:
     stopped, go = threading.Event(), threading.Event()
-    async with backend.open() as storage:
+    async with sql_backend.open() as storage:
         with trio.CancelScope() as scope, released(go):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(storage.create_run, gated_documents(20, 10, stopped, go))
@@ -195,9 +196,8 @@ async def test_a_cancelled_ingest_leaves_nothing(backend: Backend, small_chunks:
                 # The reader may go on in the background; nobody waits for it.
                 go.set()
         assert await storage.list_runs() == []
-        if backend.kind != "memory":
-            async with raw(backend) as sql:
-                assert sql("SELECT count(*) FROM uploads") == [(0,)]
+        async with raw(sql_backend) as sql:
+            assert sql("SELECT count(*) FROM uploads") == [(0,)]
 
 
 def test_an_ingest_killed_midway_is_never_taken_for_a_whole_run(tmp_path: Path) -> None:
