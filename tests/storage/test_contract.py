@@ -360,6 +360,10 @@ async def test_every_method_checkpoints(storage: Storage) -> None:
         assert await storage.fail_upload(b.id, "no")
     with checkpoints("list_cards"):
         await storage.list_cards(run.id)
+    with checkpoints("iter_uploads"):
+        await anext(storage.iter_uploads(run.id))
+    with checkpoints("iter_cards"):
+        await anext(storage.iter_cards(run.id))
     with checkpoints("finish_run"):
         await storage.finish_run(run.id)
     # The paths that change nothing or find nothing checkpoint as well.
@@ -390,7 +394,7 @@ def protocol_methods() -> set[str]:
     return {
         name
         for name, value in vars(Storage).items()
-        if inspect.iscoroutinefunction(value)
+        if inspect.isfunction(value)
         and (name in ("__aenter__", "__aexit__") or not name.startswith("_"))
     }
 
@@ -419,6 +423,8 @@ async def test_every_method_is_a_cancel_point_that_changes_nothing(storage: Stor
     await cancelled("list_runs", storage.list_runs)
     await cancelled("list_uploads", lambda: storage.list_uploads(run.id))
     await cancelled("list_cards", lambda: storage.list_cards(run.id))
+    await cancelled("iter_uploads", lambda: anext(storage.iter_uploads(run.id)))
+    await cancelled("iter_cards", lambda: anext(storage.iter_cards(run.id)))
     await cancelled("load_document", lambda: storage.load_document(b.id))
     await cancelled("load_document", lambda: storage.load_document(a.id))  # read with its claim
     await cancelled(
