@@ -320,13 +320,18 @@ class FailingStorage:
         return getattr(self._inner, name)
 
     async def complete_upload(
-        self, upload_id: str, drafts: Sequence[CardDraft], *, worker: str | None = None
+        self,
+        upload_id: str,
+        drafts: Sequence[CardDraft],
+        *,
+        worker: str | None = None,
+        attempt: int | None = None,
     ) -> bool:
         if self._ok <= 0:
             await trio.lowlevel.checkpoint()
             raise StorageError("disk I/O error")
         self._ok -= 1
-        return await self._inner.complete_upload(upload_id, drafts, worker=worker)
+        return await self._inner.complete_upload(upload_id, drafts, worker=worker, attempt=attempt)
 
 
 async def test_storage_failure_stops_the_run_and_releases_in_flight(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -110,6 +112,54 @@ async def test_expired_lease_is_reclaimed_with_attempts_counted(
     assert not await storage.complete_upload(u.id, drafts(2), worker="dead")
     assert not await storage.renew_lease(u.id, worker="dead", lease_seconds=30)
     assert await storage.complete_upload(u.id, drafts(2), worker="w2")
+    await check_invariants(storage, run.id)
+
+
+async def test_a_worker_that_reclaims_its_own_upload_fences_out_its_older_claim(
+    storage: Storage, clock: FakeClock
+) -> None:
+    run = await storage.create_run(DOCS[:1])
+    first = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert first is not None
+    assert first.attempts == 1
+    clock.advance(31)
+    second = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert second is not None
+    assert (second.id, second.attempts, second.worker) == (first.id, 2, "w")
+    # The same worker name, but the older claim: nothing it does counts any more.
+    old = first.attempts
+    assert not await storage.renew_lease(first.id, worker="w", lease_seconds=99, attempt=old)
+    assert not await storage.complete_upload(first.id, drafts(5), worker="w", attempt=old)
+    assert not await storage.fail_upload(first.id, "stale", worker="w", attempt=old)
+    assert not await storage.release_upload(first.id, worker="w", attempt=old)
+    # A token alone fences too, and another worker with the right token does not pass.
+    assert not await storage.complete_upload(first.id, drafts(5), attempt=1)
+    assert not await storage.complete_upload(first.id, drafts(5), worker="x", attempt=2)
+    (held,) = await storage.list_uploads(run.id)
+    assert (held.status, held.attempts, held.worker) == (UploadStatus.LOADING, 2, "w")
+    assert held.lease_expires_at == second.lease_expires_at
+    assert await storage.list_cards(run.id) == []
+    # The current claim acts.
+    assert await storage.renew_lease(first.id, worker="w", lease_seconds=30, attempt=2)
+    assert await storage.complete_upload(first.id, drafts(2), worker="w", attempt=2)
+    assert (await storage.get_run(run.id)).total_cards == 2
+    await check_invariants(storage, run.id)
+
+
+async def test_the_current_claim_may_fail_or_release_by_its_attempt(storage: Storage) -> None:
+    run = await storage.create_run(DOCS[:2])
+    a = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    b = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert a is not None
+    assert b is not None
+    assert await storage.release_upload(a.id, worker="w", attempt=a.attempts)
+    assert not await storage.fail_upload(a.id, "released already", worker="w", attempt=1)
+    assert await storage.fail_upload(b.id, "bad", worker="w", attempt=b.attempts)
+    again = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert again is not None
+    assert (again.id, again.attempts) == (a.id, 2)
+    assert not await storage.release_upload(a.id, worker="w", attempt=1)
+    assert await storage.release_upload(a.id, attempt=2)
     await check_invariants(storage, run.id)
 
 
@@ -274,18 +324,119 @@ async def test_racing_claims_get_distinct_uploads(storage: Storage) -> None:
 
 
 async def test_every_method_checkpoints(storage: Storage) -> None:
-    run = await storage.create_run(DOCS[:1])
-    (u,) = await storage.list_uploads(run.id)
-    with trio.testing.assert_checkpoints():
+    covered: set[str] = set()
+
+    @contextmanager
+    def checkpoints(name: str) -> Iterator[None]:
+        covered.add(name)
+        with trio.testing.assert_checkpoints():
+            yield
+
+    with checkpoints("__aenter__"):
+        assert await storage.__aenter__() is storage
+    with checkpoints("create_run"):
+        run = await storage.create_run(DOCS)
+    with checkpoints("get_run"):
         await storage.get_run(run.id)
-    with trio.testing.assert_checkpoints():
+    with checkpoints("list_runs"):
         await storage.list_runs()
-    with trio.testing.assert_checkpoints():
-        await storage.list_uploads(run.id)
-    with trio.testing.assert_checkpoints():
-        await storage.complete_upload(u.id, [])
-    with trio.testing.assert_checkpoints():
-        await storage.complete_upload(u.id, [])
+    with checkpoints("list_uploads"):
+        a, b, c = await storage.list_uploads(run.id)
+    with checkpoints("load_document"):
+        await storage.load_document(c.id)
+    with checkpoints("claim_upload"):
+        claimed = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert claimed is not None
+    # Backends may hand back a document read along with its claim: that path too.
+    with checkpoints("load_document"):
+        await storage.load_document(claimed.id)
+    with checkpoints("renew_lease"):
+        assert await storage.renew_lease(claimed.id, worker="w", lease_seconds=30)
+    with checkpoints("release_upload"):
+        assert await storage.release_upload(claimed.id, worker="w")
+    with checkpoints("complete_upload"):
+        assert await storage.complete_upload(a.id, drafts(2))
+    with checkpoints("fail_upload"):
+        assert await storage.fail_upload(b.id, "no")
+    with checkpoints("list_cards"):
+        await storage.list_cards(run.id)
+    with checkpoints("iter_uploads"):
+        await anext(storage.iter_uploads(run.id))
+    with checkpoints("iter_cards"):
+        await anext(storage.iter_cards(run.id))
+    with checkpoints("finish_run"):
+        await storage.finish_run(run.id)
+    # The paths that change nothing or find nothing checkpoint as well.
+    with checkpoints("complete_upload"):
+        assert not await storage.complete_upload(a.id, [])
+    with checkpoints("fail_upload"):
+        assert not await storage.fail_upload(a.id, "late")
+    with checkpoints("release_upload"):
+        assert not await storage.release_upload(a.id)
+    with checkpoints("renew_lease"):
+        assert not await storage.renew_lease(a.id, worker="w", lease_seconds=30)
+    with checkpoints("claim_upload"):
+        assert await storage.claim_upload(run.id, worker="w", lease_seconds=30) is not None
+    with checkpoints("claim_upload"):
+        assert await storage.claim_upload(run.id, worker="w", lease_seconds=30) is None
+    with checkpoints("get_run"), pytest.raises(RunNotFound):
+        await storage.get_run("run-nope")
+    with checkpoints("load_document"), pytest.raises(UploadNotFound):
+        await storage.load_document("up-nope")
+    with checkpoints("aclose"):
+        await storage.aclose()
+    with checkpoints("__aexit__"):
+        await storage.__aexit__(None, None, None)
+    assert covered == protocol_methods()
+
+
+def protocol_methods() -> set[str]:
+    return {
+        name
+        for name, value in vars(Storage).items()
+        if inspect.isfunction(value)
+        and (name in ("__aenter__", "__aexit__") or not name.startswith("_"))
+    }
+
+
+async def test_every_method_is_a_cancel_point_that_changes_nothing(storage: Storage) -> None:
+    run = await storage.create_run(DOCS)
+    a, b, _ = await storage.list_uploads(run.id)
+    claimed = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert claimed is not None
+    assert claimed.id == a.id
+    await storage.load_document(b.id)
+    covered: set[str] = set()
+
+    async def cancelled(name: str, call: Callable[[], Awaitable[object]]) -> None:
+        covered.add(name)
+        before = (await storage.list_runs(), await storage.list_uploads(run.id))
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await call()
+        assert scope.cancelled_caught, f"{name} returned in a cancelled scope"
+        assert (await storage.list_runs(), await storage.list_uploads(run.id)) == before
+
+    await cancelled("__aenter__", storage.__aenter__)
+    await cancelled("create_run", lambda: storage.create_run(DOCS))
+    await cancelled("get_run", lambda: storage.get_run(run.id))
+    await cancelled("list_runs", storage.list_runs)
+    await cancelled("list_uploads", lambda: storage.list_uploads(run.id))
+    await cancelled("list_cards", lambda: storage.list_cards(run.id))
+    await cancelled("iter_uploads", lambda: anext(storage.iter_uploads(run.id)))
+    await cancelled("iter_cards", lambda: anext(storage.iter_cards(run.id)))
+    await cancelled("load_document", lambda: storage.load_document(b.id))
+    await cancelled("load_document", lambda: storage.load_document(a.id))  # read with its claim
+    await cancelled(
+        "claim_upload", lambda: storage.claim_upload(run.id, worker="x", lease_seconds=9)
+    )
+    await cancelled("renew_lease", lambda: storage.renew_lease(a.id, worker="w", lease_seconds=99))
+    await cancelled("complete_upload", lambda: storage.complete_upload(b.id, drafts(1)))
+    await cancelled("fail_upload", lambda: storage.fail_upload(b.id, "no"))
+    await cancelled("release_upload", lambda: storage.release_upload(a.id))
+    await cancelled("finish_run", lambda: storage.finish_run(run.id))
+    # Cleanup is the exception: it must happen even when cancelled.
+    assert covered == protocol_methods() - {"aclose", "__aexit__"}
 
 
 async def test_data_survives_reopen(backend: Backend) -> None:

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
 import trio
 
-from cardmill import CardDraft, DatabaseError, Document, InputError
+from cardmill import CardDraft, DatabaseError, Document, InputError, Run, RunStatus, UploadStatus
 from cardmill.storage import PostgresStorage
+from cardmill.storage import _sql as sql
+from cardmill.storage._postgres import _PgTx
 from cardmill.testing import check_invariants
 
 from .. import pg
+from .conftest import FakeClock
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -66,3 +73,172 @@ async def test_schema_names_are_checked() -> None:
     with pytest.raises(InputError, match="lowercase identifier"):
         async with PostgresStorage.open(pg.DSN, schema='x"; DROP TABLE runs; --'):
             pass
+
+
+@pytest.mark.parametrize("name", ["cardmill\n", "cardmill\r\n", "Cardmill", "x" * 64, "", "1st"])
+async def test_schema_names_must_be_whole_lowercase_identifiers(name: str) -> None:
+    with pytest.raises(InputError, match="lowercase identifier"):
+        async with PostgresStorage.open(pg.DSN, schema=name):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("text", "query"),
+    [
+        ("SELECT ? WHERE a = ?", "SELECT %s WHERE a = %s"),
+        ("SELECT '?', ?", "SELECT '?', %s"),
+        ("SELECT 'it''s ?', ?", "SELECT 'it''s ?', %s"),
+        ("SELECT E'\\'?', ?", "SELECT E'\\'?', %s"),
+        ('SELECT "odd?name", ?', 'SELECT "odd?name", %s'),
+        ("SELECT $$?$$, $q$?$q$, ?", "SELECT $$?$$, $q$?$q$, %s"),
+        ("SELECT ? -- why?\n", "SELECT %s -- why?\n"),
+        ("SELECT /* ? */ ?", "SELECT /* ? */ %s"),
+        ("SELECT 7 % 3, 'x%', ?", "SELECT 7 %% 3, 'x%%', %s"),
+    ],
+)
+def test_only_unquoted_question_marks_become_placeholders(text: str, query: str) -> None:
+    assert _PgTx._sql(text) == query
+
+
+def test_literal_question_marks_and_percents_reach_postgres_unchanged(schema: str) -> None:
+    with psycopg.connect(pg.DSN) as conn:
+        tx = _PgTx(conn)
+        row = tx.one(
+            "SELECT '?', ?, 'a%b', ? || '%', $$?%$$, 7 % 3 -- what? 100%\n",
+            ("first", "second"),
+        )
+        assert tuple(row) == ("?", "first", "a%b", "second%", "?%", 1)
+        tx.many("SELECT ? || '?%'", [("x",), ("y",)])
+
+
+class PausingTx:
+    """A transaction that stops after its first statement until told to go on."""
+
+    def __init__(self, tx: _PgTx) -> None:
+        self._tx = tx
+        self.lock, self.skip_locked = tx.lock, tx.skip_locked
+        self.share = tx.share
+        self.paused = threading.Event()
+        self.resume = threading.Event()
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = self._tx.one(sql, params)
+        if not self.paused.is_set():
+            self.paused.set()
+            self.resume.wait()
+        return row
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self._tx.all(sql, params)
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._tx.run(sql, params)
+
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._tx.many(sql, rows)
+
+
+def connect(schema: str) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(pg.DSN)
+    conn.execute(f'SET search_path TO "{schema}"')
+    conn.commit()
+    return conn
+
+
+def in_transaction(conn: psycopg.Connection[Any], fn: Callable[..., T], *args: Any) -> T:
+    with conn.transaction():
+        return fn(*args)
+
+
+async def blocked_or_done(schema: str, pid: int, done: trio.Event) -> bool:
+    """Whether backend ``pid`` waits on a lock (True) or finished without waiting."""
+    with connect(schema) as watcher:
+        while not done.is_set():
+            row = watcher.execute("SELECT cardinality(pg_blocking_pids(%s))", (pid,)).fetchone()
+            watcher.commit()
+            if row is not None and row[0] > 0:
+                return True
+            await trio.sleep(0.01)
+    return False
+
+
+async def test_finish_run_waits_for_a_claim_in_flight_and_sees_it(
+    schema: str, clock: FakeClock
+) -> None:
+    async with PostgresStorage.open(pg.DSN, schema=schema, clock=clock) as storage:
+        run = await storage.create_run([Document("a.txt", b"a"), Document("b.txt", b"b")])
+        first = await storage.claim_upload(run.id, worker="a", lease_seconds=30)
+        assert first is not None
+        assert await storage.complete_upload(first.id, [], worker="a")
+    # One upload left, the run RUNNING. A claim starts; finish_run comes in meanwhile.
+    claiming, finishing = connect(schema), connect(schema)
+    pausing = PausingTx(_PgTx(claiming))
+    claimed: list[Any] = []
+    finished: list[Run] = []
+    finish_done = trio.Event()
+
+    async def claim() -> None:
+        claimed.append(
+            await trio.to_thread.run_sync(
+                in_transaction, claiming, sql.claim, pausing, run.id, "b", 30.0, clock.now
+            )
+        )
+
+    async def finish() -> None:
+        finished.append(
+            await trio.to_thread.run_sync(
+                in_transaction, finishing, sql.finish_run, _PgTx(finishing), run.id, clock.now
+            )
+        )
+        finish_done.set()
+
+    with claiming, finishing:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(claim)
+            await trio.to_thread.run_sync(pausing.paused.wait)
+            nursery.start_soon(finish)
+            # finish_run either waits for the claim's lock or has already decided.
+            waited = await blocked_or_done(schema, finishing.info.backend_pid, finish_done)
+            pausing.resume.set()
+    assert claimed[0] is not None
+    (decided,) = finished
+    async with PostgresStorage.open(pg.DSN, schema=schema, clock=clock) as storage:
+        now = await storage.get_run(run.id)
+        held = await storage.list_uploads(run.id, UploadStatus.LOADING)
+    assert len(held) == 1
+    # A worker holds a live lease: the run must not be left CANCELLED.
+    assert (decided.status, now.status) == (RunStatus.RUNNING, RunStatus.RUNNING)
+    assert waited
+
+
+async def test_claimers_that_both_revive_a_cancelled_run_do_not_deadlock(
+    schema: str, clock: FakeClock
+) -> None:
+    async with PostgresStorage.open(pg.DSN, schema=schema, clock=clock) as storage:
+        run = await storage.create_run([Document(f"{i}.txt", b"x") for i in range(3)])
+        assert (await storage.finish_run(run.id)).status == RunStatus.CANCELLED
+    # Two claims read the CANCELLED run at once; each must then set it RUNNING.
+    conns = [connect(schema), connect(schema)]
+    txs = [PausingTx(_PgTx(c)) for c in conns]
+    claimed: list[Any] = []
+
+    async def claim(conn: psycopg.Connection[Any], tx: PausingTx, worker: str) -> None:
+        claimed.append(
+            await trio.to_thread.run_sync(
+                in_transaction, conn, sql.claim, tx, run.id, worker, 30.0, clock.now
+            )
+        )
+
+    with conns[0], conns[1]:
+        async with trio.open_nursery() as nursery:
+            for conn, tx, worker in zip(conns, txs, "ab", strict=True):
+                nursery.start_soon(claim, conn, tx, worker)
+            for tx in txs:
+                await trio.to_thread.run_sync(tx.paused.wait)
+            for tx in txs:
+                tx.resume.set()
+    assert len(claimed) == 2
+    assert all(c is not None for c in claimed)
+    async with PostgresStorage.open(pg.DSN, schema=schema, clock=clock) as storage:
+        assert (await storage.get_run(run.id)).status == RunStatus.RUNNING
+        await check_invariants(storage, run.id)

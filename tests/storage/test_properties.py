@@ -37,8 +37,14 @@ class ModelUpload:
     cards: int = 0
 
 
-def holds(u: ModelUpload, worker: str | None) -> bool:
-    return worker is None or (u.status == UploadStatus.LOADING and u.worker == worker)
+def holds(u: ModelUpload, worker: str | None, attempt: int | None = None) -> bool:
+    if worker is None and attempt is None:
+        return True
+    return (
+        u.status == UploadStatus.LOADING
+        and (worker is None or u.worker == worker)
+        and (attempt is None or u.attempts == attempt)
+    )
 
 
 def model_claim(model: list[ModelUpload], now: float) -> int | None:
@@ -51,9 +57,12 @@ def model_claim(model: list[ModelUpload], now: float) -> int | None:
     return None
 
 
-def model_settle(u: ModelUpload, worker: str | None) -> bool:
-    return not u.status.terminal and holds(u, worker)
+def model_settle(u: ModelUpload, worker: str | None, attempt: int | None = None) -> bool:
+    return not u.status.terminal and holds(u, worker, attempt)
 
+
+# A claim token: the upload's attempts as a claim returned them (None: fence by name only).
+ATTEMPTS = st.sampled_from([None, 1, 2, 3])
 
 operation = st.one_of(
     st.tuples(st.just("claim"), st.sampled_from(WORKERS), st.sampled_from([0.0, 5.0, 100.0])),
@@ -63,10 +72,14 @@ operation = st.one_of(
         st.integers(0, 5),
         st.integers(0, 4),
         st.sampled_from([None, *WORKERS]),
+        ATTEMPTS,
     ),
     st.tuples(st.just("double_complete"), st.integers(0, 5), st.integers(0, 3), st.integers(0, 3)),
-    st.tuples(st.just("fail"), st.integers(0, 5), st.sampled_from([None, *WORKERS])),
-    st.tuples(st.just("release"), st.integers(0, 5), st.sampled_from([None, *WORKERS])),
+    st.tuples(st.just("fail"), st.integers(0, 5), st.sampled_from([None, *WORKERS]), ATTEMPTS),
+    st.tuples(st.just("release"), st.integers(0, 5), st.sampled_from([None, *WORKERS]), ATTEMPTS),
+    st.tuples(
+        st.just("renew"), st.integers(0, 5), st.sampled_from(WORKERS), ATTEMPTS, st.just(50.0)
+    ),
     st.tuples(st.just("tick"), st.sampled_from([1.0, 10.0, 200.0])),
     st.tuples(st.just("finish")),
     st.tuples(st.just("reopen")),
@@ -136,10 +149,12 @@ async def scenario(kind: str, directory: Path, n_docs: int, ops: list[tuple[Any,
                         m.status, m.worker = UploadStatus.LOADING, w
                         m.expires, m.attempts = clock.now + op[1], m.attempts + 1
             elif name == "complete":
-                _, idx, n, worker = op
+                _, idx, n, worker, attempt = op
                 i = idx % n_docs
-                expected = model_settle(model[i], worker)
-                changed = await storage.complete_upload(ids[i], drafts(n, "c"), worker=worker)
+                expected = model_settle(model[i], worker, attempt)
+                changed = await storage.complete_upload(
+                    ids[i], drafts(n, "c"), worker=worker, attempt=attempt
+                )
                 assert changed == expected
                 if changed:
                     model[i] = ModelUpload(UploadStatus.COMPLETED, None, 0, model[i].attempts, n)
@@ -161,20 +176,33 @@ async def scenario(kind: str, directory: Path, n_docs: int, ops: list[tuple[Any,
                         UploadStatus.COMPLETED, None, 0, model[i].attempts, winner
                     )
             elif name == "fail":
-                _, idx, worker = op
+                _, idx, worker, attempt = op
                 i = idx % n_docs
-                expected = model_settle(model[i], worker)
-                assert await storage.fail_upload(ids[i], "boom", worker=worker) == expected
+                expected = model_settle(model[i], worker, attempt)
+                changed = await storage.fail_upload(ids[i], "boom", worker=worker, attempt=attempt)
+                assert changed == expected
                 if expected:
                     model[i] = ModelUpload(UploadStatus.FAILED, None, 0, model[i].attempts, 0)
             elif name == "release":
-                _, idx, worker = op
+                _, idx, worker, attempt = op
                 i = idx % n_docs
                 m = model[i]
-                expected = m.status == UploadStatus.LOADING and holds(m, worker)
-                assert await storage.release_upload(ids[i], worker=worker) == expected
+                expected = m.status == UploadStatus.LOADING and holds(m, worker, attempt)
+                changed = await storage.release_upload(ids[i], worker=worker, attempt=attempt)
+                assert changed == expected
                 if expected:
                     m.status, m.worker = UploadStatus.PENDING, None
+            elif name == "renew":
+                _, idx, worker, attempt, lease = op
+                i = idx % n_docs
+                m = model[i]
+                expected = holds(m, worker, attempt)
+                renewed = await storage.renew_lease(
+                    ids[i], worker=worker, lease_seconds=lease, attempt=attempt
+                )
+                assert renewed == expected
+                if expected:
+                    m.expires = clock.now + lease
             elif name == "tick":
                 clock.advance(op[1])
             elif name == "finish":

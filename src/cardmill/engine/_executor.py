@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -51,15 +52,41 @@ log = logging.getLogger("cardmill.engine")
 
 
 def default_worker_id() -> str:
-    """``host:pid:random``: unique, and lets a later process on this host tell it died."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    """``host:pid:random@scope``: unique, and lets a later process tell that it died.
+
+    ``scope`` names the kernel boot and the PID namespace the pid belongs to, so only a
+    process that sees the same pids judges whether it is alive: containers that share a
+    hostname but not a PID namespace never take each other's uploads. Where the scope
+    cannot be read (no ``/proc``), it is left out and liveness is never judged.
+    """
+    scope = _pid_scope()
+    suffix = f"@{scope}" if scope else ""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}{suffix}"
+
+
+@functools.cache
+def _pid_scope() -> str:
+    """This process's boot id and PID namespace, or "" where they cannot be read."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip().replace("-", "")[:12]
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return ""
+    return f"{boot}.{namespace}" if boot else ""
 
 
 def _dead_local_worker(worker: str | None) -> bool:
-    """True when ``worker`` names a process on this host that no longer exists."""
+    """True when ``worker`` names a process of our PID namespace that no longer exists.
+
+    Ids without a scope (from older versions) or from another scope are never judged.
+    """
     if worker is None:
         return False
-    parts = worker.rsplit(":", 2)
+    head, _, scope = worker.rpartition("@")
+    if not scope or scope != _pid_scope():
+        return False
+    parts = head.rsplit(":", 2)
     if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
         return False
     pid = int(parts[1])
@@ -301,7 +328,9 @@ class Engine:
         except BaseException:
             with trio.CancelScope(shield=True):
                 try:
-                    await self._storage.release_upload(upload.id, worker=self.worker)
+                    await self._storage.release_upload(
+                        upload.id, worker=self.worker, attempt=upload.attempts
+                    )
                 except StorageError:
                     log.warning("could not release %s", upload.name)
             raise
@@ -313,7 +342,10 @@ class Engine:
         while True:
             await trio.sleep(every)
             renewed = await self._storage.renew_lease(
-                upload.id, worker=self.worker, lease_seconds=self._retry.lease_seconds
+                upload.id,
+                worker=self.worker,
+                lease_seconds=self._retry.lease_seconds,
+                attempt=upload.attempts,
             )
             if not renewed:
                 log.warning("lost the lease on %s; leaving it to its new holder", upload.name)
@@ -324,10 +356,14 @@ class Engine:
     async def _settle(self, upload: Upload, outcome: _Done | _Failed, c: _Counters) -> None:
         if isinstance(outcome, _Done):
             cards = outcome.analysis.cards
-            if await self._storage.complete_upload(upload.id, cards, worker=self.worker):
+            if await self._storage.complete_upload(
+                upload.id, cards, worker=self.worker, attempt=upload.attempts
+            ):
                 c.completed += 1
                 self._emit(UploadCompleted(upload, len(cards), outcome.attempts, _now()))
-        elif await self._storage.fail_upload(upload.id, outcome.reason, worker=self.worker):
+        elif await self._storage.fail_upload(
+            upload.id, outcome.reason, worker=self.worker, attempt=upload.attempts
+        ):
             c.failed += 1
             self._emit(UploadFailed(upload, outcome.reason, outcome.attempts, _now()))
 

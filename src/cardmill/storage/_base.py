@@ -31,11 +31,23 @@ class Storage(Protocol):
     4. ``completed_items + failed_items <= total_items``, equal once the run is finished.
 
     Methods that take a ``worker`` apply fencing when it is given: the call changes
-    nothing unless that worker holds the upload's lease.
+    nothing unless that worker holds the upload's lease. Those that also take an
+    ``attempt`` fence by claim, not just by name: pass the ``attempts`` of the
+    :class:`~cardmill.Upload` that :meth:`claim_upload` returned, and the call changes
+    nothing unless the upload is LOADING under that very claim. A worker that re-claims
+    its own expired upload holds a new claim, so its older one can no longer commit.
     """
 
     async def create_run(self, documents: Iterable[Document], *, name: str | None = None) -> Run:
-        """Store a new PENDING run with one PENDING upload per document, content included."""
+        """Store a new PENDING run with one PENDING upload per document, content included.
+
+        The run exists for every other method only once all its documents are stored: a
+        run whose creation failed or died half-way is never seen, claimed or settled.
+
+        Raises:
+            InputError: an item of ``documents`` is not a Document (or reading one
+                raised it); nothing of the run remains.
+        """
         ...
 
     async def get_run(self, run_id: str) -> Run:
@@ -92,25 +104,40 @@ class Storage(Protocol):
         """
         ...
 
-    async def renew_lease(self, upload_id: str, *, worker: str, lease_seconds: float) -> bool:
-        """Extend the lease ``worker`` holds on a LOADING upload; False if it lost it."""
+    async def renew_lease(
+        self, upload_id: str, *, worker: str, lease_seconds: float, attempt: int | None = None
+    ) -> bool:
+        """Extend the lease ``worker`` holds on a LOADING upload; False if it lost it.
+
+        With ``attempt``, only while the upload is still under that claim.
+        """
         ...
 
     async def complete_upload(
-        self, upload_id: str, drafts: Sequence[CardDraft], *, worker: str | None = None
+        self,
+        upload_id: str,
+        drafts: Sequence[CardDraft],
+        *,
+        worker: str | None = None,
+        attempt: int | None = None,
     ) -> bool:
         """In ONE transaction: store the cards, mark the upload COMPLETED, add to the counters.
 
         Idempotent: returns False and changes nothing when the upload is already
-        COMPLETED or FAILED (or, with ``worker``, when that worker lost the lease).
+        COMPLETED or FAILED (or, with ``worker`` / ``attempt``, when that worker or that
+        claim no longer holds it).
         """
         ...
 
-    async def fail_upload(self, upload_id: str, error: str, *, worker: str | None = None) -> bool:
+    async def fail_upload(
+        self, upload_id: str, error: str, *, worker: str | None = None, attempt: int | None = None
+    ) -> bool:
         """Mark a non-terminal upload FAILED with a one-line reason; False if nothing changed."""
         ...
 
-    async def release_upload(self, upload_id: str, *, worker: str | None = None) -> bool:
+    async def release_upload(
+        self, upload_id: str, *, worker: str | None = None, attempt: int | None = None
+    ) -> bool:
         """Put a LOADING upload back to PENDING; False if it was not LOADING (or not ours)."""
         ...
 
@@ -167,6 +194,23 @@ def check_drafts(drafts: Sequence[CardDraft]) -> tuple[CardDraft, ...]:
 def check_batch(batch: int) -> None:
     if not batch >= 1:
         raise InputError("batch must be >= 1")
+
+
+def holds(
+    status: UploadStatus,
+    holder: str | None,
+    attempts: int,
+    worker: str | None,
+    attempt: int | None,
+) -> bool:
+    """Whether a call fenced by ``worker`` and ``attempt`` (either may be None) may act."""
+    if worker is None and attempt is None:
+        return True
+    return (
+        status == UploadStatus.LOADING
+        and (worker is None or holder == worker)
+        and (attempt is None or attempts == attempt)
+    )
 
 
 def check_lease(lease_seconds: float) -> None:

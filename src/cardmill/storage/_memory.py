@@ -13,7 +13,7 @@ from typing import Any, Self, TypeVar, final
 import attrs
 import trio
 
-from ..errors import RunNotFound, UploadNotFound
+from ..errors import InputError, RunNotFound, UploadNotFound
 from ..model import (
     Card,
     CardDraft,
@@ -24,7 +24,7 @@ from ..model import (
     UploadStatus,
     final_status,
 )
-from ._base import card_id, check_drafts, check_lease, new_id, one_line, to_datetime
+from ._base import card_id, check_drafts, check_lease, holds, new_id, one_line, to_datetime
 from ._pages import Pages
 
 __all__ = ["MemoryStorage"]
@@ -85,6 +85,9 @@ class MemoryStorage:
     async def create_run(self, documents: Iterable[Document], *, name: str | None = None) -> Run:
         await trio.lowlevel.checkpoint()
         docs = list(documents)
+        for i, doc in enumerate(docs):
+            if not isinstance(doc, Document):
+                raise InputError(f"documents[{i}] is a {type(doc).__name__}, not a Document")
         run_id = new_id("run")
         now = to_datetime(self._now())
         assert now is not None
@@ -221,14 +224,16 @@ class MemoryStorage:
             )
         return claimed
 
-    def _holds(self, u: Upload, worker: str | None) -> bool:
-        return worker is None or (u.status == UploadStatus.LOADING and u.worker == worker)
+    def _holds(self, u: Upload, worker: str | None, attempt: int | None) -> bool:
+        return holds(u.status, u.worker, u.attempts, worker, attempt)
 
-    async def renew_lease(self, upload_id: str, *, worker: str, lease_seconds: float) -> bool:
+    async def renew_lease(
+        self, upload_id: str, *, worker: str, lease_seconds: float, attempt: int | None = None
+    ) -> bool:
         await trio.lowlevel.checkpoint()
         check_lease(lease_seconds)
         u = self._upload(upload_id)
-        if u.status != UploadStatus.LOADING or u.worker != worker:
+        if not self._holds(u, worker, attempt):
             return False
         expires = self._now() + lease_seconds
         self._leases[upload_id] = expires
@@ -236,12 +241,17 @@ class MemoryStorage:
         return True
 
     async def complete_upload(
-        self, upload_id: str, drafts: Sequence[CardDraft], *, worker: str | None = None
+        self,
+        upload_id: str,
+        drafts: Sequence[CardDraft],
+        *,
+        worker: str | None = None,
+        attempt: int | None = None,
     ) -> bool:
         await trio.lowlevel.checkpoint()
         checked = check_drafts(drafts)
         u = self._upload(upload_id)
-        if u.status.terminal or not self._holds(u, worker):
+        if u.status.terminal or not self._holds(u, worker, attempt):
             return False
         now = to_datetime(self._now())
         assert now is not None
@@ -290,20 +300,24 @@ class MemoryStorage:
             error=error,
         )
 
-    async def fail_upload(self, upload_id: str, error: str, *, worker: str | None = None) -> bool:
+    async def fail_upload(
+        self, upload_id: str, error: str, *, worker: str | None = None, attempt: int | None = None
+    ) -> bool:
         await trio.lowlevel.checkpoint()
         u = self._upload(upload_id)
-        if u.status.terminal or not self._holds(u, worker):
+        if u.status.terminal or not self._holds(u, worker, attempt):
             return False
         self._finish_upload(u, UploadStatus.FAILED, to_datetime(self._now()), error=one_line(error))
         run = self._runs[u.run_id]
         self._runs[u.run_id] = attrs.evolve(run, failed_items=run.failed_items + 1)
         return True
 
-    async def release_upload(self, upload_id: str, *, worker: str | None = None) -> bool:
+    async def release_upload(
+        self, upload_id: str, *, worker: str | None = None, attempt: int | None = None
+    ) -> bool:
         await trio.lowlevel.checkpoint()
         u = self._upload(upload_id)
-        if u.status != UploadStatus.LOADING or not self._holds(u, worker):
+        if u.status != UploadStatus.LOADING or not self._holds(u, worker, attempt):
             return False
         self._leases.pop(upload_id, None)
         self._loading[u.run_id].pop(upload_id, None)

@@ -10,6 +10,7 @@ use ``FOR UPDATE SKIP LOCKED`` so workers never queue behind each other's claims
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -32,8 +33,23 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStorage"]
 
 T = TypeVar("T")
-SCHEMA_VERSION: Final = 1
-_IDENTIFIER: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+SCHEMA_VERSION: Final = 2
+_IDENTIFIER: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+# What may hold a "?" or "%" that is not a placeholder: literals, quoted names, comments.
+_SQL_TOKEN: Final = re.compile(
+    r"""
+      (?<![\w$])[eE]'(?:[^'\\]|\\.|'')*'   # an escape string, E'...'
+    | '(?:[^']|'')*'                        # a string literal
+    | "(?:[^"]|"")*"                        # a quoted identifier
+    | \$(?P<tag>(?:[A-Za-z_]\w*)?)\$.*?\$(?P=tag)\$  # a dollar-quoted string
+    | --[^\n]*                              # a line comment
+    | /\*.*?\*/                             # a block comment
+    | \?                                    # a placeholder
+    | %                                     # a percent sign, special to psycopg
+    """,
+    re.VERBOSE | re.DOTALL,
+)
 
 _DDL: Final = [
     """CREATE TABLE IF NOT EXISTS cardmill_meta (
@@ -49,6 +65,7 @@ _DDL: Final = [
         created_at DOUBLE PRECISION NOT NULL,
         started_at DOUBLE PRECISION,
         finished_at DOUBLE PRECISION,
+        creating INTEGER NOT NULL DEFAULT 0,
         CHECK (completed_items + failed_items <= total_items))""",
     """CREATE TABLE IF NOT EXISTS uploads (
         id TEXT PRIMARY KEY,
@@ -87,18 +104,26 @@ _DDL: Final = [
 ]
 
 
+# Schema version -> the statements that bring a schema from it to the next one.
+_MIGRATIONS: Final = {
+    # Runs being created in chunks are marked until their last chunk commits.
+    1: ["ALTER TABLE runs ADD COLUMN IF NOT EXISTS creating INTEGER NOT NULL DEFAULT 0"],
+}
+
+
 class _PgTx:
     """:class:`~cardmill.storage._sql.Tx` over psycopg: row locks where writers meet."""
 
     lock = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
+    share = " FOR KEY SHARE"
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
 
     @staticmethod
     def _sql(text: str) -> str:
-        return text.replace("?", "%s")
+        return psycopg_query(text)
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._conn.execute(self._sql(sql), params).fetchone()
@@ -112,6 +137,22 @@ class _PgTx:
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         with self._conn.cursor() as cursor:
             cursor.executemany(self._sql(sql), list(rows))
+
+
+@functools.lru_cache(maxsize=512)
+def psycopg_query(text: str) -> str:
+    """Rewrite SQL with ``?`` placeholders into psycopg's ``%s`` style.
+
+    Only a ``?`` outside literals, quoted names and comments is a placeholder, and every
+    ``%`` becomes ``%%``: psycopg reads ``%`` as the start of a placeholder anywhere in the
+    text, quoted or not.
+    """
+
+    def rewrite(match: re.Match[str]) -> str:
+        token = match.group(0)
+        return "%s" if token == "?" else token.replace("%", "%%")
+
+    return _SQL_TOKEN.sub(rewrite, text)
 
 
 def _rate_step(
@@ -162,6 +203,14 @@ def _migrate(conn: psycopg.Connection[Any], schema: str) -> None:
             raise DatabaseError(
                 f"schema {schema!r} was written by a newer cardmill (schema {row[0]}; "
                 f"this version reads up to {SCHEMA_VERSION})"
+            )
+        elif int(row[0]) < SCHEMA_VERSION:
+            for version in range(int(row[0]), SCHEMA_VERSION):
+                for statement in _MIGRATIONS[version]:
+                    conn.execute(statement)
+            conn.execute(
+                "UPDATE cardmill_meta SET value = %s WHERE key = 'schema_version'",
+                (str(SCHEMA_VERSION),),
             )
 
 
@@ -247,7 +296,7 @@ class PostgresStorage(SQLBackend):
             InputError: the schema name is not a plain lowercase identifier, or the DSN
                 does not parse (see :func:`~cardmill.storage.redact_dsn`).
         """
-        if not _IDENTIFIER.match(schema):
+        if not isinstance(schema, str) or not _IDENTIFIER.fullmatch(schema):
             raise InputError(f"schema must be a lowercase identifier, not {schema!r}")
         if size < 1:
             raise InputError("size must be >= 1")

@@ -24,7 +24,7 @@ from ..model import (
     UploadStatus,
     final_status,
 )
-from ._base import card_id, new_id, to_datetime
+from ._base import card_id, holds, to_datetime
 
 __all__ = ["Tx"]
 
@@ -36,6 +36,8 @@ class Tx(Protocol):
     lock: str
     #: appended to a claim's SELECT (" FOR UPDATE SKIP LOCKED" or "")
     skip_locked: str
+    #: appended to a claim's read of its run (" FOR KEY SHARE" or "")
+    share: str
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
 
@@ -93,21 +95,25 @@ def upload_row(row: Any) -> Upload:
     )
 
 
+# A run exists for the protocol once its creation committed whole (see _ingest.py).
+VISIBLE: Final = "creating = 0"
+
+
 def get_run(tx: Tx, run_id: str, *, lock: bool = False) -> Run:
-    sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?" + (tx.lock if lock else "")
-    row = tx.one(sql, (run_id,))
+    sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND {VISIBLE}"
+    row = tx.one(sql + (tx.lock if lock else ""), (run_id,))
     if row is None:
         raise RunNotFound(run_id)
     return run_row(row)
 
 
 def list_runs(tx: Tx) -> list[Run]:
-    rows = tx.all(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at, id")
+    rows = tx.all(f"SELECT {RUN_COLUMNS} FROM runs WHERE {VISIBLE} ORDER BY created_at, id")
     return [run_row(r) for r in rows]
 
 
 def require_run(tx: Tx, run_id: str) -> None:
-    if tx.one("SELECT 1 FROM runs WHERE id = ?", (run_id,)) is None:
+    if tx.one(f"SELECT 1 FROM runs WHERE id = ? AND {VISIBLE}", (run_id,)) is None:
         raise RunNotFound(run_id)
 
 
@@ -213,39 +219,20 @@ def load_document(tx: Tx, upload_id: str) -> Document:
     return Document(row[0], bytes(row[2]), row[1])
 
 
-def create_run(tx: Tx, run_id: str, name: str, documents: Iterable[Document], now: float) -> None:
-    tx.run(
-        "INSERT INTO runs (id, name, status, total_items, created_at) VALUES (?, ?, ?, 0, ?)",
-        (run_id, name, RunStatus.PENDING.value, now),
-    )
-    count = 0
-    # Documents are consumed one at a time on this thread: a generator that reads
-    # files keeps memory flat and file reads off the event loop.
-    for position, doc in enumerate(documents):
-        upload_id = new_id("up")
-        tx.run(
-            "INSERT INTO uploads (id, run_id, position, name, media_type, size, sha256, status)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                upload_id,
-                run_id,
-                position,
-                doc.name,
-                doc.media_type,
-                doc.size,
-                doc.sha256,
-                UploadStatus.PENDING.value,
-            ),
-        )
-        tx.run("INSERT INTO documents (upload_id, data) VALUES (?, ?)", (upload_id, doc.data))
-        count += 1
-    tx.run("UPDATE runs SET total_items = ? WHERE id = ?", (count, run_id))
-
-
 def claim(
     tx: Tx, run_id: str, worker: str, lease_seconds: float, now: float
 ) -> tuple[Upload, Document] | None:
-    run = tx.one("SELECT status, started_at FROM runs WHERE id = ?", (run_id,))
+    # The run row stays locked until the claim commits, so a finish_run (FOR UPDATE)
+    # either sees the new lease or runs entirely before the claim, which then revives
+    # the run. KEY SHARE, not SHARE: it lets claimers run side by side and conflicts
+    # with nothing but FOR UPDATE, and the claim's own UPDATE of the run (FOR NO KEY
+    # UPDATE) never has to upgrade a lock another claimer also holds, so two claimers
+    # reviving a CANCELLED run queue instead of deadlocking. Lock order is run, then
+    # upload (SKIP LOCKED, never waiting); completes take upload, then run, but a
+    # claimer never waits for an upload, so the orders cannot cross.
+    run = tx.one(
+        f"SELECT status, started_at FROM runs WHERE id = ? AND {VISIBLE}" + tx.share, (run_id,)
+    )
     if run is None:
         raise RunNotFound(run_id)
     row = tx.one(
@@ -279,22 +266,29 @@ def claim(
     return upload, Document(upload.name, bytes(data), upload.media_type)
 
 
-def upload_state(tx: Tx, upload_id: str) -> tuple[str, str, str | None]:
-    row = tx.one("SELECT run_id, status, worker FROM uploads WHERE id = ?" + tx.lock, (upload_id,))
+def upload_state(tx: Tx, upload_id: str) -> tuple[str, UploadStatus, str | None, int]:
+    row = tx.one(
+        "SELECT run_id, status, worker, attempts FROM uploads WHERE id = ?" + tx.lock,
+        (upload_id,),
+    )
     if row is None:
         raise UploadNotFound(upload_id)
-    return row[0], row[1], row[2]
+    return row[0], UploadStatus(row[1]), row[2], row[3]
 
 
-def may_settle(status: str, holder: str | None, worker: str | None) -> bool:
-    if UploadStatus(status).terminal:
-        return False
-    return worker is None or (status == UploadStatus.LOADING.value and holder == worker)
+def may_settle(tx: Tx, upload_id: str, worker: str | None, attempt: int | None) -> str | None:
+    """The upload's run when a fenced call may settle it, else None."""
+    run_id, status, holder, attempts = upload_state(tx, upload_id)
+    if status.terminal or not holds(status, holder, attempts, worker, attempt):
+        return None
+    return run_id
 
 
-def renew(tx: Tx, upload_id: str, worker: str, lease_seconds: float, now: float) -> bool:
-    _, status, holder = upload_state(tx, upload_id)
-    if status != UploadStatus.LOADING.value or holder != worker:
+def renew(
+    tx: Tx, upload_id: str, worker: str, attempt: int | None, lease_seconds: float, now: float
+) -> bool:
+    _, status, holder, attempts = upload_state(tx, upload_id)
+    if not holds(status, holder, attempts, worker, attempt):
         return False
     tx.run("UPDATE uploads SET lease_expires = ? WHERE id = ?", (now + lease_seconds, upload_id))
     return True
@@ -305,10 +299,11 @@ def complete(
     upload_id: str,
     drafts: tuple[CardDraft, ...],
     worker: str | None,
+    attempt: int | None,
     now: float,
 ) -> bool:
-    run_id, status, holder = upload_state(tx, upload_id)
-    if not may_settle(status, holder, worker):
+    run_id = may_settle(tx, upload_id, worker, attempt)
+    if run_id is None:
         return False
     tx.many(
         "INSERT INTO cards (upload_id, ordinal, title, body, tags, quote, created_at)"
@@ -332,9 +327,11 @@ def complete(
     return True
 
 
-def fail(tx: Tx, upload_id: str, error: str, worker: str | None, now: float) -> bool:
-    run_id, status, holder = upload_state(tx, upload_id)
-    if not may_settle(status, holder, worker):
+def fail(
+    tx: Tx, upload_id: str, error: str, worker: str | None, attempt: int | None, now: float
+) -> bool:
+    run_id = may_settle(tx, upload_id, worker, attempt)
+    if run_id is None:
         return False
     tx.run(
         "UPDATE uploads SET status = ?, error = ?, worker = NULL, lease_expires = NULL,"
@@ -345,9 +342,9 @@ def fail(tx: Tx, upload_id: str, error: str, worker: str | None, now: float) -> 
     return True
 
 
-def release(tx: Tx, upload_id: str, worker: str | None) -> bool:
-    _, status, holder = upload_state(tx, upload_id)
-    if status != UploadStatus.LOADING.value or (worker is not None and holder != worker):
+def release(tx: Tx, upload_id: str, worker: str | None, attempt: int | None) -> bool:
+    _, status, holder, attempts = upload_state(tx, upload_id)
+    if status != UploadStatus.LOADING or not holds(status, holder, attempts, worker, attempt):
         return False
     tx.run(
         "UPDATE uploads SET status = ?, worker = NULL, lease_expires = NULL WHERE id = ?",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from functools import partial
 from types import TracebackType
@@ -9,7 +10,9 @@ from typing import Any, Final, Self, TypeVar
 
 import trio
 
+from ..errors import StorageError
 from ..model import Card, CardDraft, Document, Run, Upload, UploadStatus
+from . import _ingest as ingest
 from . import _sql as sql
 from ._base import check_drafts, check_lease, new_id, one_line
 from ._pages import Pages
@@ -29,6 +32,9 @@ class SQLBackend:
 
     _clock: Callable[[], float]
     _prefetched: dict[str, Document]
+    # How much one ingest transaction writes (see _ingest.py).
+    _chunk_rows: int = ingest.CHUNK_ROWS
+    _chunk_bytes: int = ingest.CHUNK_BYTES
 
     async def _call(self, fn: Callable[..., T], *args: Any, write: bool = False) -> T:
         raise NotImplementedError
@@ -52,8 +58,26 @@ class SQLBackend:
         return await self._call(fn, *args, write=True)
 
     async def create_run(self, documents: Iterable[Document], *, name: str | None = None) -> Run:
+        await trio.lowlevel.checkpoint_if_cancelled()
         run_id = new_id("run")
-        await self._write(sql.create_run, run_id, name or run_id, documents, self._clock())
+        chunks = ingest.Chunks(documents, rows=self._chunk_rows, size=self._chunk_bytes)
+        now = self._clock()
+        first, last = True, False
+        try:
+            while not last:
+                # Off the event loop and outside any transaction: the documents may be a
+                # generator that reads files. Abandoned on cancel: nothing else uses it.
+                rows, last = await trio.to_thread.run_sync(chunks.read, abandon_on_cancel=True)
+                await self._write(
+                    ingest.add_uploads, run_id, name or run_id, rows, first, last, now
+                )
+                first = False
+        except BaseException:
+            # What was written of the run is invisible; delete it, a chunk at a time.
+            with trio.CancelScope(shield=True), contextlib.suppress(StorageError):
+                while await self._write(ingest.discard_some, run_id, self._chunk_rows):
+                    pass
+            raise
         return await self.get_run(run_id)
 
     async def get_run(self, run_id: str) -> Run:
@@ -98,21 +122,36 @@ class SQLBackend:
             self._prefetched.pop(next(iter(self._prefetched)))
         return upload
 
-    async def renew_lease(self, upload_id: str, *, worker: str, lease_seconds: float) -> bool:
+    async def renew_lease(
+        self, upload_id: str, *, worker: str, lease_seconds: float, attempt: int | None = None
+    ) -> bool:
         check_lease(lease_seconds)
-        return await self._write(sql.renew, upload_id, worker, lease_seconds, self._clock())
+        return await self._write(
+            sql.renew, upload_id, worker, attempt, lease_seconds, self._clock()
+        )
 
     async def complete_upload(
-        self, upload_id: str, drafts: Sequence[CardDraft], *, worker: str | None = None
+        self,
+        upload_id: str,
+        drafts: Sequence[CardDraft],
+        *,
+        worker: str | None = None,
+        attempt: int | None = None,
     ) -> bool:
         checked = check_drafts(drafts)
-        return await self._write(sql.complete, upload_id, checked, worker, self._clock())
+        return await self._write(sql.complete, upload_id, checked, worker, attempt, self._clock())
 
-    async def fail_upload(self, upload_id: str, error: str, *, worker: str | None = None) -> bool:
-        return await self._write(sql.fail, upload_id, one_line(error), worker, self._clock())
+    async def fail_upload(
+        self, upload_id: str, error: str, *, worker: str | None = None, attempt: int | None = None
+    ) -> bool:
+        return await self._write(
+            sql.fail, upload_id, one_line(error), worker, attempt, self._clock()
+        )
 
-    async def release_upload(self, upload_id: str, *, worker: str | None = None) -> bool:
-        return await self._write(sql.release, upload_id, worker)
+    async def release_upload(
+        self, upload_id: str, *, worker: str | None = None, attempt: int | None = None
+    ) -> bool:
+        return await self._write(sql.release, upload_id, worker, attempt)
 
     async def finish_run(self, run_id: str) -> Run:
         return await self._write(sql.finish_run, run_id, self._clock())

@@ -1,11 +1,11 @@
 """SQLiteStorage: one database file, safe across crashes and across processes.
 
-One connection per process, used from one worker thread at a time (a
-``trio.CapacityLimiter(1)``, with calls that queue up batched into one hand-off), so no
-sqlite3 call ever runs on the event loop. Each
-operation is one synchronous function holding one transaction (``BEGIN IMMEDIATE`` for
-writes), so no lock is held across an ``await``. WAL journaling lets readers in other
-processes proceed while one writes; ``busy_timeout`` makes writers queue, not fail.
+One connection per process, used from one worker thread at a time (calls that queue up
+go over batched in one hand-off, see ``_thread.py``), so no sqlite3 call ever runs on the
+event loop. Each operation is one synchronous function holding one transaction
+(``BEGIN IMMEDIATE`` for writes), so no lock is held across an ``await``. WAL
+journaling lets readers in other processes proceed while one writes; ``busy_timeout``
+makes writers queue, not fail.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from ._thread import ThreadBatcher
 
 __all__ = ["SQLiteStorage"]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 APPLICATION_ID: Final = 0x43524D4C  # "CRML": marks the file as a cardmill database
 
 _SCHEMA: Final = """
@@ -44,6 +44,7 @@ CREATE TABLE runs (
     created_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
+    creating INTEGER NOT NULL DEFAULT 0,
     CHECK (completed_items + failed_items <= total_items)
 );
 CREATE TABLE uploads (
@@ -107,6 +108,8 @@ def _connect(path: str, synchronous: Synchronous, busy_timeout: float) -> sqlite
                 f"{path}: written by a newer cardmill (schema {version}; "
                 f"this version reads up to {SCHEMA_VERSION})"
             )
+        elif version < SCHEMA_VERSION:
+            _migrate(conn)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
@@ -134,6 +137,29 @@ def _initialise(conn: sqlite3.Connection, path: str) -> None:
                 conn.execute(statement)
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+# Schema version -> the statements that bring a database from it to the next one.
+_MIGRATIONS: Final = {
+    # Runs being created in chunks are marked until their last chunk commits.
+    1: ["ALTER TABLE runs ADD COLUMN creating INTEGER NOT NULL DEFAULT 0"],
+}
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Another process may have migrated the file while we waited for the lock.
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        while version < SCHEMA_VERSION:
+            for statement in _MIGRATIONS[version]:
+                conn.execute(statement)
+            version += 1
+        conn.execute(f"PRAGMA user_version = {version}")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
@@ -240,6 +266,7 @@ class _SQLiteTx:
 
     lock = ""
     skip_locked = ""
+    share = ""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
