@@ -151,7 +151,7 @@ class Dimension:
                 "tat",
                 "anchor",
                 "distrust_until",
-        "most_remaining",
+                "most_remaining",
                 "cut_at",
                 "last_cut",
                 "last_429",
