@@ -310,7 +310,7 @@ async def test_keyboard_interrupt_releases_and_cancels(
 
 
 class FailingStorage:
-    """Delegates to MemoryStorage, but complete_upload breaks after ``ok`` successes."""
+    """Delegates to MemoryStorage, but completing breaks after ``ok`` successes."""
 
     def __init__(self, inner: MemoryStorage, ok: int) -> None:
         self._inner = inner
@@ -332,6 +332,15 @@ class FailingStorage:
             raise StorageError("disk I/O error")
         self._ok -= 1
         return await self._inner.complete_upload(upload_id, drafts, worker=worker, attempt=attempt)
+
+    async def complete_and_claim(
+        self, upload_id: str, drafts: Sequence[CardDraft], **kwargs: Any
+    ) -> tuple[bool, Any]:
+        if self._ok <= 0:
+            await trio.lowlevel.checkpoint()
+            raise StorageError("disk I/O error")
+        self._ok -= 1
+        return await self._inner.complete_and_claim(upload_id, drafts, **kwargs)
 
 
 async def test_storage_failure_stops_the_run_and_releases_in_flight(

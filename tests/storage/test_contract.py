@@ -193,6 +193,54 @@ async def test_complete_is_one_idempotent_step(storage: Storage) -> None:
     await check_invariants(storage, run.id)
 
 
+async def test_complete_and_claim_settles_one_and_takes_the_next(
+    storage: Storage, clock: FakeClock
+) -> None:
+    run = await storage.create_run(DOCS[:2])
+    first = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert first is not None
+    done, following = await storage.complete_and_claim(
+        first.id, drafts(2), worker="w", attempt=first.attempts, run_id=run.id, lease_seconds=30
+    )
+    assert done
+    assert following is not None
+    assert (following.name, following.status, following.worker) == (
+        "b.txt",
+        UploadStatus.LOADING,
+        "w",
+    )
+    assert await storage.load_document(following.id) == DOCS[1]
+    await check_invariants(storage, run.id)
+    # Its lease expires and another worker takes it: the stale claim is fenced out.
+    clock.advance(31)
+    other = await storage.claim_upload(run.id, worker="x", lease_seconds=30)
+    assert other is not None
+    assert other.id == following.id
+    done, nothing = await storage.complete_and_claim(
+        following.id,
+        drafts(1),
+        worker="w",
+        attempt=following.attempts,
+        run_id=run.id,
+        lease_seconds=30,
+    )
+    assert (done, nothing) == (False, None)
+    assert (await storage.get_run(run.id)).completed_items == 1
+    with pytest.raises(InputError):
+        await storage.complete_and_claim(
+            other.id,
+            ["not a draft"],  # type: ignore[list-item]
+            worker="x",
+            run_id=run.id,
+            lease_seconds=30,
+        )
+    done, nothing = await storage.complete_and_claim(
+        other.id, drafts(1), worker="x", attempt=other.attempts, run_id=run.id, lease_seconds=30
+    )
+    assert (done, nothing) == (True, None)
+    await check_invariants(storage, run.id)
+
+
 async def test_fail_then_complete_changes_nothing(storage: Storage) -> None:
     run = await storage.create_run(DOCS)
     u = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
@@ -356,6 +404,13 @@ async def test_every_method_checkpoints(storage: Storage) -> None:
         assert await storage.release_upload(claimed.id, worker="w")
     with checkpoints("complete_upload"):
         assert await storage.complete_upload(a.id, drafts(2))
+    with checkpoints("complete_and_claim"):
+        done, following = await storage.complete_and_claim(
+            a.id, [], worker="w", run_id=run.id, lease_seconds=30
+        )
+    assert not done
+    assert following is not None
+    assert following.id == b.id
     with checkpoints("fail_upload"):
         assert await storage.fail_upload(b.id, "no")
     with checkpoints("list_cards"):
@@ -432,6 +487,12 @@ async def test_every_method_is_a_cancel_point_that_changes_nothing(storage: Stor
     )
     await cancelled("renew_lease", lambda: storage.renew_lease(a.id, worker="w", lease_seconds=99))
     await cancelled("complete_upload", lambda: storage.complete_upload(b.id, drafts(1)))
+    await cancelled(
+        "complete_and_claim",
+        lambda: storage.complete_and_claim(
+            b.id, drafts(1), worker="w", run_id=run.id, lease_seconds=9
+        ),
+    )
     await cancelled("fail_upload", lambda: storage.fail_upload(b.id, "no"))
     await cancelled("release_upload", lambda: storage.release_upload(a.id))
     await cancelled("finish_run", lambda: storage.finish_run(run.id))

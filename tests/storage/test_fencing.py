@@ -34,7 +34,7 @@ class GatedProvider:
 
 
 class WatchedStorage:
-    """Passes every call through and says when ``complete_upload`` has answered."""
+    """Passes every call through and says when a completion has answered."""
 
     def __init__(self, inner: Storage) -> None:
         self._inner = inner
@@ -51,6 +51,14 @@ class WatchedStorage:
         self.completed.append(changed)
         self.complete_answered.set()
         return changed
+
+    async def complete_and_claim(
+        self, upload_id: str, drafts: Sequence[CardDraft], **kwargs: Any
+    ) -> tuple[bool, Any]:
+        changed, following = await self._inner.complete_and_claim(upload_id, drafts, **kwargs)
+        self.completed.append(changed)
+        self.complete_answered.set()
+        return changed, following
 
 
 async def test_a_stale_claim_of_the_same_engine_cannot_commit(

@@ -9,6 +9,7 @@ import random
 import secrets
 import socket
 from collections.abc import Callable
+from functools import partial
 from typing import final
 
 import attrs
@@ -127,10 +128,12 @@ class _Done:
     attempts: int
 
 
-@attrs.define
-class _Lease:
-    """Set when another worker took the upload over: drop it without touching storage."""
+@attrs.define(eq=False)
+class _Held:
+    """An upload this engine is working on; ``lost`` once another worker took it over."""
 
+    upload: Upload
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     lost: bool = False
 
 
@@ -188,6 +191,8 @@ class Engine:
         self._poll_interval = poll_interval
         self._counters = _Counters()
         self._tokens = TokenEstimator()
+        self._spawn: Callable[[], object] | None = None
+        self._workers = 0
 
     @property
     def concurrency(self) -> int:
@@ -199,6 +204,8 @@ class Engine:
         if not isinstance(value, int) or value < 1:
             raise ValueError("concurrency must be >= 1")
         self._limiter.total_tokens = value
+        while self._spawn is not None and self._workers < value:
+            self._add_worker()
 
     @property
     def bucket(self) -> RateLimiter:
@@ -290,41 +297,58 @@ class Engine:
 
     async def _dispatch(self, run_id: str, counters: _Counters) -> None:
         while True:
+            held: dict[str, _Held] = {}
             async with trio.open_nursery() as nursery:
-                while True:
-                    borrower = object()
-                    await self._limiter.acquire_on_behalf_of(borrower)
-                    try:
-                        upload = await self._storage.claim_upload(
-                            run_id, worker=self.worker, lease_seconds=self._retry.lease_seconds
-                        )
-                    except BaseException:
-                        self._limiter.release_on_behalf_of(borrower)
-                        raise
-                    if upload is None:
-                        self._limiter.release_on_behalf_of(borrower)
-                        break
-                    nursery.start_soon(self._process, upload, borrower, counters)
-            # Nothing claimable, and our tasks are done. Others may still hold uploads.
+                nursery.start_soon(self._heartbeat, held)
+                async with trio.open_nursery() as workers:
+                    # One worker per unit of concurrency, each claiming and processing
+                    # uploads in turn while it holds a token of the limiter; raising the
+                    # concurrency while running starts more (see `concurrency`).
+                    self._spawn = partial(workers.start_soon, self._worker, run_id, counters, held)
+                    self._workers = 0
+                    for _ in range(self.concurrency):
+                        self._add_worker()
+                self._spawn = None
+                nursery.cancel_scope.cancel()  # the heartbeat: nothing is held any more
+            # Nothing claimable, and our uploads are done. Others may still hold some.
             if not await self._storage.list_uploads(run_id, UploadStatus.LOADING):
                 return
             if not await self._release_stale(run_id, everyone=False):
                 await trio.sleep(self._poll_interval)
 
+    def _add_worker(self) -> None:
+        if self._spawn is not None:
+            self._workers += 1
+            self._spawn()
+
+    async def _worker(self, run_id: str, counters: _Counters, held: dict[str, _Held]) -> None:
+        while True:
+            async with self._limiter:
+                upload = await self._storage.claim_upload(
+                    run_id, worker=self.worker, lease_seconds=self._retry.lease_seconds
+                )
+                if upload is None:
+                    return
+                # Completing an upload claims this worker's next in the same trip.
+                while upload is not None:
+                    upload = await self._process(upload, run_id, counters, held)
+
     # -- one upload -------------------------------------------------------------------
 
-    async def _process(self, upload: Upload, borrower: object, counters: _Counters) -> None:
+    async def _process(
+        self, upload: Upload, run_id: str, counters: _Counters, held: dict[str, _Held]
+    ) -> Upload | None:
+        """Run one upload to its end; returns the next upload when the storage claimed
+        one for this worker along with the result."""
+        entry = held[upload.id] = _Held(upload)
         try:
             self._emit(UploadStarted(upload, _now()))
             outcome: _Done | _Failed | None = None
-            lease = _Lease()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._heartbeat, upload, nursery.cancel_scope, lease)
+            with entry.scope:
                 outcome = await self._attempts(upload, counters)
-                nursery.cancel_scope.cancel()
-            if lease.lost or outcome is None:
-                return  # another worker holds it now and will finish it
-            await self._settle(upload, outcome, counters)
+            if entry.lost or outcome is None:
+                return None  # another worker holds it now and will finish it
+            return await self._settle(upload, outcome, run_id, counters)
         except BaseException:
             with trio.CancelScope(shield=True):
                 try:
@@ -335,30 +359,49 @@ class Engine:
                     log.warning("could not release %s", upload.name)
             raise
         finally:
-            self._limiter.release_on_behalf_of(borrower)
+            held.pop(upload.id, None)
 
-    async def _heartbeat(self, upload: Upload, scope: trio.CancelScope, lease: _Lease) -> None:
+    async def _heartbeat(self, held: dict[str, _Held]) -> None:
+        """Renew the lease of every upload this engine holds, a third of a lease apart;
+        one whose lease was lost is dropped, to be finished by its new holder."""
         every = self._retry.lease_seconds / 3
         while True:
             await trio.sleep(every)
-            renewed = await self._storage.renew_lease(
-                upload.id,
-                worker=self.worker,
-                lease_seconds=self._retry.lease_seconds,
-                attempt=upload.attempts,
-            )
-            if not renewed:
-                log.warning("lost the lease on %s; leaving it to its new holder", upload.name)
-                lease.lost = True
-                scope.cancel()
-                return
+            for entry in list(held.values()):
+                if entry.lost or entry.upload.id not in held:
+                    continue
+                upload = entry.upload
+                renewed = await self._storage.renew_lease(
+                    upload.id,
+                    worker=self.worker,
+                    lease_seconds=self._retry.lease_seconds,
+                    attempt=upload.attempts,
+                )
+                if not renewed and upload.id in held:
+                    log.warning("lost the lease on %s; leaving it to its new holder", upload.name)
+                    entry.lost = True
+                    entry.scope.cancel()
 
-    async def _settle(self, upload: Upload, outcome: _Done | _Failed, c: _Counters) -> None:
+    async def _settle(
+        self, upload: Upload, outcome: _Done | _Failed, run_id: str, c: _Counters
+    ) -> Upload | None:
+        following: Upload | None = None
         if isinstance(outcome, _Done):
             cards = outcome.analysis.cards
-            if await self._storage.complete_upload(
-                upload.id, cards, worker=self.worker, attempt=upload.attempts
-            ):
+            if self._limiter.borrowed_tokens <= self._limiter.total_tokens:
+                completed, following = await self._storage.complete_and_claim(
+                    upload.id,
+                    cards,
+                    worker=self.worker,
+                    attempt=upload.attempts,
+                    run_id=run_id,
+                    lease_seconds=self._retry.lease_seconds,
+                )
+            else:
+                completed = await self._storage.complete_upload(
+                    upload.id, cards, worker=self.worker, attempt=upload.attempts
+                )
+            if completed:
                 c.completed += 1
                 self._emit(UploadCompleted(upload, len(cards), outcome.attempts, _now()))
         elif await self._storage.fail_upload(
@@ -366,6 +409,7 @@ class Engine:
         ):
             c.failed += 1
             self._emit(UploadFailed(upload, outcome.reason, outcome.attempts, _now()))
+        return following
 
     async def _attempts(self, upload: Upload, c: _Counters) -> _Done | _Failed:
         document = await self._storage.load_document(upload.id)

@@ -8,4 +8,10 @@ from ._memory import MemoryStorage as MemoryStorage
 from ._postgres import PostgresStorage as PostgresStorage
 from ._sqlite import SQLiteStorage as SQLiteStorage
 
-__all__ = ["MemoryStorage", "PostgresStorage", "SQLiteStorage", "Storage", "redact_dsn"]
+__all__ = [
+    "MemoryStorage",
+    "PostgresStorage",
+    "SQLiteStorage",
+    "Storage",
+    "redact_dsn",
+]

@@ -129,6 +129,25 @@ class Storage(Protocol):
         """
         ...
 
+    async def complete_and_claim(
+        self,
+        upload_id: str,
+        drafts: Sequence[CardDraft],
+        *,
+        worker: str,
+        attempt: int | None = None,
+        run_id: str,
+        lease_seconds: float,
+    ) -> tuple[bool, Upload | None]:
+        """``complete_upload(upload_id, drafts, worker=..., attempt=...)``, then
+        ``claim_upload(run_id, worker=..., lease_seconds=...)``; returns what each did.
+
+        The engine's workers call it to settle an upload and take their next in one
+        trip to the database. The built-in backends do both in one transaction; a
+        backend of your own may simply make the two calls.
+        """
+        ...
+
     async def fail_upload(
         self, upload_id: str, error: str, *, worker: str | None = None, attempt: int | None = None
     ) -> bool:

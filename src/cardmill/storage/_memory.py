@@ -189,6 +189,9 @@ class MemoryStorage:
     ) -> Upload | None:
         await trio.lowlevel.checkpoint()
         check_lease(lease_seconds)
+        return self._claim(run_id, worker, lease_seconds)
+
+    def _claim(self, run_id: str, worker: str, lease_seconds: float) -> Upload | None:
         run = self._run(run_id)
         now = self._now()
         chosen: Upload | None = None
@@ -249,7 +252,15 @@ class MemoryStorage:
         attempt: int | None = None,
     ) -> bool:
         await trio.lowlevel.checkpoint()
-        checked = check_drafts(drafts)
+        return self._complete(upload_id, check_drafts(drafts), worker, attempt)
+
+    def _complete(
+        self,
+        upload_id: str,
+        checked: tuple[CardDraft, ...],
+        worker: str | None,
+        attempt: int | None,
+    ) -> bool:
         u = self._upload(upload_id)
         if u.status.terminal or not self._holds(u, worker, attempt):
             return False
@@ -299,6 +310,23 @@ class MemoryStorage:
             card_count=card_count,
             error=error,
         )
+
+    async def complete_and_claim(
+        self,
+        upload_id: str,
+        drafts: Sequence[CardDraft],
+        *,
+        worker: str,
+        attempt: int | None = None,
+        run_id: str,
+        lease_seconds: float,
+    ) -> tuple[bool, Upload | None]:
+        """:meth:`complete_upload`, then :meth:`claim_upload` (atomic: nothing awaits
+        between them)."""
+        await trio.lowlevel.checkpoint()
+        check_lease(lease_seconds)
+        completed = self._complete(upload_id, check_drafts(drafts), worker, attempt)
+        return completed, self._claim(run_id, worker, lease_seconds)
 
     async def fail_upload(
         self, upload_id: str, error: str, *, worker: str | None = None, attempt: int | None = None

@@ -327,6 +327,25 @@ def complete(
     return True
 
 
+def complete_and_claim(
+    tx: Tx,
+    upload_id: str,
+    drafts: tuple[CardDraft, ...],
+    worker: str,
+    attempt: int | None,
+    run_id: str,
+    lease_seconds: float,
+    now: float,
+) -> tuple[bool, tuple[Upload, Document] | None]:
+    """:func:`complete`, then :func:`claim` of the run's next upload, in one transaction.
+
+    Lock order: the upload, then the run (its counters), then — skipping any locked —
+    the next upload; a claimer never waits on an upload, so no cycle can form.
+    """
+    completed = complete(tx, upload_id, drafts, worker, attempt, now)
+    return completed, claim(tx, run_id, worker, lease_seconds, now)
+
+
 def fail(
     tx: Tx, upload_id: str, error: str, worker: str | None, attempt: int | None, now: float
 ) -> bool:

@@ -113,6 +113,9 @@ class SQLBackend:
     ) -> Upload | None:
         check_lease(lease_seconds)
         claimed = await self._write(sql.claim, run_id, worker, lease_seconds, self._clock())
+        return self._prefetch(claimed)
+
+    def _prefetch(self, claimed: tuple[Upload, Document] | None) -> Upload | None:
         if claimed is None:
             return None
         # Whoever claims an upload reads its document next: it came in the same trip.
@@ -121,6 +124,32 @@ class SQLBackend:
         while len(self._prefetched) > _PREFETCH_LIMIT:
             self._prefetched.pop(next(iter(self._prefetched)))
         return upload
+
+    async def complete_and_claim(
+        self,
+        upload_id: str,
+        drafts: Sequence[CardDraft],
+        *,
+        worker: str,
+        attempt: int | None = None,
+        run_id: str,
+        lease_seconds: float,
+    ) -> tuple[bool, Upload | None]:
+        """:meth:`complete_upload`, then :meth:`claim_upload`, in one transaction: one
+        trip to the database per upload instead of two."""
+        checked = check_drafts(drafts)
+        check_lease(lease_seconds)
+        completed, claimed = await self._write(
+            sql.complete_and_claim,
+            upload_id,
+            checked,
+            worker,
+            attempt,
+            run_id,
+            lease_seconds,
+            self._clock(),
+        )
+        return completed, self._prefetch(claimed)
 
     async def renew_lease(
         self, upload_id: str, *, worker: str, lease_seconds: float, attempt: int | None = None
