@@ -52,6 +52,7 @@ UPLOAD_COLUMNS: Final = (
     "id, run_id, name, media_type, size, sha256, status, attempts, error, card_count,"
     " started_at, finished_at, position, worker, lease_expires"
 )
+UPLOAD_COLUMNS_OF_U: Final = ", ".join("u." + c.strip() for c in UPLOAD_COLUMNS.split(","))
 RUN_COLUMNS: Final = (
     "id, name, status, total_items, completed_items, failed_items, total_cards,"
     " created_at, started_at, finished_at"
@@ -259,11 +260,14 @@ def claim(
             " finished_at = NULL WHERE id = ?",
             (RunStatus.RUNNING.value, now, run_id),
         )
-    got = tx.one(f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = ?", row)
+    # Whoever claims an upload reads its document next: fetch it in the same query.
+    got = tx.one(
+        f"SELECT {UPLOAD_COLUMNS_OF_U}, d.data FROM uploads u"
+        " JOIN documents d ON d.upload_id = u.id WHERE u.id = ?",
+        row,
+    )
     upload = upload_row(got)
-    # Whoever claims an upload reads its document next: fetch it in the same hop.
-    (data,) = tx.one("SELECT data FROM documents WHERE upload_id = ?", row)
-    return upload, Document(upload.name, bytes(data), upload.media_type)
+    return upload, Document(upload.name, bytes(got[-1]), upload.media_type)
 
 
 def upload_state(tx: Tx, upload_id: str) -> tuple[str, UploadStatus, str | None, int]:
@@ -309,7 +313,7 @@ def complete(
         "INSERT INTO cards (upload_id, ordinal, title, body, tags, quote, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         [
-            (upload_id, i, d.title, d.body, json.dumps(list(d.tags)), d.quote, now)
+            (upload_id, i, d.title, d.body, json.dumps(d.tags), d.quote, now)
             for i, d in enumerate(drafts)
         ],
     )
