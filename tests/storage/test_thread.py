@@ -228,9 +228,9 @@ def test_ctrl_c_at_any_checkpoint_of_busy_callers_loses_and_strands_nothing(step
     run_as_main(main, instrument)
 
 
-# Steps of every task of the run (200 uploads take about 1,300): from before the first
+# Steps of every task of the run (200 uploads take over 1,000): from before the first
 # claim to the last uploads, wherever the main task is waiting when Ctrl-C comes.
-@pytest.mark.parametrize("step", [3, 7, 12, 20, 31, 45, 60, 150, 400, 700, 1000, 1200])
+@pytest.mark.parametrize("step", [3, 7, 12, 20, 31, 45, 60, 150, 300, 500, 700])
 def test_ctrl_c_during_a_busy_sqlite_run_releases_uploads_and_records_the_run(
     tmp_path: Path, step: int
 ) -> None:
