@@ -30,9 +30,9 @@ from pathlib import Path
 
 import trio
 
-from cardmill import CardDraft, Document, MemoryStorage, SQLiteStorage, Storage
+from cardmill import CardDraft, Document, MemoryStorage, SQLiteStorage, Storage, Usage
 from cardmill.engine import Engine
-from cardmill.providers import Analysis, Usage
+from cardmill.providers import Analysis
 
 CARDS = tuple(
     CardDraft(f"card {i}", "a body of a card " * 8, ("tag",), "a quote") for i in range(10)

@@ -25,7 +25,7 @@ import time
 
 import trio
 
-from cardmill import Document, Limit, MemoryStorage
+from cardmill import Document, LimitKind, MemoryStorage
 from cardmill.engine import Engine
 from cardmill.providers import AnthropicProvider
 from cardmill.testing import FakeAnthropicServer, lognormal
@@ -67,7 +67,7 @@ async def goodput(n: int, rpm: float, headers: bool) -> dict[str, float]:
     async with FakeAnthropicServer(
         latency=lognormal(0.2, 0.1),
         requests_per_minute=rpm,
-        burst_seconds={Limit.REQUESTS: 1.0},
+        burst_seconds={LimitKind.REQUESTS: 1.0},
         headers=headers,
         seed=2,
     ) as server:

@@ -34,7 +34,7 @@ import trio.testing
 
 from cardmill import (
     Document,
-    Limit,
+    LimitKind,
     MemoryStorage,
     Overloaded,
     RateLimited,
@@ -230,8 +230,8 @@ def make_api(scenario: Scenario, seed: int) -> SimulatedAPI:
         requests_per_minute=scenario.rpm,
         input_tokens_per_minute=scenario.itpm,
         burst_seconds={
-            Limit.REQUESTS: scenario.request_burst,
-            Limit.INPUT_TOKENS: scenario.token_burst,
+            LimitKind.REQUESTS: scenario.request_burst,
+            LimitKind.INPUT_TOKENS: scenario.token_burst,
         },
         latency=lognormal(1.0, scenario.latency_sigma),
         headers=scenario.headers,

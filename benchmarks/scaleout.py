@@ -29,7 +29,7 @@ from pathlib import Path
 import psycopg
 import trio
 
-from cardmill import Document, Limit, RunStatus
+from cardmill import Document, LimitKind, RunStatus
 from cardmill.storage import PostgresStorage
 from cardmill.testing import FakeAnthropicServer, lognormal
 
@@ -55,7 +55,7 @@ async def one(n: int, rpm: float, headers: bool) -> dict[str, float]:
         async with FakeAnthropicServer(
             latency=lognormal(0.3, 0.3),
             requests_per_minute=rpm,
-            burst_seconds={Limit.REQUESTS: 1.0},
+            burst_seconds={LimitKind.REQUESTS: 1.0},
             headers=headers,
             api_key=KEY,
         ) as server:

@@ -22,7 +22,6 @@ from .errors import DocumentError as DocumentError
 from .errors import InputError as InputError
 from .errors import InvalidDraft as InvalidDraft
 from .errors import InvalidOutput as InvalidOutput
-from .errors import Limit as Limit
 from .errors import Overloaded as Overloaded
 from .errors import PermanentError as PermanentError
 from .errors import ProviderError as ProviderError
@@ -34,17 +33,18 @@ from .errors import UploadNotFound as UploadNotFound
 from .model import Card as Card
 from .model import CardDraft as CardDraft
 from .model import Document as Document
+from .model import LimitKind as LimitKind
+from .model import RateHint as RateHint
 from .model import Run as Run
 from .model import RunStatus as RunStatus
 from .model import Upload as Upload
 from .model import UploadStatus as UploadStatus
+from .model import Usage as Usage
 from .providers import Analysis as Analysis
 from .providers import AnthropicProvider as AnthropicProvider
 from .providers import ExtractiveProvider as ExtractiveProvider
 from .providers import OpenAICompatibleProvider as OpenAICompatibleProvider
 from .providers import Provider as Provider
-from .providers import RateHint as RateHint
-from .providers import Usage as Usage
 from .storage import MemoryStorage as MemoryStorage
 from .storage import SQLiteStorage as SQLiteStorage
 from .storage import Storage as Storage
@@ -66,7 +66,7 @@ __all__ = [
     "InputError",
     "InvalidDraft",
     "InvalidOutput",
-    "Limit",
+    "LimitKind",
     "Limits",
     "MemoryStorage",
     "OpenAICompatibleProvider",

@@ -26,11 +26,11 @@ A provider raises :class:`DocumentError` for a document it cannot send at all
 from __future__ import annotations
 
 import math
-from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from .providers import RateHint, Usage
+    # For annotations only: errors imports nothing of cardmill when it runs.
+    from .model import LimitKind, RateHint, Usage
 
 __all__ = [
     "MAX_RETRY_AFTER",
@@ -40,7 +40,6 @@ __all__ = [
     "InputError",
     "InvalidDraft",
     "InvalidOutput",
-    "Limit",
     "Overloaded",
     "PermanentError",
     "ProviderError",
@@ -102,15 +101,6 @@ class DatabaseError(StorageError):
     """The database is not a cardmill database, or was written by a newer cardmill."""
 
 
-class Limit(StrEnum):
-    """Which provider limit a 429 says was hit."""
-
-    REQUESTS = "requests"
-    INPUT_TOKENS = "input_tokens"
-    OUTPUT_TOKENS = "output_tokens"
-    UNKNOWN = "unknown"
-
-
 class ProviderError(CardmillError):
     """A provider could not analyse a document.
 
@@ -127,31 +117,6 @@ class ProviderError(CardmillError):
     def __init__(self, message: str = "", *, usage: Usage | None = None) -> None:
         super().__init__(message)
         self.usage = usage
-
-
-def _limit(value: Limit | str | None) -> Limit:
-    if isinstance(value, Limit):
-        return value
-    if value is None:
-        return Limit.UNKNOWN
-    name = str(value).strip().lower().replace("-", "_").replace(" ", "_")
-    aliases = {"tokens": Limit.INPUT_TOKENS, "request": Limit.REQUESTS}
-    try:
-        return aliases.get(name) or Limit(name)
-    except ValueError:
-        return Limit.UNKNOWN
-
-
-def _split(args: tuple[object, ...], default: str) -> tuple[str, float | None, object]:
-    """``(message, retry_after, limit)`` from positional arguments in either order of use:
-    ``RateLimited("429: slow down", retry_after=2)`` or ``RateLimited(2.0, "requests")``."""
-    rest = list(args)
-    message = str(rest.pop(0)) if rest and isinstance(rest[0], str) else None
-    retry_after = rest.pop(0) if rest else None
-    limit = rest.pop(0) if rest else None
-    if rest:
-        raise TypeError(f"too many arguments: {args!r}")
-    return (message or default), _seconds(retry_after), limit
 
 
 def _seconds(value: object) -> float | None:
@@ -172,46 +137,45 @@ class RateLimited(ProviderError):
     """The provider answered 429: our quota is spent for now.
 
     Args:
-        message: a one-line reason (optional, first).
+        message: a one-line reason.
         retry_after: seconds the provider asked us to wait, when it said; ``inf``,
             ``nan`` and negative waits are dropped, longer ones cut to
-            :data:`MAX_RETRY_AFTER`.
-        limit: which limit was hit, when the answer said (a :class:`Limit` or its name:
-            ``"requests"``, ``"input_tokens"``, ``"output_tokens"``).
+            `MAX_RETRY_AFTER`.
+        limit: which limit was hit (a `LimitKind`), when the answer said.
         hint: the rate-limit headers that came with the answer.
 
-    Both ``RateLimited("429 rate_limit_error", retry_after=2.0)`` and
-    ``RateLimited(2.0, "requests")`` work.
+    Example:
+        `RateLimited("429 rate_limit_error", retry_after=2.0, limit=LimitKind.REQUESTS)`
     """
 
     def __init__(
         self,
-        *args: object,
+        message: str = "rate limited (429)",
+        *,
         retry_after: float | None = None,
-        limit: Limit | str | None = None,
+        limit: LimitKind | None = None,
         hint: RateHint | None = None,
     ) -> None:
-        message, positional_after, positional_limit = _split(args, "rate limited (429)")
         super().__init__(message)
-        self.retry_after = _seconds(retry_after) if retry_after is not None else positional_after
-        chosen = limit if limit is not None else positional_limit
-        self.limit = _limit(chosen if isinstance(chosen, Limit | str) else None)
+        self.retry_after = _seconds(retry_after)
+        self.limit = limit
         self.hint = hint
 
 
 class Overloaded(ProviderError):
     """The provider answered 529: it is overloaded; our quota is not the cause.
 
-    ``Overloaded("529 overloaded_error", retry_after=1.0)`` or ``Overloaded(1.0)``;
-    ``retry_after`` is bounded as :class:`RateLimited`'s is.
+    Args:
+        message: a one-line reason.
+        retry_after: seconds the provider asked us to wait, bounded as
+            `RateLimited`'s is.
     """
 
-    def __init__(self, *args: object, retry_after: float | None = None) -> None:
-        message, positional_after, extra = _split(args, "overloaded (529)")
-        if extra is not None:
-            raise TypeError(f"too many arguments: {args!r}")
+    def __init__(
+        self, message: str = "overloaded (529)", *, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
-        self.retry_after = _seconds(retry_after) if retry_after is not None else positional_after
+        self.retry_after = _seconds(retry_after)
 
 
 class TransientError(ProviderError):

@@ -11,9 +11,8 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from cardmill import Limit
+from cardmill import LimitKind, RateHint
 from cardmill.engine import AdaptiveBucket, Limits, SharedBucket, _dimension
-from cardmill.providers import RateHint
 
 T = TypeVar("T")
 
@@ -71,7 +70,7 @@ async def test_one_cut_per_congestion_epoch(autojump_clock: trio.testing.MockClo
     await trio.sleep(1.0)
     before = bucket.requests_per_second
     for t in tickets:
-        bucket.on_rate_limited(t, limit=Limit.REQUESTS)
+        bucket.on_rate_limited(t, limit=LimitKind.REQUESTS)
     stats = bucket.statistics()
     assert (stats.cuts, stats.rate_limited) == (1, 4)
     assert before is not None
@@ -79,14 +78,14 @@ async def test_one_cut_per_congestion_epoch(autojump_clock: trio.testing.MockClo
     assert stats.requests_per_second < before
     # A request sent after the cut that is refused starts a new epoch: a second cut.
     late = await bucket.acquire()
-    bucket.on_rate_limited(late, limit=Limit.REQUESTS)
+    bucket.on_rate_limited(late, limit=LimitKind.REQUESTS)
     assert bucket.statistics().cuts == 2
 
 
 async def test_retry_after_pauses_then_paces(autojump_clock: trio.testing.MockClock) -> None:
     bucket = AdaptiveBucket(Limits(requests_per_minute=60))
     ticket = await bucket.acquire()
-    bucket.on_rate_limited(ticket, retry_after=75.0, limit=Limit.REQUESTS)
+    bucket.on_rate_limited(ticket, retry_after=75.0, limit=LimitKind.REQUESTS)
     assert bucket.statistics().paused_until == 75.0
     times = [(await bucket.acquire()).sent_at for _ in range(3)]
     assert times[0] == 75.0
@@ -114,7 +113,7 @@ async def test_rate_never_falls_below_the_floor(autojump_clock: trio.testing.Moc
     bucket = AdaptiveBucket(Limits(requests_per_minute=60))
     for _ in range(30):
         ticket = await bucket.acquire()
-        bucket.on_rate_limited(ticket, limit=Limit.REQUESTS)
+        bucket.on_rate_limited(ticket, limit=LimitKind.REQUESTS)
     rate = bucket.requests_per_second
     assert rate is not None
     assert rate >= 1 / 60
@@ -133,7 +132,7 @@ async def test_429_on_input_tokens_paces_tokens(autojump_clock: trio.testing.Moc
     bucket = AdaptiveBucket()
     tickets = [await bucket.acquire(1000) for _ in range(5)]
     await trio.sleep(1)
-    bucket.on_rate_limited(tickets[-1], limit=Limit.INPUT_TOKENS, retry_after=1)
+    bucket.on_rate_limited(tickets[-1], limit=LimitKind.INPUT_TOKENS, retry_after=1)
     stats = bucket.statistics()
     assert stats.input_tokens_per_second is not None
     assert stats.requests_per_second is None
@@ -171,7 +170,7 @@ async def test_shared_state_stays_bounded_in_a_long_run_without_429s(
     store = DictStore()
     bucket = SharedBucket(store, "key", Limits(requests_per_minute=600))
     first = await bucket.acquire(500)
-    await bucket.report_rate_limited(first, retry_after=None, limit=Limit.REQUESTS, hint=None)
+    await bucket.report_rate_limited(first, retry_after=None, limit=LimitKind.REQUESTS, hint=None)
     sizes = []
     for n in range(3000):
         ticket = await bucket.acquire(500)

@@ -16,7 +16,7 @@ from cardmill import (
     CardDraft,
     Document,
     DocumentError,
-    Limit,
+    LimitKind,
     MemoryStorage,
     Overloaded,
     PermanentError,
@@ -205,7 +205,7 @@ async def test_retry_after_is_honoured_in_full(
 ) -> None:
     storage = MemoryStorage()
     run = await storage.create_run(docs(1))
-    limited = RateLimited(retry_after=retry_after, limit=Limit.REQUESTS)
+    limited = RateLimited(retry_after=retry_after, limit=LimitKind.REQUESTS)
     provider = ScriptedProvider({"doc0000.txt": [Step(0.05, error=limited), Step(1.0)]})
     summary = await Engine(storage, provider).execute(run.id)
     (_, first), (_, second) = provider.calls
@@ -221,7 +221,7 @@ async def test_a_burst_of_429s_from_one_epoch_cuts_once_and_no_herd_after_the_pa
 ) -> None:
     storage = MemoryStorage()
     run = await storage.create_run(docs(4))
-    limited = RateLimited(retry_after=10.0, limit=Limit.REQUESTS)
+    limited = RateLimited(retry_after=10.0, limit=LimitKind.REQUESTS)
     script = {f"doc{i:04d}.txt": [Step(0.5 + 0.01 * i, error=limited)] for i in range(4)}
     provider = ScriptedProvider(script, default=Step(1.0))
     engine = Engine(storage, provider, concurrency=4, rng=random.Random(3))

@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cardmill import (
-    Limit,
+    LimitKind,
     MemoryStorage,
     Overloaded,
     PermanentError,
@@ -71,7 +71,7 @@ def snapshot_check(storage: Storage, path: Path | None, run_id: str) -> None:
 outcome = st.one_of(
     st.builds(lambda n, lat: Step(lat, cards=n), st.integers(0, 3), st.sampled_from([0.1, 1.0])),
     st.builds(
-        lambda ra: Step(0.05, error=RateLimited(retry_after=ra, limit=Limit.REQUESTS)),
+        lambda ra: Step(0.05, error=RateLimited(retry_after=ra, limit=LimitKind.REQUESTS)),
         st.sampled_from([None, 0.5, 3.0, 75.0]),
     ),
     st.just(Step(0.05, error=Overloaded(retry_after=1.0))),

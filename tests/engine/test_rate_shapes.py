@@ -15,14 +15,14 @@ import attrs
 import trio
 import trio.testing
 
-from cardmill import Document, Limit, MemoryStorage, RateLimited, RunStatus
+from cardmill import Document, LimitKind, MemoryStorage, RateHint, RateLimited, RunStatus, Usage
 from cardmill.engine import Engine
-from cardmill.providers import Analysis, RateHint, Usage
+from cardmill.providers import Analysis
 from cardmill.testing import SimulatedAPI, SimulatedStatistics, check_invariants, lognormal
 
 from .conftest import docs
 
-STRICT = {Limit.REQUESTS: 1.0}  # "60 RPM may be enforced as 1 request per second"
+STRICT = {LimitKind.REQUESTS: 1.0}  # "60 RPM may be enforced as 1 request per second"
 
 
 def steady(
@@ -91,7 +91,7 @@ async def test_input_tokens_bind_with_counts_the_client_cannot_see(
     for headers in (False, True):
         api = SimulatedAPI(
             input_tokens_per_minute=90_000,
-            burst_seconds={Limit.INPUT_TOKENS: 30.0},
+            burst_seconds={LimitKind.INPUT_TOKENS: 30.0},
             token_noise=0.4,
             latency=lognormal(1.0, 0.3),
             headers=headers,

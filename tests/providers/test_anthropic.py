@@ -14,7 +14,7 @@ from cardmill import (
     Document,
     InputError,
     InvalidOutput,
-    Limit,
+    LimitKind,
     MemoryStorage,
     Overloaded,
     PermanentError,
@@ -179,7 +179,7 @@ async def test_429_reads_retry_after_limit_and_headers() -> None:
     exc = caught.value
     assert exc.retry_after is not None
     assert 9 <= exc.retry_after <= 10
-    assert exc.limit == Limit.REQUESTS
+    assert exc.limit == LimitKind.REQUESTS
     assert exc.hint is not None
     assert exc.hint.requests_limit == 6
     assert exc.hint.requests_remaining == 0
@@ -192,7 +192,7 @@ async def test_429_on_input_tokens_names_that_limit() -> None:
             with pytest.raises(RateLimited) as caught:
                 for _ in range(5):
                     await p.analyze(big)
-    assert caught.value.limit == Limit.INPUT_TOKENS
+    assert caught.value.limit == LimitKind.INPUT_TOKENS
 
 
 async def test_success_reports_rate_hint() -> None:

@@ -13,13 +13,14 @@ from cardmill import (
     Document,
     InputError,
     InvalidOutput,
-    Limit,
+    LimitKind,
     Overloaded,
     PermanentError,
     RateLimited,
     TransientError,
+    Usage,
 )
-from cardmill.providers import OpenAICompatibleProvider, Usage
+from cardmill.providers import OpenAICompatibleProvider
 from cardmill.providers._headers import MAX_RATE_NUMBER
 from cardmill.testing import make_pdf
 
@@ -109,7 +110,7 @@ async def test_rate_limit_headers_and_retry_after_ms() -> None:
             await provider.analyze(DOC)
     exc = caught.value
     assert exc.retry_after == 1.5
-    assert exc.limit == Limit.REQUESTS
+    assert exc.limit == LimitKind.REQUESTS
     assert exc.hint is not None
     assert (exc.hint.requests_limit, exc.hint.requests_reset) == (500, 90)
     assert (exc.hint.input_tokens_remaining, exc.hint.input_tokens_reset) == (12000, 0.25)

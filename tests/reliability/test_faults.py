@@ -17,7 +17,7 @@ import trio.testing
 
 from cardmill import (
     Document,
-    Limit,
+    LimitKind,
     MemoryStorage,
     RateLimited,
     RunStatus,
@@ -110,7 +110,7 @@ async def test_429_storm_with_retry_after_beyond_a_minute(
     storage = MemoryStorage()
     docs = [Document(f"d{i}.txt", b"text") for i in range(6)]
     run = await storage.create_run(docs)
-    storm = RateLimited("429 rate_limit_error", retry_after=90.0, limit=Limit.REQUESTS)
+    storm = RateLimited("429 rate_limit_error", retry_after=90.0, limit=LimitKind.REQUESTS)
     provider = ScriptedProvider(
         {d.name: [Step(0.05, error=storm)] * 3 for d in docs}, default=Step(1.0, cards=2)
     )

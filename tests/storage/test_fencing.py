@@ -9,10 +9,10 @@ from typing import Any
 import trio
 import trio.testing
 
-from cardmill import CardDraft, Document, RunStatus, Storage, UploadStatus
+from cardmill import CardDraft, Document, RunStatus, Storage, UploadStatus, Usage
 from cardmill.engine import Engine, RetryPolicy
 from cardmill.engine._executor import default_worker_id
-from cardmill.providers import Analysis, Usage
+from cardmill.providers import Analysis
 from cardmill.testing import ScriptedProvider, Step, check_invariants
 
 from .conftest import FakeClock

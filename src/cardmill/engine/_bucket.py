@@ -17,8 +17,7 @@ from typing import Any, final
 import attrs
 import trio
 
-from ..errors import Limit
-from ..providers import RateHint
+from ..model import LimitKind, RateHint
 from ._core import BucketCore, BucketStatistics, Ticket
 
 __all__ = ["AdaptiveBucket", "BucketStatistics", "Limits", "Ticket"]
@@ -132,7 +131,7 @@ class AdaptiveBucket:
         ticket: Ticket,
         *,
         retry_after: float | None = None,
-        limit: Limit = Limit.UNKNOWN,
+        limit: LimitKind | None = None,
         hint: RateHint | None = None,
     ) -> None:
         """A request was answered 429: pause for Retry-After, cut the named limit once."""
@@ -170,7 +169,12 @@ class AdaptiveBucket:
         await trio.lowlevel.checkpoint()
 
     async def report_rate_limited(
-        self, ticket: Ticket, *, retry_after: float | None, limit: Limit, hint: RateHint | None
+        self,
+        ticket: Ticket,
+        *,
+        retry_after: float | None,
+        limit: LimitKind | None,
+        hint: RateHint | None,
     ) -> None:
         """:meth:`on_rate_limited`, as the engine calls it."""
         self.on_rate_limited(ticket, retry_after=retry_after, limit=limit, hint=hint)

@@ -12,8 +12,7 @@ from typing import Any, Final, final
 
 import attrs
 
-from ..errors import Limit
-from ..providers import RateHint
+from ..model import LimitKind, RateHint
 from ._dimension import Dimension
 
 __all__ = ["BucketCore", "BucketStatistics", "Ticket"]
@@ -182,7 +181,7 @@ class BucketCore:
         now: float,
         ticket: Ticket,
         retry_after: float | None,
-        limit: Limit,
+        limit: LimitKind | None,
         hint: RateHint | None,
     ) -> bool:
         self.rate_limited += 1
@@ -191,7 +190,7 @@ class BucketCore:
         self.tokens.rejected(ticket.sent_at, ticket.seq, ticket.tokens_charged)
         dim, cost = (
             (self.tokens, ticket.tokens_charged)
-            if limit == Limit.INPUT_TOKENS
+            if limit == LimitKind.INPUT_TOKENS
             else (self.requests, 1.0)
         )
         if dim.limit is not None and not _explains(hint, dim, cost):

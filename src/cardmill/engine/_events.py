@@ -6,8 +6,7 @@ from typing import Protocol, final
 
 import attrs
 
-from ..errors import Limit
-from ..model import Run, Upload
+from ..model import LimitKind, Run, Upload
 
 __all__ = [
     "Event",
@@ -72,7 +71,7 @@ class RateLimitHit:
     """The provider answered 429."""
 
     upload: Upload
-    limit: Limit
+    limit: LimitKind | None
     retry_after: float | None
     at: float
 

@@ -18,7 +18,6 @@ import trio
 from ..errors import (
     DocumentError,
     InvalidOutput,
-    Limit,
     Overloaded,
     PermanentError,
     ProviderError,
@@ -27,8 +26,8 @@ from ..errors import (
     StorageError,
     TransientError,
 )
-from ..model import CardDraft, Document, Run, Upload, UploadStatus
-from ..providers import Analysis, Provider, Usage
+from ..model import CardDraft, Document, LimitKind, Run, Upload, UploadStatus, Usage
+from ..providers import Analysis, Provider
 from ..storage import Storage
 from ._bucket import AdaptiveBucket, BucketStatistics, Limits
 from ._events import (
@@ -437,7 +436,7 @@ class Engine:
                     self._emit(RateLimitHit(upload, exc.limit, exc.retry_after, _now()))
                     rate_limited += 1
                     left = exc.hint.input_tokens_remaining if exc.hint is not None else None
-                    if exc.limit == Limit.INPUT_TOKENS and left is not None and left >= cost:
+                    if exc.limit == LimitKind.INPUT_TOKENS and left is not None and left >= cost:
                         # Refused with that many input tokens left: it costs more than
                         # guessed. Ask for more than that before trying again.
                         cost = left + 1.0

@@ -16,8 +16,7 @@ from typing import Any, Protocol, TypeVar, final, runtime_checkable
 
 import trio
 
-from ..errors import Limit
-from ..providers import RateHint
+from ..model import LimitKind, RateHint
 from ._bucket import Limits
 from ._core import BucketCore, BucketStatistics, Ticket
 
@@ -56,7 +55,12 @@ class RateLimiter(Protocol):
     ) -> None: ...
 
     async def report_rate_limited(
-        self, ticket: Ticket, *, retry_after: float | None, limit: Limit, hint: RateHint | None
+        self,
+        ticket: Ticket,
+        *,
+        retry_after: float | None,
+        limit: LimitKind | None,
+        hint: RateHint | None,
     ) -> None: ...
 
     async def report_failure(
@@ -143,7 +147,12 @@ class SharedBucket:
         await self._step(lambda core, now: core.success(now, ticket, input_tokens, hint))
 
     async def report_rate_limited(
-        self, ticket: Ticket, *, retry_after: float | None, limit: Limit, hint: RateHint | None
+        self,
+        ticket: Ticket,
+        *,
+        retry_after: float | None,
+        limit: LimitKind | None,
+        hint: RateHint | None,
     ) -> None:
         """Record a 429 for every worker: pause, and cut once per shared epoch."""
         await self._step(lambda core, now: core.limited(now, ticket, retry_after, limit, hint))

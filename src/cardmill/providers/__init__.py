@@ -13,8 +13,6 @@ from ._anthropic import DEFAULT_ANTHROPIC_MODEL as DEFAULT_ANTHROPIC_MODEL
 from ._anthropic import AnthropicProvider as AnthropicProvider
 from ._base import Analysis as Analysis
 from ._base import Provider as Provider
-from ._base import RateHint as RateHint
-from ._base import Usage as Usage
 from ._base import estimate_input_tokens as estimate_input_tokens
 from ._extractive import ExtractiveProvider as ExtractiveProvider
 from ._headers import rate_hint as rate_hint
@@ -32,8 +30,6 @@ __all__ = [
     "ExtractiveProvider",
     "OpenAICompatibleProvider",
     "Provider",
-    "RateHint",
-    "Usage",
     "card_schema",
     "drafts_from",
     "estimate_input_tokens",

@@ -7,61 +7,9 @@ from typing import Protocol, final, runtime_checkable
 import attrs
 
 from ..errors import ProviderError
-from ..model import CardDraft, Document
+from ..model import CardDraft, Document, RateHint, Usage
 
-__all__ = ["Analysis", "Provider", "RateHint", "Usage", "estimate_input_tokens"]
-
-
-@final
-@attrs.frozen
-class Usage:
-    """Tokens one request used, as the provider reported them."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-
-    @property
-    def rate_limited_input_tokens(self) -> int:
-        """The input tokens that count toward an input-token rate limit: uncached input
-        and cache writes. Cache reads do not count (Anthropic, for current models);
-        providers that count them report them in ``input_tokens``."""
-        return self.input_tokens + self.cache_creation_input_tokens
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.input_tokens + other.input_tokens,
-            self.output_tokens + other.output_tokens,
-            self.cache_read_input_tokens + other.cache_read_input_tokens,
-            self.cache_creation_input_tokens + other.cache_creation_input_tokens,
-        )
-
-
-@final
-@attrs.frozen
-class RateHint:
-    """What the provider's rate-limit headers said about our quota.
-
-    Limits are per minute, as providers state them; ``*_reset`` are seconds from the
-    moment the answer was received until that bucket is full again. ``None`` means the
-    header was absent.
-    """
-
-    requests_limit: float | None = None
-    requests_remaining: float | None = None
-    requests_reset: float | None = None
-    input_tokens_limit: float | None = None
-    input_tokens_remaining: float | None = None
-    input_tokens_reset: float | None = None
-    output_tokens_limit: float | None = None
-    output_tokens_remaining: float | None = None
-    output_tokens_reset: float | None = None
-
-    @property
-    def empty(self) -> bool:
-        """True when no header was present."""
-        return all(v is None for v in attrs.astuple(self))
+__all__ = ["Analysis", "Provider", "estimate_input_tokens"]
 
 
 @final
@@ -70,7 +18,7 @@ class Analysis:
     """What a provider made of one document: the drafts, the usage and any rate hint."""
 
     cards: tuple[CardDraft, ...]
-    usage: Usage = Usage()
+    usage: Usage = attrs.field(factory=Usage)
     hint: RateHint | None = None
 
 

@@ -10,8 +10,8 @@ from typing import Final, final
 import trio
 
 from ..errors import PermanentError
-from ..model import CardDraft, Document
-from ._base import Analysis, Usage
+from ..model import CardDraft, Document, Usage
+from ._base import Analysis
 from ._reading import read_off_loop
 from ._text import Section, sections, sentences
 

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Final
 
-from ..errors import MAX_RETRY_AFTER, InputError, Limit
-from ._base import RateHint
+from ..errors import MAX_RETRY_AFTER, InputError
+from ..model import LimitKind, RateHint
 
 __all__ = [
     "MAX_RATE_NUMBER",
@@ -144,25 +144,25 @@ def rate_hint(headers: Mapping[str, str]) -> RateHint | None:
     return None if hint.empty else hint
 
 
-def limit_hit(hint: RateHint | None, message: str) -> Limit:
+def limit_hit(hint: RateHint | None, message: str) -> LimitKind | None:
     """Which limit a 429 was about: from the headers (what ran out), else the message."""
     if hint is not None:
         if hint.input_tokens_remaining == 0:
-            return Limit.INPUT_TOKENS
+            return LimitKind.INPUT_TOKENS
         if hint.output_tokens_remaining == 0:
-            return Limit.OUTPUT_TOKENS
+            return LimitKind.OUTPUT_TOKENS
         if hint.requests_remaining == 0:
-            return Limit.REQUESTS
+            return LimitKind.REQUESTS
     lowered = message.lower()
     if "input token" in lowered or "input_tokens" in lowered:
-        return Limit.INPUT_TOKENS
+        return LimitKind.INPUT_TOKENS
     if "output token" in lowered or "output_tokens" in lowered:
-        return Limit.OUTPUT_TOKENS
+        return LimitKind.OUTPUT_TOKENS
     if "tokens per min" in lowered or "(tpm)" in lowered:
-        return Limit.INPUT_TOKENS
+        return LimitKind.INPUT_TOKENS
     if "request" in lowered:
-        return Limit.REQUESTS
-    return Limit.UNKNOWN
+        return LimitKind.REQUESTS
+    return None
 
 
 _SPEND: Final = re.compile(

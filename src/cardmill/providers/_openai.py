@@ -18,8 +18,8 @@ from ..errors import (
     RateLimited,
     TransientError,
 )
-from ..model import Document
-from ._base import Analysis, RateHint, Usage, answered_with_error
+from ..model import Document, RateHint, Usage
+from ._base import Analysis, answered_with_error
 from ._headers import check_api_key, is_spend_limit, limit_hit, rate_hint, retry_after, scrub
 from ._reading import read_off_loop
 from ._schema import SYSTEM_PROMPT, card_schema, drafts_from

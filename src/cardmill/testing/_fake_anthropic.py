@@ -22,7 +22,7 @@ import attrs
 import h11
 import trio
 
-from ..errors import Limit
+from ..model import LimitKind
 from ._hidden import HiddenLimits
 
 __all__ = ["FakeAnthropicServer", "Fault", "RecordedRequest"]
@@ -81,7 +81,7 @@ class FakeAnthropicServer:
             cached system prompt excepted), which the client cannot see before it sends.
         output_tokens_per_minute: hidden output-token limit (None: unlimited).
         burst_seconds: bucket capacity in seconds of refill, for every limit or per limit
-            (``{Limit.REQUESTS: 1.0}``: a strict per-second request bucket).
+            (``{LimitKind.REQUESTS: 1.0}``: a strict per-second request bucket).
         headers: send ``anthropic-ratelimit-*`` headers.
         api_key: when set, any other ``x-api-key`` is answered 401.
         fault_rates: random faults, e.g. ``{"529": 0.05, "500": 0.05}``.
@@ -98,7 +98,7 @@ class FakeAnthropicServer:
         requests_per_minute: float | None = None,
         input_tokens_per_minute: float | None = None,
         output_tokens_per_minute: float | None = None,
-        burst_seconds: float | dict[Limit, float] = 60.0,
+        burst_seconds: float | dict[LimitKind, float] = 60.0,
         headers: bool = True,
         api_key: str | None = None,
         fault_rates: dict[Fault, float] | None = None,
@@ -365,10 +365,10 @@ class FakeAnthropicServer:
     def _check_limits(self, now: float, cost: float) -> tuple[int, Any, dict[str, str], str] | None:
         assert self._limits is not None
         verdict = self._limits.admit(now, cost)
-        if verdict.admitted:
+        if verdict.refused_by is None:
             return None
-        what = verdict.limit.value.replace("_", " ")
-        per_minute = self._limits.per_minute(verdict.limit) or 0
+        what = verdict.refused_by.value.replace("_", " ")
+        per_minute = self._limits.per_minute(verdict.refused_by) or 0
         message = (
             f"This request would exceed the rate limit for your organization of "
             f"{int(per_minute)} {what} per minute."

@@ -15,8 +15,7 @@ from typing import final
 
 import attrs
 
-from ..errors import Limit
-from ..providers import RateHint
+from ..model import LimitKind, RateHint
 
 __all__ = ["Admission", "HiddenLimits"]
 
@@ -50,11 +49,16 @@ class _Bucket:
 @final
 @attrs.frozen
 class Admission:
-    """A provider's verdict on one request: admitted, or refused with how long to wait."""
+    """A provider's verdict on one request: admitted, or refused by a limit, with how
+    long to wait until it would be admitted."""
 
-    admitted: bool
-    limit: Limit = Limit.UNKNOWN
+    refused_by: LimitKind | None = None
     wait: float = 0.0
+
+    @property
+    def admitted(self) -> bool:
+        """True when no limit refused it."""
+        return self.refused_by is None
 
 
 @final
@@ -71,7 +75,7 @@ class HiddenLimits:
         input_tokens_per_minute: the input-token limit, or None.
         output_tokens_per_minute: the output-token limit, or None.
         burst_seconds: each bucket's capacity in seconds of its limit, for all limits or
-            per limit (``{Limit.REQUESTS: 1.0, Limit.INPUT_TOKENS: 30.0}``; limits not
+            per limit (``{LimitKind.REQUESTS: 1.0, LimitKind.INPUT_TOKENS: 30.0}``; limits not
             named get 60 s).
         now: the time the buckets start full.
     """
@@ -82,18 +86,18 @@ class HiddenLimits:
         requests_per_minute: float | None = None,
         input_tokens_per_minute: float | None = None,
         output_tokens_per_minute: float | None = None,
-        burst_seconds: float | Mapping[Limit, float] = 60.0,
+        burst_seconds: float | Mapping[LimitKind, float] = 60.0,
         now: float = 0.0,
     ) -> None:
         if isinstance(burst_seconds, Mapping):
             bursts = dict(burst_seconds)
         else:
-            bursts = {kind: float(burst_seconds) for kind in Limit}
+            bursts = {kind: float(burst_seconds) for kind in LimitKind}
         for kind, seconds in bursts.items():
             if not seconds > 0:
                 raise ValueError(f"burst_seconds for {kind.value} must be > 0")
         self._bursts = bursts
-        self._buckets: dict[Limit, _Bucket] = {}
+        self._buckets: dict[LimitKind, _Bucket] = {}
         self.set_limits(
             requests_per_minute, input_tokens_per_minute, output_tokens_per_minute, now=now
         )
@@ -108,11 +112,11 @@ class HiddenLimits:
     ) -> None:
         """Change the limits at ``now``; a bucket keeps what it holds (up to its new size)."""
         wanted = {
-            Limit.REQUESTS: requests_per_minute,
-            Limit.INPUT_TOKENS: input_tokens_per_minute,
-            Limit.OUTPUT_TOKENS: output_tokens_per_minute,
+            LimitKind.REQUESTS: requests_per_minute,
+            LimitKind.INPUT_TOKENS: input_tokens_per_minute,
+            LimitKind.OUTPUT_TOKENS: output_tokens_per_minute,
         }
-        buckets: dict[Limit, _Bucket] = {}
+        buckets: dict[LimitKind, _Bucket] = {}
         for kind, per_minute in wanted.items():
             if per_minute is None:
                 continue
@@ -126,38 +130,38 @@ class HiddenLimits:
             buckets[kind] = new
         self._buckets = buckets
 
-    def per_minute(self, kind: Limit) -> float | None:
+    def per_minute(self, kind: LimitKind) -> float | None:
         """The limit of that kind now, per minute (None: unlimited)."""
         bucket = self._buckets.get(kind)
         return None if bucket is None else bucket.per_minute
 
-    def capacity(self, kind: Limit) -> float | None:
+    def capacity(self, kind: LimitKind) -> float | None:
         """How much the bucket of that kind holds when full."""
         bucket = self._buckets.get(kind)
         return None if bucket is None else bucket.capacity
 
     def admit(self, now: float, input_tokens: float) -> Admission:
         """Admit (and charge) one request arriving at ``now``, or refuse it."""
-        costs = {Limit.REQUESTS: 1.0, Limit.INPUT_TOKENS: float(input_tokens)}
-        waits: list[tuple[float, Limit]] = []
+        costs = {LimitKind.REQUESTS: 1.0, LimitKind.INPUT_TOKENS: float(input_tokens)}
+        waits: list[tuple[float, LimitKind]] = []
         for kind, bucket in self._buckets.items():
             bucket.refill(now)
-            if kind == Limit.OUTPUT_TOKENS:
+            if kind == LimitKind.OUTPUT_TOKENS:
                 if bucket.tokens <= 0:
                     waits.append((max(-bucket.tokens, 1.0) / bucket.rate, kind))
             elif bucket.tokens < min(costs[kind], bucket.capacity):
                 waits.append((bucket.wait_for(costs[kind]), kind))
         if waits:
             wait, kind = max(waits, key=lambda w: w[0])
-            return Admission(False, kind, wait)
+            return Admission(kind, wait)
         for kind, bucket in self._buckets.items():
-            if kind != Limit.OUTPUT_TOKENS:
+            if kind != LimitKind.OUTPUT_TOKENS:
                 bucket.tokens -= min(costs[kind], bucket.capacity)
-        return Admission(True)
+        return Admission()
 
     def finish(self, now: float, output_tokens: float) -> None:
         """Charge an answer's output tokens when it is done (the bucket may go below 0)."""
-        bucket = self._buckets.get(Limit.OUTPUT_TOKENS)
+        bucket = self._buckets.get(LimitKind.OUTPUT_TOKENS)
         if bucket is not None:
             bucket.refill(now)
             bucket.tokens -= output_tokens
@@ -167,9 +171,9 @@ class HiddenLimits:
         units), and seconds until each bucket is full."""
         values: dict[str, float | None] = {}
         for kind, prefix in (
-            (Limit.REQUESTS, "requests"),
-            (Limit.INPUT_TOKENS, "input_tokens"),
-            (Limit.OUTPUT_TOKENS, "output_tokens"),
+            (LimitKind.REQUESTS, "requests"),
+            (LimitKind.INPUT_TOKENS, "input_tokens"),
+            (LimitKind.OUTPUT_TOKENS, "output_tokens"),
         ):
             bucket = self._buckets.get(kind)
             if bucket is None:

@@ -8,8 +8,8 @@ from typing import final
 import attrs
 import trio
 
-from ..model import CardDraft, Document
-from ..providers import Analysis, RateHint, Usage
+from ..model import CardDraft, Document, RateHint, Usage
+from ..providers import Analysis
 
 __all__ = ["ScriptedProvider", "Step"]
 

@@ -11,9 +11,9 @@ from typing import Final, Literal, final
 import attrs
 import trio
 
-from ..errors import Limit, Overloaded, RateLimited, TransientError
-from ..model import CardDraft, Document
-from ..providers import Analysis, RateHint, Usage
+from ..errors import Overloaded, RateLimited, TransientError
+from ..model import CardDraft, Document, LimitKind, RateHint, Usage
+from ..providers import Analysis
 from ._hidden import HiddenLimits
 
 __all__ = ["SimulatedAPI", "SimulatedStatistics", "lognormal"]
@@ -75,7 +75,7 @@ class SimulatedAPI:
         input_tokens_per_minute: the hidden input-token limit (None: unlimited).
         output_tokens_per_minute: the hidden output-token limit (None: unlimited).
         burst_seconds: bucket capacity in seconds of refill, for every limit or per limit
-            (``{Limit.REQUESTS: 1.0}``: a strict per-second request bucket).
+            (``{LimitKind.REQUESTS: 1.0}``: a strict per-second request bucket).
         latency: seconds per admitted request, or a distribution (see :func:`lognormal`).
         reject_latency: seconds before a 429 comes back.
         retry_after: ``"seconds"`` (whole seconds, rounded up, as ``retry-after`` is),
@@ -101,7 +101,7 @@ class SimulatedAPI:
         requests_per_minute: float | None = None,
         input_tokens_per_minute: float | None = None,
         output_tokens_per_minute: float | None = None,
-        burst_seconds: float | Mapping[Limit, float] = 60.0,
+        burst_seconds: float | Mapping[LimitKind, float] = 60.0,
         latency: Latency = 1.0,
         reject_latency: float = 0.05,
         retry_after: Literal["seconds", "precise"] | None = "seconds",
@@ -227,15 +227,15 @@ class SimulatedAPI:
             raise TransientError("internal server error (500)")
         cost = self.input_tokens(document)
         verdict = limits.admit(now, cost)
-        if not verdict.admitted:
+        if verdict.refused_by is not None:
             self._limited += 1
             self._rejected_at.append(now)
             hint = self._hint(now)
             await trio.sleep(self._reject_latency)
             raise RateLimited(
-                f"rate limited (429): {verdict.limit.value} per minute",
+                f"rate limited (429): {verdict.refused_by.value} per minute",
                 retry_after=self._retry_after_for(verdict.wait),
-                limit=verdict.limit,
+                limit=verdict.refused_by,
                 hint=hint,
             )
         self._accepted += 1
