@@ -192,8 +192,8 @@ async def test_timeout_counts_as_transient(autojump_clock: trio.testing.MockCloc
     storage = MemoryStorage()
     run = await storage.create_run(docs(1))
     provider = ScriptedProvider({"doc0000.txt": [Step(100.0)]}, default=Step(1.0))
-    policy = RetryPolicy(timeout=10.0, base_delay=0.0)
-    summary = await Engine(storage, provider, retry=policy).execute(run.id)
+    policy = RetryPolicy(base_delay=0.0)
+    summary = await Engine(storage, provider, retry=policy, request_timeout=10.0).execute(run.id)
     assert summary.run.status == RunStatus.SUCCEEDED
     assert summary.retries == 1
     assert trio.current_time() == 11.0

@@ -30,7 +30,7 @@ from cardmill.testing import FakeAnthropicServer, Fault, ScriptedProvider, Step,
 pytestmark = pytest.mark.reliability
 
 KEY = "fake-key-fault-matrix"
-POLICY = RetryPolicy(max_attempts=4, base_delay=0.02, max_delay=0.1, timeout=5.0)
+POLICY = RetryPolicy(max_attempts=4, base_delay=0.02, max_delay=0.1)
 DOCS = [
     Document(f"doc{i}.md", f"# Doc {i}\n\nIt says {i}. Nothing more.\n".encode()) for i in range(3)
 ]
@@ -87,7 +87,14 @@ async def test_fault_row(row: str, faults: list[Fault], reason: str | None, requ
     async with FakeAnthropicServer(api_key=KEY) as server:
         server.inject(*faults)
         async with AnthropicProvider(api_key=KEY, base_url=server.url, timeout=0.5) as provider:
-            engine = Engine(storage, provider, concurrency=1, retry=POLICY, rng=random.Random(0))
+            engine = Engine(
+                storage,
+                provider,
+                concurrency=1,
+                retry=POLICY,
+                rng=random.Random(0),
+                request_timeout=5.0,
+            )
             summary = await engine.execute(run.id)
         assert len(server.requests) == requests + len(DOCS) - 1
     await check_invariants(storage, run.id)

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from cardmill import Document, DocumentError
-from cardmill._collect import Found, read
+from cardmill.cli._collect import Found, read
 from cardmill.testing import make_pdf
 
 from .conftest import cardmill, verify_database
@@ -148,7 +148,7 @@ def test_a_file_bigger_than_its_size_says_is_cut_at_the_limit(
     path = Path("/proc/self/status")
     assert path.stat().st_size == 0
     assert len(path.read_bytes()) > 64
-    monkeypatch.setattr("cardmill._collect.MAX_FILE_BYTES", 64)
+    monkeypatch.setattr("cardmill.cli._collect.MAX_FILE_BYTES", 64)
     document, problem = read(Found(path, "status"))
     assert problem == "status: over the 64-byte limit for one document"
     assert document.data == b""

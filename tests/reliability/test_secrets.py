@@ -213,10 +213,10 @@ async def test_the_resume_hint_after_ctrl_c_hides_the_password(
 def test_the_resume_hint_of_a_cancelled_run_hides_the_password(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from cardmill._runner import _report
+    from cardmill.cli._runner import report
 
     run = Run(id="run-1", name="run-1", status=RunStatus.CANCELLED, total_items=2)
-    _report(None, run, dsn_with(PASSWORD), as_json=False)
+    report(None, run, dsn_with(PASSWORD), as_json=False)
     out = capsys.readouterr().out
     assert "resume: cardmill resume run-1 --db 'postgresql://" in out
     assert_no_secret(out)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import trio
 
 from cardmill import Document, SQLiteStorage
-from cardmill.storage._sqlbase import SQLBackend
+from cardmill.storage._sqlbackend import SQLBackend
 
 
 def documents() -> Iterator[Document]:

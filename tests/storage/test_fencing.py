@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from cardmill import CardDraft, Document, RunStatus, Storage, UploadStatus, Usage
-from cardmill.engine import Engine, RetryPolicy
+from cardmill.engine import Engine
 from cardmill.engine._executor import default_worker_id
 from cardmill.providers import Analysis
 from cardmill.testing import ScriptedProvider, Step, check_invariants
@@ -73,7 +73,7 @@ async def test_a_stale_claim_of_the_same_engine_cannot_commit(
         watched,
         provider,
         worker="w",
-        retry=RetryPolicy(lease_seconds=lease),
+        lease_seconds=lease,
         poll_interval=poll,
     )
     async with trio.open_nursery() as nursery:

@@ -102,7 +102,7 @@ async def raw(backend: Backend) -> AsyncIterator[Callable[[str], list[Any]]]:
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
-    from cardmill.storage._sqlbase import SQLBackend
+    from cardmill.storage._sqlbackend import SQLBackend
 
     monkeypatch.setattr(SQLBackend, "_chunk_rows", 4)
     return 4

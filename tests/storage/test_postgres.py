@@ -12,8 +12,8 @@ import trio
 
 from cardmill import CardDraft, DatabaseError, Document, InputError, Run, RunStatus, UploadStatus
 from cardmill.storage import PostgresStorage
-from cardmill.storage import _sql as sql
-from cardmill.storage._postgres import _PgTx
+from cardmill.storage import _transactions as sql
+from cardmill.storage._postgres import PostgresTx
 from cardmill.testing import check_invariants
 
 from .. import pg
@@ -97,12 +97,12 @@ async def test_schema_names_must_be_whole_lowercase_identifiers(name: str) -> No
     ],
 )
 def test_only_unquoted_question_marks_become_placeholders(text: str, query: str) -> None:
-    assert _PgTx._sql(text) == query
+    assert PostgresTx._sql(text) == query
 
 
 def test_literal_question_marks_and_percents_reach_postgres_unchanged(schema: str) -> None:
     with psycopg.connect(pg.DSN) as conn:
-        tx = _PgTx(conn)
+        tx = PostgresTx(conn)
         row = tx.one(
             "SELECT '?', ?, 'a%b', ? || '%', $$?%$$, 7 % 3 -- what? 100%\n",
             ("first", "second"),
@@ -114,7 +114,7 @@ def test_literal_question_marks_and_percents_reach_postgres_unchanged(schema: st
 class PausingTx:
     """A transaction that stops after its first statement until told to go on."""
 
-    def __init__(self, tx: _PgTx) -> None:
+    def __init__(self, tx: PostgresTx) -> None:
         self._tx = tx
         self.lock, self.skip_locked = tx.lock, tx.skip_locked
         self.share = tx.share
@@ -172,7 +172,7 @@ async def test_finish_run_waits_for_a_claim_in_flight_and_sees_it(
         assert await storage.complete_upload(first.id, [], worker="a")
     # One upload left, the run RUNNING. A claim starts; finish_run comes in meanwhile.
     claiming, finishing = connect(schema), connect(schema)
-    pausing = PausingTx(_PgTx(claiming))
+    pausing = PausingTx(PostgresTx(claiming))
     claimed: list[Any] = []
     finished: list[Run] = []
     finish_done = trio.Event()
@@ -187,7 +187,7 @@ async def test_finish_run_waits_for_a_claim_in_flight_and_sees_it(
     async def finish() -> None:
         finished.append(
             await trio.to_thread.run_sync(
-                in_transaction, finishing, sql.finish_run, _PgTx(finishing), run.id, clock.now
+                in_transaction, finishing, sql.finish_run, PostgresTx(finishing), run.id, clock.now
             )
         )
         finish_done.set()
@@ -219,7 +219,7 @@ async def test_claimers_that_both_revive_a_cancelled_run_do_not_deadlock(
         assert (await storage.finish_run(run.id)).status == RunStatus.CANCELLED
     # Two claims read the CANCELLED run at once; each must then set it RUNNING.
     conns = [connect(schema), connect(schema)]
-    txs = [PausingTx(_PgTx(c)) for c in conns]
+    txs = [PausingTx(PostgresTx(c)) for c in conns]
     claimed: list[Any] = []
 
     async def claim(conn: psycopg.Connection[Any], tx: PausingTx, worker: str) -> None:

@@ -17,7 +17,11 @@ from ._events import UploadFailed as UploadFailed
 from ._events import UploadRetrying as UploadRetrying
 from ._events import UploadStarted as UploadStarted
 from ._executor import Engine as Engine
+from ._groups import root_error as root_error
+from ._retry import GiveUp as GiveUp
+from ._retry import Retry as Retry
 from ._retry import RetryPolicy as RetryPolicy
+from ._retry import Tries as Tries
 from ._shared import RateLimiter as RateLimiter
 from ._shared import RateStateStore as RateStateStore
 from ._shared import SharedBucket as SharedBucket
@@ -27,19 +31,23 @@ __all__ = [
     "BucketStatistics",
     "Engine",
     "Event",
+    "GiveUp",
     "Limits",
     "Observer",
     "RateChanged",
     "RateLimitHit",
     "RateLimiter",
     "RateStateStore",
+    "Retry",
     "RetryPolicy",
     "RunFinished",
     "RunSummary",
     "SharedBucket",
     "Ticket",
+    "Tries",
     "UploadCompleted",
     "UploadFailed",
     "UploadRetrying",
     "UploadStarted",
+    "root_error",
 ]

@@ -42,7 +42,8 @@ from ._events import (
     UploadRetrying,
     UploadStarted,
 )
-from ._retry import RetryPolicy
+from ._groups import leaves, root_error
+from ._retry import GiveUp, RetryPolicy, Tries
 from ._shared import RateLimiter
 from ._tokens import TokenEstimator
 
@@ -153,6 +154,11 @@ class Engine:
         worker: this engine's name in leases (unique by default).
         rng: randomness for jitter (seed it for reproducible tests).
         poll_interval: seconds between looks while other workers hold the last uploads.
+        lease_seconds: how long a claimed upload is held without its lease being renewed
+            (the heartbeat renews it every third of that); a dead worker's uploads are
+            retaken after this.
+        request_timeout: seconds one request may take before it counts as a transient
+            failure.
 
     Example::
 
@@ -174,11 +180,17 @@ class Engine:
         worker: str | None = None,
         rng: random.Random | None = None,
         poll_interval: float = 1.0,
+        lease_seconds: float = 60.0,
+        request_timeout: float = 300.0,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         if not poll_interval > 0:
             raise ValueError("poll_interval must be > 0")
+        if not lease_seconds >= 1:
+            raise ValueError("lease_seconds must be >= 1")
+        if not request_timeout > 0:
+            raise ValueError("request_timeout must be > 0")
         self._storage = storage
         self._provider = provider
         self._limiter = trio.CapacityLimiter(concurrency)
@@ -188,6 +200,8 @@ class Engine:
         self.worker = worker if worker is not None else default_worker_id()
         self._rng = rng if rng is not None else random.Random()
         self._poll_interval = poll_interval
+        self._lease_seconds = float(lease_seconds)
+        self._request_timeout = float(request_timeout)
         self._counters = _Counters()
         self._tokens = TokenEstimator()
         self._spawn: Callable[[], object] | None = None
@@ -324,7 +338,7 @@ class Engine:
         while True:
             async with self._limiter:
                 upload = await self._storage.claim_upload(
-                    run_id, worker=self.worker, lease_seconds=self._retry.lease_seconds
+                    run_id, worker=self.worker, lease_seconds=self._lease_seconds
                 )
                 if upload is None:
                     return
@@ -363,7 +377,7 @@ class Engine:
     async def _heartbeat(self, held: dict[str, _Held]) -> None:
         """Renew the lease of every upload this engine holds, a third of a lease apart;
         one whose lease was lost is dropped, to be finished by its new holder."""
-        every = self._retry.lease_seconds / 3
+        every = self._lease_seconds / 3
         while True:
             await trio.sleep(every)
             for entry in list(held.values()):
@@ -373,7 +387,7 @@ class Engine:
                 renewed = await self._storage.renew_lease(
                     upload.id,
                     worker=self.worker,
-                    lease_seconds=self._retry.lease_seconds,
+                    lease_seconds=self._lease_seconds,
                     attempt=upload.attempts,
                 )
                 if not renewed and upload.id in held:
@@ -394,7 +408,7 @@ class Engine:
                     worker=self.worker,
                     attempt=upload.attempts,
                     run_id=run_id,
-                    lease_seconds=self._retry.lease_seconds,
+                    lease_seconds=self._lease_seconds,
                 )
             else:
                 completed = await self._storage.complete_upload(
@@ -413,10 +427,9 @@ class Engine:
     async def _attempts(self, upload: Upload, c: _Counters) -> _Done | _Failed:
         document = await self._storage.load_document(upload.id)
         cost = self._tokens.estimate(document)
-        policy = self._retry
-        failures = rate_limited = invalid = attempt = 0
+        tries = Tries()
         while True:
-            attempt += 1
+            tries = attrs.evolve(tries, attempt=tries.attempt + 1)
             # Every request, re-asks included, passes the bucket and is counted.
             ticket = await self._bucket.acquire(cost)
             try:
@@ -424,54 +437,40 @@ class Engine:
             except DocumentError as exc:
                 # Refused before any request: give the slot back, count no request.
                 await self._bucket.report_failure(ticket, input_tokens=0, hint=None, sent=False)
-                return _Failed(_reason(exc), attempt)
+                return _Failed(_reason(exc), tries.attempt)
             except ProviderError as exc:
                 c.requests += 1
                 _count_usage(c, exc.usage)
                 if isinstance(exc, RateLimited):
                     c.rate_limited += 1
+                    tries = attrs.evolve(tries, rate_limited=tries.rate_limited + 1)
                     await self._bucket.report_rate_limited(
                         ticket, retry_after=exc.retry_after, limit=exc.limit, hint=exc.hint
                     )
                     self._emit(RateLimitHit(upload, exc.limit, exc.retry_after, _now()))
-                    rate_limited += 1
                     left = exc.hint.input_tokens_remaining if exc.hint is not None else None
                     if exc.limit == LimitKind.INPUT_TOKENS and left is not None and left >= cost:
                         # Refused with that many input tokens left: it costs more than
                         # guessed. Ask for more than that before trying again.
                         cost = left + 1.0
-                    if rate_limited > policy.max_rate_limited:
-                        reason = f"still rate limited after {rate_limited} tries: {exc}"
-                        return _Failed(reason, attempt)
-                    # The bucket holds everyone until Retry-After is over and paces them
-                    # out; a little jitter keeps retries from lining up behind one another.
-                    delay = self._rng.uniform(0.0, min(1.0, 0.1 * (exc.retry_after or 1.0)))
                 else:
                     hint = exc.hint if isinstance(exc, InvalidOutput) else None
                     await self._bucket.report_failure(
                         ticket, input_tokens=_charge(exc), hint=hint, sent=True
                     )
                     if isinstance(exc, InvalidOutput):
-                        invalid += 1
-                        if invalid > policy.output_retries:
-                            reason = f"model output invalid after {invalid} tries: {_reason(exc)}"
-                            return _Failed(reason, attempt)
-                        delay = 0.0  # ask again at once: the bucket paces it
+                        tries = attrs.evolve(tries, invalid=tries.invalid + 1)
                     elif isinstance(exc, Overloaded | TransientError):
-                        if isinstance(exc, Overloaded):
-                            c.overloaded += 1
-                        failures += 1
-                        if failures >= policy.max_attempts:
-                            reason = f"gave up after {attempt} attempts: {_reason(exc)}"
-                            return _Failed(reason, attempt)
-                        delay = policy.backoff(failures, self._rng)
-                        if isinstance(exc, Overloaded) and exc.retry_after:
-                            delay = max(delay, exc.retry_after)
-                    else:
-                        return _Failed(_reason(exc), attempt)
+                        c.overloaded += isinstance(exc, Overloaded)
+                        tries = attrs.evolve(tries, failures=tries.failures + 1)
+                decision = self._retry.decide(exc, tries, self._rng)
+                if isinstance(decision, GiveUp):
+                    return _Failed(decision.reason, tries.attempt)
                 c.retries += 1
-                self._emit(UploadRetrying(upload, attempt, _reason(exc), delay, _now()))
-                await trio.sleep(delay)
+                self._emit(
+                    UploadRetrying(upload, tries.attempt, _reason(exc), decision.delay, _now())
+                )
+                await trio.sleep(decision.delay)
                 continue
             c.requests += 1
             usage = getattr(analysis, "usage", None)
@@ -485,17 +484,17 @@ class Engine:
             )
             problem = _invalid_answer(analysis)
             if problem is not None:
-                return _Failed(f"provider answered badly: {problem}", attempt)
-            return _Done(analysis, attempt)
+                return _Failed(f"provider answered badly: {problem}", tries.attempt)
+            return _Done(analysis, tries.attempt)
 
     async def _call(self, document: Document, c: _Counters) -> Analysis:
         c.in_flight += 1
         c.peak_in_flight = max(c.peak_in_flight, c.in_flight)
         try:
-            with trio.fail_after(self._retry.timeout):
+            with trio.fail_after(self._request_timeout):
                 return await self._provider.analyze(document)
         except trio.TooSlowError:
-            raise TransientError(f"no answer within {self._retry.timeout:g} s") from None
+            raise TransientError(f"no answer within {self._request_timeout:g} s") from None
         except (ProviderError, DocumentError):
             raise
         except Exception as exc:
@@ -547,20 +546,10 @@ def _unwrap(exc: BaseException) -> BaseException:
     """Give callers the error itself, not a group of one, where that is what happened."""
     if not isinstance(exc, BaseExceptionGroup):
         return exc
-    leaves: list[BaseException] = []
-
-    def collect(e: BaseException) -> None:
-        if isinstance(e, BaseExceptionGroup):
-            for sub in e.exceptions:
-                collect(sub)
-        else:
-            leaves.append(e)
-
-    collect(exc)
-    for leaf in leaves:
-        if isinstance(leaf, KeyboardInterrupt):
-            return leaf
-    real = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
+    found = leaves(exc)
+    if any(isinstance(leaf, KeyboardInterrupt) for leaf in found):
+        return root_error(exc)
+    real = [leaf for leaf in found if not isinstance(leaf, trio.Cancelled)]
     if not real:
         return exc  # only cancellation: trio's cancel scopes handle the group
     if len(real) == 1 or all(isinstance(leaf, StorageError) for leaf in real):

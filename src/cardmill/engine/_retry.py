@@ -8,9 +8,9 @@ from typing import Any, final
 
 import attrs
 
-from ..errors import InvalidOutput, Overloaded, PermanentError, RateLimited, TransientError
+from ..errors import InvalidOutput, Overloaded, ProviderError, RateLimited, TransientError
 
-__all__ = ["RetryPolicy"]
+__all__ = ["GiveUp", "Retry", "RetryPolicy", "Tries"]
 
 
 def _at_least(minimum: float) -> Callable[[object, attrs.Attribute[Any], float], None]:
@@ -23,13 +23,41 @@ def _at_least(minimum: float) -> Callable[[object, attrs.Attribute[Any], float],
 
 @final
 @attrs.frozen
+class Retry:
+    """Try again after ``delay`` seconds."""
+
+    delay: float
+
+
+@final
+@attrs.frozen
+class GiveUp:
+    """Stop: the upload fails with this one-line ``reason``."""
+
+    reason: str
+
+
+@final
+@attrs.frozen
+class Tries:
+    """What one upload has been through so far, this attempt's error included."""
+
+    attempt: int = 0
+    failures: int = 0  # transient errors and 529s
+    rate_limited: int = 0
+    invalid: int = 0
+
+
+@final
+@attrs.frozen
 class RetryPolicy:
-    """Bounded retries with full-jitter exponential backoff.
+    """Which failed requests are tried again, how often, and after how long.
 
     ``RateLimited``, ``Overloaded`` and ``TransientError`` are retried after a wait,
     ``InvalidOutput`` at once; ``PermanentError`` (and anything unexpected from a
     provider) is not. 429s have their own, larger budget: they say nothing about the
-    document, only about the quota, and the bucket already slows down for them.
+    document, only about the quota, and the rate limiter already slows down for them.
+    Backoff is full-jitter exponential.
 
     Args:
         max_attempts: attempts per upload for transient failures and 529s.
@@ -38,8 +66,6 @@ class RetryPolicy:
             cards (cut off, or off the schema); each ask is a request, paced and counted.
         base_delay: the first backoff's ceiling, in seconds.
         max_delay: the largest backoff (Retry-After may ask for more and is honoured).
-        timeout: seconds one request may take before it counts as a transient failure.
-        lease_seconds: how long a claim is held without a heartbeat.
     """
 
     max_attempts: int = attrs.field(default=5, validator=_at_least(1))
@@ -47,16 +73,39 @@ class RetryPolicy:
     output_retries: int = attrs.field(default=2, validator=_at_least(0))
     base_delay: float = attrs.field(default=1.0, validator=_at_least(0))
     max_delay: float = attrs.field(default=60.0, validator=_at_least(0))
-    timeout: float = attrs.field(default=300.0, validator=_at_least(0.001))
-    lease_seconds: float = attrs.field(default=60.0, validator=_at_least(1))
 
     def backoff(self, failures: int, rng: random.Random) -> float:
         """Full jitter: uniform between 0 and ``base_delay * 2**(failures-1)``, capped."""
         ceiling = min(self.max_delay, self.base_delay * 2 ** max(failures - 1, 0))
         return rng.uniform(0.0, ceiling)
 
-    def retryable(self, error: BaseException) -> bool:
-        """Whether an attempt that raised ``error`` may be tried again."""
-        if isinstance(error, PermanentError):
-            return False
-        return isinstance(error, RateLimited | Overloaded | TransientError | InvalidOutput)
+    def decide(self, error: ProviderError, tries: Tries, rng: random.Random) -> Retry | GiveUp:
+        """What to do after a request failed with ``error``.
+
+        ``tries`` counts this failure already. The engine paces every retry through its
+        rate limiter as well; the delay here comes on top.
+        """
+        why = _reason(error)
+        if isinstance(error, RateLimited):
+            if tries.rate_limited > self.max_rate_limited:
+                return GiveUp(f"still rate limited after {tries.rate_limited} tries: {why}")
+            # The rate limiter holds everyone until Retry-After is over and paces them
+            # out; a little jitter keeps retries from lining up behind one another.
+            return Retry(rng.uniform(0.0, min(1.0, 0.1 * (error.retry_after or 1.0))))
+        if isinstance(error, InvalidOutput):
+            if tries.invalid > self.output_retries:
+                return GiveUp(f"model output invalid after {tries.invalid} tries: {why}")
+            return Retry(0.0)  # ask again at once: the rate limiter paces it
+        if isinstance(error, Overloaded | TransientError):
+            if tries.failures >= self.max_attempts:
+                return GiveUp(f"gave up after {tries.attempt} attempts: {why}")
+            delay = self.backoff(tries.failures, rng)
+            if isinstance(error, Overloaded) and error.retry_after:
+                delay = max(delay, error.retry_after)
+            return Retry(delay)
+        return GiveUp(why)
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

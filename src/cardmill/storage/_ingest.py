@@ -1,4 +1,4 @@
-"""Creating a run in bounded chunks, for every backend built on storage/_sql.py.
+"""Creating a run in bounded chunks, for every backend built on storage/_transactions.py.
 
 Documents are read and hashed outside any transaction (the iterable may be a generator
 that reads files), then written a chunk at a time, each chunk one short write
@@ -18,7 +18,7 @@ from typing import Final
 from ..errors import InputError
 from ..model import Document, RunStatus, UploadStatus
 from ._base import new_id
-from ._sql import Tx
+from ._transactions import Tx
 
 __all__ = ["Chunks", "add_uploads", "discard_some"]
 

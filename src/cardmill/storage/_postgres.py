@@ -4,7 +4,7 @@ psycopg 3's async API does not run under trio, so this backend uses the synchron
 driver and a ``psycopg_pool.ConnectionPool`` from worker threads
 (``trio.to_thread.run_sync`` with a ``CapacityLimiter`` sized to the pool): no database
 call ever runs on the event loop. The transactions are the ones SQLite runs
-(``storage/_sql.py``); PostgreSQL adds row locks where several writers meet, and claims
+(``storage/_transactions.py``); PostgreSQL adds row locks where several writers meet, and claims
 use ``FOR UPDATE SKIP LOCKED`` so workers never queue behind each other's claims.
 """
 
@@ -24,7 +24,7 @@ import trio
 from ..errors import DatabaseError, InputError, StorageError
 from ..model import Document
 from ._dsn import check_dsn, redact_dsn, redact_message
-from ._sqlbase import SQLBackend
+from ._sqlbackend import SQLBackend
 
 if TYPE_CHECKING:
     import psycopg
@@ -111,8 +111,8 @@ _MIGRATIONS: Final = {
 }
 
 
-class _PgTx:
-    """:class:`~cardmill.storage._sql.Tx` over psycopg: row locks where writers meet."""
+class PostgresTx:
+    """:class:`~cardmill.storage._transactions.Tx` over psycopg: row locks where writers meet."""
 
     lock = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
@@ -156,7 +156,7 @@ def psycopg_query(text: str) -> str:
 
 
 def _rate_step(
-    tx: _PgTx,
+    tx: PostgresTx,
     name: str,
     step: Callable[[dict[str, Any] | None, float], tuple[dict[str, Any], T]],
 ) -> T:
@@ -180,7 +180,7 @@ def _rate_step(
 
 def _transaction(pool: psycopg_pool.ConnectionPool[Any], fn: Callable[..., T], *args: Any) -> T:
     with pool.connection() as conn, conn.transaction():
-        return fn(_PgTx(conn), *args)
+        return fn(PostgresTx(conn), *args)
 
 
 def _migrate(conn: psycopg.Connection[Any], schema: str) -> None:

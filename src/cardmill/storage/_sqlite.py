@@ -24,7 +24,7 @@ from ..errors import DatabaseError, StorageError
 from ..model import (
     Document,
 )
-from ._sqlbase import SQLBackend
+from ._sqlbackend import SQLBackend
 from ._thread import ThreadBatcher
 
 __all__ = ["SQLiteStorage"]
@@ -261,8 +261,8 @@ class SQLiteStorage(SQLBackend):
 # -- transactions ------------------------------------------------------------------------
 
 
-class _SQLiteTx:
-    """:class:`~cardmill.storage._sql.Tx` over sqlite3: one writer at a time already."""
+class SQLiteTx:
+    """:class:`~cardmill.storage._transactions.Tx` over sqlite3: one writer at a time already."""
 
     lock = ""
     skip_locked = ""
@@ -288,7 +288,7 @@ def _transaction(conn: sqlite3.Connection, write: bool, fn: Callable[..., T], *a
     # Writers take the lock up front (no upgrade deadlocks); readers get a snapshot.
     conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
     try:
-        result = fn(_SQLiteTx(conn), *args)
+        result = fn(SQLiteTx(conn), *args)
     except BaseException:
         conn.execute("ROLLBACK")
         raise

@@ -7,7 +7,7 @@ from typing import TextIO
 
 import trio
 
-from .engine import (
+from ..engine import (
     Engine,
     Event,
     RateLimitHit,
@@ -16,7 +16,7 @@ from .engine import (
     UploadFailed,
     UploadRetrying,
 )
-from .model import Run
+from ..model import Run
 
 __all__ = ["Progress"]
 

@@ -15,26 +15,33 @@ from typing import Any, TextIO, TypeVar
 import click
 import trio
 
-from ._collect import collect, read
-from ._export import dumps, jsonable
-from ._progress import Progress
-from .engine import Engine, Limits, RateStateStore, RetryPolicy, RunSummary, SharedBucket
-from .errors import CardmillError, DatabaseError, InputError, RunNotFound
-from .model import Run, RunStatus
-from .providers import (
+from ..engine import (
+    Engine,
+    Limits,
+    RateStateStore,
+    RunSummary,
+    SharedBucket,
+    root_error,
+)
+from ..errors import CardmillError, DatabaseError, InputError, RunNotFound
+from ..model import Run, RunStatus
+from ..providers import (
     AnthropicProvider,
     ExtractiveProvider,
     OpenAICompatibleProvider,
     Provider,
 )
-from .storage import PostgresStorage, SQLiteStorage, Storage, redact_dsn
+from ..storage import PostgresStorage, SQLiteStorage, Storage, redact_dsn
+from ._collect import collect, read
+from ._export import dumps, jsonable
+from ._progress import Progress
 
 T = TypeVar("T")
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 log = logging.getLogger("cardmill")
 
 
-class Usage(click.ClickException):
+class UsageError(click.ClickException):
     """Bad usage or input: one line, exit 2."""
 
     exit_code = EXIT_USAGE
@@ -46,29 +53,17 @@ class Usage(click.ClickException):
 # -- plumbing ----------------------------------------------------------------------------
 
 
-def _leaf(exc: BaseException) -> BaseException:
-    """The error that matters inside trio's exception groups."""
-    while isinstance(exc, BaseExceptionGroup):
-        leaves = list(exc.exceptions)
-        for sub in leaves:
-            if isinstance(sub, KeyboardInterrupt):
-                return sub
-        real = [e for e in leaves if not isinstance(e, trio.Cancelled)]
-        exc = (real or leaves)[0]
-    return exc
-
-
 def execute(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
     try:
         return trio.run(fn, *args)
     except BaseException as raw:
-        exc = _leaf(raw)
+        exc = root_error(raw)
         if isinstance(exc, KeyboardInterrupt):
             sys.exit(EXIT_INTERRUPTED)
         if isinstance(exc, SystemExit | click.ClickException):
             raise exc from None
         if isinstance(exc, InputError | RunNotFound | DatabaseError):
-            raise Usage(str(exc)) from None
+            raise UsageError(str(exc)) from None
         if isinstance(exc, CardmillError):
             click.echo(f"cardmill: error: {exc}", err=True)
             sys.exit(EXIT_INCOMPLETE)
@@ -138,7 +133,7 @@ def make_engine(
         concurrency=concurrency,
         limits=limits,
         bucket=bucket,
-        retry=RetryPolicy(lease_seconds=lease),
+        lease_seconds=lease,
         observer=observer,
         worker=worker,
     )
@@ -199,7 +194,7 @@ def summary_table(summary: RunSummary | None, run: Run, db: str, out: TextIO) ->
         out.write(f"{key:<10} {value}\n")
 
 
-def _report(summary: RunSummary | None, run: Run, db: str, as_json: bool) -> None:
+def report(summary: RunSummary | None, run: Run, db: str, as_json: bool) -> None:
     if as_json:
         data: dict[str, Any] = {"run": jsonable(run), "database": shown_db(db, absolute=True)}
         if summary is not None:
@@ -244,7 +239,7 @@ async def _execute_run(
             finally:
                 nursery.cancel_scope.cancel()
     except BaseException as exc:
-        if isinstance(_leaf(exc), KeyboardInterrupt):
+        if isinstance(root_error(exc), KeyboardInterrupt):
             click.echo(
                 f"\ncardmill: interrupted; run {run.id} is CANCELLED. "
                 f"Resume with: cardmill resume {run.id}{_db_flag(db)}",
@@ -307,7 +302,7 @@ async def analyze_paths(
             quiet=quiet,
             lease=lease,
         )
-    _report(summary, summary.run, db, as_json)
+    report(summary, summary.run, db, as_json)
     return _exit_code(summary.run)
 
 
@@ -332,7 +327,7 @@ async def resume_run(
         if run.status.finished:
             if not quiet:
                 click.echo(f"cardmill: run {run.id} already {run.status.name}", err=True)
-            _report(None, run, db, as_json)
+            report(None, run, db, as_json)
             return _exit_code(run)
         provider, described = make_provider(provider_choice, model)
         if not quiet:
@@ -351,7 +346,7 @@ async def resume_run(
             quiet=quiet,
             lease=lease,
         )
-    _report(summary, summary.run, db, as_json)
+    report(summary, summary.run, db, as_json)
     return _exit_code(summary.run)
 
 

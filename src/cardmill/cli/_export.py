@@ -12,8 +12,8 @@ from typing import Any, Final, Protocol, TextIO, final
 
 import attrs
 
-from .model import Card, Run, Upload
-from .storage import Storage
+from ..model import Card, Run, Upload
+from ..storage import Storage
 
 __all__ = ["FORMATS", "AsyncWriter", "jsonable", "write_cards"]
 

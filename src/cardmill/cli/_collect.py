@@ -9,8 +9,8 @@ from typing import Final
 
 import attrs
 
-from .errors import DocumentError, InputError
-from .model import MAX_DOCUMENT_BYTES, Document, read_file, sniff_media_type
+from ..errors import DocumentError, InputError
+from ..model import MAX_DOCUMENT_BYTES, Document, read_file, sniff_media_type
 
 __all__ = ["Found", "collect", "read"]
 

@@ -9,7 +9,8 @@ from typing import Any, NoReturn
 import click
 import trio
 
-from . import __version__
+from .. import __version__
+from ..model import Run, UploadStatus
 from ._export import FORMATS, dumps, write_cards
 from ._runner import (
     analyze_paths,
@@ -21,7 +22,6 @@ from ._runner import (
     setup_logging,
     summary_table,
 )
-from .model import Run, UploadStatus
 
 __all__ = ["main"]
 

@@ -1,4 +1,4 @@
-"""The Storage protocol's methods, once, for every backend built on storage/_sql.py."""
+"""The Storage protocol's methods, once, for every backend built on storage/_transactions.py."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import trio
 from ..errors import StorageError
 from ..model import Card, CardDraft, Document, Run, Upload, UploadStatus
 from . import _ingest as ingest
-from . import _sql as sql
+from . import _transactions as sql
 from ._base import check_drafts, check_lease, new_id, one_line
 from ._pages import Pages
 
