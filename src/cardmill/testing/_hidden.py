@@ -19,6 +19,10 @@ from ..model import LimitKind, RateHint
 
 __all__ = ["Admission", "HiddenLimits"]
 
+# A request arriving exactly when its tokens are due is admitted: refill and pacing are
+# computed in floating point, and a provider rounds in the client's favour there too.
+_EPSILON = 1e-9
+
 
 class _Bucket:
     """One token bucket: refills at ``per_minute / 60`` a second, up to ``capacity``."""
@@ -149,7 +153,7 @@ class HiddenLimits:
             if kind == LimitKind.OUTPUT_TOKENS:
                 if bucket.tokens <= 0:
                     waits.append((max(-bucket.tokens, 1.0) / bucket.rate, kind))
-            elif bucket.tokens < min(costs[kind], bucket.capacity):
+            elif bucket.tokens < min(costs[kind], bucket.capacity) - _EPSILON:
                 waits.append((bucket.wait_for(costs[kind]), kind))
         if waits:
             wait, kind = max(waits, key=lambda w: w[0])
