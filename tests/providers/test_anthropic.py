@@ -12,6 +12,7 @@ import trio
 
 from cardmill import (
     Document,
+    DocumentError,
     InputError,
     InvalidOutput,
     LimitKind,
@@ -101,7 +102,7 @@ async def test_hostile_html_is_read_off_the_event_loop(monkeypatch: pytest.Monke
     async with FakeAnthropicServer() as server:
         async with provider(server) as p, trio.open_nursery() as nursery:
             nursery.start_soon(tick)
-            with pytest.raises(PermanentError, match=r"^hostile.html: no text$"):
+            with pytest.raises(DocumentError, match=r"^hostile.html: no text$"):
                 await p.analyze(hostile)
         assert server.requests == []
 
@@ -136,7 +137,7 @@ def test_missing_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 async def test_bad_documents_fail_before_any_request(document: Document, reason: str) -> None:
     async with FakeAnthropicServer() as server:
-        with pytest.raises(PermanentError, match=reason):
+        with pytest.raises(DocumentError, match=reason):
             async with provider(server) as p:
                 await p.analyze(document)
         assert server.requests == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cardmill import Document, PermanentError
+from cardmill import Document, DocumentError
 from cardmill.providers import ExtractiveProvider
 from cardmill.testing import make_pdf
 
@@ -93,7 +93,7 @@ def encrypted_pdf() -> bytes:
     ],
 )
 async def test_bad_documents_fail_with_a_reason(document: Document, reason: str) -> None:
-    with pytest.raises(PermanentError, match=reason):
+    with pytest.raises(DocumentError, match=reason):
         await ExtractiveProvider().analyze(document)
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, final
 import trio
 
 from ..errors import (
+    DocumentError,
     InputError,
     InvalidOutput,
     Overloaded,
@@ -136,7 +137,7 @@ class AnthropicProvider:
         """The user message's content blocks for a document.
 
         Raises:
-            PermanentError: the document is unsupported, undecodable or too large.
+            DocumentError: the document is unsupported, undecodable or too large.
         """
         instruction = {
             "type": "text",
@@ -144,11 +145,11 @@ class AnthropicProvider:
         }
         if document.media_type == "application/pdf":
             if not document.data.strip():
-                raise PermanentError(f"{document.name}: empty document")
+                raise DocumentError(f"{document.name}: empty document")
             if not document.data.lstrip()[:5] == b"%PDF-":
-                raise PermanentError(f"{document.name}: not a PDF (no %PDF header)")
+                raise DocumentError(f"{document.name}: not a PDF (no %PDF header)")
             if document.size > MAX_PDF_BYTES:
-                raise PermanentError(
+                raise DocumentError(
                     f"{document.name}: PDF of {document.size / 1e6:.1f} MB is over the "
                     f"{MAX_PDF_BYTES // (1024 * 1024)} MB request limit"
                 )
@@ -166,9 +167,9 @@ class AnthropicProvider:
         elif document.media_type in ("text/plain", "text/markdown"):
             text = decode_text(document)
         else:
-            raise PermanentError(f"{document.name}: unsupported media type {document.media_type}")
+            raise DocumentError(f"{document.name}: unsupported media type {document.media_type}")
         if not text.strip():
-            raise PermanentError(f"{document.name}: no text")
+            raise DocumentError(f"{document.name}: no text")
         check_size(document, text)
         wrapped = f"<document name={document.name!r}>\n{text}\n</document>"
         return [{"type": "text", "text": wrapped}, instruction]
@@ -179,6 +180,8 @@ class AnthropicProvider:
         """One request for one document's cards.
 
         Raises:
+            DocumentError: the document cannot be sent (unsupported, undecodable, too
+                large, or still being read at the deadline); no request was made.
             InvalidOutput: the answer is not valid cards (with its usage and headers).
         """
         content = await self._read(document)

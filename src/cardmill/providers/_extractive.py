@@ -9,7 +9,7 @@ from typing import Final, final
 
 import trio
 
-from ..errors import PermanentError
+from ..errors import DocumentError
 from ..model import CardDraft, Document, Usage
 from ._base import Analysis
 from ._reading import read_off_loop
@@ -67,6 +67,12 @@ class ExtractiveProvider:
         return f"ExtractiveProvider(max_cards={self.max_cards})"
 
     async def analyze(self, document: Document) -> Analysis:
+        """The cards for one document, read off the event loop under ``parse_timeout``.
+
+        Raises:
+            DocumentError: the document is unsupported, unreadable or has no text to
+                make cards from, or was still being read at the deadline.
+        """
         # pypdf can run away on a crafted PDF: PDFs are read in a process the deadline
         # kills. Text, Markdown and HTML readers take time linear in the document.
         cards = await read_off_loop(
@@ -89,7 +95,7 @@ def extract_cards(
     """The cards for one document (blocking; importable, so a worker process can run it)."""
     found = [s for s in sections(document) if s.paragraphs]
     if not found:
-        raise PermanentError(f"{document.name}: no text to make cards from")
+        raise DocumentError(f"{document.name}: no text to make cards from")
     found = _split_long_untitled(found)
     cards = []
     for section in found[:max_cards]:
@@ -97,7 +103,7 @@ def extract_cards(
         if card is not None:
             cards.append(card)
     if not cards:
-        raise PermanentError(f"{document.name}: no text to make cards from")
+        raise DocumentError(f"{document.name}: no text to make cards from")
     return tuple(cards)
 
 

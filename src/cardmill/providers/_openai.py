@@ -156,6 +156,9 @@ class OpenAICompatibleProvider:
         """One request for one document's cards.
 
         Raises:
+            DocumentError: the document cannot be sent (unsupported, unreadable,
+                undecodable, too long for one request, or still being read at the
+                deadline); no request was made.
             InvalidOutput: the answer is not valid cards (with its usage and headers).
         """
         text = await self._read(document)
