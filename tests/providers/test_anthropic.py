@@ -128,7 +128,7 @@ def test_missing_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("document", "reason"),
     [
-        (Document("bad.txt", b"caf\xe9 au lait", "text/plain"), "not valid UTF-8"),
+        (Document("bad.txt", bytes(range(1, 256)) * 4, "text/plain"), "binary content"),
         (Document("empty.md", b"   \n", "text/markdown"), "empty document"),
         (Document("blob.bin", b"\x00\x01\x02", "application/octet-stream"), "unsupported"),
         (Document("fake.pdf", b"not a pdf at all", "application/pdf"), "not a PDF"),

@@ -86,7 +86,7 @@ def encrypted_pdf() -> bytes:
         ),
         (Document("j.pdf", b"\x89junk" * 100, "application/pdf"), "not a PDF"),
         (Document("j.txt", bytes(range(256)) * 4, "text/plain"), "binary content"),
-        (Document("l.txt", b"caf\xe9", "text/plain"), "not valid UTF-8"),
+        (Document("n.txt", bytes(range(1, 256)) * 4, "text/plain"), "binary content"),
         (Document("e.md", b"", "text/markdown"), "empty document"),
         (Document("x.bin", b"\x00\x01", "application/octet-stream"), "unsupported media type"),
         (Document("blank.html", b"<html><body><script>1</script></body></html>"), "no text"),

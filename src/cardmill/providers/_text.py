@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Final
 
 import attrs
+import charset_normalizer
 
 from ..errors import DocumentError
 from ..model import Document
@@ -38,6 +39,8 @@ _BOMS: Final = (
     (b"\xff\xfe", "utf-16-le"),
     (b"\xfe\xff", "utf-16-be"),
 )
+_WESTERN: Final = "cp1252"
+_CLOSE_CHAOS: Final = 0.05
 
 
 @attrs.frozen
@@ -59,7 +62,16 @@ def check_size(document: Document, text: str) -> str:
 
 
 def decode_text(document: Document) -> str:
-    """The document's bytes as text: UTF-8 (with or without BOM), else a clear error."""
+    """The document's bytes as text, in whatever encoding they were written.
+
+    A byte-order mark is taken at its word; then UTF-8 (with or without BOM); then the
+    encoding charset-normalizer finds (Latin-1, Windows-1252, Shift-JIS, GB18030 and
+    the rest). Content with NUL bytes, or that reads as no encoding, is binary.
+
+    Raises:
+        DocumentError: the content is binary, not valid in the encoding its BOM
+            announces, or empty.
+    """
     data = document.data
     for bom, codec in _BOMS:
         if data.startswith(bom):  # UTF-16/32 announce themselves: take them at their word
@@ -67,17 +79,37 @@ def decode_text(document: Document) -> str:
                 text = data[len(bom) :].decode(codec)
             except UnicodeDecodeError:
                 raise DocumentError(f"{document.name}: not valid {codec} text") from None
-            if not text.strip():
-                raise DocumentError(f"{document.name}: empty document")
-            return text
+            return _not_empty(document, text)
     if b"\x00" in data[:8192]:
         raise DocumentError(f"{document.name}: binary content, not text")
     try:
         text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DocumentError(
-            f"{document.name}: not valid UTF-8 text (bad byte at offset {exc.start})"
-        ) from None
+    except UnicodeDecodeError:
+        text = _detected(document)
+    return _not_empty(document, text)
+
+
+def _detected(document: Document) -> str:
+    matches = charset_normalizer.from_bytes(document.data)
+    best = matches.best()
+    if best is None:
+        raise DocumentError(f"{document.name}: binary content, not text")
+    # Single-byte encodings often read a text about as well as each other (a Latin-1
+    # "è" is a Windows-1250 "č"), and charset-normalizer then keeps the first in
+    # alphabetical order, or one a few hundredths less "chaotic" (French and Italian
+    # accents cost Windows-1252 0.03). Among those, take Windows-1252: the web's own
+    # default for unlabelled text, and a superset of Latin-1's printable characters.
+    for match in matches:
+        if (
+            _WESTERN in match.could_be_from_charset
+            and match.chaos <= best.chaos + _CLOSE_CHAOS
+            and match.coherence >= best.coherence
+        ):
+            return str(match)
+    return str(best)
+
+
+def _not_empty(document: Document, text: str) -> str:
     if not text.strip():
         raise DocumentError(f"{document.name}: empty document")
     return text
