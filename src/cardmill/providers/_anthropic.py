@@ -115,6 +115,7 @@ class AnthropicProvider:
     async def aclose(self) -> None:
         """Close the SDK's HTTP client."""
         await self._client.close()
+        await trio.lowlevel.checkpoint()  # closing an idle client may not checkpoint
 
     async def __aenter__(self) -> Self:
         await trio.lowlevel.checkpoint()

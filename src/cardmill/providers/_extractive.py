@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from functools import partial
-from typing import Final, final
+from typing import Final, Self, final
 
 import trio
 
@@ -34,6 +34,9 @@ _WORD: Final = re.compile(r"[A-Za-z][A-Za-z'-]{2,}")
 @final
 class ExtractiveProvider:
     """Offline, deterministic cards: one per section, from the document's own words.
+
+    Like every provider, it is an async context manager (`async with
+    ExtractiveProvider() as provider:`), so it can take another provider's place.
 
     Each card takes the section heading as its title (or the first sentence, shortened,
     where there is none), the section's leading sentences as its body, its first
@@ -65,6 +68,17 @@ class ExtractiveProvider:
 
     def __repr__(self) -> str:
         return f"ExtractiveProvider(max_cards={self.max_cards})"
+
+    async def aclose(self) -> None:
+        """Nothing to release; here so that every provider closes the same way."""
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> Self:
+        await trio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def analyze(self, document: Document) -> Analysis:
         """The cards for one document, read off the event loop under ``parse_timeout``.

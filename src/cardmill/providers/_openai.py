@@ -98,6 +98,7 @@ class OpenAICompatibleProvider:
     async def aclose(self) -> None:
         """Close the HTTP client."""
         await self._client.aclose()
+        await trio.lowlevel.checkpoint()  # closing an idle client may not checkpoint
 
     async def __aenter__(self) -> Self:
         await trio.lowlevel.checkpoint()
