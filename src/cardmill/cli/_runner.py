@@ -169,7 +169,19 @@ def _exit_code(run: Run) -> int:
 # -- output ------------------------------------------------------------------------------
 
 
-def summary_table(summary: RunSummary | None, run: Run, db: str, out: TextIO) -> None:
+def model_of(provider: Provider) -> str | None:
+    """The model a provider asks, if it has one (the extractive provider has none)."""
+    model = getattr(provider, "model", None)
+    return model if isinstance(model, str) else None
+
+
+def summary_table(
+    summary: RunSummary | None,
+    run: Run,
+    db: str,
+    out: TextIO,
+    provider: Provider | None = None,
+) -> None:
     rows = [
         ("run", f"{run.id} ({run.name})" if run.name != run.id else run.id),
         ("status", run.status.name),
@@ -179,6 +191,10 @@ def summary_table(summary: RunSummary | None, run: Run, db: str, out: TextIO) ->
         ),
         ("cards", str(run.total_cards)),
     ]
+    if provider is not None:
+        model = model_of(provider)
+        shown = f"{model} ({provider.name})" if model else f"none ({provider.name}, offline)"
+        rows.append(("model", shown))
     if summary is not None:
         rows += [
             (
@@ -194,14 +210,23 @@ def summary_table(summary: RunSummary | None, run: Run, db: str, out: TextIO) ->
         out.write(f"{key:<10} {value}\n")
 
 
-def report(summary: RunSummary | None, run: Run, db: str, as_json: bool) -> None:
+def report(
+    summary: RunSummary | None,
+    run: Run,
+    db: str,
+    as_json: bool,
+    provider: Provider | None = None,
+) -> None:
     if as_json:
         data: dict[str, Any] = {"run": jsonable(run), "database": shown_db(db, absolute=True)}
+        if provider is not None:
+            data["provider"] = provider.name
+            data["model"] = model_of(provider)
         if summary is not None:
             data["summary"] = {k: v for k, v in jsonable(summary).items() if k != "run"}
         click.echo(dumps(data))
         return
-    summary_table(summary, run, db, sys.stdout)
+    summary_table(summary, run, db, sys.stdout, provider)
     if run.total_cards:
         click.echo(f"\nexport: cardmill export {run.id} --format md{_db_flag(db)}")
     if run.status == RunStatus.CANCELLED:
@@ -302,7 +327,7 @@ async def analyze_paths(
             quiet=quiet,
             lease=lease,
         )
-    report(summary, summary.run, db, as_json)
+    report(summary, summary.run, db, as_json, provider)
     return _exit_code(summary.run)
 
 
@@ -346,7 +371,7 @@ async def resume_run(
             quiet=quiet,
             lease=lease,
         )
-    report(summary, summary.run, db, as_json)
+    report(summary, summary.run, db, as_json, provider)
     return _exit_code(summary.run)
 
 

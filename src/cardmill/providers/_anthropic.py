@@ -30,7 +30,10 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_ANTHROPIC_MODEL", "AnthropicProvider"]
 
-DEFAULT_ANTHROPIC_MODEL: Final = "claude-haiku-4-5"
+DEFAULT_ANTHROPIC_MODEL: Final = "claude-haiku-5-5"
+"""The newest Haiku, Anthropic's fast family, that the installed SDK lists in
+`anthropic.types.Model` (a test checks it still is). `model=` or `CARDMILL_MODEL` (the
+CLI's `--model`) chooses another."""
 
 
 @final
@@ -49,7 +52,8 @@ class AnthropicProvider:
             shown: not in errors, not in ``repr``. Printable ASCII with no spaces: a key
             with surrounding whitespace or a control character is refused.
         base_url: defaults to ``ANTHROPIC_BASE_URL`` (read by the SDK), then the API.
-        model: defaults to ``CARDMILL_MODEL``, then a current fast model.
+        model: defaults to ``CARDMILL_MODEL``, then `DEFAULT_ANTHROPIC_MODEL`, the
+            newest fast model.
         max_tokens: output budget per request.
         max_cards: the most cards kept per document (documents are untrusted).
         timeout: the SDK's HTTP timeout, seconds.
