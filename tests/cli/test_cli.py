@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from cardmill import SQLiteStorage
@@ -147,6 +148,28 @@ async def test_bad_input_exits_2_with_one_line(env: dict[str, str], tmp_path: Pa
     key = await cardmill("analyze", str(tmp_path / "ok.md"), "--provider", "anthropic", env=env)
     assert key.returncode == 2
     assert "ANTHROPIC_API_KEY" in one_line_error(key.stderr)
+
+
+@pytest.mark.parametrize(
+    ("provider", "names"),
+    [
+        ("anthropic", ["no Anthropic API key", "ANTHROPIC_API_KEY"]),
+        ("openai", ["no OpenAI API key", "OPENAI_API_KEY", "OPENAI_BASE_URL"]),
+    ],
+)
+async def test_a_missing_key_names_the_variable_and_the_offline_provider(
+    env: dict[str, str], tmp_path: Path, provider: str, names: list[str]
+) -> None:
+    doc = tmp_path / "ok.md"
+    doc.write_text("# ok\n\nfine.\n")
+    for command in (["analyze", str(doc)], ["worker"]):
+        done = await cardmill(*command, "--provider", provider, env=env)
+        assert done.returncode == 2
+        line = one_line_error(done.stderr)  # nothing announced before it
+        for name in [*names, "--provider extractive"]:
+            assert name in line, line
+        assert "api_key" not in line  # the command line has no such option
+    assert not await trio.Path(env["CARDMILL_DB"]).exists()
 
 
 async def test_partial_run_exits_1_and_names_the_bad_file(

@@ -81,7 +81,7 @@ class AnthropicProvider:
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
         if client is None and not key:
-            raise InputError("no Anthropic API key: set ANTHROPIC_API_KEY or pass api_key")
+            raise InputError("no Anthropic API key: pass api_key=... or set ANTHROPIC_API_KEY")
         if key:
             check_api_key(key, "api_key" if api_key is not None else "ANTHROPIC_API_KEY")
         if max_cards < 1:

@@ -83,8 +83,11 @@ class OpenAICompatibleProvider:
         if not url.startswith(("http://", "https://")):
             raise InputError(f"base_url must start with http:// or https://: {url!r}")
         self.base_url = url.rstrip("/")
-        if self._key is None and self.base_url == DEFAULT_BASE_URL:
-            raise InputError("no OpenAI API key: set OPENAI_API_KEY or pass api_key")
+        if not self._key and self.base_url == DEFAULT_BASE_URL:
+            raise InputError(
+                "no OpenAI API key: pass api_key=... or set OPENAI_API_KEY "
+                "(a local server needs none: pass its base_url=...)"
+            )
         self.model = model or os.environ.get("CARDMILL_MODEL") or DEFAULT_OPENAI_MODEL
         self.max_tokens = max_tokens
         self.max_cards = max_cards
