@@ -10,6 +10,7 @@ import shlex
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, Final, TextIO, TypeVar
 
 import click
@@ -33,6 +34,7 @@ from ..providers import (
 )
 from ..storage import PostgresStorage, SQLiteStorage, Storage, redact_dsn
 from ._collect import collect, read
+from ._dbpath import check_sqlite_path
 from ._export import dumps, jsonable
 from ._progress import Progress
 
@@ -97,8 +99,7 @@ async def open_storage(db: str, *, create: bool) -> AsyncIterator[Storage]:
         async with PostgresStorage.open(db, schema=schema) as postgres:
             yield postgres
         return
-    if not create and not await trio.Path(db).exists():
-        raise InputError(f"{db}: no such database (run `cardmill analyze` first)")
+    await trio.to_thread.run_sync(partial(check_sqlite_path, db, create=create))
     async with SQLiteStorage.open(db) as storage:
         yield storage
 
@@ -311,13 +312,6 @@ async def analyze_paths(
     if not found:
         raise InputError("no documents found in " + ", ".join(paths))
     provider, described = make_provider(provider_choice, model)
-    if not quiet:
-        extra = f" (skipped {skipped} files of other types)" if skipped else ""
-        click.echo(
-            f"cardmill: analysing {len(found)} documents{extra} with {described} "
-            f"into {shown_db(db)}",
-            err=True,
-        )
     problems: dict[int, str] = {}
 
     def documents() -> Any:
@@ -327,7 +321,15 @@ async def analyze_paths(
                 problems[position] = problem
             yield document
 
+    # Opened before anything is announced: a --db that cannot be used is the only line.
     async with open_storage(db, create=True) as storage:
+        if not quiet:
+            extra = f" (skipped {skipped} files of other types)" if skipped else ""
+            click.echo(
+                f"cardmill: analysing {len(found)} documents{extra} with {described} "
+                f"into {shown_db(db)}",
+                err=True,
+            )
         run = await storage.create_run(documents(), name=name or _default_name(paths))
         if problems:
             for upload in await storage.list_uploads(run.id):
@@ -408,12 +410,12 @@ async def run_worker(
     worker = None
     if worker_name:
         worker = f"{worker_name}:{os.getpid()}:{secrets.token_hex(3)}"
-    click.echo(
-        f"cardmill worker: {described}, concurrency {concurrency}, on {shown_db(db)}",
-        err=True,
-    )
     try:
         async with open_storage(db, create=False) as storage:
+            click.echo(
+                f"cardmill worker: {described}, concurrency {concurrency}, on {shown_db(db)}",
+                err=True,
+            )
             engine = make_engine(
                 storage,
                 provider,
