@@ -3,9 +3,14 @@ that agree with their numbers."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+from cardmill import Document, Run, SQLiteStorage
+from cardmill.cli._progress import Progress
+from cardmill.cli._runner import summary_table
+from cardmill.engine import RunSummary
 from cardmill.testing import FakeAnthropicServer
 
 from .test_cli import cardmill
@@ -48,3 +53,57 @@ async def test_requests_are_those_the_server_received(env: dict[str, str], tmp_p
     for name, (_, reason) in BAD.items():
         assert reason in errors[name], (name, errors[name])
     assert "unsupported media type" in errors["pic.png"]
+
+
+async def test_one_of_anything_is_singular(env: dict[str, str], tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "one.md").write_text("# One\n\nA single card here.\n")
+    (folder / "pic.png").write_bytes(PNG)
+    done = await cardmill("analyze", str(folder), env=env)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stderr.decode().startswith(
+        "cardmill: analysing 1 document (skipped 1 file of another type) with "
+    )
+    (run,) = json.loads((await cardmill("runs", "--json", env=env)).stdout)
+    written = await cardmill("export", run["id"], "-o", str(tmp_path / "cards.jsonl"), env=env)
+    assert written.stderr.decode() == f"cardmill: wrote 1 card to {tmp_path / 'cards.jsonl'}\n"
+
+    async with SQLiteStorage.open(env["CARDMILL_DB"]) as storage:
+        pending = await storage.create_run([Document("one.md", b"# One\n\nOne card.\n")])
+    resumed = await cardmill("resume", pending.id, env=env)
+    assert f"resuming {pending.id}: 1 of 1 upload left, with " in resumed.stderr.decode()
+
+
+async def test_many_of_anything_is_plural(env: dict[str, str], tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"doc-{i}.md").write_text(f"# Doc {i}\n\nA card here.\n")
+        (folder / f"pic-{i}.png").write_bytes(PNG)
+    done = await cardmill("analyze", str(folder), env=env)
+    assert done.stderr.decode().startswith(
+        "cardmill: analysing 2 documents (skipped 2 files of other types) with "
+    )
+
+
+def summary(requests: int, retries: int) -> RunSummary:
+    return RunSummary(Run("run-x", "run-x"), requests, 0, 0, retries, 0, 0, 1.0, 1, None)
+
+
+def test_the_summary_counts_requests_and_retries_in_words_that_agree() -> None:
+    for requests, retries, expected in (
+        (1, 1, "requests   1 (0 × 429, 0 × 529, 1 retry)\n"),
+        (2, 0, "requests   2 (0 × 429, 0 × 529, 0 retries)\n"),
+        (3, 2, "requests   3 (0 × 429, 0 × 529, 2 retries)\n"),
+    ):
+        out = io.StringIO()
+        summary_table(summary(requests, retries), Run("run-x", "run-x"), "x.db", out)
+        assert expected in out.getvalue()
+
+
+async def test_progress_counts_in_words_that_agree() -> None:
+    one = Progress(Run("run-x", "run-x", total_items=1, total_cards=1), io.StringIO(), live=False)
+    assert one.line().startswith("0/1 upload · 1 card · 0 in flight · ")
+    two = Progress(Run("run-x", "run-x", total_items=2, total_cards=2), io.StringIO(), live=False)
+    assert two.line().startswith("0/2 uploads · 2 cards · 0 in flight · ")

@@ -22,6 +22,7 @@ from ._runner import (
     setup_logging,
     summary_table,
 )
+from ._words import counted
 
 __all__ = ["main"]
 
@@ -222,7 +223,7 @@ def export(run_id: str, db: str, fmt: str, output: str | None) -> None:
 
     count = execute(stream)
     if output is not None:
-        click.echo(f"cardmill: wrote {count} cards to {output}", err=True)
+        click.echo(f"cardmill: wrote {counted(count, 'card')} to {output}", err=True)
 
 
 @main.command()

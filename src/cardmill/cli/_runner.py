@@ -37,6 +37,7 @@ from ._collect import collect, read
 from ._dbpath import check_sqlite_path
 from ._export import dumps, jsonable
 from ._progress import Progress
+from ._words import counted
 
 T = TypeVar("T")
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -218,7 +219,7 @@ def summary_table(
             (
                 "requests",
                 f"{summary.requests} ({summary.rate_limited} × 429, {summary.overloaded} × 529, "
-                f"{summary.retries} retries)",
+                f"{counted(summary.retries, 'retry', 'retries')})",
             ),
             ("tokens", f"{summary.input_tokens:,} in, {summary.output_tokens:,} out"),
             ("elapsed", f"{summary.elapsed:.1f} s"),
@@ -324,9 +325,10 @@ async def analyze_paths(
     # Opened before anything is announced: a --db that cannot be used is the only line.
     async with open_storage(db, create=True) as storage:
         if not quiet:
-            extra = f" (skipped {skipped} files of other types)" if skipped else ""
+            other = counted(skipped, "file of another type", "files of other types")
+            extra = f" (skipped {other})" if skipped else ""
             click.echo(
-                f"cardmill: analysing {len(found)} documents{extra} with {described} "
+                f"cardmill: analysing {counted(len(found), 'document')}{extra} with {described} "
                 f"into {shown_db(db)}",
                 err=True,
             )
@@ -376,8 +378,8 @@ async def resume_run(
         provider, described = make_provider(provider_choice, model)
         if not quiet:
             click.echo(
-                f"cardmill: resuming {run.id}: {run.pending_items} of {run.total_items} "
-                f"uploads left, with {described}",
+                f"cardmill: resuming {run.id}: {run.pending_items} of "
+                f"{counted(run.total_items, 'upload')} left, with {described}",
                 err=True,
             )
         summary = await _execute_run(
@@ -433,7 +435,7 @@ async def run_worker(
                     click.echo(
                         f"cardmill worker: run {run.id} {summary.run.status.name}: "
                         f"{summary.completed} completed and {summary.failed} failed here, "
-                        f"{summary.requests} requests, {summary.rate_limited} x 429",
+                        f"{counted(summary.requests, 'request')}, {summary.rate_limited} x 429",
                         err=True,
                     )
                 if not follow:
