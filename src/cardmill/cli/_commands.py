@@ -34,7 +34,9 @@ _db_option = click.option(
     default="cardmill.db",
     show_default=True,
     envvar="CARDMILL_DB",
-    help="The database: a SQLite file, or postgresql://... to share runs between workers.",
+    show_envvar=True,
+    help="The database: a SQLite file, or postgresql://... to share runs between workers "
+    "(in the schema CARDMILL_PG_SCHEMA names, default cardmill).",
 )
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 _verbose_option = click.option("-v", "--verbose", count=True, help="Log more (-vv: debug).")
@@ -58,7 +60,14 @@ def _provider_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                 show_default=True,
                 help="auto: Anthropic when ANTHROPIC_API_KEY is set, else offline extractive.",
             ),
-            click.option("--model", default=None, help="Model name (or CARDMILL_MODEL)."),
+            click.option(
+                "--model",
+                default=None,
+                envvar="CARDMILL_MODEL",
+                show_envvar=True,
+                help="The model to ask (default: the provider's own, e.g. the newest fast "
+                "Claude the installed SDK lists).",
+            ),
             click.option(
                 "--concurrency",
                 type=click.IntRange(min=1),
