@@ -12,6 +12,7 @@ import trio
 from .. import __version__
 from ..model import Run, UploadStatus
 from ._export import FORMATS, dumps, write_cards
+from ._pipe import exits_quietly_on_closed_pipe
 from ._runner import (
     analyze_paths,
     execute,
@@ -94,7 +95,25 @@ def _provider_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group, ending quietly (exit 141) when its output's reader goes away."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with exits_quietly_on_closed_pipe():  # --help and --version write here
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with exits_quietly_on_closed_pipe():
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cardmill")
 def main() -> None:
     """Turn documents into structured cards with an LLM, as fast as rate limits allow."""

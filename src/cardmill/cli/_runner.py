@@ -36,6 +36,7 @@ from ..storage import PostgresStorage, SQLiteStorage, Storage, redact_dsn
 from ._collect import collect, read
 from ._dbpath import check_sqlite_path
 from ._export import dumps, jsonable
+from ._pipe import exit_closed_pipe, is_closed_pipe
 from ._progress import Progress
 from ._words import counted
 
@@ -63,6 +64,8 @@ def execute(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         exc = root_error(raw)
         if isinstance(exc, KeyboardInterrupt):
             sys.exit(EXIT_INTERRUPTED)
+        if is_closed_pipe(exc):
+            exit_closed_pipe()
         if isinstance(exc, SystemExit | click.ClickException):
             raise exc from None
         if isinstance(exc, InputError | RunNotFound | DatabaseError):
