@@ -43,8 +43,8 @@ class AnthropicProvider:
     The SDK's own retries are off (``max_retries=0``): the engine sees every 429 and
     paces for it. Rate-limit and Retry-After headers are read from the raw response.
     PDFs go as native ``document`` blocks, text and markdown as text, HTML as its
-    visible text. The system prompt is cached. Each :meth:`analyze` is one request: an
-    answer that is not valid cards raises :class:`~cardmill.InvalidOutput`, and the
+    visible text. The system prompt is cached. Each `analyze` is one request: an
+    answer that is not valid cards raises `InvalidOutput`, and the
     engine asks again through its rate limiter.
 
     Args:
