@@ -11,7 +11,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, Final, TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 import trio
@@ -26,18 +26,14 @@ from ..engine import (
 )
 from ..errors import CardmillError, DatabaseError, InputError, RunNotFound
 from ..model import Run, RunStatus
-from ..providers import (
-    AnthropicProvider,
-    ExtractiveProvider,
-    OpenAICompatibleProvider,
-    Provider,
-)
+from ..providers import ExtractiveProvider, Provider
 from ..storage import PostgresStorage, SQLiteStorage, Storage, redact_dsn
 from ._collect import collect, read
 from ._dbpath import check_sqlite_path
 from ._export import dumps, jsonable
 from ._pipe import exit_closed_pipe, is_closed_pipe
 from ._progress import Progress
+from ._providers import make_provider, model_of
 from ._words import counted
 
 T = TypeVar("T")
@@ -144,40 +140,6 @@ def make_engine(
     )
 
 
-_OFFLINE: Final = "or use --provider extractive to work offline"
-
-
-def make_provider(choice: str, model: str | None) -> tuple[Provider, str]:
-    """The provider ``--provider`` names, and a phrase saying which it is.
-
-    The providers' own messages for a missing key name their ``api_key=`` argument,
-    which the command line does not have: here they name what a user of the command
-    can do instead.
-    """
-    if choice == "auto":
-        choice = "anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "extractive"
-        if choice == "extractive":
-            return ExtractiveProvider(), (
-                "the offline extractive provider (set ANTHROPIC_API_KEY to use Claude)"
-            )
-    if choice == "anthropic" and not os.environ.get("ANTHROPIC_API_KEY"):
-        raise InputError(f"no Anthropic API key: set ANTHROPIC_API_KEY, {_OFFLINE}")
-    if choice == "openai" and not (
-        os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL")
-    ):
-        raise InputError(
-            "no OpenAI API key: set OPENAI_API_KEY (or OPENAI_BASE_URL for a local "
-            f"server that needs none), {_OFFLINE}"
-        )
-    if choice == "anthropic":
-        anthropic = AnthropicProvider(model=model)
-        return anthropic, f"Anthropic ({anthropic.model})"
-    if choice == "openai":
-        openai = OpenAICompatibleProvider(model=model)
-        return openai, f"OpenAI-compatible {openai.base_url} ({openai.model})"
-    return ExtractiveProvider(), "the offline extractive provider"
-
-
 def limits_from(rpm: float | None, itpm: float | None) -> Limits | None:
     if rpm is None and itpm is None:
         return None
@@ -189,12 +151,6 @@ def _exit_code(run: Run) -> int:
 
 
 # -- output ------------------------------------------------------------------------------
-
-
-def model_of(provider: Provider) -> str | None:
-    """The model a provider asks, if it has one (the extractive provider has none)."""
-    model = getattr(provider, "model", None)
-    return model if isinstance(model, str) else None
 
 
 def summary_table(
