@@ -211,7 +211,7 @@ class Document:
         Raises:
             DocumentError: the path does not exist, is not a regular file (a directory,
                 a device, a FIFO), cannot be read, or is over ``max_bytes``; see
-                :func:`read_file`.
+                `read_file`.
         """
         data = read_file(path, max_bytes=max_bytes)
         shown = name if name is not None else os.fspath(path)

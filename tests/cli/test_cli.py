@@ -11,9 +11,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from cardmill import SQLiteStorage
+from cardmill.providers import DEFAULT_ANTHROPIC_MODEL
 from cardmill.testing import FakeAnthropicServer, check_invariants
 
 from .conftest import EXAMPLES, cardmill_command
@@ -87,6 +89,37 @@ async def test_json_summary_of_analyze(env: dict[str, str], tmp_path: Path) -> N
     assert data["summary"]["requests"] == 1
 
 
+async def test_the_summary_names_the_provider_and_its_model(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    doc = tmp_path / "one.md"
+    doc.write_text("# One\n\nA single card here.\n")
+    key = "fake-key-model"
+    async with FakeAnthropicServer(api_key=key) as server:
+        run_env = {**env, "ANTHROPIC_API_KEY": key, "ANTHROPIC_BASE_URL": server.url}
+        default = await cardmill("analyze", str(doc), "-q", env=run_env)
+        chosen = await cardmill(
+            "analyze", str(doc), "-q", "--json", "--model", "claude-sonnet-4-5", env=run_env
+        )
+        from_env = await cardmill(
+            "analyze",
+            str(doc),
+            "-q",
+            "--json",
+            env={**run_env, "CARDMILL_MODEL": "claude-opus-4-5"},
+        )
+        sent = [r.body["model"] for r in server.requests]
+    assert sent == [DEFAULT_ANTHROPIC_MODEL, "claude-sonnet-4-5", "claude-opus-4-5"]
+    assert f"\nmodel      {DEFAULT_ANTHROPIC_MODEL} (anthropic)\n" in default.stdout.decode()
+    for done, model in ((chosen, "claude-sonnet-4-5"), (from_env, "claude-opus-4-5")):
+        data = json.loads(done.stdout)
+        assert (data["provider"], data["model"]) == ("anthropic", model)
+    offline = await cardmill("analyze", str(doc), "-q", env=env)
+    assert "\nmodel      none (extractive, offline)\n" in offline.stdout.decode()
+    offline_json = json.loads((await cardmill("analyze", str(doc), "-q", "--json", env=env)).stdout)
+    assert (offline_json["provider"], offline_json["model"]) == ("extractive", None)
+
+
 async def test_bad_input_exits_2_with_one_line(env: dict[str, str], tmp_path: Path) -> None:
     missing = await cardmill("analyze", str(tmp_path / "nope"), env=env)
     assert missing.returncode == 2
@@ -115,6 +148,28 @@ async def test_bad_input_exits_2_with_one_line(env: dict[str, str], tmp_path: Pa
     key = await cardmill("analyze", str(tmp_path / "ok.md"), "--provider", "anthropic", env=env)
     assert key.returncode == 2
     assert "ANTHROPIC_API_KEY" in one_line_error(key.stderr)
+
+
+@pytest.mark.parametrize(
+    ("provider", "names"),
+    [
+        ("anthropic", ["no Anthropic API key", "ANTHROPIC_API_KEY"]),
+        ("openai", ["no OpenAI API key", "OPENAI_API_KEY", "OPENAI_BASE_URL"]),
+    ],
+)
+async def test_a_missing_key_names_the_variable_and_the_offline_provider(
+    env: dict[str, str], tmp_path: Path, provider: str, names: list[str]
+) -> None:
+    doc = tmp_path / "ok.md"
+    doc.write_text("# ok\n\nfine.\n")
+    for command in (["analyze", str(doc)], ["worker"]):
+        done = await cardmill(*command, "--provider", provider, env=env)
+        assert done.returncode == 2
+        line = one_line_error(done.stderr)  # nothing announced before it
+        for name in [*names, "--provider extractive"]:
+            assert name in line, line
+        assert "api_key" not in line  # the command line has no such option
+    assert not await trio.Path(env["CARDMILL_DB"]).exists()
 
 
 async def test_partial_run_exits_1_and_names_the_bad_file(

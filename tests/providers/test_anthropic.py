@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import threading
+import typing
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ import trio
 
 from cardmill import (
     Document,
+    DocumentError,
     InputError,
     InvalidOutput,
     LimitKind,
@@ -101,7 +104,7 @@ async def test_hostile_html_is_read_off_the_event_loop(monkeypatch: pytest.Monke
     async with FakeAnthropicServer() as server:
         async with provider(server) as p, trio.open_nursery() as nursery:
             nursery.start_soon(tick)
-            with pytest.raises(PermanentError, match=r"^hostile.html: no text$"):
+            with pytest.raises(DocumentError, match=r"^hostile.html: no text$"):
                 await p.analyze(hostile)
         assert server.requests == []
 
@@ -118,16 +121,42 @@ async def test_model_from_environment_and_base_url_from_environment(
         assert server.requests[0].body["model"] == "claude-test-model"
 
 
+def sdk_models() -> list[str]:
+    """The model names the installed SDK lists, newest first (its `Model` type)."""
+    from anthropic.types import Model
+
+    names = []
+    for part in typing.get_args(Model):
+        names += [a for a in typing.get_args(part) if isinstance(a, str)]
+    return names
+
+
+def fast_version(name: str) -> tuple[int, ...] | None:
+    """(major, minor) of a Haiku alias such as ``claude-haiku-4-5``; None for others."""
+    match = re.fullmatch(r"claude-haiku-(\d+)(?:-(\d))?", name)
+    return None if match is None else tuple(int(g or 0) for g in match.groups())
+
+
+def test_the_default_model_is_the_newest_fast_model_the_sdk_lists() -> None:
+    listed = sdk_models()
+    assert DEFAULT_ANTHROPIC_MODEL in listed
+    default = fast_version(DEFAULT_ANTHROPIC_MODEL)
+    assert default is not None, "the default is a Haiku, the fast family"
+    newest = max(v for v in map(fast_version, listed) if v is not None)
+    assert default == newest, f"the SDK lists a newer Haiku: {newest}"
+
+
 def test_missing_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    with pytest.raises(InputError, match="ANTHROPIC_API_KEY"):
+    with pytest.raises(InputError) as caught:
         AnthropicProvider()
+    assert str(caught.value) == ("no Anthropic API key: pass api_key=... or set ANTHROPIC_API_KEY")
 
 
 @pytest.mark.parametrize(
     ("document", "reason"),
     [
-        (Document("bad.txt", b"caf\xe9 au lait", "text/plain"), "not valid UTF-8"),
+        (Document("bad.txt", bytes(range(1, 256)) * 4, "text/plain"), "binary content"),
         (Document("empty.md", b"   \n", "text/markdown"), "empty document"),
         (Document("blob.bin", b"\x00\x01\x02", "application/octet-stream"), "unsupported"),
         (Document("fake.pdf", b"not a pdf at all", "application/pdf"), "not a PDF"),
@@ -136,7 +165,7 @@ def test_missing_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 async def test_bad_documents_fail_before_any_request(document: Document, reason: str) -> None:
     async with FakeAnthropicServer() as server:
-        with pytest.raises(PermanentError, match=reason):
+        with pytest.raises(DocumentError, match=reason):
             async with provider(server) as p:
                 await p.analyze(document)
         assert server.requests == []

@@ -220,8 +220,15 @@ def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it(
 def test_configuration_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    with pytest.raises(InputError, match="OPENAI_API_KEY"):
+    with pytest.raises(InputError) as caught:
         OpenAICompatibleProvider()
+    assert str(caught.value) == (
+        "no OpenAI API key: pass api_key=... or set OPENAI_API_KEY "
+        "(a local server needs none: pass its base_url=...)"
+    )
+    monkeypatch.setenv("OPENAI_API_KEY", "")
+    with pytest.raises(InputError, match="no OpenAI API key"):
+        OpenAICompatibleProvider()  # an empty key is no key
     with pytest.raises(InputError, match="must start with http"):
         OpenAICompatibleProvider(base_url="localhost:8000")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1")

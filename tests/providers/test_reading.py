@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from cardmill import Analysis, Document, PermanentError
+from cardmill import Analysis, Document, DocumentError
 from cardmill.providers import ExtractiveProvider, OpenAICompatibleProvider
 from cardmill.providers._reading import read_off_loop
 from cardmill.providers._text import sections as real_sections
@@ -37,7 +37,7 @@ async def gather(
     async def one(document: Document) -> None:
         try:
             outcomes[document.name] = await analyze(document)
-        except PermanentError as exc:
+        except DocumentError as exc:
             outcomes[document.name] = exc
 
     async with trio.open_nursery() as nursery:
@@ -75,7 +75,7 @@ async def test_hostile_html_fails_alone_and_good_documents_after_it_complete(
         assert isinstance(outcomes[document.name], Analysis), outcomes[document.name]
     for document in hostile:
         error = outcomes[document.name]
-        assert isinstance(error, PermanentError)
+        assert isinstance(error, DocumentError)
         assert str(error) == f"{document.name}: {reason}"
 
 
@@ -178,7 +178,7 @@ async def test_html_nested_past_the_parser_limit_fails_with_a_reason() -> None:
     fine = b"<div>" * 200 + b"<h1>Deep</h1><p>Still read. Fine.</p>"
     assert (await provider.analyze(Document("fine.html", fine))).cards[0].title == "Deep"
     deep = b"<div>" * 300 + b"<p>Too deep to read.</p>"
-    with pytest.raises(PermanentError) as caught:
+    with pytest.raises(DocumentError) as caught:
         await provider.analyze(Document("deep.html", deep))
     assert str(caught.value) == "deep.html: HTML nested more than 256 elements deep"
 

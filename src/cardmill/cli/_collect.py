@@ -108,7 +108,7 @@ def read(found: Found) -> tuple[Document, str | None]:
     """Read one file. A file that cannot be read gives an empty document and the reason;
     the run records it as a failed upload instead of stopping. Devices and FIFOs
     (``/dev/zero``, a pipe named on the command line) are refused unopened, and no more
-    than :data:`MAX_FILE_BYTES` + 1 bytes are ever read (see :func:`cardmill.model.read_file`)."""
+    than `MAX_FILE_BYTES` + 1 bytes are ever read (see `cardmill.model.read_file`)."""
     try:
         data = read_file(found.path, max_bytes=MAX_FILE_BYTES, name=found.name)
     except DocumentError as exc:

@@ -12,6 +12,7 @@ import trio
 from .. import __version__
 from ..model import Run, UploadStatus
 from ._export import FORMATS, dumps, write_cards
+from ._pipe import exits_quietly_on_closed_pipe
 from ._runner import (
     analyze_paths,
     execute,
@@ -22,6 +23,7 @@ from ._runner import (
     setup_logging,
     summary_table,
 )
+from ._words import counted
 
 __all__ = ["main"]
 
@@ -33,7 +35,9 @@ _db_option = click.option(
     default="cardmill.db",
     show_default=True,
     envvar="CARDMILL_DB",
-    help="The database: a SQLite file, or postgresql://... to share runs between workers.",
+    show_envvar=True,
+    help="The database: a SQLite file, or postgresql://... to share runs between workers "
+    "(in the schema CARDMILL_PG_SCHEMA names, default cardmill).",
 )
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 _verbose_option = click.option("-v", "--verbose", count=True, help="Log more (-vv: debug).")
@@ -57,7 +61,14 @@ def _provider_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                 show_default=True,
                 help="auto: Anthropic when ANTHROPIC_API_KEY is set, else offline extractive.",
             ),
-            click.option("--model", default=None, help="Model name (or CARDMILL_MODEL)."),
+            click.option(
+                "--model",
+                default=None,
+                envvar="CARDMILL_MODEL",
+                show_envvar=True,
+                help="The model to ask (default: the provider's own, e.g. the newest fast "
+                "Claude the installed SDK lists).",
+            ),
             click.option(
                 "--concurrency",
                 type=click.IntRange(min=1),
@@ -84,7 +95,25 @@ def _provider_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group, ending quietly (exit 141) when its output's reader goes away."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with exits_quietly_on_closed_pipe():  # --help and --version write here
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with exits_quietly_on_closed_pipe():
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cardmill")
 def main() -> None:
     """Turn documents into structured cards with an LLM, as fast as rate limits allow."""
@@ -222,7 +251,7 @@ def export(run_id: str, db: str, fmt: str, output: str | None) -> None:
 
     count = execute(stream)
     if output is not None:
-        click.echo(f"cardmill: wrote {count} cards to {output}", err=True)
+        click.echo(f"cardmill: wrote {counted(count, 'card')} to {output}", err=True)
 
 
 @main.command()

@@ -17,6 +17,7 @@ from ..engine import (
     UploadRetrying,
 )
 from ..model import Run
+from ._words import counted
 
 __all__ = ["Progress"]
 
@@ -88,7 +89,8 @@ class Progress:
         eta = remaining * elapsed / finished_here if finished_here else math.inf
         rate_text = "unpaced" if rate is None else f"{rate * 60:.0f}/min"
         return (
-            f"{self.done}/{self.total} uploads · {self.cards} cards · {in_flight} in flight · "
+            f"{self.done}/{counted(self.total, 'upload')} · {counted(self.cards, 'card')} · "
+            f"{in_flight} in flight · "
             f"rate {rate_text} · {self.rate_limited}×429 · ETA {_duration(eta)}"
         )
 

@@ -10,6 +10,7 @@ import shlex
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, TextIO, TypeVar
 
 import click
@@ -25,16 +26,15 @@ from ..engine import (
 )
 from ..errors import CardmillError, DatabaseError, InputError, RunNotFound
 from ..model import Run, RunStatus
-from ..providers import (
-    AnthropicProvider,
-    ExtractiveProvider,
-    OpenAICompatibleProvider,
-    Provider,
-)
+from ..providers import ExtractiveProvider, Provider
 from ..storage import PostgresStorage, SQLiteStorage, Storage, redact_dsn
 from ._collect import collect, read
+from ._dbpath import check_sqlite_path
 from ._export import dumps, jsonable
+from ._pipe import exit_closed_pipe, is_closed_pipe
 from ._progress import Progress
+from ._providers import make_provider, model_of
+from ._words import counted
 
 T = TypeVar("T")
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -60,6 +60,8 @@ def execute(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         exc = root_error(raw)
         if isinstance(exc, KeyboardInterrupt):
             sys.exit(EXIT_INTERRUPTED)
+        if is_closed_pipe(exc):
+            exit_closed_pipe()
         if isinstance(exc, SystemExit | click.ClickException):
             raise exc from None
         if isinstance(exc, InputError | RunNotFound | DatabaseError):
@@ -97,8 +99,7 @@ async def open_storage(db: str, *, create: bool) -> AsyncIterator[Storage]:
         async with PostgresStorage.open(db, schema=schema) as postgres:
             yield postgres
         return
-    if not create and not await trio.Path(db).exists():
-        raise InputError(f"{db}: no such database (run `cardmill analyze` first)")
+    await trio.to_thread.run_sync(partial(check_sqlite_path, db, create=create))
     async with SQLiteStorage.open(db) as storage:
         yield storage
 
@@ -139,23 +140,6 @@ def make_engine(
     )
 
 
-def make_provider(choice: str, model: str | None) -> tuple[Provider, str]:
-    """The provider ``--provider`` names, and a phrase saying which it is."""
-    if choice == "auto":
-        choice = "anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "extractive"
-        if choice == "extractive":
-            return ExtractiveProvider(), (
-                "the offline extractive provider (set ANTHROPIC_API_KEY to use Claude)"
-            )
-    if choice == "anthropic":
-        anthropic = AnthropicProvider(model=model)
-        return anthropic, f"Anthropic ({anthropic.model})"
-    if choice == "openai":
-        openai = OpenAICompatibleProvider(model=model)
-        return openai, f"OpenAI-compatible {openai.base_url} ({openai.model})"
-    return ExtractiveProvider(), "the offline extractive provider"
-
-
 def limits_from(rpm: float | None, itpm: float | None) -> Limits | None:
     if rpm is None and itpm is None:
         return None
@@ -169,7 +153,13 @@ def _exit_code(run: Run) -> int:
 # -- output ------------------------------------------------------------------------------
 
 
-def summary_table(summary: RunSummary | None, run: Run, db: str, out: TextIO) -> None:
+def summary_table(
+    summary: RunSummary | None,
+    run: Run,
+    db: str,
+    out: TextIO,
+    provider: Provider | None = None,
+) -> None:
     rows = [
         ("run", f"{run.id} ({run.name})" if run.name != run.id else run.id),
         ("status", run.status.name),
@@ -179,12 +169,16 @@ def summary_table(summary: RunSummary | None, run: Run, db: str, out: TextIO) ->
         ),
         ("cards", str(run.total_cards)),
     ]
+    if provider is not None:
+        model = model_of(provider)
+        shown = f"{model} ({provider.name})" if model else f"none ({provider.name}, offline)"
+        rows.append(("model", shown))
     if summary is not None:
         rows += [
             (
                 "requests",
                 f"{summary.requests} ({summary.rate_limited} × 429, {summary.overloaded} × 529, "
-                f"{summary.retries} retries)",
+                f"{counted(summary.retries, 'retry', 'retries')})",
             ),
             ("tokens", f"{summary.input_tokens:,} in, {summary.output_tokens:,} out"),
             ("elapsed", f"{summary.elapsed:.1f} s"),
@@ -194,14 +188,23 @@ def summary_table(summary: RunSummary | None, run: Run, db: str, out: TextIO) ->
         out.write(f"{key:<10} {value}\n")
 
 
-def report(summary: RunSummary | None, run: Run, db: str, as_json: bool) -> None:
+def report(
+    summary: RunSummary | None,
+    run: Run,
+    db: str,
+    as_json: bool,
+    provider: Provider | None = None,
+) -> None:
     if as_json:
         data: dict[str, Any] = {"run": jsonable(run), "database": shown_db(db, absolute=True)}
+        if provider is not None:
+            data["provider"] = provider.name
+            data["model"] = model_of(provider)
         if summary is not None:
             data["summary"] = {k: v for k, v in jsonable(summary).items() if k != "run"}
         click.echo(dumps(data))
         return
-    summary_table(summary, run, db, sys.stdout)
+    summary_table(summary, run, db, sys.stdout, provider)
     if run.total_cards:
         click.echo(f"\nexport: cardmill export {run.id} --format md{_db_flag(db)}")
     if run.status == RunStatus.CANCELLED:
@@ -269,13 +272,6 @@ async def analyze_paths(
     if not found:
         raise InputError("no documents found in " + ", ".join(paths))
     provider, described = make_provider(provider_choice, model)
-    if not quiet:
-        extra = f" (skipped {skipped} files of other types)" if skipped else ""
-        click.echo(
-            f"cardmill: analysing {len(found)} documents{extra} with {described} "
-            f"into {shown_db(db)}",
-            err=True,
-        )
     problems: dict[int, str] = {}
 
     def documents() -> Any:
@@ -285,7 +281,16 @@ async def analyze_paths(
                 problems[position] = problem
             yield document
 
+    # Opened before anything is announced: a --db that cannot be used is the only line.
     async with open_storage(db, create=True) as storage:
+        if not quiet:
+            other = counted(skipped, "file of another type", "files of other types")
+            extra = f" (skipped {other})" if skipped else ""
+            click.echo(
+                f"cardmill: analysing {counted(len(found), 'document')}{extra} with {described} "
+                f"into {shown_db(db)}",
+                err=True,
+            )
         run = await storage.create_run(documents(), name=name or _default_name(paths))
         if problems:
             for upload in await storage.list_uploads(run.id):
@@ -302,7 +307,7 @@ async def analyze_paths(
             quiet=quiet,
             lease=lease,
         )
-    report(summary, summary.run, db, as_json)
+    report(summary, summary.run, db, as_json, provider)
     return _exit_code(summary.run)
 
 
@@ -332,8 +337,8 @@ async def resume_run(
         provider, described = make_provider(provider_choice, model)
         if not quiet:
             click.echo(
-                f"cardmill: resuming {run.id}: {run.pending_items} of {run.total_items} "
-                f"uploads left, with {described}",
+                f"cardmill: resuming {run.id}: {run.pending_items} of "
+                f"{counted(run.total_items, 'upload')} left, with {described}",
                 err=True,
             )
         summary = await _execute_run(
@@ -346,7 +351,7 @@ async def resume_run(
             quiet=quiet,
             lease=lease,
         )
-    report(summary, summary.run, db, as_json)
+    report(summary, summary.run, db, as_json, provider)
     return _exit_code(summary.run)
 
 
@@ -366,12 +371,12 @@ async def run_worker(
     worker = None
     if worker_name:
         worker = f"{worker_name}:{os.getpid()}:{secrets.token_hex(3)}"
-    click.echo(
-        f"cardmill worker: {described}, concurrency {concurrency}, on {shown_db(db)}",
-        err=True,
-    )
     try:
         async with open_storage(db, create=False) as storage:
+            click.echo(
+                f"cardmill worker: {described}, concurrency {concurrency}, on {shown_db(db)}",
+                err=True,
+            )
             engine = make_engine(
                 storage,
                 provider,
@@ -389,7 +394,7 @@ async def run_worker(
                     click.echo(
                         f"cardmill worker: run {run.id} {summary.run.status.name}: "
                         f"{summary.completed} completed and {summary.failed} failed here, "
-                        f"{summary.requests} requests, {summary.rate_limited} x 429",
+                        f"{counted(summary.requests, 'request')}, {summary.rate_limited} x 429",
                         err=True,
                     )
                 if not follow:

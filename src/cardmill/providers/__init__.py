@@ -1,10 +1,10 @@
 """Providers turn one document into card drafts.
 
-* :class:`AnthropicProvider` — Claude through the official SDK.
-* :class:`OpenAICompatibleProvider` — any chat-completions server, over httpx.
-* :class:`ExtractiveProvider` — offline, deterministic, no API key.
+* `AnthropicProvider` — Claude through the official SDK.
+* `OpenAICompatibleProvider` — any chat-completions server, over httpx.
+* `ExtractiveProvider` — offline, deterministic, no API key.
 
-Write your own by implementing :class:`Provider`.
+Write your own by implementing `Provider`.
 """
 
 from __future__ import annotations

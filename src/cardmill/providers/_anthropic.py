@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, final
 import trio
 
 from ..errors import (
+    DocumentError,
     InputError,
     InvalidOutput,
     Overloaded,
@@ -29,7 +30,10 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_ANTHROPIC_MODEL", "AnthropicProvider"]
 
-DEFAULT_ANTHROPIC_MODEL: Final = "claude-haiku-4-5"
+DEFAULT_ANTHROPIC_MODEL: Final = "claude-haiku-5-5"
+"""The newest Haiku, Anthropic's fast family, that the installed SDK lists in
+`anthropic.types.Model` (a test checks it still is). `model=` or `CARDMILL_MODEL` (the
+CLI's `--model`) chooses another."""
 
 
 @final
@@ -39,8 +43,8 @@ class AnthropicProvider:
     The SDK's own retries are off (``max_retries=0``): the engine sees every 429 and
     paces for it. Rate-limit and Retry-After headers are read from the raw response.
     PDFs go as native ``document`` blocks, text and markdown as text, HTML as its
-    visible text. The system prompt is cached. Each :meth:`analyze` is one request: an
-    answer that is not valid cards raises :class:`~cardmill.InvalidOutput`, and the
+    visible text. The system prompt is cached. Each `analyze` is one request: an
+    answer that is not valid cards raises `InvalidOutput`, and the
     engine asks again through its rate limiter.
 
     Args:
@@ -48,7 +52,8 @@ class AnthropicProvider:
             shown: not in errors, not in ``repr``. Printable ASCII with no spaces: a key
             with surrounding whitespace or a control character is refused.
         base_url: defaults to ``ANTHROPIC_BASE_URL`` (read by the SDK), then the API.
-        model: defaults to ``CARDMILL_MODEL``, then a current fast model.
+        model: defaults to ``CARDMILL_MODEL``, then `DEFAULT_ANTHROPIC_MODEL`, the
+            newest fast model.
         max_tokens: output budget per request.
         max_cards: the most cards kept per document (documents are untrusted).
         timeout: the SDK's HTTP timeout, seconds.
@@ -76,7 +81,7 @@ class AnthropicProvider:
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
         if client is None and not key:
-            raise InputError("no Anthropic API key: set ANTHROPIC_API_KEY or pass api_key")
+            raise InputError("no Anthropic API key: pass api_key=... or set ANTHROPIC_API_KEY")
         if key:
             check_api_key(key, "api_key" if api_key is not None else "ANTHROPIC_API_KEY")
         if max_cards < 1:
@@ -114,6 +119,7 @@ class AnthropicProvider:
     async def aclose(self) -> None:
         """Close the SDK's HTTP client."""
         await self._client.close()
+        await trio.lowlevel.checkpoint()  # closing an idle client may not checkpoint
 
     async def __aenter__(self) -> Self:
         await trio.lowlevel.checkpoint()
@@ -136,7 +142,7 @@ class AnthropicProvider:
         """The user message's content blocks for a document.
 
         Raises:
-            PermanentError: the document is unsupported, undecodable or too large.
+            DocumentError: the document is unsupported, undecodable or too large.
         """
         instruction = {
             "type": "text",
@@ -144,11 +150,11 @@ class AnthropicProvider:
         }
         if document.media_type == "application/pdf":
             if not document.data.strip():
-                raise PermanentError(f"{document.name}: empty document")
+                raise DocumentError(f"{document.name}: empty document")
             if not document.data.lstrip()[:5] == b"%PDF-":
-                raise PermanentError(f"{document.name}: not a PDF (no %PDF header)")
+                raise DocumentError(f"{document.name}: not a PDF (no %PDF header)")
             if document.size > MAX_PDF_BYTES:
-                raise PermanentError(
+                raise DocumentError(
                     f"{document.name}: PDF of {document.size / 1e6:.1f} MB is over the "
                     f"{MAX_PDF_BYTES // (1024 * 1024)} MB request limit"
                 )
@@ -166,9 +172,9 @@ class AnthropicProvider:
         elif document.media_type in ("text/plain", "text/markdown"):
             text = decode_text(document)
         else:
-            raise PermanentError(f"{document.name}: unsupported media type {document.media_type}")
+            raise DocumentError(f"{document.name}: unsupported media type {document.media_type}")
         if not text.strip():
-            raise PermanentError(f"{document.name}: no text")
+            raise DocumentError(f"{document.name}: no text")
         check_size(document, text)
         wrapped = f"<document name={document.name!r}>\n{text}\n</document>"
         return [{"type": "text", "text": wrapped}, instruction]
@@ -179,6 +185,8 @@ class AnthropicProvider:
         """One request for one document's cards.
 
         Raises:
+            DocumentError: the document cannot be sent (unsupported, undecodable, too
+                large, or still being read at the deadline); no request was made.
             InvalidOutput: the answer is not valid cards (with its usage and headers).
         """
         content = await self._read(document)

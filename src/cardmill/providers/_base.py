@@ -26,7 +26,7 @@ class Analysis:
 class Provider(Protocol):
     """Turns one document into card drafts.
 
-    Implementations raise the errors of :mod:`cardmill.errors`: ``RateLimited`` for a
+    Implementations raise the errors of `cardmill.errors`: ``RateLimited`` for a
     429 (with ``retry_after`` and ``limit`` when known), ``Overloaded`` for a 529,
     ``TransientError`` for what may pass, ``PermanentError`` for what will not,
     ``InvalidOutput`` for an answer that is not valid cards, and ``DocumentError`` for a

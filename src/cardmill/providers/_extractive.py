@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from functools import partial
-from typing import Final, final
+from typing import Final, Self, final
 
 import trio
 
-from ..errors import PermanentError
+from ..errors import DocumentError
 from ..model import CardDraft, Document, Usage
 from ._base import Analysis
 from ._reading import read_off_loop
@@ -34,6 +34,9 @@ _WORD: Final = re.compile(r"[A-Za-z][A-Za-z'-]{2,}")
 @final
 class ExtractiveProvider:
     """Offline, deterministic cards: one per section, from the document's own words.
+
+    Like every provider, it is an async context manager (`async with
+    ExtractiveProvider() as provider:`), so it can take another provider's place.
 
     Each card takes the section heading as its title (or the first sentence, shortened,
     where there is none), the section's leading sentences as its body, its first
@@ -66,7 +69,24 @@ class ExtractiveProvider:
     def __repr__(self) -> str:
         return f"ExtractiveProvider(max_cards={self.max_cards})"
 
+    async def aclose(self) -> None:
+        """Nothing to release; here so that every provider closes the same way."""
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> Self:
+        await trio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     async def analyze(self, document: Document) -> Analysis:
+        """The cards for one document, read off the event loop under ``parse_timeout``.
+
+        Raises:
+            DocumentError: the document is unsupported, unreadable or has no text to
+                make cards from, or was still being read at the deadline.
+        """
         # pypdf can run away on a crafted PDF: PDFs are read in a process the deadline
         # kills. Text, Markdown and HTML readers take time linear in the document.
         cards = await read_off_loop(
@@ -89,7 +109,7 @@ def extract_cards(
     """The cards for one document (blocking; importable, so a worker process can run it)."""
     found = [s for s in sections(document) if s.paragraphs]
     if not found:
-        raise PermanentError(f"{document.name}: no text to make cards from")
+        raise DocumentError(f"{document.name}: no text to make cards from")
     found = _split_long_untitled(found)
     cards = []
     for section in found[:max_cards]:
@@ -97,7 +117,7 @@ def extract_cards(
         if card is not None:
             cards.append(card)
     if not cards:
-        raise PermanentError(f"{document.name}: no text to make cards from")
+        raise DocumentError(f"{document.name}: no text to make cards from")
     return tuple(cards)
 
 

@@ -59,7 +59,7 @@ def parse_duration(value: str | None, *, now: datetime | None = None) -> float |
     """Seconds from a reset header: ``"12"``, ``"1m30s"``, ``"250ms"`` or an RFC 3339 time.
 
     A time in the past is 0; a value that is not a finite, non-negative duration is None;
-    a longer one than :data:`MAX_RESET` is cut to it.
+    a longer one than `MAX_RESET` is cut to it.
     """
     if value is None:
         return None
@@ -84,7 +84,7 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait: ``retry-after-ms`` first (precise), then ``retry-after``.
 
     ``retry-after`` may be seconds (a minute and more is honoured, up to
-    :data:`~cardmill.errors.MAX_RETRY_AFTER`) or an HTTP date. A value that is not a
+    `MAX_RETRY_AFTER`) or an HTTP date. A value that is not a
     finite, non-negative number is read as absent.
     """
     ms = _bounded(_number(headers.get("retry-after-ms")), math.inf)

@@ -11,7 +11,7 @@ from typing import Final
 
 from lxml import etree
 
-from ..errors import PermanentError
+from ..errors import DocumentError
 
 __all__ = ["MAX_HTML_DEPTH", "html_blocks"]
 
@@ -32,7 +32,7 @@ def html_blocks(name: str, text: str) -> list[tuple[bool, str]]:
         text: the page, already decoded (a ``<meta charset>`` in it is ignored).
 
     Raises:
-        PermanentError: the page nests elements more than 256 deep, or libxml2 gave up
+        DocumentError: the page nests elements more than 256 deep, or libxml2 gave up
             on it.
     """
     # Bytes with a declared encoding: lxml refuses str input that declares its own.
@@ -42,14 +42,12 @@ def html_blocks(name: str, text: str) -> list[tuple[bool, str]]:
     try:
         root = etree.fromstring(text.encode("utf-8"), parser)
     except etree.LxmlError as exc:
-        raise PermanentError(f"{name}: unreadable HTML ({_first_line(exc)})") from None
+        raise DocumentError(f"{name}: unreadable HTML ({_first_line(exc)})") from None
     for error in parser.error_log:
         if error.level == etree.ErrorLevels.FATAL:
             if error.type == etree.ErrorTypes.ERR_RESOURCE_LIMIT:
-                raise PermanentError(
-                    f"{name}: HTML nested more than {MAX_HTML_DEPTH} elements deep"
-                )
-            raise PermanentError(f"{name}: unreadable HTML ({_first_line(error.message)})")
+                raise DocumentError(f"{name}: HTML nested more than {MAX_HTML_DEPTH} elements deep")
+            raise DocumentError(f"{name}: unreadable HTML ({_first_line(error.message)})")
     return [] if root is None else _walk(root)
 
 

@@ -83,8 +83,11 @@ class OpenAICompatibleProvider:
         if not url.startswith(("http://", "https://")):
             raise InputError(f"base_url must start with http:// or https://: {url!r}")
         self.base_url = url.rstrip("/")
-        if self._key is None and self.base_url == DEFAULT_BASE_URL:
-            raise InputError("no OpenAI API key: set OPENAI_API_KEY or pass api_key")
+        if not self._key and self.base_url == DEFAULT_BASE_URL:
+            raise InputError(
+                "no OpenAI API key: pass api_key=... or set OPENAI_API_KEY "
+                "(a local server needs none: pass its base_url=...)"
+            )
         self.model = model or os.environ.get("CARDMILL_MODEL") or DEFAULT_OPENAI_MODEL
         self.max_tokens = max_tokens
         self.max_cards = max_cards
@@ -98,6 +101,7 @@ class OpenAICompatibleProvider:
     async def aclose(self) -> None:
         """Close the HTTP client."""
         await self._client.aclose()
+        await trio.lowlevel.checkpoint()  # closing an idle client may not checkpoint
 
     async def __aenter__(self) -> Self:
         await trio.lowlevel.checkpoint()
@@ -156,6 +160,9 @@ class OpenAICompatibleProvider:
         """One request for one document's cards.
 
         Raises:
+            DocumentError: the document cannot be sent (unsupported, unreadable,
+                undecodable, too long for one request, or still being read at the
+                deadline); no request was made.
             InvalidOutput: the answer is not valid cards (with its usage and headers).
         """
         text = await self._read(document)

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import trio
 
-from ..errors import PermanentError
+from ..errors import DocumentError
 from ..model import Document
 
 __all__ = ["read_off_loop"]
@@ -47,7 +47,7 @@ async def read_off_loop(
             for readers whose time is bounded by the document's size.
 
     Raises:
-        PermanentError: the deadline passed, the worker process died, or ``fn`` raised
+        DocumentError: the deadline passed, the worker process died, or ``fn`` raised
             it.
     """
     async with limiter:
@@ -59,7 +59,7 @@ async def read_off_loop(
             return await trio.to_thread.run_sync(
                 fn, document, limiter=trio.CapacityLimiter(1), abandon_on_cancel=True
             )
-    raise PermanentError(f"{document.name}: still being read after {seconds:g} s; given up")
+    raise DocumentError(f"{document.name}: still being read after {seconds:g} s; given up")
 
 
 async def _in_process(fn: Callable[[Document], T], document: Document) -> T:
@@ -73,7 +73,7 @@ async def _in_process(fn: Callable[[Document], T], document: Document) -> T:
     except trio_parallel.BrokenWorkerError as exc:
         process = exc.args[-1] if exc.args else None
         code = getattr(process, "exitcode", None)
-        raise PermanentError(
+        raise DocumentError(
             f"{document.name}: the process reading it died (exit code {code})"
         ) from None
     return result

@@ -1,7 +1,8 @@
 """Turning document bytes into text and sections, shared by the providers.
 
-Every failure is a ``PermanentError`` whose message names what is wrong with the
-document: retrying will not make an encrypted PDF readable.
+Every failure is a ``DocumentError`` whose message names what is wrong with the
+document. Each is found before any request is made: the engine fails the upload at once
+(retrying will not make an encrypted PDF readable) and counts no request for it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from collections.abc import Iterable
 from typing import Final
 
 import attrs
+import charset_normalizer
 
-from ..errors import PermanentError
+from ..errors import DocumentError
 from ..model import Document
 from ._html import html_blocks
 
@@ -37,6 +39,8 @@ _BOMS: Final = (
     (b"\xff\xfe", "utf-16-le"),
     (b"\xfe\xff", "utf-16-be"),
 )
+_WESTERN: Final = "cp1252"
+_CLOSE_CHAOS: Final = 0.05
 
 
 @attrs.frozen
@@ -48,9 +52,9 @@ class Section:
 
 
 def check_size(document: Document, text: str) -> str:
-    """``text``, unless it is too long for one request (PermanentError naming the size)."""
+    """``text``, unless it is too long for one request (DocumentError naming the size)."""
     if len(text) > MAX_TEXT_CHARS:
-        raise PermanentError(
+        raise DocumentError(
             f"{document.name}: {len(text):,} characters is over the "
             f"{MAX_TEXT_CHARS:,} that fit in one request"
         )
@@ -58,27 +62,56 @@ def check_size(document: Document, text: str) -> str:
 
 
 def decode_text(document: Document) -> str:
-    """The document's bytes as text: UTF-8 (with or without BOM), else a clear error."""
+    """The document's bytes as text, in whatever encoding they were written.
+
+    A byte-order mark is taken at its word; then UTF-8 (with or without BOM); then the
+    encoding charset-normalizer finds (Latin-1, Windows-1252, Shift-JIS, GB18030 and
+    the rest). Content with NUL bytes, or that reads as no encoding, is binary.
+
+    Raises:
+        DocumentError: the content is binary, not valid in the encoding its BOM
+            announces, or empty.
+    """
     data = document.data
     for bom, codec in _BOMS:
         if data.startswith(bom):  # UTF-16/32 announce themselves: take them at their word
             try:
                 text = data[len(bom) :].decode(codec)
             except UnicodeDecodeError:
-                raise PermanentError(f"{document.name}: not valid {codec} text") from None
-            if not text.strip():
-                raise PermanentError(f"{document.name}: empty document")
-            return text
+                raise DocumentError(f"{document.name}: not valid {codec} text") from None
+            return _not_empty(document, text)
     if b"\x00" in data[:8192]:
-        raise PermanentError(f"{document.name}: binary content, not text")
+        raise DocumentError(f"{document.name}: binary content, not text")
     try:
         text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise PermanentError(
-            f"{document.name}: not valid UTF-8 text (bad byte at offset {exc.start})"
-        ) from None
+    except UnicodeDecodeError:
+        text = _detected(document)
+    return _not_empty(document, text)
+
+
+def _detected(document: Document) -> str:
+    matches = charset_normalizer.from_bytes(document.data)
+    best = matches.best()
+    if best is None:
+        raise DocumentError(f"{document.name}: binary content, not text")
+    # Single-byte encodings often read a text about as well as each other (a Latin-1
+    # "è" is a Windows-1250 "č"), and charset-normalizer then keeps the first in
+    # alphabetical order, or one a few hundredths less "chaotic" (French and Italian
+    # accents cost Windows-1252 0.03). Among those, take Windows-1252: the web's own
+    # default for unlabelled text, and a superset of Latin-1's printable characters.
+    for match in matches:
+        if (
+            _WESTERN in match.could_be_from_charset
+            and match.chaos <= best.chaos + _CLOSE_CHAOS
+            and match.coherence >= best.coherence
+        ):
+            return str(match)
+    return str(best)
+
+
+def _not_empty(document: Document, text: str) -> str:
     if not text.strip():
-        raise PermanentError(f"{document.name}: empty document")
+        raise DocumentError(f"{document.name}: empty document")
     return text
 
 
@@ -94,29 +127,29 @@ def pdf_text(document: Document) -> str:
     from pypdf.errors import PdfReadError
 
     if len(document.data) > MAX_PDF_BYTES:
-        raise PermanentError(
+        raise DocumentError(
             f"{document.name}: PDF of {len(document.data) / 1e6:.1f} MB is over the "
             f"{MAX_PDF_BYTES // (1024 * 1024)} MB limit"
         )
     if not document.data.strip():
-        raise PermanentError(f"{document.name}: empty document")
+        raise DocumentError(f"{document.name}: empty document")
     if not document.data.lstrip()[:5] == b"%PDF-":
-        raise PermanentError(f"{document.name}: not a PDF (no %PDF header)")
+        raise DocumentError(f"{document.name}: not a PDF (no %PDF header)")
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
         reader = PdfReader(io.BytesIO(document.data))
         if reader.is_encrypted:
-            raise PermanentError(f"{document.name}: encrypted PDF")
+            raise DocumentError(f"{document.name}: encrypted PDF")
         pages = [page.extract_text() or "" for page in reader.pages]
-    except PermanentError:
+    except DocumentError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
-        raise PermanentError(f"{document.name}: unreadable PDF ({_short(exc)})") from None
+        raise DocumentError(f"{document.name}: unreadable PDF ({_short(exc)})") from None
     except Exception as exc:  # pypdf raises many types on hostile input
-        raise PermanentError(f"{document.name}: unreadable PDF ({_short(exc)})") from None
+        raise DocumentError(f"{document.name}: unreadable PDF ({_short(exc)})") from None
     text = "\n\n".join(p.strip() for p in pages if p.strip())
     if not text.strip():
-        raise PermanentError(f"{document.name}: PDF has no extractable text")
+        raise DocumentError(f"{document.name}: PDF has no extractable text")
     return text
 
 
@@ -132,11 +165,11 @@ def document_text(document: Document) -> str:
     if document.media_type == "text/html":
         text = html_to_text(document)
         if not text.strip():
-            raise PermanentError(f"{document.name}: HTML page has no visible text")
+            raise DocumentError(f"{document.name}: HTML page has no visible text")
         return text
     if document.media_type in ("text/plain", "text/markdown"):
         return decode_text(document)
-    raise PermanentError(f"{document.name}: unsupported media type {document.media_type}")
+    raise DocumentError(f"{document.name}: unsupported media type {document.media_type}")
 
 
 # Documents are untrusted: every pattern here runs in time linear in its line. A lazy

@@ -1,0 +1,55 @@
+"""Which provider ``--provider`` names, and how to speak of it."""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+from ..errors import InputError
+from ..providers import (
+    AnthropicProvider,
+    ExtractiveProvider,
+    OpenAICompatibleProvider,
+    Provider,
+)
+
+__all__ = ["make_provider", "model_of"]
+
+_OFFLINE: Final = "or use --provider extractive to work offline"
+
+
+def make_provider(choice: str, model: str | None) -> tuple[Provider, str]:
+    """The provider ``--provider`` names, and a phrase saying which it is.
+
+    The providers' own messages for a missing key name their ``api_key=`` argument,
+    which the command line does not have: here they name what a user of the command
+    can do instead.
+    """
+    if choice == "auto":
+        choice = "anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "extractive"
+        if choice == "extractive":
+            return ExtractiveProvider(), (
+                "the offline extractive provider (set ANTHROPIC_API_KEY to use Claude)"
+            )
+    if choice == "anthropic" and not os.environ.get("ANTHROPIC_API_KEY"):
+        raise InputError(f"no Anthropic API key: set ANTHROPIC_API_KEY, {_OFFLINE}")
+    if choice == "openai" and not (
+        os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL")
+    ):
+        raise InputError(
+            "no OpenAI API key: set OPENAI_API_KEY (or OPENAI_BASE_URL for a local "
+            f"server that needs none), {_OFFLINE}"
+        )
+    if choice == "anthropic":
+        anthropic = AnthropicProvider(model=model)
+        return anthropic, f"Anthropic ({anthropic.model})"
+    if choice == "openai":
+        openai = OpenAICompatibleProvider(model=model)
+        return openai, f"OpenAI-compatible {openai.base_url} ({openai.model})"
+    return ExtractiveProvider(), "the offline extractive provider"
+
+
+def model_of(provider: Provider) -> str | None:
+    """The model a provider asks, if it has one (the extractive provider has none)."""
+    model = getattr(provider, "model", None)
+    return model if isinstance(model, str) else None

@@ -1,0 +1,117 @@
+"""A reader that goes away (`cardmill export RUN | head -1`) ends a command the way it
+ends a Unix tool: quietly, with the status a shell shows for SIGPIPE."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import trio
+
+from cardmill import CardDraft, Document, SQLiteStorage
+
+from .conftest import cardmill_command
+from .test_cli import cardmill
+
+CLOSED_PIPE = 141  # 128 + SIGPIPE
+
+
+@pytest.fixture
+async def finished_run(env: dict[str, str], tmp_path: Path) -> str:
+    doc = tmp_path / "one.md"
+    doc.write_text("# One\n\nA card here. And a second sentence.\n")
+    done = await cardmill("analyze", str(doc), "-q", "--json", env=env)
+    assert done.returncode == 0, done.stderr.decode()
+    run_id: str = json.loads(done.stdout)["run"]["id"]
+    return run_id
+
+
+async def into_a_closed_pipe(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
+    """Run the command with its stdout a pipe nobody reads: the reader closed its end
+    before the command wrote anything, as `| true` may."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = await trio.run_process(
+            [*cardmill_command(), *args],
+            stdout=write_end,
+            capture_stderr=True,
+            check=False,
+            env=env,
+        )
+    finally:
+        os.close(write_end)
+    return done.returncode, done.stderr
+
+
+COMMANDS = [
+    ["runs"],
+    ["runs", "--json"],
+    ["show", "RUN"],
+    ["show", "RUN", "--json"],
+    ["export", "RUN"],
+    ["export", "RUN", "--format", "md"],
+    ["export", "RUN", "--format", "csv"],
+    ["resume", "RUN", "-q"],
+    ["resume", "RUN", "-q", "--json"],
+    ["--help"],
+    ["--version"],
+    ["export", "--help"],
+]
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=" ".join)
+async def test_every_command_ends_quietly_when_its_reader_is_gone(
+    args: list[str], env: dict[str, str], finished_run: str
+) -> None:
+    args = [finished_run if a == "RUN" else a for a in args]
+    status, stderr = await into_a_closed_pipe(args, env)
+    assert (status, stderr.decode()) == (CLOSED_PIPE, "")
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]], ids=["table", "json"])
+async def test_analyze_finishes_its_run_and_ends_quietly_when_its_reader_is_gone(
+    json_flag: list[str], env: dict[str, str], tmp_path: Path
+) -> None:
+    doc = tmp_path / "one.md"
+    doc.write_text("# One\n\nA card here.\n")
+    status, stderr = await into_a_closed_pipe(["analyze", str(doc), "-q", *json_flag], env)
+    assert (status, stderr.decode()) == (CLOSED_PIPE, "")
+    (run,) = json.loads((await cardmill("runs", "--json", env=env)).stdout)
+    assert run["status"] == "succeeded"
+
+
+async def test_export_into_head_stops_quietly_after_the_first_line(
+    env: dict[str, str],
+) -> None:
+    async with SQLiteStorage.open(env["CARDMILL_DB"]) as storage:
+        run = await storage.create_run(Document(f"doc{i:03d}.md", b"x") for i in range(100))
+        drafts = [CardDraft(f"Card {n}", "A body of some length. " * 10) for n in range(50)]
+        async for upload in storage.iter_uploads(run.id):
+            await storage.complete_upload(upload.id, drafts)
+    # 5,000 cards, over a megabyte: far more than a pipe holds, so the export is still
+    # writing when the reader goes.
+    process = await trio.lowlevel.open_process(
+        [*cardmill_command(), "export", run.id, "--format", "md"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    try:
+        first = await process.stdout.receive_some(100)
+        await process.stdout.aclose()  # `head -1` has its line and exits
+        stderr = b""
+        with trio.fail_after(60):
+            while chunk := await process.stderr.receive_some():
+                stderr += chunk
+            status = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert first.startswith(b"# ")
+    assert (status, stderr.decode()) == (CLOSED_PIPE, "")
