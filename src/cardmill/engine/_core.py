@@ -113,17 +113,15 @@ class BucketCore:
             if len(self.in_flight) >= self.window:
                 # An answer opens the window; a ticket never answered stops counting.
                 return min(self.in_flight.values()) + _FORGET_IN_FLIGHT
-            cost = self.tokens.charge(tokens)
-            return max(self.paused_until, self.next_at, self.tokens.earliest(cost))
-        cost = self.tokens.charge(tokens)
-        return max(self.paused_until, self.requests.earliest(1.0), self.tokens.earliest(cost))
+            return max(self.paused_until, self.next_at, self.tokens.earliest(tokens))
+        return max(self.paused_until, self.requests.earliest(1.0), self.tokens.earliest(tokens))
 
     def admit(self, now: float, tokens: float, arrived: float) -> Ticket:
-        charged = self.tokens.charge(tokens)
-        self.requests.admit(now, 1.0)
-        self.tokens.admit(now, charged)
+        waited = now > arrived
         self.admitted += 1
-        if now > arrived:
+        self.requests.admit(now, 1.0, self.admitted, waited=waited)
+        charged = self.tokens.admit(now, tokens, self.admitted, waited=waited)
+        if waited:
             self.last_delay = now
         if self.window is not None:
             self.in_flight[self.admitted] = now
@@ -189,7 +187,7 @@ class BucketCore:
         self.requests.rejected(ticket.sent_at, ticket.seq, 1.0)
         self.tokens.rejected(ticket.sent_at, ticket.seq, ticket.tokens_charged)
         dim, cost = (
-            (self.tokens, ticket.tokens_charged)
+            (self.tokens, ticket.tokens)
             if limit == LimitKind.INPUT_TOKENS
             else (self.requests, 1.0)
         )
@@ -199,13 +197,16 @@ class BucketCore:
             dim.distrust_headers(now)
         changed = hint is not None and self.apply_hint(now, ticket.sent_at, hint)
         if dim.limit is None:
-            # No header says what the limit is: learn it. (With one, the 429's own
-            # headers re-anchored the model to the empty bucket, and the pause below
-            # lets it refill.)
+            # No header says what the limit is: learn it.
             self._end_slow_start()
             if dim.cut(now, ticket.sent_at, cost, self.admitted + 1):
                 self.cuts += 1
                 changed = True
+        elif dim.share_cut(now, ticket.sent_at):
+            # The 429's own headers re-anchored the model to the empty bucket, and the
+            # pause below lets it refill; a 429 at all means others share the key.
+            self.cuts += 1
+            changed = True
         pause = retry_after if retry_after is not None and retry_after > 0 else 0.0
         if now + pause > self.paused_until:
             self.paused_until = now + pause

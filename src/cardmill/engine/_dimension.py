@@ -35,10 +35,10 @@ _WINDOW: Final = 10.0  # seconds of history for the measured send rate
 _LATE_CREDIT: Final = 0.1  # seconds of lateness an admission may make up for (no headers)
 _BETA: Final = 0.95  # cut to this share of the rate that touched the limit
 _DRAIN: Final = 0.98  # the limit is at least this share of the rate of a probe's 429
-_CONGESTED: Final = 8.0  # 429s closer than this (s, or 10 sends) form one congestion episode
+_CONGESTED: Final = 8.0  # 429s closer than this (s, or 3 sends) form one congestion episode
 _RETURN_REQUESTS: Final = 70.0  # a probe cycle lasts well over this many requests...
 _RETURN_MIN: Final = 10.0  # ... but no shorter (s)
-_RETURN_MAX: Final = 60.0  # ... and no longer (s)
+_RETURN_MAX: Final = 120.0  # ... and no longer (s)
 _FAST_RETURN: Final = 4.0  # after a congestion estimate, approach it this fast (s)
 _ESCAPE: Final = 1.02  # this far above the last 429's rate without one: the limit rose
 _PROBE_TIME: Final = 15.0  # seconds of gentle probing above it before that
@@ -48,9 +48,14 @@ _DEEP: Final = 5.0  # a bucket holding this many seconds of its limit is deep
 _ESCAPE_GROWTH: Final = 0.05  # then grow up to this much a second...
 _ESCAPE_RAMP: Final = 10.0  # ... reached after this many seconds
 _PACE_MARGIN: Final = 0.985  # pace this far under a congestion estimate's lower bound
-_SPREAD_DECAY: Final = 0.999  # the reserve for short guesses forgets at this rate per answer
-_MAX_RESERVE: Final = 0.6  # never hold back more than this share of a guess
+_SPREAD_DECAY: Final = 0.99  # the reserve for short guesses forgets at this rate per answer
+_MAX_RESERVE: Final = 0.5  # never hold back more than this share of a guess
 _DISTRUST: Final = 600.0  # headers shown wrong are ignored this long (s)
+_SHARE_CUT: Final = 0.9  # a 429 the headers account for: keep this much of our share
+_SHARE_FLOOR: Final = 0.05
+_SHARE_RETURN: Final = 60.0  # and grow it back toward all of the limit this slowly (s)
+_HOLD_AFTER_CUT: Final = 2.0  # no growth this long after a cut (s)
+_SETTLE_AFTER_CHANGE: Final = 5.0  # 429s this soon after a stated limit changed say nothing
 _HEADER_MARGIN: Final = 0.998  # pace this far under a limit the provider states
 _LEDGER_SPAN: Final = 10.0  # seconds of ledger kept entry by entry; older entries are summed
 _LEDGER_FOLD_AT: Final = 64  # entries before a fold is worth its scan
@@ -74,6 +79,9 @@ class Dimension:
         "anchor",
         "distrust_until",
         "most_remaining",
+        "share",
+        "share_grown",
+        "headers_since",
         "spread",
         "w_max",
         "cut_at",
@@ -107,6 +115,9 @@ class Dimension:
         self.anchor = -math.inf
         self.distrust_until = -math.inf  # headers shown wrong: ignore them until then
         self.most_remaining = 0.0  # the most the headers ever said was left
+        self.share = 1.0  # of the stated limit left to us by others on the same key
+        self.headers_since = math.inf  # when the headers stated the limit we follow
+        self.share_grown = -math.inf
         self.spread = 0.0  # how far real costs ran over their guesses lately (0.3 = 30%)
         # The growth curve: the rate that last touched the limit, when we cut, how long
         # the curve takes to come back to it, the rate it started from, and since when
@@ -131,7 +142,7 @@ class Dimension:
         # when the real usage is known. Summed over an interval it is what the provider
         # accepted from the requests sent in it.
         self.ledger: deque[tuple[float, float]] = deque()
-        self.sent: deque[tuple[float, float]] = deque()  # (sent_at, units) admitted
+        self.sent: deque[list[float]] = deque()  # admissions of the last few seconds
 
     # -- persistence -------------------------------------------------------------------
 
@@ -147,11 +158,13 @@ class Dimension:
     def load(self, state: dict[str, Any]) -> None:
         for name in self._SCALARS:
             value = state[name]
-            if value is None and name in (
+            if value is None and name == "headers_since":
+                value = math.inf
+            elif value is None and name in (
                 "tat",
                 "anchor",
                 "distrust_until",
-                "most_remaining",
+                "share_grown",
                 "cut_at",
                 "last_cut",
                 "last_429",
@@ -159,7 +172,7 @@ class Dimension:
                 value = -math.inf
             setattr(self, name, value)
         self.ledger = deque((t, u) for t, u in state["ledger"])
-        self.sent = deque((t, u) for t, u in state["sent"])
+        self.sent = deque(list(e) for e in state["sent"])
 
     # -- pacing ------------------------------------------------------------------------
 
@@ -167,50 +180,63 @@ class Dimension:
     def paced(self) -> bool:
         return self.rate is not None
 
-    def charge(self, guess: float) -> float:
-        """What to charge for a request guessed at ``guess`` until its real cost is known.
+    def need(self, cost: float) -> float:
+        """What the provider's bucket must hold before a request guessed at ``cost`` goes.
 
-        Following the provider's headers, that is the guess plus a reserve for guesses
-        that ran short lately: the model then never believes the provider's bucket holds
-        more than it does while requests are in flight. The answer corrects the charge
-        to the real cost, so the reserve costs no throughput.
+        Following its headers, the guess plus a reserve for guesses that ran short
+        lately, so a request that costs more than guessed still fits; only the guess is
+        charged, and the answer corrects it to the real cost.
         """
         if self.limit is None:
-            return guess
-        return guess * (1.0 + min(self.spread, _MAX_RESERVE))
-
-    def _burst(self, cost: float) -> float:
-        """How much the model lets through at once: one request and a little timer slack
-        (a waiter woken late keeps its slot, or every small delay is lost for good). Not
-        when the provider's headers show a bucket of one request: it has no slack to
-        give."""
-        assert self.rate is not None
-        if self.limit is not None and self.most_remaining < cost:
             return cost
-        return cost + self.rate * _LATE_CREDIT
+        return cost * (1.0 + min(self.spread, _MAX_RESERVE))
 
-    def level(self, now: float, cost: float = 0.0) -> float:
+    def _burst(self, cost: float, *, waited: bool) -> float:
+        """The most the model believes the provider's bucket holds for us: one request
+        (with its reserve), plus a little timer slack for a request that waited for its
+        slot and was woken late (it keeps its slot, or every small delay would be lost
+        for good) — never for one that did not wait, nor when the headers show a bucket
+        of one request: it has no slack to give. cardmill never counts on a deeper
+        bucket: a burst drains it, and guesses that ran short then refuse others."""
+        assert self.rate is not None
+        if self.limit is not None:
+            slack = self.rate * _LATE_CREDIT if self.most_remaining >= cost else 0.0
+            return self.need(cost) + slack
+        return cost + (self.rate * _LATE_CREDIT if waited else 0.0)
+
+    def level(self, now: float, cost: float = 0.0, *, waited: bool = True) -> float:
         if self.rate is None:
             return math.inf
         if math.isinf(self.tat):
-            return cost  # a fresh pace: exactly one request's worth, no slack yet
-        return min(self._burst(cost), self.rate * (now - self.tat))
+            return self.need(cost)  # a fresh pace: exactly one request's worth, no slack
+        return min(self._burst(cost, waited=waited), self.rate * (now - self.tat))
 
     def earliest(self, cost: float) -> float:
-        """When a request costing ``cost`` may go."""
+        """When a request guessed at ``cost`` may go."""
         if self.rate is None or cost <= 0:
             return -math.inf
-        return self.tat + cost / self.rate
+        return self.tat + self.need(cost) / self.rate
 
-    def admit(self, now: float, cost: float) -> None:
+    def admit(self, now: float, cost: float, seq: int = 0, *, waited: bool = True) -> float:
+        """Take a request guessed at ``cost``; returns what it was charged (the guess, or
+        with headers the guess and its reserve, until the answer says the real cost)."""
+        charged = self.need(cost) if cost > 0 else cost
         if self.rate is not None and cost > 0:
-            level = self.level(now, cost)
-            self.tat = now - (level - cost) / self.rate
-        self.sent.append((now, cost))
+            level = self.level(now, cost, waited=waited)
+            self.tat = now - (level - charged) / self.rate
+        # [sent_at, charged, seq, what it took from the provider as far as we know]
+        self.sent.append([now, charged, seq, charged])
         self._trim(now)
         if self.episode_start is not None:
-            self.ledger.append((now, cost))
+            self.ledger.append((now, charged))
             self._fold(now)
+        return charged
+
+    def _sent_entry(self, seq: int) -> list[float] | None:
+        for entry in reversed(self.sent):
+            if entry[2] == seq:
+                return entry
+        return None
 
     def set_rate(self, now: float, rate: float | None) -> bool:
         """Change the pace, keeping what the model believes the provider's bucket holds."""
@@ -233,6 +259,9 @@ class Dimension:
         if self.rate is not None:
             self.tat += units / self.rate
         self._book(ticket_sent, ticket_seq, units)
+        entry = self._sent_entry(ticket_seq)
+        if entry is not None:
+            entry[3] += units
 
     def distrust_headers(self, now: float) -> None:
         """The provider refused a request its own headers said would fit: what they say
@@ -255,6 +284,9 @@ class Dimension:
 
     def rejected(self, ticket_sent: float, ticket_seq: int, cost: float) -> None:
         self._book(ticket_sent, ticket_seq, -cost)
+        entry = self._sent_entry(ticket_seq)
+        if entry is not None:
+            entry[3] = 0.0  # it took nothing from the provider's bucket
 
     def _book(self, sent_at: float, seq: int, units: float) -> None:
         # Only tickets admitted inside the episode have their admission in the ledger.
@@ -277,7 +309,7 @@ class Dimension:
         if not self.sent:
             return 0.0
         span = max(now - self.sent[0][0], 1.0)
-        return sum(units for _, units in self.sent) / span
+        return sum(e[1] for e in self.sent) / span
 
     def accepted_between(self, start: float, end: float) -> float:
         return sum(units for t, units in self.ledger if start <= t < end)
@@ -322,7 +354,7 @@ class Dimension:
         top = min(pace, measured) if measured > 0 else pace
         self.last_cut = now
         congested = self.episode_start is not None and sent_at - self.last_429 < max(
-            _CONGESTED, 10.0 * cost / max(pace, 1e-9)
+            _CONGESTED, 3.0 * cost / max(pace, 1e-9)
         )
         if not congested or self.episode_start is None:
             # A probe touched the limit after a quiet spell (or this is the first 429:
@@ -362,7 +394,7 @@ class Dimension:
                 # and the congestion estimate below takes over).
                 w_max = _DRAIN * top
                 if self.sent:
-                    before = sum(u for t, u in self.sent if t < sent_at)
+                    before = sum(e[1] for e in self.sent if e[0] < sent_at)
                     self.first_429 = [sent_at, before, self.sent[0][0]]
                 new = _BETA * w_max
                 self.return_time = _FAST_RETURN
@@ -409,9 +441,43 @@ class Dimension:
         unit = max(cost, self.unit if self.name == "requests" else cost)
         return max(got - unit, 0.0) / span, (got + unit) / span
 
+    def share_cut(self, now: float, sent_at: float) -> bool:
+        """A 429 the headers account for: following them, our request found the bucket
+        empty. Alone on the key that is rare; when it recurs, others on the key take part
+        of the stated limit, so keep a smaller share of it (once per congestion epoch),
+        and give it back slowly while no 429 comes."""
+        if (
+            self.limit is None
+            or sent_at < self.last_cut
+            or sent_at <= self.headers_since + _SETTLE_AFTER_CHANGE
+        ):
+            # Sent in an epoch already cut, or before the limit we follow had settled in
+            # (a bucket still drained by the pace of a limit that just changed).
+            return False
+        self.last_cut = now
+        self.share = max(_SHARE_FLOOR, self.share * _SHARE_CUT)
+        self.share_grown = now + _HOLD_AFTER_CUT
+        return self.set_rate(now, self._header_pace())
+
+    def _header_pace(self) -> float:
+        assert self.limit is not None
+        paced = self.limit * _HEADER_MARGIN * self.share
+        return paced if self.ceiling is None else min(paced, self.ceiling)
+
+    def _grow_share(self, now: float, app_limited: bool) -> bool:
+        if self.share >= 1.0 or now <= self.share_grown:
+            return False
+        dt, self.share_grown = now - self.share_grown, now
+        if app_limited:
+            return False
+        self.share = min(1.0, self.share + (1.0 - self.share) * -math.expm1(-dt / _SHARE_RETURN))
+        return self.set_rate(now, self._header_pace())
+
     def grow(self, now: float, app_limited: bool) -> bool:
         """Move the pace along its growth curve; frozen while app-limited."""
-        if self.rate is None or self.limit is not None:
+        if self.rate is not None and self.limit is not None:
+            return self._grow_share(now, app_limited)
+        if self.rate is None:
             return False
         if app_limited:
             if self.frozen_at is None:
@@ -466,12 +532,11 @@ class Dimension:
         rate = limit / 60.0
         changed = False
         if self.limit != rate:
+            self.headers_since = now  # requests sent before did not know this limit
             self.limit = rate
             self.lo = self.hi = rate
             changed = True
-        paced = rate * _HEADER_MARGIN
-        if self.ceiling is not None:
-            paced = min(paced, self.ceiling)
+        paced = self._header_pace()
         changed |= self.set_rate(now, paced)
         if remaining is not None:
             self.most_remaining = max(self.most_remaining, remaining)
@@ -480,8 +545,10 @@ class Dimension:
             # then take away what we sent since.
             self.anchor = sent_at
             self.tat = sent_at - remaining / paced
-            for t, units in self.sent:
-                if t > sent_at:
-                    level = min(self._burst(units), paced * (t - self.tat))
-                    self.tat = t - (level - units) / paced
+            for t, _, _, took in self.sent:
+                if t > sent_at and took > 0:
+                    # What it took, as far as we know: its real cost once answered, its
+                    # charge (the guess and its reserve) while still in flight.
+                    level = min(self._burst(took, waited=True), paced * (t - self.tat))
+                    self.tat = t - (level - took) / paced
         return changed

@@ -451,8 +451,10 @@ class Engine:
                     left = exc.hint.input_tokens_remaining if exc.hint is not None else None
                     if exc.limit == LimitKind.INPUT_TOKENS and left is not None and left >= cost:
                         # Refused with that many input tokens left: it costs more than
-                        # guessed. Ask for more than that before trying again.
-                        cost = left + 1.0
+                        # guessed. Ask for more than that before trying again (within
+                        # reason: the headers may describe another bucket than the one
+                        # that refused it).
+                        cost = min(left + 1.0, 2.0 * cost)
                 else:
                     hint = exc.hint if isinstance(exc, InvalidOutput) else None
                     await self._bucket.report_failure(
