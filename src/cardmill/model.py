@@ -433,26 +433,40 @@ class LimitKind(StrEnum):
 @final
 @attrs.frozen
 class Usage:
-    """Tokens one request used, as the provider reported them."""
+    """Tokens one request used, as the provider reported them.
+
+    ``limit_input_tokens`` is what the provider counted against its input-token limit
+    when that is not simply the uncached input: OpenAI counts a request's
+    ``max_tokens`` on top of its prompt. ``None`` (the usual case) means
+    `rate_limited_input_tokens` is worked out from the other fields.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
+    limit_input_tokens: int | None = None
 
     @property
     def rate_limited_input_tokens(self) -> int:
         """The input tokens that count toward an input-token rate limit: uncached input
-        and cache writes. Cache reads do not count (Anthropic, for current models);
-        providers that count them report them in ``input_tokens``."""
+        and cache writes, unless the provider said otherwise (`limit_input_tokens`).
+        Cache reads do not count (Anthropic, for current models); providers that count
+        them report them in ``input_tokens``."""
+        if self.limit_input_tokens is not None:
+            return self.limit_input_tokens
         return self.input_tokens + self.cache_creation_input_tokens
 
     def __add__(self, other: Usage) -> Usage:
+        counted = None
+        if self.limit_input_tokens is not None or other.limit_input_tokens is not None:
+            counted = self.rate_limited_input_tokens + other.rate_limited_input_tokens
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
             self.cache_read_input_tokens + other.cache_read_input_tokens,
             self.cache_creation_input_tokens + other.cache_creation_input_tokens,
+            counted,
         )
 
 

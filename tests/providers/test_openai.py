@@ -85,6 +85,18 @@ async def test_request_and_answer() -> None:
     assert "Owls hunt at night." in body["messages"][1]["content"]
     assert [c.title for c in analysis.cards] == ["Owls"]
     assert (analysis.usage.input_tokens, analysis.usage.output_tokens) == (120, 30)
+    # OpenAI counts max_tokens against the tokens-per-minute limit, with the prompt.
+    assert analysis.usage.rate_limited_input_tokens == 120 + 4096
+
+
+async def test_a_server_counting_only_the_prompt_is_told_so() -> None:
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer()))
+    async with OpenAICompatibleProvider(
+        base_url="http://127.0.0.1:9/v1", max_tokens_count=False, client=client
+    ) as provider:
+        analysis = await provider.analyze(DOC)
+    assert analysis.usage.rate_limited_input_tokens == 120
+    assert analysis.usage.limit_input_tokens is None
 
 
 async def test_pdf_is_sent_as_text() -> None:
@@ -173,7 +185,8 @@ async def test_malformed_and_cut_off_answers() -> None:
     async with make(answer(finish="length")) as provider:
         with pytest.raises(InvalidOutput, match="cut off") as caught:
             await provider.analyze(DOC)
-        assert caught.value.usage == Usage(120, 30)  # the answer was billed all the same
+        # The answer was billed all the same (and counted with its max_tokens).
+        assert caught.value.usage == Usage(120, 30, limit_input_tokens=120 + 4096)
     async with make(answer({"cards": "nope"}), answer()) as provider:
         with pytest.raises(InvalidOutput, match="'cards' is not a list"):
             await provider.analyze(DOC)

@@ -46,6 +46,9 @@ class OpenAICompatibleProvider:
         base_url: defaults to ``OPENAI_BASE_URL``, then OpenAI's API.
         model: defaults to ``CARDMILL_MODEL``, then a small OpenAI model.
         max_tokens: output budget per request.
+        max_tokens_count: OpenAI counts a request's ``max_tokens`` against its
+            tokens-per-minute limit on top of the prompt, and the pace follows suit;
+            pass False for a server that counts only the tokens used.
         max_cards: the most cards kept per document.
         timeout: HTTP timeout, seconds.
         client: an ``httpx.AsyncClient`` to use (e.g. with a mock transport in tests).
@@ -67,6 +70,7 @@ class OpenAICompatibleProvider:
         base_url: str | None = None,
         model: str | None = None,
         max_tokens: int = 4096,
+        max_tokens_count: bool = True,
         max_cards: int = 20,
         timeout: float = 120.0,
         client: httpx.AsyncClient | None = None,
@@ -90,6 +94,7 @@ class OpenAICompatibleProvider:
             )
         self.model = model or os.environ.get("CARDMILL_MODEL") or DEFAULT_OPENAI_MODEL
         self.max_tokens = max_tokens
+        self.max_tokens_count = max_tokens_count
         self.max_cards = max_cards
         self._client = client or httpx.AsyncClient(timeout=timeout)
         self.parse_timeout = parse_timeout
@@ -170,7 +175,9 @@ class OpenAICompatibleProvider:
 
         data, hint = await self._post(body)
         u = data.get("usage") or {}
-        usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+        prompt = int(u.get("prompt_tokens") or 0)
+        counted = prompt + self.max_tokens if self.max_tokens_count and prompt else None
+        usage = Usage(prompt, int(u.get("completion_tokens") or 0), limit_input_tokens=counted)
         try:
             cards = self._drafts(data)
         except InvalidOutput as exc:
