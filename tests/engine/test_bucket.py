@@ -211,3 +211,18 @@ def test_ledger_folding_keeps_every_sum_the_estimates_ask_for(
     kept = run()
     assert folded == kept
     assert kept[0] == 240 - 240 // 7
+
+
+async def test_a_shared_state_of_another_format_is_learnt_afresh(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A worker of another cardmill version left its state under the same name (keys
+    # missing or different): this one starts learning again instead of failing.
+    store = DictStore()
+    store.states["key"] = json.dumps({"requests": {"rate": 1.0}, "paused_until": None})
+    bucket = SharedBucket(store, "key", Limits(requests_per_minute=600))
+    ticket = await bucket.acquire(500)
+    await bucket.report_success(ticket, input_tokens=450, hint=None)
+    saved = json.loads(store.states["key"])
+    assert saved["format"] == 2
+    assert saved["admitted"] == 1

@@ -49,7 +49,10 @@ class Limits:
         rpm, tpm = self.requests_per_minute, self.input_tokens_per_minute
         start = self.start_requests_per_minute
         args = (rpm / 60 if rpm else None, tpm / 60 if tpm else None, start / 60 if start else None)
-        return BucketCore(*args) if state is None else BucketCore.from_state(state, *args)
+        if state is not None and state.get("format") == BucketCore.STATE_FORMAT:
+            return BucketCore.from_state(state, *args)
+        # None yet, or written by another version of cardmill: learn afresh.
+        return BucketCore(*args)
 
 
 @final

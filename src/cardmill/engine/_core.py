@@ -76,6 +76,10 @@ class BucketCore:
         start: a first pace in requests per second (None: slow start).
     """
 
+    # What `to_state` writes; a state of another format (another version of cardmill
+    # sharing the database) is not read: the bucket learns afresh instead.
+    STATE_FORMAT: Final = 2
+
     def __init__(
         self,
         requests_ceiling: float | None = None,
@@ -247,6 +251,7 @@ class BucketCore:
             return None if math.isinf(x) else x
 
         return {
+            "format": self.STATE_FORMAT,
             "requests": self.requests.to_state(),
             "tokens": self.tokens.to_state(),
             "paused_until": num(self.paused_until),
