@@ -47,6 +47,8 @@ _ROSE_ACCEPTED: Final = 1.1  # ... if the provider accepted no more than this, a
 _DEEP: Final = 5.0  # a bucket holding this many seconds of its limit is deep
 _ESCAPE_GROWTH: Final = 0.05  # then grow up to this much a second...
 _ESCAPE_RAMP: Final = 10.0  # ... reached after this many seconds
+_BRISK: Final = 2.0  # requests a second from which the probe runs on its own clock
+_TYPICAL: Final = 0.05  # weight of the newest cost in a request's usual cost
 _PACE_MARGIN: Final = 0.985  # pace this far under a congestion estimate's lower bound
 _SPREAD_DECAY: Final = 0.99  # the reserve for short guesses forgets at this rate per answer
 _MAX_RESERVE: Final = 0.5  # never hold back more than this share of a guess
@@ -83,6 +85,8 @@ class Dimension:
         "share_grown",
         "headers_since",
         "spread",
+        "typical",
+        "probed",
         "w_max",
         "cut_at",
         "return_time",
@@ -119,6 +123,8 @@ class Dimension:
         self.headers_since = math.inf  # when the headers stated the limit we follow
         self.share_grown = -math.inf
         self.spread = 0.0  # how far real costs ran over their guesses lately (0.3 = 30%)
+        self.typical = 0.0  # a request's usual cost, lately
+        self.probed = False  # the estimate came from a probe (not from congestion)
         # The growth curve: the rate that last touched the limit, when we cut, how long
         # the curve takes to come back to it, the rate it started from, and since when
         # growth has been frozen (app-limited), if it is.
@@ -226,6 +232,8 @@ class Dimension:
             self.tat = now - (level - charged) / self.rate
         # [sent_at, charged, seq, what it took from the provider as far as we know]
         self.sent.append([now, charged, seq, charged])
+        if charged > 0:
+            self.typical += (charged - self.typical) * (_TYPICAL if self.typical else 1.0)
         self._trim(now)
         if self.episode_start is not None:
             self.ledger.append((now, charged))
@@ -369,9 +377,11 @@ class Dimension:
                     w_max = max(min(_DRAIN * top, hi), lo)
                 elif top < self.w_max * _ROSE:
                     # Just past the last estimate: the pace overshoots a little before
-                    # a strict bucket runs dry, so the estimate moves up a little per
-                    # cycle at most.
-                    w_max = max(min(_DRAIN * top, self.w_max * _ESCAPE), lo)
+                    # a strict bucket runs dry, so an estimate from an earlier probe
+                    # moves up a little per cycle at most (one from congestion, made
+                    # across Retry-After pauses, may be low: this probe says more).
+                    cap = self.w_max * _ESCAPE if self.probed else math.inf
+                    w_max = max(min(_DRAIN * top, cap), lo)
                 elif (self.depth is None and lo < self.w_max * _ROSE_ACCEPTED) or (
                     self.depth is not None and self.depth >= _DEEP
                 ):
@@ -402,6 +412,7 @@ class Dimension:
                 new = _BETA * w_max
                 self.return_time = self._return_time(w_max, cost)
             self.w_max = w_max
+            self.probed = True
         else:
             # 429s in quick succession: the provider's bucket has stayed (nearly) empty,
             # so what it accepted since the episode began, over the time, is its refill
@@ -415,6 +426,7 @@ class Dimension:
                 self.depth = max(0.0, (before - hi * (at - since)) / hi)
             new = max(min(_BETA * top, hi), lo)
             self.w_max = max(new, min(hi, top))
+            self.probed = False
             self.return_time = _FAST_RETURN
         self.last_429 = sent_at
         self.start_rate = max(new, self.floor)
@@ -492,6 +504,13 @@ class Dimension:
         t = now - self.cut_at
         k = self.return_time
         w = self.w_max
+        # Below two requests a second the probe's clock runs slower, so that it grows by
+        # as much per request as at two (at 30 rpm a bucket of one request runs dry on
+        # the first request past its limit: growth per second would overshoot). A deep
+        # bucket takes the overshoot for a while: its probe keeps its own pace.
+        stretch = 1.0
+        if self.depth is None or self.depth < _DEEP:
+            stretch = max(1.0, _BRISK / max(w / max(self.typical, 1e-9), 1e-9))
         if t < k:
             # Concave: back from the cut to the rate of the last 429, flat near it.
             gap = max(w - self.start_rate, 0.0)
@@ -499,7 +518,7 @@ class Dimension:
         else:
             # Convex: probe above it, gently at first (the limit is probably right
             # there); once well past it without a 429, the limit rose: speed up.
-            past = t - k
+            past = (t - k) / stretch
             target = w * (1.0 + (_ESCAPE - 1.0) * (past / _PROBE_TIME) ** 2)
             if past > _PROBE_TIME:
                 # Growth starts slow and speeds up: little overshoot when the limit is
