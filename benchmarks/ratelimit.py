@@ -21,6 +21,7 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
     sys.path.pop(0)
 
 import argparse
+import contextlib
 import json
 import math
 import random
@@ -81,6 +82,7 @@ class Scenario:
     doc_bytes: Callable[[random.Random], int] = field(default=_fixed(1600))
     token_noise: float = 0.0
     workers: int = 1  # engines sharing one SharedBucket
+    cotenant: float = 0.0  # share of the request limit another client takes, steadily
     concurrency: int = 8
     latency_sigma: float = 0.3
 
@@ -113,6 +115,8 @@ BASE = [
     Scenario("step_down", change_at=120.0, change_factor=0.5, uploads=420),
     Scenario("step_up", change_at=120.0, change_factor=2.0, uploads=900),
     Scenario("shared_4", rpm=240.0, workers=4, concurrency=4, uploads=800),
+    Scenario("strict_30", rpm=30.0, uploads=150),
+    Scenario("cotenant", rpm=600.0, cotenant=0.3, uploads=1200, concurrency=16),
 ]
 SCENARIOS = [s for base in BASE for s in (base, replace(base, name=base.name + "_h", headers=True))]
 
@@ -269,8 +273,22 @@ async def one_run(scenario: Scenario, strategy: str, seed: int) -> dict[str, Any
         )
 
     c = scenario.concurrency * scenario.workers
+
+    async def cotenant() -> None:
+        # Another client on the same key, steadily taking its share of the requests.
+        if not scenario.cotenant or scenario.rpm is None:
+            return
+        interval = 60.0 / (scenario.rpm * scenario.cotenant)
+        other = Document("cotenant.txt", b"x" * 1600)
+        neighbour = SimulatedAPI(limits=api.hidden_limits(), latency=1.0, seed=seed + 1)
+        async with trio.open_nursery() as others:
+            while True:
+                others.start_soon(_quietly, neighbour.analyze, other)
+                await trio.sleep(interval)
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(change_limit)
+        nursery.start_soon(cotenant)
         if strategy == "cardmill":
             trace = await run_cardmill(api, docs, scenario, seed)
         elif strategy == "sequential":
@@ -304,6 +322,11 @@ async def one_run(scenario: Scenario, strategy: str, seed: int) -> dict[str, Any
             raise ValueError(strategy)
         nursery.cancel_scope.cancel()
     return metrics(scenario, api, trace, mean_tokens)
+
+
+async def _quietly(fn: Callable[[Document], Awaitable[object]], document: Document) -> None:
+    with contextlib.suppress(RateLimited, Overloaded, TransientError):
+        await fn(document)
 
 
 class DictStore:
@@ -372,10 +395,10 @@ def metrics(
     binding = scenario.binding(mean_tokens)
 
     def limit_at(at: float) -> float:
-        """The binding limit at ``at``, in its own units per second."""
+        """The binding limit at ``at`` left to us, in its own units per second."""
         base = scenario.rpm if binding == "requests" else scenario.itpm
         assert base is not None
-        return base / 60 * scenario.factor(at)
+        return base / 60 * scenario.factor(at) * (1.0 - scenario.cotenant)
 
     def units(lo: float, hi: float) -> float:
         return sum(1.0 if binding == "requests" else tok for t, tok in accepted if lo <= t < hi)

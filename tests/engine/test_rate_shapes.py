@@ -183,3 +183,37 @@ async def test_cached_prompt_tokens_are_not_charged_against_the_input_limit(
     assert math.isclose(stats.estimated_input_tokens_per_second, 200_000 / 60)
     usage = Usage(input_tokens=100, cache_read_input_tokens=3_000, cache_creation_input_tokens=5)
     assert usage.rate_limited_input_tokens == 105
+
+
+async def test_another_client_on_the_same_key_leaves_cardmill_the_rest(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A neighbour steadily takes 30% of a 120 rpm key: cardmill learns the 70% left to it
+    # without headers, and the neighbour's requests are not in cardmill's statistics.
+    api = SimulatedAPI(requests_per_minute=120, latency=lognormal(1.0, 0.3), seed=5)
+    neighbour = SimulatedAPI(limits=api.hidden_limits(), latency=1.0, seed=6)
+    other = Document("neighbour.txt", b"x" * 1600)
+
+    async def neighbour_traffic() -> None:
+        async with trio.open_nursery() as requests:
+            while True:
+                requests.start_soon(quietly, neighbour, other)
+                await trio.sleep(60 / (120 * 0.3))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(neighbour_traffic)
+        await run(api, docs(300))
+        nursery.cancel_scope.cancel()
+    mine, theirs = api.statistics(), neighbour.statistics()
+    assert mine.requests == mine.accepted + mine.rate_limited
+    assert theirs.accepted > 0 and theirs.requests + mine.requests > mine.requests
+    goodput, refused = steady(mine, 2.0 * 0.7)
+    assert goodput >= 0.9
+    assert refused <= 0.03
+
+
+async def quietly(api: SimulatedAPI, document: Document) -> None:
+    try:
+        await api.analyze(document)
+    except RateLimited:
+        pass

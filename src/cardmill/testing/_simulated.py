@@ -91,6 +91,9 @@ class SimulatedAPI:
         overhead_tokens: uncached tokens of every request besides the document.
         cached_tokens: tokens of a cached prompt, read from the cache on every request.
         seed: for latencies, injected errors and token noise.
+        limits: the hidden limits to enforce, instead of making them from the per-minute
+            arguments: give two simulated clients the same `HiddenLimits` and they share
+            one key, each seeing only its own requests in its statistics.
     """
 
     name = "simulated"
@@ -115,6 +118,7 @@ class SimulatedAPI:
         overhead_tokens: int = 400,
         cached_tokens: int = 0,
         seed: int = 0,
+        limits: HiddenLimits | None = None,
     ) -> None:
         if not 0 <= token_noise < 1:
             raise ValueError("token_noise must be in [0, 1)")
@@ -134,11 +138,16 @@ class SimulatedAPI:
         self._seed = seed
         self._rng = random.Random(seed)
         self._wanted = (requests_per_minute, input_tokens_per_minute, output_tokens_per_minute)
-        self._limits: HiddenLimits | None = None
+        self._limits: HiddenLimits | None = limits
         self._n = self._accepted = self._limited = self._overloaded = self._errors = 0
         self._accepted_at: list[float] = []
         self._accepted_tokens: list[int] = []
         self._rejected_at: list[float] = []
+
+    def hidden_limits(self) -> HiddenLimits:
+        """The limits this API enforces (made when first asked, in trio time): give them
+        to another `SimulatedAPI` to have it share the key."""
+        return self._hidden()
 
     def _hidden(self) -> HiddenLimits:
         # The hidden buckets start full when the first request arrives, in trio time.
