@@ -476,3 +476,30 @@ async def test_a_document_refused_before_sending_costs_no_request(
     # The refused document gave its slot back: the third request went one interval after
     # the first, not two.
     assert [t for _, t in provider.calls] == [0.0, 1.0, 1.0]
+
+
+async def test_an_observer_that_raises_stops_the_run_and_strands_nothing(
+    autojump_clock: trio.testing.MockClock, storage: Storage
+) -> None:
+    # Completing an upload claims the worker's next one in the same transaction: when the
+    # observer raises on the completion, that next upload is given back, not left LOADING
+    # until its lease runs out.
+    run = await storage.create_run(docs(5))
+    seen = 0
+
+    def observe(event: Event) -> None:
+        nonlocal seen
+        if isinstance(event, UploadCompleted):
+            seen += 1
+            if seen == 2:
+                raise RuntimeError("observer broke")
+
+    engine = Engine(storage, ScriptedProvider(default=Step(1.0)), concurrency=1, observer=observe)
+    with pytest.raises(RuntimeError, match="observer broke"):
+        await engine.execute(run.id)
+    uploads = await storage.list_uploads(run.id)
+    assert [u.status for u in uploads].count(UploadStatus.COMPLETED) == 2
+    assert UploadStatus.LOADING not in {u.status for u in uploads}
+    await check_invariants(storage, run.id)
+    summary = await Engine(storage, ScriptedProvider(default=Step(1.0))).execute(run.id)
+    assert summary.run.status == RunStatus.SUCCEEDED

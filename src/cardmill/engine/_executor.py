@@ -363,16 +363,20 @@ class Engine:
                 return None  # another worker holds it now and will finish it
             return await self._settle(upload, outcome, run_id, counters)
         except BaseException:
-            with trio.CancelScope(shield=True):
-                try:
-                    await self._storage.release_upload(
-                        upload.id, worker=self.worker, attempt=upload.attempts
-                    )
-                except StorageError:
-                    log.warning("could not release %s", upload.name)
+            await self._release(upload)
             raise
         finally:
             held.pop(upload.id, None)
+
+    async def _release(self, upload: Upload) -> None:
+        """Give a claimed upload back (PENDING), whatever is being unwound."""
+        with trio.CancelScope(shield=True):
+            try:
+                await self._storage.release_upload(
+                    upload.id, worker=self.worker, attempt=upload.attempts
+                )
+            except StorageError:
+                log.warning("could not release %s", upload.name)
 
     async def _heartbeat(self, held: dict[str, _Held]) -> None:
         """Renew the lease of every upload this engine holds, a third of a lease apart;
@@ -416,7 +420,14 @@ class Engine:
                 )
             if completed:
                 c.completed += 1
-                self._emit(UploadCompleted(upload, len(cards), outcome.attempts, _now()))
+                try:
+                    self._emit(UploadCompleted(upload, len(cards), outcome.attempts, _now()))
+                except BaseException:
+                    # The observer raised: the run stops, and the upload claimed along
+                    # with the result goes back rather than waiting out its lease.
+                    if following is not None:
+                        await self._release(following)
+                    raise
         elif await self._storage.fail_upload(
             upload.id, outcome.reason, worker=self.worker, attempt=upload.attempts
         ):
