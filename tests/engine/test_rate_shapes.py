@@ -8,6 +8,7 @@ these runs check the behaviour on one seed each, with some room.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 
@@ -206,14 +207,12 @@ async def test_another_client_on_the_same_key_leaves_cardmill_the_rest(
         nursery.cancel_scope.cancel()
     mine, theirs = api.statistics(), neighbour.statistics()
     assert mine.requests == mine.accepted + mine.rate_limited
-    assert theirs.accepted > 0 and theirs.requests + mine.requests > mine.requests
+    assert theirs.accepted > 0
     goodput, refused = steady(mine, 2.0 * 0.7)
     assert goodput >= 0.9
     assert refused <= 0.03
 
 
 async def quietly(api: SimulatedAPI, document: Document) -> None:
-    try:
+    with contextlib.suppress(RateLimited):
         await api.analyze(document)
-    except RateLimited:
-        pass
