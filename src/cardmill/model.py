@@ -8,6 +8,7 @@ threads.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import stat
 from collections.abc import Iterable
@@ -430,6 +431,33 @@ class LimitKind(StrEnum):
     OUTPUT_TOKENS = "output_tokens"
 
 
+MAX_REPORTED_TOKENS: Final = 1_000_000_000
+"""The most tokens one request may report in any `Usage` field; more is taken as nonsense."""
+
+
+def _token_count(value: object) -> int:
+    """A token count as a provider reported it: a whole number from 0 to
+    `MAX_REPORTED_TOKENS`. Anything else (negative, not a number, not finite, beyond
+    any context window) is no report at all: 0."""
+    n: int
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
+        n = int(value)
+    elif isinstance(value, str):
+        try:
+            n = int(value.strip())
+        except ValueError:
+            return 0
+    else:
+        return 0
+    return n if 0 <= n <= MAX_REPORTED_TOKENS else 0
+
+
+def _optional_token_count(value: object) -> int | None:
+    return None if value is None else _token_count(value)
+
+
 @final
 @attrs.frozen
 class Usage:
@@ -439,13 +467,18 @@ class Usage:
     when that is not simply the uncached input: OpenAI counts a request's
     ``max_tokens`` on top of its prompt. ``None`` (the usual case) means
     `rate_limited_input_tokens` is worked out from the other fields.
+
+    Each count is taken as the provider sent it only when it is a whole number from 0 to
+    `MAX_REPORTED_TOKENS`; a negative, non-numeric, non-finite or absurd count from a
+    misbehaving server or proxy is read as 0, so it can neither stall the pace nor skew
+    the run's totals.
     """
 
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-    limit_input_tokens: int | None = None
+    input_tokens: int = attrs.field(default=0, converter=_token_count)
+    output_tokens: int = attrs.field(default=0, converter=_token_count)
+    cache_read_input_tokens: int = attrs.field(default=0, converter=_token_count)
+    cache_creation_input_tokens: int = attrs.field(default=0, converter=_token_count)
+    limit_input_tokens: int | None = attrs.field(default=None, converter=_optional_token_count)
 
     @property
     def rate_limited_input_tokens(self) -> int:

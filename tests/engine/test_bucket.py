@@ -226,3 +226,15 @@ async def test_a_shared_state_of_another_format_is_learnt_afresh(
     saved = json.loads(store.states["key"])
     assert saved["format"] == 2
     assert saved["admitted"] == 1
+
+
+async def test_an_absurd_usage_report_does_not_stall_the_pace(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A proxy reports a billion input tokens for a request of a thousand: at 6,000 a
+    # minute that would be a pause of 19 years. One answer pushes back two minutes at most.
+    bucket = AdaptiveBucket(Limits(input_tokens_per_minute=6000))
+    first = await bucket.acquire(1000)
+    bucket.on_success(first, input_tokens=1_000_000_000)
+    second = await bucket.acquire(1000)
+    assert second.sent_at <= 10.0 + 120.0

@@ -87,7 +87,9 @@ async def test_input_tokens_bind_with_counts_the_client_cannot_see(
     rng = random.Random(5)
     documents = [
         Document(f"d{i}.txt", b"x" * int(min(32_000, max(500, rng.lognormvariate(8.3, 0.9)))))
-        for i in range(300)
+        # Long enough that the steady part holds several probe cycles: their 429s are
+        # averaged, not caught at one cycle's peak (trio's scheduling order varies).
+        for i in range(600)
     ]
     for headers in (False, True):
         api = SimulatedAPI(

@@ -61,6 +61,7 @@ _SETTLE_AFTER_CHANGE: Final = 5.0  # 429s this soon after a stated limit changed
 _HEADER_MARGIN: Final = 0.998  # pace this far under a limit the provider states
 _LEDGER_SPAN: Final = 10.0  # seconds of ledger kept entry by entry; older entries are summed
 _LEDGER_FOLD_AT: Final = 64  # entries before a fold is worth its scan
+_MAX_DEBT: Final = 120.0  # one answer pushes the pace back by at most this many seconds
 
 
 class Dimension:
@@ -261,10 +262,16 @@ class Dimension:
         return True
 
     def correct(self, ticket_sent: float, ticket_seq: int, units: float) -> None:
-        """An admission's real cost is ``units`` more (or less) than it was charged."""
+        """An admission's real cost is ``units`` more (or less) than it was charged.
+
+        A provider accepts no request larger than its bucket (a minute of its limit, at
+        most), and the pace is never far under the limit, so a cost of more than two
+        minutes of the pace is a false report: it is taken as two minutes, not as a
+        stall of the whole run."""
         if not units:
             return
         if self.rate is not None:
+            units = min(units, _MAX_DEBT * self.rate)
             self.tat += units / self.rate
         self._book(ticket_sent, ticket_seq, units)
         entry = self._sent_entry(ticket_seq)

@@ -264,9 +264,10 @@ def _usage(message: Any) -> Usage:
     u = getattr(message, "usage", None)
     if u is None:
         return Usage()
+    # Usage takes the counts as sent and reads nonsense (negative, not a number) as 0.
     return Usage(
-        input_tokens=int(getattr(u, "input_tokens", 0) or 0),
-        output_tokens=int(getattr(u, "output_tokens", 0) or 0),
-        cache_read_input_tokens=int(getattr(u, "cache_read_input_tokens", 0) or 0),
-        cache_creation_input_tokens=int(getattr(u, "cache_creation_input_tokens", 0) or 0),
+        input_tokens=getattr(u, "input_tokens", 0),
+        output_tokens=getattr(u, "output_tokens", 0),
+        cache_read_input_tokens=getattr(u, "cache_read_input_tokens", 0),
+        cache_creation_input_tokens=getattr(u, "cache_creation_input_tokens", 0),
     )

@@ -6,6 +6,7 @@ import json
 import os
 from typing import Any, Final, Self, final
 
+import attrs
 import httpx
 import trio
 
@@ -174,10 +175,11 @@ class OpenAICompatibleProvider:
         body = self.payload(check_size(document, text), document.name)
 
         data, hint = await self._post(body)
-        u = data.get("usage") or {}
-        prompt = int(u.get("prompt_tokens") or 0)
-        counted = prompt + self.max_tokens if self.max_tokens_count and prompt else None
-        usage = Usage(prompt, int(u.get("completion_tokens") or 0), limit_input_tokens=counted)
+        u = data.get("usage")
+        u = u if isinstance(u, dict) else {}
+        usage = Usage(u.get("prompt_tokens"), u.get("completion_tokens"))
+        if self.max_tokens_count and usage.input_tokens:
+            usage = attrs.evolve(usage, limit_input_tokens=usage.input_tokens + self.max_tokens)
         try:
             cards = self._drafts(data)
         except InvalidOutput as exc:
