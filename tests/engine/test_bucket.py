@@ -13,6 +13,7 @@ import trio.testing
 
 from cardmill import LimitKind, RateHint
 from cardmill.engine import AdaptiveBucket, Limits, SharedBucket, _dimension
+from cardmill.engine._core import BucketCore
 
 T = TypeVar("T")
 
@@ -238,3 +239,17 @@ async def test_an_absurd_usage_report_does_not_stall_the_pace(
     bucket.on_success(first, input_tokens=1_000_000_000)
     second = await bucket.acquire(1000)
     assert second.sent_at <= 10.0 + 120.0
+
+
+def test_tickets_of_a_dead_worker_stop_holding_the_slow_start_window() -> None:
+    # Workers sharing one bucket in slow start: one was killed holding tickets that will
+    # never be answered. Once round trips are known to take about a second, its tickets
+    # stop counting within seconds, not minutes.
+    core = BucketCore()
+    first = core.admit(0.0, 0.0, 0.0)
+    core.success(1.0, first, None, None)  # round trips take a second
+    dead = [core.admit(1.0, 0.0, 1.0) for _ in range(core.window or 0)]
+    assert dead
+    assert core.earliest(0.0, 2.0) > 2.0  # the window is full of the dead worker's tickets
+    assert core.earliest(0.0, 2.0) <= 1.0 + 15.0
+    assert core.earliest(0.0, 17.0) <= 17.0

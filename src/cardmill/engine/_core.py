@@ -19,7 +19,12 @@ __all__ = ["BucketCore", "BucketStatistics", "Ticket"]
 
 _INITIAL_WINDOW: Final = 4  # requests in flight before the first answer (slow start)
 _WINDOW_DONE: Final = 64  # a window this wide no longer limits anything: slow start ends
-_FORGET_IN_FLIGHT: Final = 300.0  # a ticket never answered stops counting after this (s)
+# A ticket never answered (its worker died, in a shared bucket) stops holding the slow
+# start window after this many shortest round trips, at least the minimum, or after the
+# first-answer wait while no answer has come yet (s).
+_FORGET_AFTER_RTTS: Final = 8.0
+_FORGET_MIN: Final = 15.0
+_FORGET_FIRST: Final = 60.0
 
 
 @final
@@ -111,14 +116,23 @@ class BucketCore:
     def earliest(self, tokens: float, now: float) -> float:
         """When a request costing ``tokens`` may go (``inf``: when an answer comes)."""
         if self.window is not None:
+            forget = self._forget_after()
             for seq, sent in list(self.in_flight.items()):
-                if now - sent > _FORGET_IN_FLIGHT:
+                if now - sent > forget:
                     del self.in_flight[seq]
             if len(self.in_flight) >= self.window:
                 # An answer opens the window; a ticket never answered stops counting.
-                return min(self.in_flight.values()) + _FORGET_IN_FLIGHT
+                return min(self.in_flight.values()) + forget
             return max(self.paused_until, self.next_at, self.tokens.earliest(tokens))
         return max(self.paused_until, self.requests.earliest(1.0), self.tokens.earliest(tokens))
+
+    def _forget_after(self) -> float:
+        """How long an unanswered ticket holds its place in the slow-start window. A
+        request still running past it only lets one more in: the window opens a little
+        early, where waiting on a dead worker's ticket would stall every worker."""
+        if self.rtt is None:
+            return _FORGET_FIRST
+        return max(_FORGET_MIN, _FORGET_AFTER_RTTS * self.rtt)
 
     def admit(self, now: float, tokens: float, arrived: float) -> Ticket:
         waited = now > arrived
