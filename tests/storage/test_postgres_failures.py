@@ -264,3 +264,22 @@ def waiting_on_a_lock(application_name: str) -> bool:
             (application_name,),
         ).fetchone()
     return row is not None and row[0] > 0
+
+
+async def test_a_call_whose_connection_broke_before_commit_is_made_once_more(
+    schema: str,
+) -> None:
+    calls: list[int] = []
+
+    def transaction(tx: PostgresTx) -> int:
+        (pid,) = tx.one("SELECT pg_backend_pid()")
+        calls.append(pid)
+        if len(calls) == 1:
+            with psycopg.connect(pg.DSN, autocommit=True) as other:
+                other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        tx.run("UPDATE cardmill_meta SET value = value WHERE key = 'schema_version'")
+        return len(calls)
+
+    async with PostgresStorage.open(pg.DSN, schema=schema, size=1) as storage:
+        assert await storage._call(transaction) == 2
+    assert calls[0] != calls[1]  # the second try ran on a new connection
