@@ -46,7 +46,7 @@ from ._events import (
     UploadStarted,
 )
 from ._groups import leaves, root_error
-from ._patience import CLEANUP_SECONDS, patiently
+from ._patience import cleanup_scope, patiently
 from ._retry import GiveUp, RetryPolicy, Tries
 from ._shared import RateLimiter
 from ._tokens import TokenEstimator
@@ -273,9 +273,8 @@ class Engine:
             raise
         except BaseException as exc:
             run = None
-            with trio.move_on_after(CLEANUP_SECONDS, shield=True):
-                with contextlib.suppress(StorageError):
-                    run = await self._storage.finish_run(run_id)
+            with cleanup_scope(self._storage), contextlib.suppress(StorageError):
+                run = await self._storage.finish_run(run_id)
             if run is None:
                 log.warning("could not record the end of run %s", run_id)
             else:
@@ -374,7 +373,7 @@ class Engine:
             return await self._settle(upload, outcome, run_id, counters)
         except BaseException:
             released = False
-            with trio.move_on_after(CLEANUP_SECONDS, shield=True):
+            with cleanup_scope(self._storage):
                 try:
                     await self._storage.release_upload(
                         upload.id, worker=self.worker, attempt=upload.attempts

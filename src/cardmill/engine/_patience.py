@@ -12,7 +12,7 @@ import trio
 
 from ..errors import TransientStorageError
 
-__all__ = ["CLEANUP_SECONDS", "STORAGE_TRIES", "patiently"]
+__all__ = ["CLEANUP_SECONDS", "STORAGE_TRIES", "cleanup_scope", "patiently"]
 
 T = TypeVar("T")
 log = logging.getLogger("cardmill.engine")
@@ -27,6 +27,18 @@ _FIRST_WAIT: Final = 0.5
 #: not keep Ctrl-C from ending the program. What it could not release is taken back
 #: once its lease expires.
 CLEANUP_SECONDS: Final = 2.0
+
+
+def cleanup_scope(storage: object) -> trio.CancelScope:
+    """A shielded scope for cleanup, bounded by :data:`CLEANUP_SECONDS` when the
+    storage says its calls may be abandoned (``bounded_cleanup``, as PostgresStorage's
+    are: a call stuck in its thread is left to it). Other backends' calls cannot be
+    abandoned and do not wait on other sessions for ever (SQLite's ``busy_timeout``), and
+    a deadline on them would only fire early in virtual time, which counts a thread's
+    work as idle."""
+    if getattr(storage, "bounded_cleanup", False):
+        return trio.move_on_after(CLEANUP_SECONDS, shield=True)
+    return trio.CancelScope(shield=True)
 
 
 async def patiently(call: Callable[[], Awaitable[T]], what: str, rng: random.Random) -> T:

@@ -353,6 +353,9 @@ class PostgresStorage(SQLBackend):
             need synchronised clocks (NTP), as leases are compared across them.
     """
 
+    #: Its calls may be abandoned to their thread: the engine bounds its cleanup.
+    bounded_cleanup: Final = True
+
     def __init__(
         self,
         pool: psycopg_pool.ConnectionPool[Any],
