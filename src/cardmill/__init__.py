@@ -29,6 +29,8 @@ from .errors import RateLimited as RateLimited
 from .errors import RunNotFound as RunNotFound
 from .errors import StorageError as StorageError
 from .errors import TransientError as TransientError
+from .errors import TransientStorageError as TransientStorageError
+from .errors import UnstorableData as UnstorableData
 from .errors import UploadNotFound as UploadNotFound
 from .model import Card as Card
 from .model import CardDraft as CardDraft
@@ -85,6 +87,8 @@ __all__ = [
     "Storage",
     "StorageError",
     "TransientError",
+    "TransientStorageError",
+    "UnstorableData",
     "Upload",
     "UploadNotFound",
     "UploadStatus",

@@ -6,6 +6,8 @@ CardmillError
 │   ├── DocumentError                a document that cannot be read or is not supported
 │   └── InvalidDraft                 a card draft that breaks the size limits
 ├── StorageError                     a backend failed; the original error is the __cause__
+│   ├── TransientStorageError        a lock wait timed out, the connection was lost: try again
+│   ├── UnstorableData               a value the backend cannot store (NUL in PostgreSQL text)
 │   ├── RunNotFound (LookupError)    no run has this id
 │   ├── UploadNotFound (LookupError) no upload has this id
 │   └── DatabaseError                the file is not a cardmill database, or a newer one
@@ -47,6 +49,8 @@ __all__ = [
     "RunNotFound",
     "StorageError",
     "TransientError",
+    "TransientStorageError",
+    "UnstorableData",
     "UploadNotFound",
 ]
 
@@ -79,6 +83,22 @@ class InvalidDraft(InputError):
 
 class StorageError(CardmillError):
     """A storage backend failed."""
+
+
+class TransientStorageError(StorageError):
+    """A storage call failed in a way that may pass if it is tried again: a lock wait
+    timed out (another session holds the row), the connection to the database was lost,
+    the pool had no connection to give.
+
+    The call's transaction did not commit, except when the message says the connection
+    was lost while committing: then whether it committed is unknown. The engine tries
+    again only calls that are safe to repeat (see docs/storage.md).
+    """
+
+
+class UnstorableData(StorageError):
+    """The backend refused a value the call would write (PostgreSQL text cannot hold
+    NUL characters or lone surrogates); the message names the upload, never the value."""
 
 
 class RunNotFound(StorageError, LookupError):

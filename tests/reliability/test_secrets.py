@@ -268,8 +268,26 @@ KEY_VALUE = (
         ("postgresql://u:pw/TOPSECRET@h/db", "postgresql://***"),
         ("host=h password=pw@TOPSECRET w", "***"),
         ("cardmill.db", "cardmill.db"),
+        (
+            "postgresql://u@h/db?sslpassword=TOPSECRET&sslmode=require",
+            "postgresql://u@h/db?sslpassword=***&sslmode=require",
+        ),
+        ("host=h sslpassword=TOPSECRET dbname=db", "dbname=db host=h sslpassword=***"),
+        ("host=h password=TOPSECRET", "password=*** host=h"),
     ],
-    ids=["url", "query", "key-value", "bad-escape", "raw-at", "raw-slash", "unquoted", "path"],
+    ids=[
+        "url",
+        "query",
+        "key-value",
+        "bad-escape",
+        "raw-at",
+        "raw-slash",
+        "unquoted",
+        "path",
+        "ssl-query",
+        "ssl-key-value",
+        "plain-key-value",
+    ],
 )
 def test_redact_dsn_shows_everything_but_the_password(dsn: str, shown: str) -> None:
     from cardmill.storage import redact_dsn
@@ -291,3 +309,23 @@ async def test_a_key_value_dsn_never_shows_its_password(schema: str) -> None:
     assert 'role "nobody" does not exist' in str(caught.value)
     assert_no_secret(str(caught.value))
     assert caught.value.__cause__ is None
+
+
+async def test_a_key_value_dsn_on_the_command_line_is_postgres_and_hidden(
+    tmp_path: Path, env: dict[str, str], schema: str
+) -> None:
+    dsn = KEY_VALUE + " sslpassword=ssl-TOPSECRET"
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Doc\n\nSome text.\n")
+    run_env = {**env, "CARDMILL_PG_SCHEMA": schema}
+    run_env.pop("ANTHROPIC_API_KEY", None)
+    done = await cardmill("analyze", str(doc), "--db", dsn, "-vv", env=run_env)
+    assert done.returncode == 0, done.stderr.decode()
+    summary = done.stdout.decode()
+    assert " password=*** " in summary
+    assert " sslpassword=***" in summary
+    run_id = summary.split()[1]
+    assert run_id in schema_text(schema)  # stored in PostgreSQL, not a SQLite file
+    shown = await cardmill("show", run_id, "--db", dsn, env=run_env)
+    assert shown.returncode == 0, shown.stderr.decode()
+    assert_no_secret(done.stdout, done.stderr, shown.stdout, shown.stderr, schema_text(schema))

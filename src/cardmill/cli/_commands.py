@@ -36,8 +36,9 @@ _db_option = click.option(
     show_default=True,
     envvar="CARDMILL_DB",
     show_envvar=True,
-    help="The database: a SQLite file, or postgresql://... to share runs between workers "
-    "(in the schema CARDMILL_PG_SCHEMA names, default cardmill).",
+    help="The database: a SQLite file, or postgresql://... (or a libpq 'host=... "
+    "dbname=...' string) to share runs between workers (in the schema CARDMILL_PG_SCHEMA "
+    "names, default cardmill).",
 )
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 _verbose_option = click.option("-v", "--verbose", count=True, help="Log more (-vv: debug).")

@@ -80,7 +80,21 @@ def setup_logging(verbose: int) -> None:
 
 
 def is_postgres(db: str) -> bool:
-    return db.startswith(("postgresql://", "postgres://"))
+    """Whether a ``--db`` value names a PostgreSQL database: a ``postgresql://`` or
+    ``postgres://`` URL, or a libpq ``key=value`` connection string (``host=db
+    dbname=cards``) that is not the name of an existing file."""
+    if db.startswith(("postgresql://", "postgres://")):
+        return True
+    if "=" not in db or os.path.exists(db):
+        return False
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(db)
+    except psycopg.Error:
+        return False  # not a connection string libpq reads: a file name
+    return True
 
 
 def shown_db(db: str, *, absolute: bool = False) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -25,6 +26,8 @@ from ..errors import (
     RunNotFound,
     StorageError,
     TransientError,
+    TransientStorageError,
+    UnstorableData,
 )
 from ..model import CardDraft, Document, LimitKind, Run, Upload, UploadStatus, Usage
 from ..providers import Analysis, Provider
@@ -43,6 +46,7 @@ from ._events import (
     UploadStarted,
 )
 from ._groups import leaves, root_error
+from ._patience import cleanup_scope, patiently
 from ._retry import GiveUp, RetryPolicy, Tries
 from ._shared import RateLimiter
 from ._tokens import TokenEstimator
@@ -268,17 +272,17 @@ class Engine:
         except RunNotFound:
             raise
         except BaseException as exc:
-            with trio.CancelScope(shield=True):
-                try:
-                    run = await self._storage.finish_run(run_id)
-                except StorageError:
-                    log.warning("could not record the end of run %s", run_id)
-                else:
-                    self._emit(RunFinished(self._summary(run, counters, started), _now()))
+            run = None
+            with cleanup_scope(self._storage), contextlib.suppress(StorageError):
+                run = await self._storage.finish_run(run_id)
+            if run is None:
+                log.warning("could not record the end of run %s", run_id)
+            else:
+                self._emit(RunFinished(self._summary(run, counters, started), _now()))
             raise _unwrap(exc) from None
         finally:
             self._bucket.remove_listener(self._bucket_changed)
-        run = await self._storage.finish_run(run_id)
+        run = await patiently(partial(self._storage.finish_run, run_id), "finish run", self._rng)
         summary = self._summary(run, counters, started)
         self._emit(RunFinished(summary, _now()))
         return summary
@@ -324,7 +328,8 @@ class Engine:
                 self._spawn = None
                 nursery.cancel_scope.cancel()  # the heartbeat: nothing is held any more
             # Nothing claimable, and our uploads are done. Others may still hold some.
-            if not await self._storage.list_uploads(run_id, UploadStatus.LOADING):
+            loading = partial(self._storage.list_uploads, run_id, UploadStatus.LOADING)
+            if not await patiently(loading, "list uploads", self._rng):
                 return
             if not await self._release_stale(run_id, everyone=False):
                 await trio.sleep(self._poll_interval)
@@ -337,9 +342,13 @@ class Engine:
     async def _worker(self, run_id: str, counters: _Counters, held: dict[str, _Held]) -> None:
         while True:
             async with self._limiter:
-                upload = await self._storage.claim_upload(
-                    run_id, worker=self.worker, lease_seconds=self._lease_seconds
+                claim = partial(
+                    self._storage.claim_upload,
+                    run_id,
+                    worker=self.worker,
+                    lease_seconds=self._lease_seconds,
                 )
+                upload = await patiently(claim, "claim", self._rng)
                 if upload is None:
                     return
                 # Completing an upload claims this worker's next in the same trip.
@@ -369,14 +378,19 @@ class Engine:
             held.pop(upload.id, None)
 
     async def _release(self, upload: Upload) -> None:
-        """Give a claimed upload back (PENDING), whatever is being unwound."""
-        with trio.CancelScope(shield=True):
+        """Give a claimed upload back (PENDING), whatever is being unwound; if the
+        storage cannot, its lease expires and another claim takes it."""
+        released = False
+        with cleanup_scope(self._storage):
             try:
                 await self._storage.release_upload(
                     upload.id, worker=self.worker, attempt=upload.attempts
                 )
+                released = True
             except StorageError:
-                log.warning("could not release %s", upload.name)
+                pass
+        if not released:
+            log.warning("could not release %s; its lease will expire", upload.name)
 
     async def _heartbeat(self, held: dict[str, _Held]) -> None:
         """Renew the lease of every upload this engine holds, a third of a lease apart;
@@ -388,12 +402,17 @@ class Engine:
                 if entry.lost or entry.upload.id not in held:
                     continue
                 upload = entry.upload
-                renewed = await self._storage.renew_lease(
-                    upload.id,
-                    worker=self.worker,
-                    lease_seconds=self._lease_seconds,
-                    attempt=upload.attempts,
-                )
+                try:
+                    renewed = await self._storage.renew_lease(
+                        upload.id,
+                        worker=self.worker,
+                        lease_seconds=self._lease_seconds,
+                        attempt=upload.attempts,
+                    )
+                except TransientStorageError as exc:
+                    # The lease outlasts two more beats: the next one may get through.
+                    log.warning("could not renew the lease on %s: %s", upload.name, exc)
+                    continue
                 if not renewed and upload.id in held:
                     log.warning("lost the lease on %s; leaving it to its new holder", upload.name)
                     entry.lost = True
@@ -405,32 +424,51 @@ class Engine:
         following: Upload | None = None
         if isinstance(outcome, _Done):
             cards = outcome.analysis.cards
-            if self._limiter.borrowed_tokens <= self._limiter.total_tokens:
-                completed, following = await self._storage.complete_and_claim(
-                    upload.id,
-                    cards,
-                    worker=self.worker,
-                    attempt=upload.attempts,
-                    run_id=run_id,
-                    lease_seconds=self._lease_seconds,
-                )
+            try:
+                if self._limiter.borrowed_tokens <= self._limiter.total_tokens:
+                    both = partial(
+                        self._storage.complete_and_claim,
+                        upload.id,
+                        cards,
+                        worker=self.worker,
+                        attempt=upload.attempts,
+                        run_id=run_id,
+                        lease_seconds=self._lease_seconds,
+                    )
+                    completed, following = await patiently(both, "complete", self._rng)
+                else:
+                    one = partial(
+                        self._storage.complete_upload,
+                        upload.id,
+                        cards,
+                        worker=self.worker,
+                        attempt=upload.attempts,
+                    )
+                    completed = await patiently(one, "complete", self._rng)
+            except UnstorableData as exc:
+                # The storage cannot hold these cards: this upload fails, not the run.
+                outcome = _Failed(_reason(exc), outcome.attempts)
             else:
-                completed = await self._storage.complete_upload(
-                    upload.id, cards, worker=self.worker, attempt=upload.attempts
-                )
-            if completed:
-                c.completed += 1
-                try:
-                    self._emit(UploadCompleted(upload, len(cards), outcome.attempts, _now()))
-                except BaseException:
-                    # The observer raised: the run stops, and the upload claimed along
-                    # with the result goes back rather than waiting out its lease.
-                    if following is not None:
-                        await self._release(following)
-                    raise
-        elif await self._storage.fail_upload(
-            upload.id, outcome.reason, worker=self.worker, attempt=upload.attempts
-        ):
+                if completed:
+                    c.completed += 1
+                    try:
+                        self._emit(UploadCompleted(upload, len(cards), outcome.attempts, _now()))
+                    except BaseException:
+                        # The observer raised: the run stops, and the upload claimed
+                        # along with the result goes back rather than waiting out its
+                        # lease.
+                        if following is not None:
+                            await self._release(following)
+                        raise
+                return following
+        fail = partial(
+            self._storage.fail_upload,
+            upload.id,
+            outcome.reason,
+            worker=self.worker,
+            attempt=upload.attempts,
+        )
+        if await patiently(fail, "fail", self._rng):
             c.failed += 1
             self._emit(UploadFailed(upload, outcome.reason, outcome.attempts, _now()))
         return following

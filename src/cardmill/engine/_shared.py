@@ -11,7 +11,9 @@ the row lock), never a worker's own, so workers whose clocks disagree still shar
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol, TypeVar, final, runtime_checkable
 
 import trio
@@ -19,6 +21,7 @@ import trio
 from ..model import LimitKind, RateHint
 from ._bucket import Limits
 from ._core import BucketCore, BucketStatistics, Ticket
+from ._patience import patiently
 
 __all__ = ["RateLimiter", "RateStateStore", "SharedBucket"]
 
@@ -74,6 +77,9 @@ class RateLimiter(Protocol):
     def remove_listener(self, listener: Callable[[BucketStatistics], None]) -> None: ...
 
 
+_JITTER = random.Random()
+
+
 @final
 class SharedBucket:
     """An :class:`AdaptiveBucket` whose state is shared through the database.
@@ -110,7 +116,10 @@ class SharedBucket:
             changed = (core.requests.rate, core.tokens.rate) != before
             return core.to_state(), (result, core.snapshot(now, 0), changed)
 
-        result, stats, changed = await self._store.update_rate_state(self._name, step)
+        # A lock wait that timed out, or a lost connection, is tried again: a step that
+        # may have committed already only makes the shared pace a little more careful.
+        call = partial(self._store.update_rate_state, self._name, step)
+        result, stats, changed = await patiently(call, "shared rate limit", _JITTER)
         self._stats = stats
         if changed:
             for listener in list(self._listeners):

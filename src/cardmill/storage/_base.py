@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
@@ -193,9 +194,14 @@ def card_id(upload_id: str, ordinal: int) -> str:
     return f"{upload_id}.{ordinal}"
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def one_line(error: str) -> str:
-    """Fold an error message onto one bounded line."""
-    text = " ".join(str(error).split()) or "unknown error"
+    """Fold an error message onto one bounded line that every backend can store: NUL
+    characters and lone surrogates (which PostgreSQL text and UTF-8 cannot hold) become
+    U+FFFD."""
+    text = " ".join(_UNSTORABLE.sub("\ufffd", str(error)).split()) or "unknown error"
     if len(text) > MAX_ERROR_CHARS:
         text = text[: MAX_ERROR_CHARS - 1] + "…"
     return text

@@ -16,6 +16,9 @@ from ..errors import InputError
 __all__ = ["HIDDEN", "check_dsn", "redact_dsn", "redact_message"]
 
 HIDDEN: Final = "***"
+# Connection parameters that hold secrets: the password, and the one of the client's
+# SSL key.
+SECRETS: Final = ("password", "sslpassword")
 _SCHEMES: Final = ("postgresql://", "postgres://")
 _HOW: Final = (
     "percent-encode @ : / % ? # and spaces in its user name and password "
@@ -77,13 +80,13 @@ def check_dsn(dsn: str) -> None:
 
 
 def redact_dsn(dsn: str) -> str:
-    """``dsn`` as it may be shown: the password replaced by ``***``.
+    """``dsn`` as it may be shown: the password (and ``sslpassword``) replaced by ``***``.
 
     * ``postgresql://user:pw@host:5432/db?sslmode=require`` keeps its form:
-      ``postgresql://user:***@host:5432/db?sslmode=require`` (a ``password=`` in the
-      query is hidden too).
-    * ``host=h dbname=db password=pw`` is rebuilt by ``psycopg.conninfo.make_conninfo``
-      with ``password=***``.
+      ``postgresql://user:***@host:5432/db?sslmode=require`` (a ``password=`` or
+      ``sslpassword=`` in the query is hidden too).
+    * ``host=h dbname=db password=pw sslpassword=k`` is rebuilt by
+      ``psycopg.conninfo.make_conninfo`` with ``password=*** sslpassword=***``.
     * A URL that does not parse, or does not say what it seems to, shows only its
       scheme: ``postgresql://***``; any other string that does not parse but has an
       ``=`` in it is all hidden.
@@ -100,15 +103,16 @@ def redact_dsn(dsn: str) -> str:
         if is_url:
             return dsn.partition("://")[0] + "://" + HIDDEN
         return HIDDEN if "=" in dsn else dsn
-    password = params.get("password")
+    secrets = [params[k] for k in SECRETS if params.get(k)]
     if is_url:
         shown = _redact_url(dsn)
     else:
         from psycopg.conninfo import make_conninfo
 
-        shown = make_conninfo(**{**params, "password": HIDDEN}) if password else dsn
-    # However the string was written, what libpq reads as the password is not shown.
-    if password and password in shown.replace(HIDDEN, ""):
+        hidden = {k: HIDDEN for k in SECRETS if params.get(k)}
+        shown = make_conninfo(**{**params, **hidden}) if hidden else dsn
+    # However the string was written, what libpq reads as a secret is not shown.
+    if any(secret in shown.replace(HIDDEN, "") for secret in secrets):
         return (dsn.partition("://")[0] + "://" + HIDDEN) if is_url else HIDDEN
     return shown
 
@@ -125,14 +129,14 @@ def _redact_url(dsn: str) -> str:
     fields = []
     for field in query.split("&"):
         key, equals, _ = field.partition("=")
-        fields.append(key + "=" + HIDDEN if equals and unquote(key) == "password" else field)
+        fields.append(key + "=" + HIDDEN if equals and unquote(key) in SECRETS else field)
     return base + "?" + "&".join(fields)
 
 
 def redact_message(text: str, dsn: str) -> str:
     """A message from the driver with ``dsn``'s password removed, should libpq quote it."""
     params = _parse(dsn) or {}
-    for secret in {params.get("password", ""), _raw_password(dsn)}:
+    for secret in {*(params.get(k, "") for k in SECRETS), _raw_password(dsn)}:
         if secret:
             text = text.replace(secret, HIDDEN)
     return text

@@ -12,16 +12,24 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
+import outcome
 import trio
 
-from ..errors import DatabaseError, InputError, StorageError
+from ..errors import (
+    DatabaseError,
+    InputError,
+    StorageError,
+    TransientStorageError,
+    UnstorableData,
+)
 from ..model import Document
 from ._dsn import check_dsn, redact_dsn, redact_message
 from ._sqlbackend import SQLBackend
@@ -30,10 +38,32 @@ if TYPE_CHECKING:
     import psycopg
     import psycopg_pool
 
-__all__ = ["PostgresStorage"]
+__all__ = ["PostgresStorage", "connection_string"]
 
 T = TypeVar("T")
 SCHEMA_VERSION: Final = 2
+
+# libpq parameters cardmill's connections get unless the DSN sets them: a peer that
+# stops answering (a half-dead TCP connection) is noticed within about a minute.
+CLIENT_DEFAULTS: Final = {
+    "application_name": "cardmill",
+    "connect_timeout": "10",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "60000",
+}
+# Server settings, sent as `options` unless the DSN's (or PGOPTIONS') options name them:
+# a row lock another session holds makes a call fail (and be tried again) instead of
+# waiting for ever, and a session of ours stuck inside a transaction is ended.
+SERVER_DEFAULTS: Final = {
+    "lock_timeout": "10s",
+    "idle_in_transaction_session_timeout": "60s",
+}
+# How long a call interrupted while it runs in its thread may still finish (so that a
+# claim that committed reaches its caller) before it is abandoned to its thread.
+GRACE_SECONDS: Final = 1.0
 _IDENTIFIER: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 # What may hold a "?" or "%" that is not a placeholder: literals, quoted names, comments.
@@ -178,9 +208,52 @@ def _rate_step(
     return result
 
 
+def connection_string(dsn: str) -> str:
+    """``dsn`` with cardmill's connection defaults added where it does not set them.
+
+    Keepalives, ``tcp_user_timeout``, ``connect_timeout`` and ``application_name`` (see
+    ``CLIENT_DEFAULTS``), and the server settings ``lock_timeout`` and
+    ``idle_in_transaction_session_timeout`` (``SERVER_DEFAULTS``) through ``options``,
+    after any ``-c`` settings the DSN's ``options`` (or ``PGOPTIONS``) already makes. A
+    DSN overrides any of them: ``?options=-c%20lock_timeout%3D30s``,
+    ``keepalives_idle=60``. The result holds the password: it is for connecting only.
+    """
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(dsn)
+    extra = {k: v for k, v in CLIENT_DEFAULTS.items() if k not in params}
+    if "PGAPPNAME" in os.environ:
+        extra.pop("application_name", None)
+    given = str(params.get("options", os.environ.get("PGOPTIONS", "")))
+    ours = [f"-c {k}={v}" for k, v in SERVER_DEFAULTS.items() if k not in given]
+    if ours:
+        extra["options"] = " ".join([*ours, given]).strip()
+    return make_conninfo(dsn, **extra)
+
+
+class _ConnectionLost(Exception):
+    """The connection broke during a transaction; ``committing`` when during its COMMIT."""
+
+    def __init__(self, committing: bool) -> None:
+        super().__init__("connection lost while committing" if committing else "connection lost")
+        self.committing = committing
+
+
 def _transaction(pool: psycopg_pool.ConnectionPool[Any], fn: Callable[..., T], *args: Any) -> T:
-    with pool.connection() as conn, conn.transaction():
-        return fn(PostgresTx(conn), *args)
+    import psycopg
+
+    with pool.connection() as conn:
+        committing = False
+        try:
+            with conn.transaction():
+                result = fn(PostgresTx(conn), *args)
+                committing = True
+        except psycopg.OperationalError as exc:
+            if conn.broken or conn.closed:
+                # The pool replaces a broken connection when it is given back.
+                raise _ConnectionLost(committing) from exc
+            raise
+        return result
 
 
 def _migrate(conn: psycopg.Connection[Any], schema: str) -> None:
@@ -224,15 +297,25 @@ def _open_pool(dsn: str, schema: str, size: int) -> psycopg_pool.ConnectionPool[
 
     check_dsn(dsn)
     where = redact_dsn(dsn)
+    conninfo = connection_string(dsn)
     try:
-        with psycopg.connect(dsn, connect_timeout=10) as conn:
+        with psycopg.connect(conninfo) as conn:
             _migrate(conn, schema)
     except psycopg.Error as exc:
         raise DatabaseError(
             f"PostgreSQL at {where}: {redact_message(_first_line(exc), dsn)}"
         ) from None
     pool = psycopg_pool.ConnectionPool(
-        dsn, min_size=1, max_size=size, configure=configure, open=False, name="cardmill"
+        conninfo,
+        min_size=1,
+        max_size=size,
+        configure=configure,
+        # A connection the server dropped (a restart, pg_terminate_backend, a timeout)
+        # is found and replaced before a transaction is given it.
+        check=psycopg_pool.ConnectionPool.check_connection,
+        timeout=10,
+        open=False,
+        name="cardmill",
     )
     try:
         pool.open(wait=True, timeout=10)
@@ -240,6 +323,13 @@ def _open_pool(dsn: str, schema: str, size: int) -> psycopg_pool.ConnectionPool[
         pool.close()
         raise DatabaseError(f"PostgreSQL at {where}: no connection within 10 s") from None
     return pool
+
+
+def _data_problem(exc: BaseException) -> str:
+    """What was wrong with a value, without the value (it may hold NUL or surrogates)."""
+    if isinstance(exc, UnicodeEncodeError):
+        return "text with a character that cannot be encoded (a lone surrogate)"
+    return _first_line(exc).encode("ascii", "backslashreplace").decode("ascii")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -262,6 +352,9 @@ class PostgresStorage(SQLBackend):
         clock: wall-clock seconds for leases and timestamps. Workers on several machines
             need synchronised clocks (NTP), as leases are compared across them.
     """
+
+    #: Its calls may be abandoned to their thread: the engine bounds its cleanup.
+    bounded_cleanup: Final = True
 
     def __init__(
         self,
@@ -313,8 +406,54 @@ class PostgresStorage(SQLBackend):
         if pool is None:
             await trio.lowlevel.checkpoint()
             return
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(pool.close)
+        # Bounded: a connection stuck in a call that was abandoned (see _threaded) must
+        # not keep the program from exiting.
+        with trio.move_on_after(2 * GRACE_SECONDS, shield=True):
+            await trio.to_thread.run_sync(
+                partial(pool.close, timeout=GRACE_SECONDS), abandon_on_cancel=True
+            )
+
+    async def _threaded(self, job: Callable[[], T]) -> T:
+        """Run ``job`` on a thread, holding a token of the pool's limiter while it runs.
+
+        Like ``trio.to_thread.run_sync``, a call interrupted (cancelled, or Ctrl-C) while
+        it runs still returns its result if it finishes within ``GRACE_SECONDS``, the
+        interruption landing at the caller's next checkpoint. Unlike it, a call that
+        does not finish by then (stuck on a lock or a dead peer) is abandoned to its
+        thread, and the interruption raised: a leased upload it held is taken back by
+        another worker or ``resume`` once the lease expires.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        borrower = object()
+        await self._limiter.acquire_on_behalf_of(borrower)
+        done = trio.Event()
+        box: list[outcome.Outcome[T]] = []
+        token = trio.lowlevel.current_trio_token()
+
+        def back(result: outcome.Outcome[T]) -> None:
+            self._limiter.release_on_behalf_of(borrower)
+            box.append(result)
+            done.set()
+
+        def deliver(result: outcome.Outcome[T]) -> None:
+            with suppress(trio.RunFinishedError):
+                token.run_sync_soon(back, result)
+
+        try:
+            trio.lowlevel.start_thread_soon(job, deliver, name="cardmill postgres")
+        except BaseException:
+            self._limiter.release_on_behalf_of(borrower)
+            raise
+        try:
+            await done.wait()
+        except trio.Cancelled:
+            with trio.move_on_after(GRACE_SECONDS, shield=True):
+                await done.wait()
+            if not box:
+                raise
+            # Finished after all: its result is returned; the scope is still cancelled,
+            # so the caller's next checkpoint raises.
+        return box[0].unwrap()
 
     async def _call(self, fn: Callable[..., T], *args: Any, write: bool = False) -> T:
         import psycopg
@@ -322,12 +461,32 @@ class PostgresStorage(SQLBackend):
         pool = self._pool
         if pool is None:
             raise StorageError(f"{self._where}: storage is closed")
-        try:
-            return await trio.to_thread.run_sync(
-                partial(_transaction, pool, fn, *args), limiter=self._limiter
-            )
-        except psycopg.Error as exc:
-            raise StorageError(f"{self._where}: {_first_line(exc)}") from exc
+        for tries_left in (1, 0):
+            try:
+                return await self._threaded(partial(_transaction, pool, fn, *args))
+            except _ConnectionLost as lost:
+                reason = _first_line(lost.__cause__ or lost)
+                if lost.committing:
+                    # Not tried again here: the caller knows whether repeating the call
+                    # is safe (the engine's writes are idempotent by upload state).
+                    raise TransientStorageError(
+                        f"{self._where}: connection lost while committing, whether the "
+                        f"transaction committed is unknown ({reason})"
+                    ) from lost.__cause__
+                if not tries_left:
+                    raise TransientStorageError(
+                        f"{self._where}: connection lost ({reason})"
+                    ) from lost.__cause__
+                # Nothing was committed: once more, on a connection the pool checked.
+            except (psycopg.DataError, UnicodeEncodeError) as exc:
+                raise UnstorableData(_data_problem(exc)) from exc
+            except psycopg.OperationalError as exc:
+                # Lock timeouts, serialisation failures, deadlocks, no connection from
+                # the pool (a PoolTimeout): the transaction did not commit.
+                raise TransientStorageError(f"{self._where}: {_first_line(exc)}") from exc
+            except psycopg.Error as exc:
+                raise StorageError(f"{self._where}: {_first_line(exc)}") from exc
+        raise AssertionError("unreachable")
 
     # -- shared rate limits (see cardmill.engine.SharedBucket) ------------------------
 

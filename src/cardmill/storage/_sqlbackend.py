@@ -10,7 +10,7 @@ from typing import Any, Final, Self, TypeVar
 
 import trio
 
-from ..errors import StorageError
+from ..errors import StorageError, UnstorableData
 from ..model import Card, CardDraft, Document, Run, Upload, UploadStatus
 from . import _ingest as ingest
 from . import _transactions as sql
@@ -56,6 +56,13 @@ class SQLBackend:
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._call(fn, *args, write=True)
+
+    async def _settle(self, upload_id: str, fn: Callable[..., T], *args: Any) -> T:
+        """A write that settles one upload; a value the backend refuses names the upload."""
+        try:
+            return await self._write(fn, upload_id, *args)
+        except UnstorableData as exc:
+            raise UnstorableData(f"upload {upload_id}: {exc}") from exc.__cause__
 
     async def create_run(self, documents: Iterable[Document], *, name: str | None = None) -> Run:
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -139,9 +146,9 @@ class SQLBackend:
         trip to the database per upload instead of two."""
         checked = check_drafts(drafts)
         check_lease(lease_seconds)
-        completed, claimed = await self._write(
-            sql.complete_and_claim,
+        completed, claimed = await self._settle(
             upload_id,
+            sql.complete_and_claim,
             checked,
             worker,
             attempt,
@@ -168,13 +175,13 @@ class SQLBackend:
         attempt: int | None = None,
     ) -> bool:
         checked = check_drafts(drafts)
-        return await self._write(sql.complete, upload_id, checked, worker, attempt, self._clock())
+        return await self._settle(upload_id, sql.complete, checked, worker, attempt, self._clock())
 
     async def fail_upload(
         self, upload_id: str, error: str, *, worker: str | None = None, attempt: int | None = None
     ) -> bool:
-        return await self._write(
-            sql.fail, upload_id, one_line(error), worker, attempt, self._clock()
+        return await self._settle(
+            upload_id, sql.fail, one_line(error), worker, attempt, self._clock()
         )
 
     async def release_upload(

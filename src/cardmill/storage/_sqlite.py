@@ -20,7 +20,7 @@ from typing import Any, Final, Literal, TypeVar, final
 
 import trio
 
-from ..errors import DatabaseError, StorageError
+from ..errors import DatabaseError, StorageError, UnstorableData
 from ..model import (
     Document,
 )
@@ -256,6 +256,10 @@ class SQLiteStorage(SQLBackend):
             return await self._thread.run(partial(_transaction, conn, write, fn, *args))
         except sqlite3.Error as exc:
             raise StorageError(f"{self._path}: {exc}") from exc
+        except UnicodeEncodeError as exc:
+            raise UnstorableData(
+                "text with a character that cannot be encoded (a lone surrogate)"
+            ) from exc
 
 
 # -- transactions ------------------------------------------------------------------------
