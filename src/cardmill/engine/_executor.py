@@ -26,7 +26,16 @@ from ..errors import (
     StorageError,
     TransientError,
 )
-from ..model import CardDraft, Document, LimitKind, Run, Upload, UploadStatus, Usage
+from ..model import (
+    CardDraft,
+    Document,
+    LimitKind,
+    Run,
+    Upload,
+    UploadStatus,
+    Usage,
+    clean_text,
+)
 from ..providers import Analysis, Provider
 from ..storage import Storage
 from ._bucket import AdaptiveBucket, BucketStatistics, Limits
@@ -418,10 +427,12 @@ class Engine:
                 c.completed += 1
                 self._emit(UploadCompleted(upload, len(cards), outcome.attempts, _now()))
         elif await self._storage.fail_upload(
-            upload.id, outcome.reason, worker=self.worker, attempt=upload.attempts
+            upload.id, _clean_reason(outcome.reason), worker=self.worker, attempt=upload.attempts
         ):
             c.failed += 1
-            self._emit(UploadFailed(upload, outcome.reason, outcome.attempts, _now()))
+            self._emit(
+                UploadFailed(upload, _clean_reason(outcome.reason), outcome.attempts, _now())
+            )
         return following
 
     async def _attempts(self, upload: Upload, c: _Counters) -> _Done | _Failed:
@@ -540,8 +551,12 @@ def _now() -> float:
 
 
 def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+    return _clean_reason(str(exc)) or type(exc).__name__
+
+
+def _clean_reason(text: str) -> str:
+    """A reason on one line that every store can hold (providers quote bad text)."""
+    return " ".join(clean_text(text).split())
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from ..errors import InputError
-from ..model import Card, CardDraft, Document, Run, Upload, UploadStatus
+from ..model import Card, CardDraft, Document, Run, Upload, UploadStatus, clean_text
 
 __all__ = ["Storage"]
 
@@ -194,11 +194,17 @@ def card_id(upload_id: str, ordinal: int) -> str:
 
 
 def one_line(error: str) -> str:
-    """Fold an error message onto one bounded line."""
-    text = " ".join(str(error).split()) or "unknown error"
+    """Fold an error message onto one bounded line every store can hold (see
+    `clean_text`: a message quoting bad text must not fail as that text did)."""
+    text = " ".join(clean_text(str(error)).split()) or "unknown error"
     if len(text) > MAX_ERROR_CHARS:
         text = text[: MAX_ERROR_CHARS - 1] + "…"
     return text
+
+
+def run_name(name: str | None, run_id: str) -> str:
+    """The name a run is stored under: the one given, cleaned, or its id."""
+    return (clean_text(name) if name else "") or run_id
 
 
 def check_drafts(drafts: Sequence[CardDraft]) -> tuple[CardDraft, ...]:
