@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 import click
@@ -11,7 +11,7 @@ import trio
 
 from .. import __version__
 from ..model import Run, UploadStatus
-from ._export import FORMATS, dumps, write_cards
+from ._export import FORMATS, AsyncWriter, dumps, write_cards
 from ._pipe import exits_quietly_on_closed_pipe
 from ._runner import (
     analyze_paths,
@@ -23,6 +23,7 @@ from ._runner import (
     setup_logging,
     summary_table,
 )
+from ._safe import printable
 from ._words import counted
 
 __all__ = ["main"]
@@ -197,8 +198,10 @@ def runs(db: str, as_json: bool) -> None:
         done = f"{r.completed_items + r.failed_items}/{r.total_items}"
         created = r.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
         click.echo(
-            f"{r.id:<17} {r.status.name:<10} {done:>11} {r.failed_items:>6} "
-            f"{r.total_cards:>6}  {created}  {r.name if r.name != r.id else ''}"
+            printable(
+                f"{r.id:<17} {r.status.name:<10} {done:>11} {r.failed_items:>6} "
+                f"{r.total_cards:>6}  {created}  {r.name if r.name != r.id else ''}"
+            )
         )
 
 
@@ -222,9 +225,9 @@ def show(run_id: str, db: str, as_json: bool) -> None:
     click.echo("")
     click.echo(f"{'STATUS':<10} {'TRIES':>5} {'CARDS':>5}  DOCUMENT")
     for u in uploads:
-        click.echo(f"{u.status.name:<10} {u.attempts:>5} {u.card_count:>5}  {u.name}")
+        click.echo(f"{u.status.name:<10} {u.attempts:>5} {u.card_count:>5}  {printable(u.name)}")
         if u.status == UploadStatus.FAILED and u.error:
-            click.echo(f"{'':<24}{u.error}")
+            click.echo(f"{'':<24}{printable(u.error)}")
 
 
 @main.command()
@@ -245,13 +248,26 @@ def export(run_id: str, db: str, fmt: str, output: str | None) -> None:
         async with open_storage(db, create=False) as storage:
             run = await storage.get_run(run_id)
             if output is None:
-                return await write_cards(trio.wrap_file(sys.stdout), fmt, storage, run)
+                stdout = trio.wrap_file(sys.stdout)
+                # Cards are data for a pipe or a file, but text on a terminal.
+                out = _PrintableWriter(stdout) if sys.stdout.isatty() else stdout
+                return await write_cards(out, fmt, storage, run)
             async with await trio.open_file(output, "w", encoding="utf-8", newline="") as out:
                 return await write_cards(out, fmt, storage, run)
 
     count = execute(stream)
     if output is not None:
-        click.echo(f"cardmill: wrote {counted(count, 'card')} to {output}", err=True)
+        click.echo(printable(f"cardmill: wrote {counted(count, 'card')} to {output}"), err=True)
+
+
+class _PrintableWriter:
+    """Writes through `printable`: a card cannot drive the terminal it is shown on."""
+
+    def __init__(self, out: AsyncWriter) -> None:
+        self._out = out
+
+    def write(self, data: str, /) -> Awaitable[int]:
+        return self._out.write(printable(data, lines=True))
 
 
 @main.command()

@@ -17,6 +17,7 @@ from ..engine import (
     UploadRetrying,
 )
 from ..model import Run
+from ._safe import printable
 from ._words import counted
 
 __all__ = ["Progress"]
@@ -63,7 +64,7 @@ class Progress:
         elif isinstance(event, UploadFailed):
             self.done += 1
             self.failed += 1
-            self._print(f"failed: {event.reason}")
+            self._print(f"failed: {printable(event.reason)}")
         elif isinstance(event, RateLimitHit):
             self.rate_limited += 1
         elif isinstance(event, UploadRetrying):

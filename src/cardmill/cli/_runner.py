@@ -34,6 +34,7 @@ from ._export import dumps, jsonable
 from ._pipe import exit_closed_pipe, is_closed_pipe
 from ._progress import Progress
 from ._providers import make_provider, model_of
+from ._safe import printable
 from ._words import counted
 
 T = TypeVar("T")
@@ -47,7 +48,7 @@ class UsageError(click.ClickException):
     exit_code = EXIT_USAGE
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"cardmill: error: {self.format_message()}", err=True)
+        click.echo(f"cardmill: error: {printable(self.format_message())}", err=True)
 
 
 # -- plumbing ----------------------------------------------------------------------------
@@ -67,16 +68,23 @@ def execute(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         if isinstance(exc, InputError | RunNotFound | DatabaseError):
             raise UsageError(str(exc)) from None
         if isinstance(exc, CardmillError):
-            click.echo(f"cardmill: error: {exc}", err=True)
+            click.echo(f"cardmill: error: {printable(exc)}", err=True)
             sys.exit(EXIT_INCOMPLETE)
         raise
 
 
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="cardmill: %(levelname)s: %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PrintableFormatter("cardmill: %(levelname)s: %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Log records quote file names and errors: escape what could act on a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record), lines=True)
 
 
 def is_postgres(db: str) -> bool:
@@ -185,7 +193,7 @@ def summary_table(
         ]
     rows.append(("database", shown_db(db, absolute=True)))
     for key, value in rows:
-        out.write(f"{key:<10} {value}\n")
+        out.write(f"{key:<10} {printable(value)}\n")
 
 
 def report(
@@ -206,9 +214,11 @@ def report(
         return
     summary_table(summary, run, db, sys.stdout, provider)
     if run.total_cards:
-        click.echo(f"\nexport: cardmill export {run.id} --format md{_db_flag(db)}")
+        click.echo(
+            printable(f"\nexport: cardmill export {run.id} --format md{_db_flag(db)}", lines=True)
+        )
     if run.status == RunStatus.CANCELLED:
-        click.echo(f"resume: cardmill resume {run.id}{_db_flag(db)}")
+        click.echo(printable(f"resume: cardmill resume {run.id}{_db_flag(db)}"))
 
 
 def _db_flag(db: str) -> str:
@@ -244,8 +254,11 @@ async def _execute_run(
     except BaseException as exc:
         if isinstance(root_error(exc), KeyboardInterrupt):
             click.echo(
-                f"\ncardmill: interrupted; run {run.id} is CANCELLED. "
-                f"Resume with: cardmill resume {run.id}{_db_flag(db)}",
+                "\n"
+                + printable(
+                    f"cardmill: interrupted; run {run.id} is CANCELLED. "
+                    f"Resume with: cardmill resume {run.id}{_db_flag(db)}"
+                ),
                 err=True,
             )
         raise
@@ -287,8 +300,10 @@ async def analyze_paths(
             other = counted(skipped, "file of another type", "files of other types")
             extra = f" (skipped {other})" if skipped else ""
             click.echo(
-                f"cardmill: analysing {counted(len(found), 'document')}{extra} with {described} "
-                f"into {shown_db(db)}",
+                printable(
+                    f"cardmill: analysing {counted(len(found), 'document')}{extra} "
+                    f"with {described} into {shown_db(db)}"
+                ),
                 err=True,
             )
         run = await storage.create_run(documents(), name=name or _default_name(paths))
@@ -331,14 +346,16 @@ async def resume_run(
         run = await storage.get_run(run_id)
         if run.status.finished:
             if not quiet:
-                click.echo(f"cardmill: run {run.id} already {run.status.name}", err=True)
+                click.echo(printable(f"cardmill: run {run.id} already {run.status.name}"), err=True)
             report(None, run, db, as_json)
             return _exit_code(run)
         provider, described = make_provider(provider_choice, model)
         if not quiet:
             click.echo(
-                f"cardmill: resuming {run.id}: {run.pending_items} of "
-                f"{counted(run.total_items, 'upload')} left, with {described}",
+                printable(
+                    f"cardmill: resuming {run.id}: {run.pending_items} of "
+                    f"{counted(run.total_items, 'upload')} left, with {described}"
+                ),
                 err=True,
             )
         summary = await _execute_run(
@@ -374,7 +391,9 @@ async def run_worker(
     try:
         async with open_storage(db, create=False) as storage:
             click.echo(
-                f"cardmill worker: {described}, concurrency {concurrency}, on {shown_db(db)}",
+                printable(
+                    f"cardmill worker: {described}, concurrency {concurrency}, on {shown_db(db)}"
+                ),
                 err=True,
             )
             engine = make_engine(
@@ -392,9 +411,12 @@ async def run_worker(
                         continue  # nothing PENDING or LOADING: the counters say so
                     summary = await engine.execute(run.id)
                     click.echo(
-                        f"cardmill worker: run {run.id} {summary.run.status.name}: "
-                        f"{summary.completed} completed and {summary.failed} failed here, "
-                        f"{counted(summary.requests, 'request')}, {summary.rate_limited} x 429",
+                        printable(
+                            f"cardmill worker: run {run.id} {summary.run.status.name}: "
+                            f"{summary.completed} completed and {summary.failed} failed here, "
+                            f"{counted(summary.requests, 'request')}, "
+                            f"{summary.rate_limited} x 429"
+                        ),
                         err=True,
                     )
                 if not follow:
