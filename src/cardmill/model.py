@@ -182,13 +182,17 @@ def read_file(
                     f"{shown}: {info.st_size / 1e6:.0f} MB is over the "
                     f"{_limit(max_bytes)} limit for one document"
                 )
-            data = file.read(max_bytes + 1)
+            data: bytes | None = file.read(max_bytes + 1)
     except FileNotFoundError:
         raise DocumentError(f"{shown}: no such file") from None
     except PermissionError:
         raise DocumentError(f"{shown}: permission denied") from None
     except OSError as exc:
         raise DocumentError(f"{shown}: cannot read ({exc.strerror or exc})") from None
+    if data is None:
+        # Opened non-blocking, a read with nothing ready (EAGAIN) gives None: a file
+        # under a mandatory lock, a FUSE file, or one replaced under us.
+        raise DocumentError(f"{shown}: cannot read (no data ready)")
     if len(data) > max_bytes:
         raise DocumentError(f"{shown}: over the {_limit(max_bytes)} limit for one document")
     return data

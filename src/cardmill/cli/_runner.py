@@ -25,7 +25,7 @@ from ..engine import (
     root_error,
 )
 from ..errors import CardmillError, DatabaseError, InputError, RunNotFound
-from ..model import Run, RunStatus
+from ..model import Run, RunStatus, path_name
 from ..providers import ExtractiveProvider, Provider
 from ..storage import PostgresStorage, SQLiteStorage, Storage, redact_dsn
 from ._collect import collect, read
@@ -281,9 +281,10 @@ async def analyze_paths(
     quiet: bool,
     lease: float,
 ) -> int:
-    found, skipped = collect(paths)
+    collected = collect(paths)
+    found, skipped = collected.found, collected.skipped
     if not found:
-        raise InputError("no documents found in " + ", ".join(paths))
+        raise InputError("no documents found in " + ", ".join(path_name(p) for p in paths))
     provider, described = make_provider(provider_choice, model)
     problems: dict[int, str] = {}
 
@@ -306,6 +307,8 @@ async def analyze_paths(
                 ),
                 err=True,
             )
+        for notice in collected.notices:
+            click.echo(printable(f"cardmill: skipped {notice}"), err=True)
         run = await storage.create_run(documents(), name=name or _default_name(paths))
         if problems:
             for upload in await storage.list_uploads(run.id):
