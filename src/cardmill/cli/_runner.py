@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import secrets
 import shlex
 import sys
@@ -26,7 +27,7 @@ from ..engine import (
 )
 from ..errors import CardmillError, DatabaseError, InputError, RunNotFound
 from ..model import Run, RunStatus, path_name
-from ..providers import ExtractiveProvider, Provider
+from ..providers import ExtractiveProvider, Provider, redact_url
 from ..storage import PostgresStorage, SQLiteStorage, Storage, redact_dsn
 from ._collect import collect, read
 from ._dbpath import check_sqlite_path
@@ -81,10 +82,20 @@ def setup_logging(verbose: int) -> None:
 
 
 class _PrintableFormatter(logging.Formatter):
-    """Log records quote file names and errors: escape what could act on a terminal."""
+    """Log records quote file names, errors and URLs: escape what could act on a
+    terminal, and hide credentials in URLs (HTTP libraries log the URLs they request)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return printable(super().format(record), lines=True)
+        return printable(_URL.sub(_redacted, super().format(record)), lines=True)
+
+
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+
+
+def _redacted(match: re.Match[str]) -> str:
+    url = match.group()
+    # A DSN's password (libpq's parser) or an HTTP URL's userinfo and key parameters.
+    return redact_dsn(url) if is_postgres(url) else redact_url(url)
 
 
 def is_postgres(db: str) -> bool:
@@ -114,11 +125,14 @@ async def open_storage(db: str, *, create: bool) -> AsyncIterator[Storage]:
 
 def shared_limit_name(provider: Provider) -> str:
     """One shared rate limit per provider, endpoint and API key — named by a short
-    fingerprint of the key, never the key."""
+    fingerprint of the key (and of any credentials in the URL), never the key."""
     key = getattr(provider, "_key", None) or ""
-    fingerprint = hashlib.sha256(key.encode()).hexdigest()[:8] if key else "nokey"
-    where = getattr(provider, "base_url", None) or os.environ.get("ANTHROPIC_BASE_URL", "")
-    return f"{provider.name}:{where}:{fingerprint}"
+    where = getattr(provider, "_url", None) or os.environ.get("ANTHROPIC_BASE_URL", "")
+    # Credentials in the URL name a quota as a key does: fingerprinted, never shown.
+    shown = redact_url(where)
+    secret = f"{key}\n{where}" if shown != where else key
+    fingerprint = hashlib.sha256(secret.encode()).hexdigest()[:8] if secret else "nokey"
+    return f"{provider.name}:{shown}:{fingerprint}"
 
 
 def make_engine(
