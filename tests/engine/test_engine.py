@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import sys
 from collections.abc import Sequence
@@ -476,3 +477,12 @@ async def test_a_document_refused_before_sending_costs_no_request(
     # The refused document gave its slot back: the third request went one interval after
     # the first, not two.
     assert [t for _, t in provider.calls] == [0.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("option", ["poll_interval", "lease_seconds", "request_timeout"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -1.0, 0.0])
+async def test_engine_numbers_must_be_finite_and_positive(
+    storage: Storage, option: str, bad: float
+) -> None:
+    with pytest.raises(ValueError, match=f"{option} must be a finite number"):
+        Engine(storage, ScriptedProvider(), **{option: bad})  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
@@ -14,6 +15,7 @@ from ..model import Run, UploadStatus
 from ._export import FORMATS, AsyncWriter, dumps, write_cards
 from ._pipe import exits_quietly_on_closed_pipe
 from ._runner import (
+    UsageError,
     analyze_paths,
     execute,
     limits_from,
@@ -31,6 +33,19 @@ __all__ = ["main"]
 
 # -- commands ----------------------------------------------------------------------------
 
+
+class _Finite(click.FloatRange):
+    """A float in a range, and a real number: ``nan`` and ``inf`` are refused."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+_POSITIVE = _Finite(min=0, min_open=True)
+
 _db_option = click.option(
     "--db",
     default="cardmill.db",
@@ -44,7 +59,7 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON 
 _verbose_option = click.option("-v", "--verbose", count=True, help="Log more (-vv: debug).")
 _lease_option = click.option(
     "--lease",
-    type=click.FloatRange(min=1),
+    type=_Finite(min=1),
     default=60.0,
     show_default=True,
     help="Seconds a claimed upload is held without a heartbeat; a dead worker's uploads "
@@ -79,13 +94,13 @@ def _provider_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             ),
             click.option(
                 "--rpm",
-                type=click.FloatRange(min=0, min_open=True),
+                type=_POSITIVE,
                 default=None,
                 help="Requests per minute your tier allows (learnt when not given).",
             ),
             click.option(
                 "--itpm",
-                type=click.FloatRange(min=0, min_open=True),
+                type=_POSITIVE,
                 default=None,
                 help="Input tokens per minute your tier allows.",
             ),
@@ -107,11 +122,18 @@ class _Commands(click.Group):
         **extra: Any,
     ) -> click.Context:
         with exits_quietly_on_closed_pipe():  # --help and --version write here
-            return super().make_context(info_name, args, parent, **extra)
+            try:
+                return super().make_context(info_name, args, parent, **extra)
+            except click.BadParameter as exc:
+                # One line naming the option, as for every other bad input.
+                raise UsageError(exc.format_message()) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         with exits_quietly_on_closed_pipe():
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)  # parses the command's own options
+            except click.BadParameter as exc:
+                raise UsageError(exc.format_message()) from None
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -276,7 +298,7 @@ class _PrintableWriter:
 @click.option("--follow", is_flag=True, help="Keep polling for new work instead of exiting.")
 @click.option(
     "--poll",
-    type=click.FloatRange(min=0.1),
+    type=_Finite(min=0.1),
     default=5.0,
     show_default=True,
     help="Seconds between looks for new work with --follow.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import random
 import secrets
@@ -194,12 +195,12 @@ class Engine:
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError("concurrency must be >= 1")
-        if not poll_interval > 0:
-            raise ValueError("poll_interval must be > 0")
-        if not lease_seconds >= 1:
-            raise ValueError("lease_seconds must be >= 1")
-        if not request_timeout > 0:
-            raise ValueError("request_timeout must be > 0")
+        if not poll_interval > 0 or not math.isfinite(poll_interval):
+            raise ValueError("poll_interval must be a finite number > 0")
+        if not lease_seconds >= 1 or not math.isfinite(lease_seconds):
+            raise ValueError("lease_seconds must be a finite number >= 1")
+        if not request_timeout > 0 or not math.isfinite(request_timeout):
+            raise ValueError("request_timeout must be a finite number > 0")
         self._storage = storage
         self._provider = provider
         self._limiter = trio.CapacityLimiter(concurrency)
