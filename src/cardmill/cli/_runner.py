@@ -168,6 +168,13 @@ def limits_from(rpm: float | None, itpm: float | None) -> Limits | None:
     return Limits(requests_per_minute=rpm, input_tokens_per_minute=itpm)
 
 
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):
+        return False
+
+
 def _exit_code(run: Run) -> int:
     return EXIT_OK if run.status == RunStatus.SUCCEEDED else EXIT_INCOMPLETE
 
@@ -253,7 +260,8 @@ async def _execute_run(
     quiet: bool,
     lease: float,
 ) -> RunSummary:
-    progress = Progress(run, sys.stderr, live=sys.stderr.isatty())
+    stderr = sys.stderr  # None when the command was started with stderr closed
+    progress = Progress(run, stderr, live=stderr is not None and _isatty(stderr))
     engine = make_engine(
         storage, provider, concurrency=concurrency, limits=limits, lease=lease, observer=progress
     )
