@@ -37,6 +37,8 @@ __all__ = [
     "Upload",
     "UploadStatus",
     "Usage",
+    "clean_text",
+    "path_name",
     "read_file",
 ]
 
@@ -58,6 +60,52 @@ _EXTENSIONS: Final = {
     ".pdf": "application/pdf",
 }
 MEDIA_TYPES: Final = frozenset(_EXTENSIONS.values())
+
+
+# C0 control characters but tab, line feed and carriage return: PostgreSQL refuses NUL in
+# text, and the rest have no business in a card, a name or a message.
+_CONTROLS: Final = dict.fromkeys(c for c in range(0x20) if chr(c) not in "\t\n\r")
+
+
+def clean_text(text: str) -> str:
+    """Text as every store can hold it: no NUL or other C0 control character (tab, line
+    feed and carriage return stay), and no lone surrogate (each becomes U+FFFD).
+
+    Lone surrogates come from bytes decoded with ``surrogateescape`` (file names that are
+    not UTF-8) or from a JSON ``"\\ud800"``; no UTF-8 encoder accepts them. A surrogate
+    pair written as two code points becomes the character it stands for.
+
+    Example:
+        >>> clean_text("a\\x00b\\ud800c")
+        'ab\\ufffdc'
+    """
+    text = text.translate(_CONTROLS)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
+def _clean(value: object) -> Any:
+    # A converter: validators then say what is wrong with a value that is not a string.
+    return clean_text(value) if isinstance(value, str) else value
+
+
+def path_name(path: str | os.PathLike[str]) -> str:
+    """A path as it may be stored and shown: bytes that are not UTF-8 (a file name
+    Python decoded with ``surrogateescape``) become backslash escapes such as ``\\xff``.
+
+    Example:
+        >>> path_name(os.fsdecode(b"\\xff.txt"))
+        '\\\\xff.txt'
+    """
+    raw = os.fspath(path)
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(raw).decode("utf-8", "backslashreplace")
+    return clean_text(raw)
 
 
 def sniff_media_type(name: str, data: bytes) -> str:
@@ -124,7 +172,7 @@ def read_file(
         DocumentError: the file does not exist, is not a regular file, cannot be read or
             is over the limit; the message names it.
     """
-    shown = name if name is not None else os.fspath(path)
+    shown = name if name is not None else path_name(path)
     try:
         _check_regular(shown, os.stat(path).st_mode)
         with open(os.open(path, _OPEN_FLAGS), "rb") as file:
@@ -135,13 +183,17 @@ def read_file(
                     f"{shown}: {info.st_size / 1e6:.0f} MB is over the "
                     f"{_limit(max_bytes)} limit for one document"
                 )
-            data = file.read(max_bytes + 1)
+            data: bytes | None = file.read(max_bytes + 1)
     except FileNotFoundError:
         raise DocumentError(f"{shown}: no such file") from None
     except PermissionError:
         raise DocumentError(f"{shown}: permission denied") from None
     except OSError as exc:
         raise DocumentError(f"{shown}: cannot read ({exc.strerror or exc})") from None
+    if data is None:
+        # Opened non-blocking, a read with nothing ready (EAGAIN) gives None: a file
+        # under a mandatory lock, a FUSE file, or one replaced under us.
+        raise DocumentError(f"{shown}: cannot read (no data ready)")
     if len(data) > max_bytes:
         raise DocumentError(f"{shown}: over the {_limit(max_bytes)} limit for one document")
     return data
@@ -176,7 +228,7 @@ class Document:
         'text/markdown'
     """
 
-    name: str
+    name: str = attrs.field(converter=_clean)
     data: bytes
     media_type: str = attrs.field()
 
@@ -215,7 +267,7 @@ class Document:
                 `read_file`.
         """
         data = read_file(path, max_bytes=max_bytes)
-        shown = name if name is not None else os.fspath(path)
+        shown = name if name is not None else path_name(path)
         return cls(shown, data, sniff_media_type(shown, data))
 
     def __repr__(self) -> str:
@@ -237,7 +289,7 @@ def _check_text(field: str, limit: int, *, required: bool) -> Any:
 def _to_tags(value: Iterable[str]) -> tuple[str, ...]:
     if isinstance(value, str):
         raise InvalidDraft("card tags must be a sequence of strings, not one string")
-    return tuple(value)
+    return tuple(_clean(tag) for tag in value)
 
 
 def _check_tags(_inst: object, _attr: object, value: tuple[str, ...]) -> None:
@@ -256,7 +308,7 @@ def _check_quote(inst: object, attr: object, value: str | None) -> None:
 
 
 def _clip(text: str, limit: int) -> str:
-    text = " ".join(text.split())
+    text = " ".join(clean_text(text).split())
     if len(text) <= limit:
         return text
     return text[: limit - 1].rstrip() + "…"
@@ -267,7 +319,9 @@ def _clip(text: str, limit: int) -> str:
 class CardDraft:
     """A card as a provider returns it, before it is stored.
 
-    Sizes are bounded (documents are untrusted input): a title of at most
+    Text is cleaned as it comes in (see `clean_text`): NUL and other control characters
+    but tab and line breaks are dropped, lone surrogates become U+FFFD, so every store
+    can hold it. Sizes are bounded (documents are untrusted input): a title of at most
     ``MAX_TITLE_CHARS`` characters, a body of at most ``MAX_BODY_CHARS``, at most
     ``MAX_TAGS`` tags of ``MAX_TAG_CHARS`` each and a quote of ``MAX_QUOTE_CHARS``.
 
@@ -275,10 +329,14 @@ class CardDraft:
         InvalidDraft: a field breaks a limit or is empty where it must not be.
     """
 
-    title: str = attrs.field(validator=_check_text("title", MAX_TITLE_CHARS, required=True))
-    body: str = attrs.field(validator=_check_text("body", MAX_BODY_CHARS, required=False))
+    title: str = attrs.field(
+        converter=_clean, validator=_check_text("title", MAX_TITLE_CHARS, required=True)
+    )
+    body: str = attrs.field(
+        converter=_clean, validator=_check_text("body", MAX_BODY_CHARS, required=False)
+    )
     tags: tuple[str, ...] = attrs.field(default=(), converter=_to_tags, validator=_check_tags)
-    quote: str | None = attrs.field(default=None, validator=_check_quote)
+    quote: str | None = attrs.field(default=None, converter=_clean, validator=_check_quote)
 
     @classmethod
     def clipped(

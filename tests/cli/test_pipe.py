@@ -115,3 +115,57 @@ async def test_export_into_head_stops_quietly_after_the_first_line(
             process.kill()
     assert first.startswith(b"# ")
     assert (status, stderr.decode()) == (CLOSED_PIPE, "")
+
+
+# -- progress on a stderr that is closed or whose reader went away ---------------------
+
+
+class _GoneReader:
+    """A stderr whose reader has exited: every write raises EPIPE."""
+
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+async def test_progress_into_a_closed_pipe_is_silenced_not_fatal() -> None:
+    from typing import Any, cast
+
+    from cardmill import Run, Upload
+    from cardmill.cli._progress import Progress
+    from cardmill.engine import UploadFailed
+
+    stream = _GoneReader()
+    progress = Progress(Run("run-1", "r", total_items=2), cast(Any, stream), live=False)
+    upload = Upload("up-1", "run-1", "a.md", "text/markdown", 1, "0" * 64)
+    progress(UploadFailed(upload, "a.md: empty document", 1, 0.0))  # must not raise
+    progress.draw()
+    progress.clear()
+    assert stream.writes == 1  # silenced after the first failure
+    assert (progress.done, progress.failed) == (1, 1)
+
+
+async def test_a_run_with_stderr_closed_finishes(env: dict[str, str], tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "one.md").write_text("# One\n\nA card here. And a second sentence.\n")
+    (folder / "empty.md").write_bytes(b"")  # its failure prints a progress line
+    done = await trio.run_process(
+        [*cardmill_command(), "analyze", str(folder), "--json"],
+        capture_stdout=True,
+        check=False,
+        env=env,
+        preexec_fn=lambda: os.close(2),
+    )
+    assert done.returncode == 1  # PARTIAL: the empty file failed, the rest completed
+    run = json.loads(done.stdout)["run"]
+    assert (run["completed_items"], run["failed_items"], run["status"]) == (1, 1, "partial")
+    async with SQLiteStorage.open(env["CARDMILL_DB"]) as storage:
+        from cardmill.testing import check_invariants
+
+        await check_invariants(storage, run["id"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -140,10 +141,15 @@ async def test_429_on_input_tokens_paces_tokens(autojump_clock: trio.testing.Moc
 
 
 def test_limits_are_validated() -> None:
-    with pytest.raises(ValueError, match="requests_per_minute must be > 0"):
+    with pytest.raises(ValueError, match="requests_per_minute must be a finite number > 0"):
         Limits(requests_per_minute=0)
-    with pytest.raises(ValueError, match="input_tokens_per_minute must be > 0"):
+    with pytest.raises(ValueError, match="input_tokens_per_minute must be a finite number > 0"):
         Limits(input_tokens_per_minute=-5)
+    for bad in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValueError, match="requests_per_minute must be a finite number"):
+            Limits(requests_per_minute=bad)
+        with pytest.raises(ValueError, match="start_requests_per_minute must be a finite"):
+            Limits(start_requests_per_minute=bad)
 
 
 class DictStore:

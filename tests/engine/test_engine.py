@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import sys
 from collections.abc import Sequence
@@ -503,3 +504,12 @@ async def test_an_observer_that_raises_stops_the_run_and_strands_nothing(
     await check_invariants(storage, run.id)
     summary = await Engine(storage, ScriptedProvider(default=Step(1.0))).execute(run.id)
     assert summary.run.status == RunStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize("option", ["poll_interval", "lease_seconds", "request_timeout"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -1.0, 0.0])
+async def test_engine_numbers_must_be_finite_and_positive(
+    storage: Storage, option: str, bad: float
+) -> None:
+    with pytest.raises(ValueError, match=f"{option} must be a finite number"):
+        Engine(storage, ScriptedProvider(), **{option: bad})  # type: ignore[arg-type]

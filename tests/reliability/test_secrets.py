@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from cardmill import Run, RunStatus
+from cardmill.providers import redact_url
 from cardmill.testing import FakeAnthropicServer
 
 from .. import pg
@@ -329,3 +330,82 @@ async def test_a_key_value_dsn_on_the_command_line_is_postgres_and_hidden(
     shown = await cardmill("show", run_id, "--db", dsn, env=run_env)
     assert shown.returncode == 0, shown.stderr.decode()
     assert_no_secret(done.stdout, done.stderr, shown.stdout, shown.stderr, schema_text(schema))
+
+
+# -- credentials in a provider's base URL ----------------------------------------------
+
+URL_USER, URL_PASSWORD, URL_KEY = "gateuser", "URLPASSWORD-TOPSECRET", "QUERYKEY-TOPSECRET"
+
+
+async def _quoting_server(task_status: Any) -> None:
+    """An OpenAI-compatible server that refuses every request, quoting what it got:
+    the request line and every header, credentials included."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.receive_some()
+            if not chunk:
+                return
+            data += chunk
+        quoted = data.split(b"\r\n\r\n")[0].decode("latin-1")
+        body = json.dumps({"error": {"message": f"refused: {quoted}", "code": "bad_auth"}})
+        await stream.send_all(
+            b"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\n"
+            + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+            + body.encode()
+        )
+        await stream.aclose()
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(handle, listeners)
+
+
+async def test_credentials_in_the_base_url_never_show(
+    tmp_path: Path, env: dict[str, str], schema: str
+) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Doc\n\nSome text.\n")
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(_quoting_server)
+        url = f"http://{URL_USER}:{URL_PASSWORD}@127.0.0.1:{port}/v1?api_key={URL_KEY}"
+        run_env = {
+            **env,
+            "OPENAI_API_KEY": KEY,
+            "OPENAI_BASE_URL": url,
+            "CARDMILL_PG_SCHEMA": schema,
+        }
+        done = await cardmill(
+            "analyze", str(doc), "--provider", "openai", "--db", pg.DSN, "-vv", env=run_env
+        )
+        assert done.returncode == 1, done.stderr.decode()  # the 401 failed the upload
+        shown = f"http://***@127.0.0.1:{port}/v1?api_key=***"
+        assert f"OpenAI-compatible {shown}" in done.stderr.decode()
+        run_id = done.stdout.decode().split()[1]
+        show = await cardmill("show", run_id, "--db", pg.DSN, env=run_env)
+        assert "refused: POST" in show.stdout.decode()  # the server's message was kept
+        nursery.cancel_scope.cancel()
+    stored = schema_text(schema)
+    assert f"openai:{shown}:" in stored  # the shared rate limit's name
+    for blob in (done.stdout, done.stderr, show.stdout, stored):
+        text = blob.decode() if isinstance(blob, bytes) else blob
+        for secret in (URL_USER, URL_PASSWORD, URL_KEY, KEY):
+            assert secret not in text, (secret, text[-2000:])
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://u:p@h.example/v1", "https://***@h.example/v1"),
+        ("https://token@h.example:8443/v1", "https://***@h.example:8443/v1"),
+        (
+            "https://h.example/v1?key=s&api_key=t&API-KEY=u&x=1",
+            "https://h.example/v1?key=***&api_key=***&API-KEY=***&x=1",
+        ),
+        ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
+        ("http://[::1", "***"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown

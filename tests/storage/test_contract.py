@@ -609,3 +609,28 @@ async def test_iter_checkpoints_on_every_page(storage: Storage) -> None:
             await anext(uploads)
     with trio.testing.assert_checkpoints(), pytest.raises(StopAsyncIteration):
         await anext(cards)
+
+
+# NUL (PostgreSQL refuses it), other C0 controls, and lone surrogates (from a file name
+# that is not UTF-8, or a model's JSON "\ud800"): no encoder for the stores takes them.
+BAD = "a\x00b\x1b[31m\x07c\ud800d\udcff\te\nf\rg"
+CLEAN = "ab[31mc\ufffdd\ufffd\te\nf\rg"
+
+
+async def test_text_no_store_can_hold_is_cleaned_not_fatal(storage: Storage) -> None:
+    run = await storage.create_run(
+        [Document("x" + BAD + ".txt", b"one"), Document("y.txt", b"two")], name="run " + BAD
+    )
+    assert run.name == "run " + CLEAN
+    first, second = await storage.list_uploads(run.id)
+    assert first.name == "x" + CLEAN + ".txt"
+    assert (await storage.load_document(first.id)).name == first.name
+    assert await storage.complete_upload(first.id, [CardDraft(BAD, BAD, (BAD,), BAD)])
+    (card,) = await storage.list_cards(run.id)
+    assert (card.title, card.body, card.tags, card.quote) == (CLEAN, CLEAN, (CLEAN,), CLEAN)
+    # The failure path quotes bad text too: it must record the failure, not raise.
+    assert await storage.fail_upload(second.id, "cannot read " + BAD)
+    failed = (await storage.list_uploads(run.id, UploadStatus.FAILED))[0]
+    assert failed.error == "cannot read ab[31mc\ufffdd\ufffd e f g"
+    assert (await storage.finish_run(run.id)).status == RunStatus.PARTIAL
+    await check_invariants(storage, run.id)

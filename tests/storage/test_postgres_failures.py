@@ -23,6 +23,7 @@ from cardmill import (
     TransientStorageError,
     UploadStatus,
 )
+from cardmill.model import clean_text
 from cardmill.storage import PostgresStorage
 from cardmill.storage._postgres import PostgresTx, connection_string
 from cardmill.testing import ScriptedProvider, Step, check_invariants
@@ -189,12 +190,17 @@ BAD_TEXT = ["a\x00b", "a\udc80b"]
 
 @pytest.mark.parametrize("bad", BAD_TEXT)
 async def test_text_postgres_cannot_hold_fails_only_its_upload(schema: str, bad: str) -> None:
+    # Drafts clean such text as they are made (3.txt completes, cleaned); one that reaches
+    # the storage all the same (1.txt: a draft altered after it was made) fails alone.
+    unstorable = CardDraft("title", "body")
+    object.__setattr__(unstorable, "body", f"body {bad}")
     async with PostgresStorage.open(pg.DSN, schema=schema) as storage:
         run = await storage.create_run(docs(4))
         provider = ScriptedProvider(
             script={
-                "1.txt": [Step(cards=(CardDraft("title", f"body {bad}"),))],
+                "1.txt": [Step(cards=(unstorable,))],
                 "2.txt": [Step(error=PermanentError(f"refused {bad} document"))],
+                "3.txt": [Step(cards=(CardDraft("title", f"body {bad}"),))],
             }
         )
         summary = await Engine(storage, provider).execute(run.id)
@@ -202,6 +208,8 @@ async def test_text_postgres_cannot_hold_fails_only_its_upload(schema: str, bad:
         assert (summary.run.completed_items, summary.run.failed_items) == (2, 2)
         failed = {u.name: u for u in await storage.list_uploads(run.id, UploadStatus.FAILED)}
         assert set(failed) == {"1.txt", "2.txt"}
+        cleaned = [c.body async for c in storage.iter_cards(run.id) if c.body.startswith("body ")]
+        assert cleaned == ["body " + clean_text(bad)]
         assert failed["1.txt"].id in str(failed["1.txt"].error)
         for upload in failed.values():
             assert upload.error is not None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 import click
@@ -11,9 +12,10 @@ import trio
 
 from .. import __version__
 from ..model import Run, UploadStatus
-from ._export import FORMATS, dumps, write_cards
+from ._export import FORMATS, AsyncWriter, dumps, write_cards
 from ._pipe import exits_quietly_on_closed_pipe
 from ._runner import (
+    UsageError,
     analyze_paths,
     execute,
     limits_from,
@@ -23,12 +25,26 @@ from ._runner import (
     setup_logging,
     summary_table,
 )
+from ._safe import printable
 from ._words import counted
 
 __all__ = ["main"]
 
 
 # -- commands ----------------------------------------------------------------------------
+
+
+class _Finite(click.FloatRange):
+    """A float in a range, and a real number: ``nan`` and ``inf`` are refused."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+_POSITIVE = _Finite(min=0, min_open=True)
 
 _db_option = click.option(
     "--db",
@@ -44,7 +60,7 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON 
 _verbose_option = click.option("-v", "--verbose", count=True, help="Log more (-vv: debug).")
 _lease_option = click.option(
     "--lease",
-    type=click.FloatRange(min=1),
+    type=_Finite(min=1),
     default=60.0,
     show_default=True,
     help="Seconds a claimed upload is held without a heartbeat; a dead worker's uploads "
@@ -79,13 +95,13 @@ def _provider_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             ),
             click.option(
                 "--rpm",
-                type=click.FloatRange(min=0, min_open=True),
+                type=_POSITIVE,
                 default=None,
                 help="Requests per minute your tier allows (learnt when not given).",
             ),
             click.option(
                 "--itpm",
-                type=click.FloatRange(min=0, min_open=True),
+                type=_POSITIVE,
                 default=None,
                 help="Input tokens per minute your tier allows.",
             ),
@@ -107,11 +123,18 @@ class _Commands(click.Group):
         **extra: Any,
     ) -> click.Context:
         with exits_quietly_on_closed_pipe():  # --help and --version write here
-            return super().make_context(info_name, args, parent, **extra)
+            try:
+                return super().make_context(info_name, args, parent, **extra)
+            except click.BadParameter as exc:
+                # One line naming the option, as for every other bad input.
+                raise UsageError(exc.format_message()) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         with exits_quietly_on_closed_pipe():
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)  # parses the command's own options
+            except click.BadParameter as exc:
+                raise UsageError(exc.format_message()) from None
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -198,8 +221,10 @@ def runs(db: str, as_json: bool) -> None:
         done = f"{r.completed_items + r.failed_items}/{r.total_items}"
         created = r.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
         click.echo(
-            f"{r.id:<17} {r.status.name:<10} {done:>11} {r.failed_items:>6} "
-            f"{r.total_cards:>6}  {created}  {r.name if r.name != r.id else ''}"
+            printable(
+                f"{r.id:<17} {r.status.name:<10} {done:>11} {r.failed_items:>6} "
+                f"{r.total_cards:>6}  {created}  {r.name if r.name != r.id else ''}"
+            )
         )
 
 
@@ -223,9 +248,9 @@ def show(run_id: str, db: str, as_json: bool) -> None:
     click.echo("")
     click.echo(f"{'STATUS':<10} {'TRIES':>5} {'CARDS':>5}  DOCUMENT")
     for u in uploads:
-        click.echo(f"{u.status.name:<10} {u.attempts:>5} {u.card_count:>5}  {u.name}")
+        click.echo(f"{u.status.name:<10} {u.attempts:>5} {u.card_count:>5}  {printable(u.name)}")
         if u.status == UploadStatus.FAILED and u.error:
-            click.echo(f"{'':<24}{u.error}")
+            click.echo(f"{'':<24}{printable(u.error)}")
 
 
 @main.command()
@@ -246,13 +271,26 @@ def export(run_id: str, db: str, fmt: str, output: str | None) -> None:
         async with open_storage(db, create=False) as storage:
             run = await storage.get_run(run_id)
             if output is None:
-                return await write_cards(trio.wrap_file(sys.stdout), fmt, storage, run)
+                stdout = trio.wrap_file(sys.stdout)
+                # Cards are data for a pipe or a file, but text on a terminal.
+                out = _PrintableWriter(stdout) if sys.stdout.isatty() else stdout
+                return await write_cards(out, fmt, storage, run)
             async with await trio.open_file(output, "w", encoding="utf-8", newline="") as out:
                 return await write_cards(out, fmt, storage, run)
 
     count = execute(stream)
     if output is not None:
-        click.echo(f"cardmill: wrote {counted(count, 'card')} to {output}", err=True)
+        click.echo(printable(f"cardmill: wrote {counted(count, 'card')} to {output}"), err=True)
+
+
+class _PrintableWriter:
+    """Writes through `printable`: a card cannot drive the terminal it is shown on."""
+
+    def __init__(self, out: AsyncWriter) -> None:
+        self._out = out
+
+    def write(self, data: str, /) -> Awaitable[int]:
+        return self._out.write(printable(data, lines=True))
 
 
 @main.command()
@@ -261,7 +299,7 @@ def export(run_id: str, db: str, fmt: str, output: str | None) -> None:
 @click.option("--follow", is_flag=True, help="Keep polling for new work instead of exiting.")
 @click.option(
     "--poll",
-    type=click.FloatRange(min=0.1),
+    type=_Finite(min=0.1),
     default=5.0,
     show_default=True,
     help="Seconds between looks for new work with --follow.",

@@ -17,6 +17,7 @@ from ..engine import (
     UploadRetrying,
 )
 from ..model import Run
+from ._safe import printable
 from ._words import counted
 
 __all__ = ["Progress"]
@@ -36,12 +37,14 @@ class Progress:
 
     Args:
         run: the run at start (for totals and what was already done).
-        stream: where to write (stderr).
+        stream: where to write (stderr; None when it is closed).
         live: redraw one line in place (a terminal) instead of printing lines.
         interval: seconds between plain lines.
     """
 
-    def __init__(self, run: Run, stream: TextIO, *, live: bool, interval: float = 5.0) -> None:
+    def __init__(
+        self, run: Run, stream: TextIO | None, *, live: bool, interval: float = 5.0
+    ) -> None:
         self.total = run.total_items
         self.done = run.completed_items + run.failed_items
         self.cards = run.total_cards
@@ -63,7 +66,7 @@ class Progress:
         elif isinstance(event, UploadFailed):
             self.done += 1
             self.failed += 1
-            self._print(f"failed: {event.reason}")
+            self._print(f"failed: {printable(event.reason)}")
         elif isinstance(event, RateLimitHit):
             self.rate_limited += 1
         elif isinstance(event, UploadRetrying):
@@ -71,12 +74,21 @@ class Progress:
         elif isinstance(event, RunFinished):
             self.done = event.summary.run.completed_items + event.summary.run.failed_items
 
+    def _write(self, text: str) -> None:
+        """Write and flush; a stderr that is closed, or whose reader went away, only
+        silences the progress: the run goes on, and its result still goes to stdout."""
+        if self._stream is None:
+            return
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except (OSError, ValueError):  # EPIPE, EBADF; ValueError: a closed file
+            self._stream = None
+
     def _print(self, line: str) -> None:
-        if self._live and self._drawn:
-            self._stream.write("\r\x1b[2K")
-        self._stream.write(line + "\n")
+        prefix = "\r\x1b[2K" if self._live and self._drawn else ""
+        self._write(prefix + line + "\n")
         self._drawn = False
-        self._stream.flush()
 
     def line(self) -> str:
         """The current state in one line."""
@@ -99,16 +111,14 @@ class Progress:
             width = 20
             filled = width * self.done // self.total if self.total else width
             bar = "█" * filled + "░" * (width - filled)
-            self._stream.write(f"\r\x1b[2K{bar} {self.line()}")
+            self._write(f"\r\x1b[2K{bar} {self.line()}")
             self._drawn = True
         else:
-            self._stream.write(f"progress: {self.line()}\n")
-        self._stream.flush()
+            self._write(f"progress: {self.line()}\n")
 
     def clear(self) -> None:
         if self._live and self._drawn:
-            self._stream.write("\r\x1b[2K")
-            self._stream.flush()
+            self._write("\r\x1b[2K")
             self._drawn = False
 
     async def run(self, engine: Engine) -> None:

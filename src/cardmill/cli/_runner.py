@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import secrets
 import shlex
 import sys
@@ -25,8 +26,8 @@ from ..engine import (
     root_error,
 )
 from ..errors import CardmillError, DatabaseError, InputError, RunNotFound
-from ..model import Run, RunStatus
-from ..providers import ExtractiveProvider, Provider
+from ..model import Run, RunStatus, path_name
+from ..providers import ExtractiveProvider, Provider, redact_url
 from ..storage import PostgresStorage, SQLiteStorage, Storage, redact_dsn
 from ._collect import collect, read
 from ._dbpath import check_sqlite_path
@@ -34,6 +35,7 @@ from ._export import dumps, jsonable
 from ._pipe import exit_closed_pipe, is_closed_pipe
 from ._progress import Progress
 from ._providers import make_provider, model_of
+from ._safe import printable
 from ._words import counted
 
 T = TypeVar("T")
@@ -47,7 +49,7 @@ class UsageError(click.ClickException):
     exit_code = EXIT_USAGE
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"cardmill: error: {self.format_message()}", err=True)
+        click.echo(f"cardmill: error: {printable(self.format_message())}", err=True)
 
 
 # -- plumbing ----------------------------------------------------------------------------
@@ -67,16 +69,33 @@ def execute(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         if isinstance(exc, InputError | RunNotFound | DatabaseError):
             raise UsageError(str(exc)) from None
         if isinstance(exc, CardmillError):
-            click.echo(f"cardmill: error: {exc}", err=True)
+            click.echo(f"cardmill: error: {printable(exc)}", err=True)
             sys.exit(EXIT_INCOMPLETE)
         raise
 
 
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="cardmill: %(levelname)s: %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PrintableFormatter("cardmill: %(levelname)s: %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Log records quote file names, errors and URLs: escape what could act on a
+    terminal, and hide credentials in URLs (HTTP libraries log the URLs they request)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(_URL.sub(_redacted, super().format(record)), lines=True)
+
+
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+
+
+def _redacted(match: re.Match[str]) -> str:
+    url = match.group()
+    # A DSN's password (libpq's parser) or an HTTP URL's userinfo and key parameters.
+    return redact_dsn(url) if is_postgres(url) else redact_url(url)
 
 
 def is_postgres(db: str) -> bool:
@@ -120,11 +139,14 @@ async def open_storage(db: str, *, create: bool) -> AsyncIterator[Storage]:
 
 def shared_limit_name(provider: Provider) -> str:
     """One shared rate limit per provider, endpoint and API key — named by a short
-    fingerprint of the key, never the key."""
+    fingerprint of the key (and of any credentials in the URL), never the key."""
     key = getattr(provider, "_key", None) or ""
-    fingerprint = hashlib.sha256(key.encode()).hexdigest()[:8] if key else "nokey"
-    where = getattr(provider, "base_url", None) or os.environ.get("ANTHROPIC_BASE_URL", "")
-    return f"{provider.name}:{where}:{fingerprint}"
+    where = getattr(provider, "_url", None) or os.environ.get("ANTHROPIC_BASE_URL", "")
+    # Credentials in the URL name a quota as a key does: fingerprinted, never shown.
+    shown = redact_url(where)
+    secret = f"{key}\n{where}" if shown != where else key
+    fingerprint = hashlib.sha256(secret.encode()).hexdigest()[:8] if secret else "nokey"
+    return f"{provider.name}:{shown}:{fingerprint}"
 
 
 def make_engine(
@@ -158,6 +180,13 @@ def limits_from(rpm: float | None, itpm: float | None) -> Limits | None:
     if rpm is None and itpm is None:
         return None
     return Limits(requests_per_minute=rpm, input_tokens_per_minute=itpm)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):
+        return False
 
 
 def _exit_code(run: Run) -> int:
@@ -199,7 +228,7 @@ def summary_table(
         ]
     rows.append(("database", shown_db(db, absolute=True)))
     for key, value in rows:
-        out.write(f"{key:<10} {value}\n")
+        out.write(f"{key:<10} {printable(value)}\n")
 
 
 def report(
@@ -220,9 +249,11 @@ def report(
         return
     summary_table(summary, run, db, sys.stdout, provider)
     if run.total_cards:
-        click.echo(f"\nexport: cardmill export {run.id} --format md{_db_flag(db)}")
+        click.echo(
+            printable(f"\nexport: cardmill export {run.id} --format md{_db_flag(db)}", lines=True)
+        )
     if run.status == RunStatus.CANCELLED:
-        click.echo(f"resume: cardmill resume {run.id}{_db_flag(db)}")
+        click.echo(printable(f"resume: cardmill resume {run.id}{_db_flag(db)}"))
 
 
 def _db_flag(db: str) -> str:
@@ -243,7 +274,8 @@ async def _execute_run(
     quiet: bool,
     lease: float,
 ) -> RunSummary:
-    progress = Progress(run, sys.stderr, live=sys.stderr.isatty())
+    stderr = sys.stderr  # None when the command was started with stderr closed
+    progress = Progress(run, stderr, live=stderr is not None and _isatty(stderr))
     engine = make_engine(
         storage, provider, concurrency=concurrency, limits=limits, lease=lease, observer=progress
     )
@@ -258,8 +290,11 @@ async def _execute_run(
     except BaseException as exc:
         if isinstance(root_error(exc), KeyboardInterrupt):
             click.echo(
-                f"\ncardmill: interrupted; run {run.id} is CANCELLED. "
-                f"Resume with: cardmill resume {run.id}{_db_flag(db)}",
+                "\n"
+                + printable(
+                    f"cardmill: interrupted; run {run.id} is CANCELLED. "
+                    f"Resume with: cardmill resume {run.id}{_db_flag(db)}"
+                ),
                 err=True,
             )
         raise
@@ -282,9 +317,10 @@ async def analyze_paths(
     quiet: bool,
     lease: float,
 ) -> int:
-    found, skipped = collect(paths)
+    collected = collect(paths)
+    found, skipped = collected.found, collected.skipped
     if not found:
-        raise InputError("no documents found in " + ", ".join(paths))
+        raise InputError("no documents found in " + ", ".join(path_name(p) for p in paths))
     provider, described = make_provider(provider_choice, model)
     problems: dict[int, str] = {}
 
@@ -301,10 +337,14 @@ async def analyze_paths(
             other = counted(skipped, "file of another type", "files of other types")
             extra = f" (skipped {other})" if skipped else ""
             click.echo(
-                f"cardmill: analysing {counted(len(found), 'document')}{extra} with {described} "
-                f"into {shown_db(db)}",
+                printable(
+                    f"cardmill: analysing {counted(len(found), 'document')}{extra} "
+                    f"with {described} into {shown_db(db)}"
+                ),
                 err=True,
             )
+        for notice in collected.notices:
+            click.echo(printable(f"cardmill: skipped {notice}"), err=True)
         run = await storage.create_run(documents(), name=name or _default_name(paths))
         if problems:
             for upload in await storage.list_uploads(run.id):
@@ -345,14 +385,16 @@ async def resume_run(
         run = await storage.get_run(run_id)
         if run.status.finished:
             if not quiet:
-                click.echo(f"cardmill: run {run.id} already {run.status.name}", err=True)
+                click.echo(printable(f"cardmill: run {run.id} already {run.status.name}"), err=True)
             report(None, run, db, as_json)
             return _exit_code(run)
         provider, described = make_provider(provider_choice, model)
         if not quiet:
             click.echo(
-                f"cardmill: resuming {run.id}: {run.pending_items} of "
-                f"{counted(run.total_items, 'upload')} left, with {described}",
+                printable(
+                    f"cardmill: resuming {run.id}: {run.pending_items} of "
+                    f"{counted(run.total_items, 'upload')} left, with {described}"
+                ),
                 err=True,
             )
         summary = await _execute_run(
@@ -388,7 +430,9 @@ async def run_worker(
     try:
         async with open_storage(db, create=False) as storage:
             click.echo(
-                f"cardmill worker: {described}, concurrency {concurrency}, on {shown_db(db)}",
+                printable(
+                    f"cardmill worker: {described}, concurrency {concurrency}, on {shown_db(db)}"
+                ),
                 err=True,
             )
             engine = make_engine(
@@ -406,9 +450,12 @@ async def run_worker(
                         continue  # nothing PENDING or LOADING: the counters say so
                     summary = await engine.execute(run.id)
                     click.echo(
-                        f"cardmill worker: run {run.id} {summary.run.status.name}: "
-                        f"{summary.completed} completed and {summary.failed} failed here, "
-                        f"{counted(summary.requests, 'request')}, {summary.rate_limited} x 429",
+                        printable(
+                            f"cardmill worker: run {run.id} {summary.run.status.name}: "
+                            f"{summary.completed} completed and {summary.failed} failed here, "
+                            f"{counted(summary.requests, 'request')}, "
+                            f"{summary.rate_limited} x 429"
+                        ),
                         err=True,
                     )
                 if not follow:

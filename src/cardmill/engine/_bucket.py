@@ -11,6 +11,7 @@ All time comes from ``trio.current_time()``, so everything runs in virtual time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, final
 
@@ -24,8 +25,8 @@ __all__ = ["AdaptiveBucket", "BucketStatistics", "Limits", "Ticket"]
 
 
 def _positive(_inst: object, attr: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and not value > 0:
-        raise ValueError(f"{attr.name} must be > 0")
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{attr.name} must be a finite number > 0")
 
 
 @final

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import random
 import secrets
@@ -29,7 +30,16 @@ from ..errors import (
     TransientStorageError,
     UnstorableData,
 )
-from ..model import CardDraft, Document, LimitKind, Run, Upload, UploadStatus, Usage
+from ..model import (
+    CardDraft,
+    Document,
+    LimitKind,
+    Run,
+    Upload,
+    UploadStatus,
+    Usage,
+    clean_text,
+)
 from ..providers import Analysis, Provider
 from ..storage import Storage
 from ._bucket import AdaptiveBucket, BucketStatistics, Limits
@@ -189,12 +199,12 @@ class Engine:
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError("concurrency must be >= 1")
-        if not poll_interval > 0:
-            raise ValueError("poll_interval must be > 0")
-        if not lease_seconds >= 1:
-            raise ValueError("lease_seconds must be >= 1")
-        if not request_timeout > 0:
-            raise ValueError("request_timeout must be > 0")
+        if not poll_interval > 0 or not math.isfinite(poll_interval):
+            raise ValueError("poll_interval must be a finite number > 0")
+        if not lease_seconds >= 1 or not math.isfinite(lease_seconds):
+            raise ValueError("lease_seconds must be a finite number >= 1")
+        if not request_timeout > 0 or not math.isfinite(request_timeout):
+            raise ValueError("request_timeout must be a finite number > 0")
         self._storage = storage
         self._provider = provider
         self._limiter = trio.CapacityLimiter(concurrency)
@@ -464,13 +474,15 @@ class Engine:
         fail = partial(
             self._storage.fail_upload,
             upload.id,
-            outcome.reason,
+            _clean_reason(outcome.reason),
             worker=self.worker,
             attempt=upload.attempts,
         )
         if await patiently(fail, "fail", self._rng):
             c.failed += 1
-            self._emit(UploadFailed(upload, outcome.reason, outcome.attempts, _now()))
+            self._emit(
+                UploadFailed(upload, _clean_reason(outcome.reason), outcome.attempts, _now())
+            )
         return following
 
     async def _attempts(self, upload: Upload, c: _Counters) -> _Done | _Failed:
@@ -589,8 +601,12 @@ def _now() -> float:
 
 
 def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+    return _clean_reason(str(exc)) or type(exc).__name__
+
+
+def _clean_reason(text: str) -> str:
+    """A reason on one line that every store can hold (providers quote bad text)."""
+    return " ".join(clean_text(text).split())
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -21,6 +21,7 @@ from ._openai import DEFAULT_OPENAI_MODEL as DEFAULT_OPENAI_MODEL
 from ._openai import OpenAICompatibleProvider as OpenAICompatibleProvider
 from ._schema import card_schema as card_schema
 from ._schema import drafts_from as drafts_from
+from ._url import redact_url as redact_url
 
 __all__ = [
     "DEFAULT_ANTHROPIC_MODEL",
@@ -34,5 +35,6 @@ __all__ = [
     "drafts_from",
     "estimate_input_tokens",
     "rate_hint",
+    "redact_url",
     "retry_after",
 ]

@@ -24,6 +24,7 @@ from ._headers import check_api_key, is_spend_limit, limit_hit, rate_hint, retry
 from ._reading import read_off_loop
 from ._schema import SYSTEM_PROMPT, TOOL_NAME, card_schema, drafts_from
 from ._text import MAX_PDF_BYTES, check_size, decode_text, html_to_text
+from ._url import url_secrets
 
 if TYPE_CHECKING:
     import anthropic
@@ -89,6 +90,8 @@ class AnthropicProvider:
         if not parse_timeout > 0:
             raise ValueError("parse_timeout must be > 0")
         self._key = key
+        # Credentials in the URL are as secret as the key.
+        self._secrets = (key, *url_secrets(base_url or os.environ.get("ANTHROPIC_BASE_URL")))
         # Imported here: the SDK takes over a second to import, and the CLI, the
         # extractive provider and the tests of other parts should not pay for it.
         import anthropic
@@ -112,6 +115,12 @@ class AnthropicProvider:
             "description": "Record the cards made from the document.",
             "input_schema": card_schema(max_cards),
         }
+
+    def _hide(self, text: str) -> str:
+        """A message without the key or the URL's credentials."""
+        for secret in self._secrets:
+            text = scrub(text, secret)
+        return text
 
     def __repr__(self) -> str:
         return f"AnthropicProvider(model={self.model!r}, max_cards={self.max_cards})"
@@ -228,12 +237,12 @@ class AnthropicProvider:
         except anthropic.APITimeoutError:
             raise TransientError("request timed out") from None
         except anthropic.APIConnectionError as exc:
-            raise TransientError(f"connection error: {scrub(str(exc), self._key)}") from None
+            raise TransientError(f"connection error: {self._hide(str(exc))}") from None
         except anthropic.APIResponseValidationError:
             raise TransientError("malformed response from the API") from None
         except (ValueError, anthropic.AnthropicError) as exc:
             # A body that is not JSON, or a response the SDK could not read.
-            raise TransientError(f"malformed response: {scrub(str(exc), self._key)}") from None
+            raise TransientError(f"malformed response: {self._hide(str(exc))}") from None
         except trio.BrokenResourceError:
             raise TransientError("connection reset") from None
         return message, hint
@@ -241,7 +250,7 @@ class AnthropicProvider:
     def _classify(self, exc: anthropic.APIStatusError) -> ProviderError:
         status = exc.status_code
         headers = exc.response.headers
-        message = scrub(exc.api_message or exc.message or "", self._key)
+        message = self._hide(exc.api_message or exc.message or "")
         kind = exc.type or "error"
         text = f"{status} {kind}: {message}"
         if status == 429:

@@ -25,6 +25,7 @@ from ._headers import check_api_key, is_spend_limit, limit_hit, rate_hint, retry
 from ._reading import read_off_loop
 from ._schema import SYSTEM_PROMPT, card_schema, drafts_from
 from ._text import check_size, document_text
+from ._url import redact_url, url_secrets
 
 __all__ = ["DEFAULT_OPENAI_MODEL", "OpenAICompatibleProvider"]
 
@@ -44,7 +45,8 @@ class OpenAICompatibleProvider:
         api_key: defaults to ``OPENAI_API_KEY``; local servers often need none. Never
             logged, stored or shown. Printable ASCII with no spaces: a key with
             surrounding whitespace or a control character is refused.
-        base_url: defaults to ``OPENAI_BASE_URL``, then OpenAI's API.
+        base_url: defaults to ``OPENAI_BASE_URL``, then OpenAI's API. The attribute
+            `base_url` shows it without credentials (`redact_url`).
         model: defaults to ``CARDMILL_MODEL``, then a small OpenAI model.
         max_tokens: output budget per request.
         max_tokens_count: OpenAI counts a request's ``max_tokens`` against its
@@ -86,9 +88,12 @@ class OpenAICompatibleProvider:
             check_api_key(self._key, "api_key" if api_key is not None else "OPENAI_API_KEY")
         url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         if not url.startswith(("http://", "https://")):
-            raise InputError(f"base_url must start with http:// or https://: {url!r}")
-        self.base_url = url.rstrip("/")
-        if not self._key and self.base_url == DEFAULT_BASE_URL:
+            raise InputError(f"base_url must start with http:// or https://: {redact_url(url)!r}")
+        self._url = url.rstrip("/")
+        # What may be shown: credentials in the URL are as secret as the key.
+        self.base_url = redact_url(self._url)
+        self._secrets = (self._key, *url_secrets(self._url))
+        if not self._key and self._url == DEFAULT_BASE_URL:
             raise InputError(
                 "no OpenAI API key: pass api_key=... or set OPENAI_API_KEY "
                 "(a local server needs none: pass its base_url=...)"
@@ -115,6 +120,12 @@ class OpenAICompatibleProvider:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    def _hide(self, text: str) -> str:
+        """A message without the key or the URL's credentials."""
+        for secret in self._secrets:
+            text = scrub(text, secret)
+        return text
 
     def _headers(self) -> dict[str, str]:
         headers = {"content-type": "application/json"}
@@ -204,14 +215,14 @@ class OpenAICompatibleProvider:
         return drafts_from(parsed, self.max_cards)
 
     async def _post(self, body: dict[str, Any]) -> tuple[dict[str, Any], RateHint | None]:
-        url = f"{self.base_url}/chat/completions"
+        url = f"{self._url}/chat/completions"
         try:
             response = await self._client.post(url, json=body, headers=self._headers())
         except httpx.TimeoutException:
             raise TransientError("request timed out") from None
         except httpx.TransportError as exc:
             raise TransientError(
-                f"connection error: {scrub(str(exc) or type(exc).__name__, self._key)}"
+                f"connection error: {self._hide(str(exc) or type(exc).__name__)}"
             ) from None
         if response.status_code >= 400:
             raise answered_with_error(self._classify(response))
@@ -231,7 +242,7 @@ class OpenAICompatibleProvider:
             error = {}
         if not isinstance(error, dict):
             error = {"message": str(error)}
-        message = scrub(str(error.get("message") or response.reason_phrase or ""), self._key)
+        message = self._hide(str(error.get("message") or response.reason_phrase or ""))
         code = str(error.get("code") or error.get("type") or "error")
         text = f"{status} {code}: {message}"
         if status == 429:

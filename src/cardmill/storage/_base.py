@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
@@ -10,7 +9,7 @@ from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from ..errors import InputError
-from ..model import Card, CardDraft, Document, Run, Upload, UploadStatus
+from ..model import Card, CardDraft, Document, Run, Upload, UploadStatus, clean_text
 
 __all__ = ["Storage"]
 
@@ -194,17 +193,18 @@ def card_id(upload_id: str, ordinal: int) -> str:
     return f"{upload_id}.{ordinal}"
 
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
 def one_line(error: str) -> str:
-    """Fold an error message onto one bounded line that every backend can store: NUL
-    characters and lone surrogates (which PostgreSQL text and UTF-8 cannot hold) become
-    U+FFFD."""
-    text = " ".join(_UNSTORABLE.sub("\ufffd", str(error)).split()) or "unknown error"
+    """Fold an error message onto one bounded line every store can hold (see
+    `clean_text`: a message quoting bad text must not fail as that text did)."""
+    text = " ".join(clean_text(str(error)).split()) or "unknown error"
     if len(text) > MAX_ERROR_CHARS:
         text = text[: MAX_ERROR_CHARS - 1] + "…"
     return text
+
+
+def run_name(name: str | None, run_id: str) -> str:
+    """The name a run is stored under: the one given, cleaned, or its id."""
+    return (clean_text(name) if name else "") or run_id
 
 
 def check_drafts(drafts: Sequence[CardDraft]) -> tuple[CardDraft, ...]:

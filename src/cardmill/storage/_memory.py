@@ -24,7 +24,16 @@ from ..model import (
     UploadStatus,
     final_status,
 )
-from ._base import card_id, check_drafts, check_lease, holds, new_id, one_line, to_datetime
+from ._base import (
+    card_id,
+    check_drafts,
+    check_lease,
+    holds,
+    new_id,
+    one_line,
+    run_name,
+    to_datetime,
+)
 from ._pages import Pages
 
 __all__ = ["MemoryStorage"]
@@ -91,7 +100,7 @@ class MemoryStorage:
         run_id = new_id("run")
         now = to_datetime(self._now())
         assert now is not None
-        run = Run(run_id, name or run_id, total_items=len(docs), created_at=now)
+        run = Run(run_id, run_name(name, run_id), total_items=len(docs), created_at=now)
         ids: list[str] = []
         for position, doc in enumerate(docs):
             upload_id = new_id("up")

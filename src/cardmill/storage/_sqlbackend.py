@@ -14,7 +14,7 @@ from ..errors import StorageError, UnstorableData
 from ..model import Card, CardDraft, Document, Run, Upload, UploadStatus
 from . import _ingest as ingest
 from . import _transactions as sql
-from ._base import check_drafts, check_lease, new_id, one_line
+from ._base import check_drafts, check_lease, new_id, one_line, run_name
 from ._pages import Pages
 
 __all__ = ["SQLBackend"]
@@ -76,7 +76,7 @@ class SQLBackend:
                 # generator that reads files. Abandoned on cancel: nothing else uses it.
                 rows, last = await trio.to_thread.run_sync(chunks.read, abandon_on_cancel=True)
                 await self._write(
-                    ingest.add_uploads, run_id, name or run_id, rows, first, last, now
+                    ingest.add_uploads, run_id, run_name(name, run_id), rows, first, last, now
                 )
                 first = False
         except BaseException:
