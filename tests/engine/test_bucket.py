@@ -259,3 +259,17 @@ def test_tickets_of_a_dead_worker_stop_holding_the_slow_start_window() -> None:
     assert core.earliest(0.0, 2.0) > 2.0  # the window is full of the dead worker's tickets
     assert core.earliest(0.0, 2.0) <= 1.0 + 15.0
     assert core.earliest(0.0, 17.0) <= 17.0
+
+
+@pytest.mark.parametrize("quiet", [3_600.0, 86_400.0, 1e7])
+def test_hours_without_a_429_do_not_overflow_the_probe(quiet: float) -> None:
+    # A probe that never meets another 429 keeps growing; a run that waits long enough
+    # (a day, a virtual clock's jump) must still get a finite pace, not an OverflowError.
+    core = BucketCore()
+    for at in range(8):
+        core.success(at + 1.0, core.admit(float(at), 0.0, float(at)), None, None)
+    ticket = core.admit(8.0, 0.0, 8.0)
+    core.limited(9.0, ticket, None, None, None)
+    core.grow(9.0 + quiet, app_limited=False)
+    assert core.requests.rate is not None
+    assert math.isfinite(core.requests.rate)

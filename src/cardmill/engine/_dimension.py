@@ -61,6 +61,7 @@ _SETTLE_AFTER_CHANGE: Final = 5.0  # 429s this soon after a stated limit changed
 _HEADER_MARGIN: Final = 0.998  # pace this far under a limit the provider states
 _LEDGER_SPAN: Final = 10.0  # seconds of ledger kept entry by entry; older entries are summed
 _LEDGER_FOLD_AT: Final = 64  # entries before a fold is worth its scan
+_MAX_LOG_GROWTH: Final = 30.0  # the probe's growth stops at e**30 times the estimate
 _MAX_DEBT: Final = 120.0  # one answer pushes the pace back by at most this many seconds
 
 
@@ -526,15 +527,17 @@ class Dimension:
             # Convex: probe above it, gently at first (the limit is probably right
             # there); once well past it without a 429, the limit rose: speed up.
             past = (t - k) / stretch
-            target = w * (1.0 + (_ESCAPE - 1.0) * (past / _PROBE_TIME) ** 2)
-            if past > _PROBE_TIME:
+            if past <= _PROBE_TIME:
+                target = w * (1.0 + (_ESCAPE - 1.0) * (past / _PROBE_TIME) ** 2)
+            else:
                 # Growth starts slow and speeds up: little overshoot when the limit is
-                # just above, quick to find one that doubled.
+                # just above, quick to find one that doubled. (Bounded: hours without
+                # a 429 must not overflow; the send rate caps the pace long before.)
                 x = past - _PROBE_TIME
                 ramp = min(x, _ESCAPE_RAMP)
                 log_growth = _ESCAPE_GROWTH * (ramp * ramp / (2 * _ESCAPE_RAMP))
                 log_growth += _ESCAPE_GROWTH * max(0.0, x - _ESCAPE_RAMP)
-                target = w * _ESCAPE * math.exp(log_growth)
+                target = w * _ESCAPE * math.exp(min(log_growth, _MAX_LOG_GROWTH))
         measured = self.send_rate(now)
         if measured > 0:
             target = min(target, max(2.0 * measured, self.rate))
