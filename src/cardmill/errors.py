@@ -29,8 +29,9 @@ import math
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    # For annotations only: errors imports nothing of cardmill when it runs.
-    from .model import LimitKind, RateHint, Usage
+    # For annotations only: errors imports nothing of cardmill when it runs, and the
+    # values it names sit on the floor below it.
+    from ._rates import LimitKind, RateHint, Usage
 
 __all__ = [
     "MAX_RETRY_AFTER",
