@@ -11,6 +11,8 @@ The public API, re-exported from the subpackages::
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from .engine import AdaptiveBucket as AdaptiveBucket
 from .engine import Engine as Engine
 from .engine import Limits as Limits
@@ -22,6 +24,7 @@ from .errors import DocumentError as DocumentError
 from .errors import InputError as InputError
 from .errors import InvalidDraft as InvalidDraft
 from .errors import InvalidOutput as InvalidOutput
+from .errors import MissingExtra as MissingExtra
 from .errors import Overloaded as Overloaded
 from .errors import PermanentError as PermanentError
 from .errors import ProviderError as ProviderError
@@ -49,7 +52,10 @@ from .storage import MemoryStorage as MemoryStorage
 from .storage import SQLiteStorage as SQLiteStorage
 from .storage import Storage as Storage
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("cardmill")
+except _metadata.PackageNotFoundError:  # imported from a checkout that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "AdaptiveBucket",
@@ -69,6 +75,7 @@ __all__ = [
     "LimitKind",
     "Limits",
     "MemoryStorage",
+    "MissingExtra",
     "OpenAICompatibleProvider",
     "Overloaded",
     "PermanentError",

@@ -9,6 +9,7 @@ CardmillError
 │   ├── RunNotFound (LookupError)    no run has this id
 │   ├── UploadNotFound (LookupError) no upload has this id
 │   └── DatabaseError                the file is not a cardmill database, or a newer one
+├── MissingExtra (ImportError)       an optional part is used but not installed: names the extra
 └── ProviderError                    a provider could not turn a document into cards
     ├── RateLimited                  429: our quota is spent for now (retry_after, limit)
     ├── Overloaded                   529: the provider is overloaded, not our quota
@@ -41,6 +42,7 @@ __all__ = [
     "InputError",
     "InvalidDraft",
     "InvalidOutput",
+    "MissingExtra",
     "Overloaded",
     "PermanentError",
     "ProviderError",
@@ -100,6 +102,26 @@ class UploadNotFound(StorageError, LookupError):
 
 class DatabaseError(StorageError):
     """The database is not a cardmill database, or was written by a newer cardmill."""
+
+
+class MissingExtra(CardmillError, ImportError):
+    """An optional part of cardmill is used, but the packages it needs are not installed.
+
+    The message names the extra that installs them, in one line:
+    `PostgreSQL support needs the postgres extra: pip install 'cardmill[postgres]'`.
+
+    Args:
+        feature: what was asked for, as the message names it.
+        extra: the extra to install.
+        module: the module that could not be imported.
+    """
+
+    def __init__(self, feature: str, extra: str, *, module: str | None = None) -> None:
+        super().__init__(
+            f"{feature} needs the {extra} extra: pip install 'cardmill[{extra}]'", name=module
+        )
+        self.feature = feature
+        self.extra = extra
 
 
 class ProviderError(CardmillError):

@@ -23,7 +23,7 @@ import trio
 
 from ..errors import DatabaseError, InputError, StorageError
 from ..model import Document
-from ._dsn import check_dsn, redact_dsn, redact_message
+from ._dsn import check_dsn, redact_dsn, redact_message, require_driver
 from ._sqlbackend import SQLBackend
 
 if TYPE_CHECKING:
@@ -295,7 +295,10 @@ class PostgresStorage(SQLBackend):
             DatabaseError: the server cannot be reached, or the schema is newer.
             InputError: the schema name is not a plain lowercase identifier, or the DSN
                 does not parse (see :func:`~cardmill.storage.redact_dsn`).
+            MissingExtra: the PostgreSQL driver is not installed
+                (`pip install 'cardmill[postgres]'`).
         """
+        require_driver()
         if not isinstance(schema, str) or not _IDENTIFIER.fullmatch(schema):
             raise InputError(f"schema must be a lowercase identifier, not {schema!r}")
         if size < 1:

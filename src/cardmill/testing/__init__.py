@@ -11,9 +11,9 @@
 
 from __future__ import annotations
 
-from ._fake_anthropic import FakeAnthropicServer as FakeAnthropicServer
-from ._fake_anthropic import Fault as Fault
-from ._fake_anthropic import RecordedRequest as RecordedRequest
+from typing import TYPE_CHECKING
+
+from .._extras import require
 from ._hidden import Admission as Admission
 from ._hidden import HiddenLimits as HiddenLimits
 from ._invariants import InvariantViolation as InvariantViolation
@@ -24,6 +24,11 @@ from ._scripted import Step as Step
 from ._simulated import SimulatedAPI as SimulatedAPI
 from ._simulated import SimulatedStatistics as SimulatedStatistics
 from ._simulated import lognormal as lognormal
+
+if TYPE_CHECKING:
+    from ._fake_anthropic import FakeAnthropicServer as FakeAnthropicServer
+    from ._fake_anthropic import Fault as Fault
+    from ._fake_anthropic import RecordedRequest as RecordedRequest
 
 __all__ = [
     "Admission",
@@ -40,3 +45,16 @@ __all__ = [
     "lognormal",
     "make_pdf",
 ]
+
+_SERVER_NAMES = frozenset({"FakeAnthropicServer", "Fault", "RecordedRequest"})
+
+
+def __getattr__(name: str) -> object:
+    # The loopback server speaks HTTP with h11, from the testing extra; the rest of the
+    # kit works without it.
+    if name in _SERVER_NAMES:
+        require("h11", extra="testing", feature="cardmill.testing.FakeAnthropicServer")
+        from . import _fake_anthropic
+
+        return getattr(_fake_anthropic, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
