@@ -1,12 +1,14 @@
 """cardmill: turn batches of documents into structured cards with an LLM.
 
-The public API, re-exported from the subpackages::
+The public API, re-exported from the subpackages:
 
-    import cardmill
+```python
+import cardmill
 
-    async with cardmill.SQLiteStorage.open("cardmill.db") as storage:
-        run = await storage.create_run([cardmill.Document.from_path("notes.md")])
-        summary = await cardmill.Engine(storage, cardmill.ExtractiveProvider()).execute(run.id)
+async with cardmill.SQLiteStorage.open("cardmill.db") as storage:
+    run = await storage.create_run([cardmill.Document.from_path("notes.md")])
+    summary = await cardmill.Engine(storage, cardmill.ExtractiveProvider()).execute(run.id)
+```
 """
 
 from __future__ import annotations

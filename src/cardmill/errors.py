@@ -20,7 +20,7 @@ CardmillError
 
 Provider errors carry the facts the engine needs to decide (``retry_after`` in seconds,
 the ``limit`` that was hit, the ``usage`` a failed request cost) and never the API key.
-A provider raises :class:`DocumentError` for a document it cannot send at all
+A provider raises [`DocumentError`][cardmill.DocumentError] for a document it cannot send at all
 (unreadable, unsupported, too large): no request was made, and the upload fails alone.
 """
 
@@ -77,7 +77,7 @@ class DocumentError(InputError):
 
 
 class InvalidDraft(InputError):
-    """A card draft breaks the size limits of :class:`cardmill.CardDraft`."""
+    """A card draft breaks the size limits of [`CardDraft`][cardmill.CardDraft]."""
 
 
 class StorageError(CardmillError):
@@ -144,7 +144,7 @@ class ProviderError(CardmillError):
 
 def _seconds(value: object) -> float | None:
     """A Retry-After as a bounded wait: None for what is not a finite, non-negative
-    number of seconds, :data:`MAX_RETRY_AFTER` for anything longer."""
+    number of seconds, `MAX_RETRY_AFTER` for anything longer."""
     if value is None:
         return None
     if not isinstance(value, int | float):

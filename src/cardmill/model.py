@@ -44,10 +44,15 @@ __all__ = [
 ]
 
 MAX_TITLE_CHARS: Final = 200
+"""The most characters a card's title may have (`CardDraft.clipped` cuts to it)."""
 MAX_BODY_CHARS: Final = 4000
+"""The most characters a card's body may have."""
 MAX_QUOTE_CHARS: Final = 1000
+"""The most characters a card's quote may have."""
 MAX_TAGS: Final = 12
+"""The most tags a card may have."""
 MAX_TAG_CHARS: Final = 48
+"""The most characters one tag may have."""
 MAX_DOCUMENT_BYTES: Final = 32 * 1024 * 1024
 """The largest document read from a file: the largest request the big providers take."""
 

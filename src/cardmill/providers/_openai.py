@@ -28,6 +28,7 @@ from ._text import check_size, document_text
 __all__ = ["DEFAULT_OPENAI_MODEL", "OpenAICompatibleProvider"]
 
 DEFAULT_OPENAI_MODEL: Final = "gpt-4o-mini"
+"""The model `OpenAICompatibleProvider` asks when neither `model` nor `CARDMILL_MODEL` says."""
 DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
 
 

@@ -1,7 +1,7 @@
 """PostgreSQL connection strings as they may be shown: never with their password.
 
 Every message, repr, log line and CLI output that names a database goes through
-:func:`redact_dsn`. It reads a connection string with libpq's own parser (through
+`redact_dsn`. It reads a connection string with libpq's own parser (through
 ``psycopg.conninfo``), not with patterns: a password may hold ``@``, ``:``, ``/``, ``%``
 or spaces, and only the parser that will connect knows where it ends.
 """

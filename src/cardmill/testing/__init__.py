@@ -1,12 +1,16 @@
 """A public test kit: fakes that let you test cardmill integrations in isolation.
 
-* :class:`ScriptedProvider` — answers written in advance, per document, in trio time.
-* :class:`SimulatedAPI` — hidden rate limits, latency, 429/529/500, in virtual time.
-* :class:`FakeAnthropicServer` — the Messages API on loopback, for the real SDK.
-* :class:`HiddenLimits` — a provider's limits as it enforces them (token buckets), for
-  fakes of your own.
-* :func:`check_invariants` — the storage invariants, for your own backend or run.
-* :func:`make_pdf` — small PDFs with real text.
+* [`ScriptedProvider`][cardmill.testing.ScriptedProvider] — answers written in advance,
+  per document, in trio time.
+* [`SimulatedAPI`][cardmill.testing.SimulatedAPI] — hidden rate limits, latency,
+  429/529/500, in virtual time.
+* [`FakeAnthropicServer`][cardmill.testing.FakeAnthropicServer] — the Messages API on
+  loopback, for the real SDK (needs the `testing` extra).
+* [`HiddenLimits`][cardmill.testing.HiddenLimits] — a provider's limits as it enforces
+  them (token buckets), for fakes of your own.
+* [`check_invariants`][cardmill.testing.check_invariants] — the storage invariants, for
+  your own backend or run.
+* [`make_pdf`][cardmill.testing.make_pdf] — small PDFs with real text.
 """
 
 from __future__ import annotations
