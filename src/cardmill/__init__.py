@@ -1,15 +1,19 @@
 """cardmill: turn batches of documents into structured cards with an LLM.
 
-The public API, re-exported from the subpackages::
+The public API, re-exported from the subpackages:
 
-    import cardmill
+```python
+import cardmill
 
-    async with cardmill.SQLiteStorage.open("cardmill.db") as storage:
-        run = await storage.create_run([cardmill.Document.from_path("notes.md")])
-        summary = await cardmill.Engine(storage, cardmill.ExtractiveProvider()).execute(run.id)
+async with cardmill.SQLiteStorage.open("cardmill.db") as storage:
+    run = await storage.create_run([cardmill.Document.from_path("notes.md")])
+    summary = await cardmill.Engine(storage, cardmill.ExtractiveProvider()).execute(run.id)
+```
 """
 
 from __future__ import annotations
+
+from importlib import metadata as _metadata
 
 from .engine import AdaptiveBucket as AdaptiveBucket
 from .engine import Engine as Engine
@@ -22,6 +26,7 @@ from .errors import DocumentError as DocumentError
 from .errors import InputError as InputError
 from .errors import InvalidDraft as InvalidDraft
 from .errors import InvalidOutput as InvalidOutput
+from .errors import MissingExtra as MissingExtra
 from .errors import Overloaded as Overloaded
 from .errors import PermanentError as PermanentError
 from .errors import ProviderError as ProviderError
@@ -51,7 +56,10 @@ from .storage import MemoryStorage as MemoryStorage
 from .storage import SQLiteStorage as SQLiteStorage
 from .storage import Storage as Storage
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("cardmill")
+except _metadata.PackageNotFoundError:  # imported from a checkout that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "AdaptiveBucket",
@@ -71,6 +79,7 @@ __all__ = [
     "LimitKind",
     "Limits",
     "MemoryStorage",
+    "MissingExtra",
     "OpenAICompatibleProvider",
     "Overloaded",
     "PermanentError",

@@ -11,6 +11,7 @@ CardmillError
 │   ├── RunNotFound (LookupError)    no run has this id
 │   ├── UploadNotFound (LookupError) no upload has this id
 │   └── DatabaseError                the file is not a cardmill database, or a newer one
+├── MissingExtra (ImportError)       an optional part is used but not installed: names the extra
 └── ProviderError                    a provider could not turn a document into cards
     ├── RateLimited                  429: our quota is spent for now (retry_after, limit)
     ├── Overloaded                   529: the provider is overloaded, not our quota
@@ -21,7 +22,7 @@ CardmillError
 
 Provider errors carry the facts the engine needs to decide (``retry_after`` in seconds,
 the ``limit`` that was hit, the ``usage`` a failed request cost) and never the API key.
-A provider raises :class:`DocumentError` for a document it cannot send at all
+A provider raises [`DocumentError`][cardmill.DocumentError] for a document it cannot send at all
 (unreadable, unsupported, too large): no request was made, and the upload fails alone.
 """
 
@@ -31,8 +32,9 @@ import math
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    # For annotations only: errors imports nothing of cardmill when it runs.
-    from .model import LimitKind, RateHint, Usage
+    # For annotations only: errors imports nothing of cardmill when it runs, and the
+    # values it names sit on the floor below it.
+    from ._rates import LimitKind, RateHint, Usage
 
 __all__ = [
     "MAX_RETRY_AFTER",
@@ -42,6 +44,7 @@ __all__ = [
     "InputError",
     "InvalidDraft",
     "InvalidOutput",
+    "MissingExtra",
     "Overloaded",
     "PermanentError",
     "ProviderError",
@@ -78,7 +81,7 @@ class DocumentError(InputError):
 
 
 class InvalidDraft(InputError):
-    """A card draft breaks the size limits of :class:`cardmill.CardDraft`."""
+    """A card draft breaks the size limits of [`CardDraft`][cardmill.CardDraft]."""
 
 
 class StorageError(CardmillError):
@@ -121,6 +124,26 @@ class DatabaseError(StorageError):
     """The database is not a cardmill database, or was written by a newer cardmill."""
 
 
+class MissingExtra(CardmillError, ImportError):
+    """An optional part of cardmill is used, but the packages it needs are not installed.
+
+    The message names the extra that installs them, in one line:
+    `PostgreSQL support needs the postgres extra: pip install 'cardmill[postgres]'`.
+
+    Args:
+        feature: what was asked for, as the message names it.
+        extra: the extra to install.
+        module: the module that could not be imported.
+    """
+
+    def __init__(self, feature: str, extra: str, *, module: str | None = None) -> None:
+        super().__init__(
+            f"{feature} needs the {extra} extra: pip install 'cardmill[{extra}]'", name=module
+        )
+        self.feature = feature
+        self.extra = extra
+
+
 class ProviderError(CardmillError):
     """A provider could not analyse a document.
 
@@ -141,7 +164,7 @@ class ProviderError(CardmillError):
 
 def _seconds(value: object) -> float | None:
     """A Retry-After as a bounded wait: None for what is not a finite, non-negative
-    number of seconds, :data:`MAX_RETRY_AFTER` for anything longer."""
+    number of seconds, `MAX_RETRY_AFTER` for anything longer."""
     if value is None:
         return None
     if not isinstance(value, int | float):

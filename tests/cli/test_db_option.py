@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import EXAMPLES
 from .test_cli import cardmill, one_line_error
+
+POSTGRES_MISSING = "PostgreSQL support needs the postgres extra: pip install 'cardmill[postgres]'"
 
 
 @pytest.fixture
@@ -77,3 +80,37 @@ async def test_an_unwritable_place_is_named(
     line = one_line_error(done.stderr)
     assert line.startswith(f"cardmill: error: {db}: cannot create a database in {unwritable} (")
     assert not db.exists()
+
+
+@pytest.fixture
+def no_psycopg_path(tmp_path: Path) -> Path:
+    """A directory that, first on the path, makes psycopg and psycopg_pool unimportable."""
+    stubs = tmp_path / "stubs"
+    for name in ("psycopg", "psycopg_pool"):
+        (stubs / name).mkdir(parents=True)
+        (stubs / name / "__init__.py").write_text(
+            f'raise ModuleNotFoundError("No module named {name!r}", name={name!r})\n'
+        )
+    return stubs
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["analyze", str(EXAMPLES)], ["runs"], ["show", "run-x"], ["export", "run-x"], ["worker"]],
+)
+async def test_the_cli_names_the_extra_for_a_postgres_url(
+    env: dict[str, str], no_psycopg_path: Path, command: list[str]
+) -> None:
+    env["PYTHONPATH"] = str(no_psycopg_path)
+    done = await cardmill(*command, "--db", "postgresql://app:s3cret@db.example/cards", env=env)
+    assert done.returncode == 2
+    assert one_line_error(done.stderr) == f"cardmill: error: {POSTGRES_MISSING}"
+    assert done.stdout == b""
+
+
+async def test_the_cli_works_on_sqlite_without_the_extra(
+    env: dict[str, str], no_psycopg_path: Path
+) -> None:
+    env["PYTHONPATH"] = str(no_psycopg_path)
+    done = await cardmill("analyze", str(EXAMPLES), "--quiet", env=env)
+    assert done.returncode == 0, done.stderr.decode()

@@ -4,7 +4,7 @@ Each example draws a sequence of storage operations — claims (some racing in o
 nursery), completes (repeated, after fail, two at once for one upload), fails, releases,
 lease expiry, finish_run and, for SQLite, closing and reopening the database — and
 checks after each step that the backend agrees with a plain model of what must be true
-and that the four invariants of DESIGN hold.
+and that the four invariants documented in docs/storage.md hold.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ``cardmill`` command: analyse folders of documents, watch, stop, resume, export."""
+"""The `cardmill` command: `analyze`, `resume`, `runs`, `show`, `export` and `worker`."""
 
 from __future__ import annotations
 

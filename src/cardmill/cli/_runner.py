@@ -25,7 +25,7 @@ from ..engine import (
     SharedBucket,
     root_error,
 )
-from ..errors import CardmillError, DatabaseError, InputError, RunNotFound
+from ..errors import CardmillError, DatabaseError, InputError, MissingExtra, RunNotFound
 from ..model import Run, RunStatus, path_name
 from ..providers import ExtractiveProvider, Provider, redact_url
 from ..storage import PostgresStorage, SQLiteStorage, Storage, redact_dsn
@@ -66,7 +66,7 @@ def execute(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
             exit_closed_pipe()
         if isinstance(exc, SystemExit | click.ClickException):
             raise exc from None
-        if isinstance(exc, InputError | RunNotFound | DatabaseError):
+        if isinstance(exc, InputError | RunNotFound | DatabaseError | MissingExtra):
             raise UsageError(str(exc)) from None
         if isinstance(exc, CardmillError):
             click.echo(f"cardmill: error: {printable(exc)}", err=True)

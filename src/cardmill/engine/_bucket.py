@@ -60,8 +60,10 @@ class Limits:
 class AdaptiveBucket:
     """Paces requests to the provider's real limit, learnt from 429s and headers.
 
-    The engine calls :meth:`acquire` before every request, then exactly one of
-    :meth:`on_success`, :meth:`on_rate_limited` or :meth:`on_failure`. You may share
+    The engine calls [`acquire`][cardmill.AdaptiveBucket.acquire] before every request,
+    then exactly one of [`on_success`][cardmill.AdaptiveBucket.on_success],
+    [`on_rate_limited`][cardmill.AdaptiveBucket.on_rate_limited] or
+    [`on_failure`][cardmill.AdaptiveBucket.on_failure]. You may share
     one bucket between engines that use the same API key.
 
     Args:
@@ -168,7 +170,8 @@ class AdaptiveBucket:
     async def report_success(
         self, ticket: Ticket, *, input_tokens: int | None, hint: RateHint | None
     ) -> None:
-        """:meth:`on_success`, as the engine calls it (a checkpoint, like SharedBucket's)."""
+        """[`on_success`][cardmill.AdaptiveBucket.on_success], as the engine calls it (a
+        checkpoint, like SharedBucket's)."""
         self.on_success(ticket, input_tokens=input_tokens, hint=hint)
         await trio.lowlevel.checkpoint()
 
@@ -180,14 +183,14 @@ class AdaptiveBucket:
         limit: LimitKind | None,
         hint: RateHint | None,
     ) -> None:
-        """:meth:`on_rate_limited`, as the engine calls it."""
+        """[`on_rate_limited`][cardmill.AdaptiveBucket.on_rate_limited], as the engine calls it."""
         self.on_rate_limited(ticket, retry_after=retry_after, limit=limit, hint=hint)
         await trio.lowlevel.checkpoint()
 
     async def report_failure(
         self, ticket: Ticket, *, input_tokens: int | None, hint: RateHint | None, sent: bool
     ) -> None:
-        """:meth:`on_failure`, as the engine calls it."""
+        """[`on_failure`][cardmill.AdaptiveBucket.on_failure], as the engine calls it."""
         self.on_failure(ticket, input_tokens=input_tokens, hint=hint, sent=sent)
         await trio.lowlevel.checkpoint()
 

@@ -1,8 +1,8 @@
 """The adaptive bucket's whole state and logic, with time passed in: no trio, no waiting.
 
-:class:`~cardmill.engine.AdaptiveBucket` drives one in memory; a
-:class:`~cardmill.engine.SharedBucket` loads one from the database, steps it and stores
-it back (:meth:`BucketCore.to_state` / :meth:`BucketCore.from_state`).
+`AdaptiveBucket` drives one in memory; a
+`SharedBucket` loads one from the database, steps it and stores
+it back (`BucketCore.to_state` / `BucketCore.from_state`).
 """
 
 from __future__ import annotations

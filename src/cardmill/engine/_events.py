@@ -89,7 +89,7 @@ class RateChanged:
 @final
 @attrs.frozen
 class RunSummary:
-    """What one :meth:`Engine.execute` call did.
+    """What one [`Engine.execute`][cardmill.Engine.execute] call did.
 
     ``run`` is the run as stored at the end; the counters cover this execution.
     """
@@ -126,6 +126,7 @@ Event = (
     | RateChanged
     | RunFinished
 )
+"""The union of every event type an observer receives."""
 
 
 class Observer(Protocol):

@@ -159,12 +159,14 @@ class Engine:
         storage: where the run lives.
         provider: what turns documents into cards.
         concurrency: the most uploads in flight (a ``trio.CapacityLimiter``); change it
-            while running through :attr:`concurrency`.
+            while running through [`concurrency`][cardmill.Engine.concurrency].
         limits: ceilings you know for your provider tier; the rest is learnt.
         retry: how often and how patiently to retry.
-        observer: called with every :mod:`event <cardmill.engine>` on the event loop.
-        bucket: the rate limiter: share an :class:`AdaptiveBucket` between engines of one
-            process, or a :class:`SharedBucket` between workers on several machines.
+        observer: called with every [event][cardmill.engine.Event] on the event loop.
+        bucket: the rate limiter: share an [`AdaptiveBucket`][cardmill.AdaptiveBucket]
+            between engines of one process, or a
+            [`SharedBucket`][cardmill.engine.SharedBucket] between workers on several
+            machines.
         worker: this engine's name in leases (unique by default).
         rng: randomness for jitter (seed it for reproducible tests).
         poll_interval: seconds between looks while other workers hold the last uploads.
@@ -174,11 +176,12 @@ class Engine:
         request_timeout: seconds one request may take before it counts as a transient
             failure.
 
-    Example::
-
+    Example:
+        ```python
         async with SQLiteStorage.open("cardmill.db") as storage:
             run = await storage.create_run(documents)
             summary = await Engine(storage, ExtractiveProvider()).execute(run.id)
+        ```
     """
 
     def __init__(

@@ -82,18 +82,19 @@ _JITTER = random.Random()
 
 @final
 class SharedBucket:
-    """An :class:`AdaptiveBucket` whose state is shared through the database.
+    """An [`AdaptiveBucket`][cardmill.AdaptiveBucket] whose state is shared through the database.
 
     Args:
         store: where the state lives (``PostgresStorage``).
         name: one name per API key and provider; never the key itself.
         limits: ceilings you know, applied when the shared state is first created.
 
-    Example::
-
+    Example:
+        ```python
         async with PostgresStorage.open(dsn) as storage:
             bucket = SharedBucket(storage, "anthropic-team-a")
             await Engine(storage, provider, bucket=bucket).execute(run_id)
+        ```
     """
 
     def __init__(self, store: RateStateStore, name: str, limits: Limits | None = None) -> None:

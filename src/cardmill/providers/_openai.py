@@ -30,6 +30,7 @@ from ._url import redact_url, url_secrets
 __all__ = ["DEFAULT_OPENAI_MODEL", "OpenAICompatibleProvider"]
 
 DEFAULT_OPENAI_MODEL: Final = "gpt-4o-mini"
+"""The model `OpenAICompatibleProvider` asks when neither `model` nor `CARDMILL_MODEL` says."""
 DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
 
 

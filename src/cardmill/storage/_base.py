@@ -33,7 +33,8 @@ class Storage(Protocol):
     Methods that take a ``worker`` apply fencing when it is given: the call changes
     nothing unless that worker holds the upload's lease. Those that also take an
     ``attempt`` fence by claim, not just by name: pass the ``attempts`` of the
-    :class:`~cardmill.Upload` that :meth:`claim_upload` returned, and the call changes
+    [`Upload`][cardmill.Upload] that [`claim_upload`][cardmill.Storage.claim_upload]
+    returned, and the call changes
     nothing unless the upload is LOADING under that very claim. A worker that re-claims
     its own expired upload holds a new claim, so its older one can no longer commit.
     """

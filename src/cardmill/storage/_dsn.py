@@ -1,7 +1,7 @@
 """PostgreSQL connection strings as they may be shown: never with their password.
 
 Every message, repr, log line and CLI output that names a database goes through
-:func:`redact_dsn`. It reads a connection string with libpq's own parser (through
+`redact_dsn`. It reads a connection string with libpq's own parser (through
 ``psycopg.conninfo``), not with patterns: a password may hold ``@``, ``:``, ``/``, ``%``
 or spaces, and only the parser that will connect knows where it ends.
 """
@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Final
 from urllib.parse import unquote
 
+from .._extras import require
 from ..errors import InputError
 
-__all__ = ["HIDDEN", "check_dsn", "redact_dsn", "redact_message"]
+__all__ = ["HIDDEN", "check_dsn", "redact_dsn", "redact_message", "require_driver"]
 
 HIDDEN: Final = "***"
 # Connection parameters that hold secrets: the password, and the one of the client's
@@ -26,10 +27,21 @@ _HOW: Final = (
 )
 
 
+def require_driver() -> None:
+    """Make sure the PostgreSQL driver is installed.
+
+    Raises:
+        MissingExtra: psycopg or psycopg-pool is not: they come with
+            `pip install 'cardmill[postgres]'`.
+    """
+    require("psycopg", "psycopg_pool", extra="postgres", feature="PostgreSQL support")
+
+
 def _parse(dsn: str) -> dict[str, str] | None:
     """libpq's reading of ``dsn``, or None when it does not parse, or parses into
     something other than it seems to say (a raw ``@`` or ``/`` in a URL's password makes
     libpq read part of the password as the host, port or database)."""
+    require_driver()
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
@@ -92,6 +104,10 @@ def redact_dsn(dsn: str) -> str:
       ``=`` in it is all hidden.
     * Anything else is not a connection string (a SQLite file name): it is returned as
       it is.
+
+    Raises:
+        MissingExtra: the PostgreSQL driver, which parses the string, is not installed
+            (`pip install 'cardmill[postgres]'`).
 
     Example:
         >>> redact_dsn("postgresql://app:s3cr%40t@db.example:5432/cards")

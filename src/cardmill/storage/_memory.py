@@ -74,6 +74,7 @@ class MemoryStorage:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Nothing to release; a checkpoint, like every other method."""
         await trio.lowlevel.checkpoint()
 
     def _run(self, run_id: str) -> Run:
@@ -330,7 +331,7 @@ class MemoryStorage:
         run_id: str,
         lease_seconds: float,
     ) -> tuple[bool, Upload | None]:
-        """:meth:`complete_upload`, then :meth:`claim_upload` (atomic: nothing awaits
+        """`complete_upload`, then `claim_upload` (atomic: nothing awaits
         between them)."""
         await trio.lowlevel.checkpoint()
         check_lease(lease_seconds)

@@ -31,7 +31,7 @@ from ..errors import (
     UnstorableData,
 )
 from ..model import Document
-from ._dsn import check_dsn, redact_dsn, redact_message
+from ._dsn import check_dsn, redact_dsn, redact_message, require_driver
 from ._sqlbackend import SQLBackend
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ _MIGRATIONS: Final = {
 
 
 class PostgresTx:
-    """:class:`~cardmill.storage._transactions.Tx` over psycopg: row locks where writers meet."""
+    """`Tx` over psycopg: row locks where writers meet."""
 
     lock = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
@@ -343,10 +343,10 @@ class PostgresStorage(SQLBackend):
     Open it with ``async with PostgresStorage.open("postgresql://host/db") as storage:``.
     Every worker that opens the same database and schema shares its runs: claims skip
     rows another worker has locked, leases expire, and the ``worker`` fencing of
-    :class:`~cardmill.Storage` keeps a worker whose lease expired from committing.
+    [`Storage`][cardmill.Storage] keeps a worker whose lease expired from committing.
 
     Args:
-        pool: an open psycopg pool (use :meth:`open`).
+        pool: an open psycopg pool (use [`open`][cardmill.storage.PostgresStorage.open]).
         schema: the PostgreSQL schema holding cardmill's tables.
         size: the pool size; as many calls run at once.
         clock: wall-clock seconds for leases and timestamps. Workers on several machines
@@ -387,8 +387,11 @@ class PostgresStorage(SQLBackend):
         Raises:
             DatabaseError: the server cannot be reached, or the schema is newer.
             InputError: the schema name is not a plain lowercase identifier, or the DSN
-                does not parse (see :func:`~cardmill.storage.redact_dsn`).
+                does not parse (see [`redact_dsn`][cardmill.storage.redact_dsn]).
+            MissingExtra: the PostgreSQL driver is not installed
+                (`pip install 'cardmill[postgres]'`).
         """
+        require_driver()
         if not isinstance(schema, str) or not _IDENTIFIER.fullmatch(schema):
             raise InputError(f"schema must be a lowercase identifier, not {schema!r}")
         if size < 1:
@@ -402,6 +405,7 @@ class PostgresStorage(SQLBackend):
         return f"PostgresStorage({self._where!r}, schema={self._schema!r})"
 
     async def aclose(self) -> None:
+        """Close the database (a checkpoint even when already closed)."""
         pool, self._pool = self._pool, None
         if pool is None:
             await trio.lowlevel.checkpoint()

@@ -24,7 +24,7 @@ _PREFETCH_LIMIT: Final = 256
 
 
 class SQLBackend:
-    """Implements :class:`~cardmill.storage.Storage` with the shared transactions.
+    """Implements `Storage` with the shared transactions.
 
     A backend sets ``_clock`` and ``_prefetched`` and provides ``_call``: run one
     transaction function (``write`` says whether it writes) on a worker thread.
@@ -40,6 +40,7 @@ class SQLBackend:
         raise NotImplementedError
 
     async def aclose(self) -> None:
+        """Close the database (a checkpoint even when already closed)."""
         raise NotImplementedError
 
     async def __aenter__(self) -> Self:
@@ -142,7 +143,7 @@ class SQLBackend:
         run_id: str,
         lease_seconds: float,
     ) -> tuple[bool, Upload | None]:
-        """:meth:`complete_upload`, then :meth:`claim_upload`, in one transaction: one
+        """`complete_upload`, then `claim_upload`, in one transaction: one
         trip to the database per upload instead of two."""
         checked = check_drafts(drafts)
         check_lease(lease_seconds)

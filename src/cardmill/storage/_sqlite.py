@@ -173,7 +173,7 @@ class SQLiteStorage(SQLBackend):
     Open it with ``async with SQLiteStorage.open("cardmill.db") as storage:``.
 
     Args:
-        conn: an open connection (use :meth:`open`).
+        conn: an open connection (use [`open`][cardmill.SQLiteStorage.open]).
         path: the database path, for messages.
         clock: wall-clock seconds for leases and timestamps; leases are shared between
             processes, so this is wall time, not trio time.
@@ -223,7 +223,8 @@ class SQLiteStorage(SQLBackend):
         busy_timeout: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> SQLiteStorage:
-        """Open a database without a context manager; call :meth:`aclose` when done."""
+        """Open a database without a context manager; call
+        [`aclose`][cardmill.SQLiteStorage.aclose] when done."""
         if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
         p = os.fspath(path)
@@ -239,6 +240,7 @@ class SQLiteStorage(SQLBackend):
         return f"SQLiteStorage({self._path!r})"
 
     async def aclose(self) -> None:
+        """Close the database (a checkpoint even when already closed)."""
         conn, self._conn = self._conn, None
         if conn is not None:
             with trio.CancelScope(shield=True):
@@ -266,7 +268,7 @@ class SQLiteStorage(SQLBackend):
 
 
 class SQLiteTx:
-    """:class:`~cardmill.storage._transactions.Tx` over sqlite3: one writer at a time already."""
+    """`Tx` over sqlite3: one writer at a time already."""
 
     lock = ""
     skip_locked = ""

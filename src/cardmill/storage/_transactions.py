@@ -2,7 +2,7 @@
 
 Each function is one whole transaction's work, run synchronously on a worker thread by a
 backend that opened the transaction (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a pooled
-connection's transaction). They speak to the database through :class:`Tx`, which hides
+connection's transaction). They speak to the database through `Tx`, which hides
 the few differences: the placeholder style and the row locks PostgreSQL needs where
 SQLite's single writer already serialises.
 """
@@ -341,7 +341,7 @@ def complete_and_claim(
     lease_seconds: float,
     now: float,
 ) -> tuple[bool, tuple[Upload, Document] | None]:
-    """:func:`complete`, then :func:`claim` of the run's next upload, in one transaction.
+    """`complete`, then `claim` of the run's next upload, in one transaction.
 
     Lock order: the upload, then the run (its counters), then — skipping any locked —
     the next upload; a claimer never waits on an upload, so no cycle can form.

@@ -1,19 +1,23 @@
 """A public test kit: fakes that let you test cardmill integrations in isolation.
 
-* :class:`ScriptedProvider` — answers written in advance, per document, in trio time.
-* :class:`SimulatedAPI` — hidden rate limits, latency, 429/529/500, in virtual time.
-* :class:`FakeAnthropicServer` — the Messages API on loopback, for the real SDK.
-* :class:`HiddenLimits` — a provider's limits as it enforces them (token buckets), for
-  fakes of your own.
-* :func:`check_invariants` — the storage invariants, for your own backend or run.
-* :func:`make_pdf` — small PDFs with real text.
+* [`ScriptedProvider`][cardmill.testing.ScriptedProvider] — answers written in advance,
+  per document, in trio time.
+* [`SimulatedAPI`][cardmill.testing.SimulatedAPI] — hidden rate limits, latency,
+  429/529/500, in virtual time.
+* [`FakeAnthropicServer`][cardmill.testing.FakeAnthropicServer] — the Messages API on
+  loopback, for the real SDK (needs the `testing` extra).
+* [`HiddenLimits`][cardmill.testing.HiddenLimits] — a provider's limits as it enforces
+  them (token buckets), for fakes of your own.
+* [`check_invariants`][cardmill.testing.check_invariants] — the storage invariants, for
+  your own backend or run.
+* [`make_pdf`][cardmill.testing.make_pdf] — small PDFs with real text.
 """
 
 from __future__ import annotations
 
-from ._fake_anthropic import FakeAnthropicServer as FakeAnthropicServer
-from ._fake_anthropic import Fault as Fault
-from ._fake_anthropic import RecordedRequest as RecordedRequest
+from typing import TYPE_CHECKING
+
+from .._extras import require
 from ._hidden import Admission as Admission
 from ._hidden import HiddenLimits as HiddenLimits
 from ._invariants import InvariantViolation as InvariantViolation
@@ -24,6 +28,11 @@ from ._scripted import Step as Step
 from ._simulated import SimulatedAPI as SimulatedAPI
 from ._simulated import SimulatedStatistics as SimulatedStatistics
 from ._simulated import lognormal as lognormal
+
+if TYPE_CHECKING:
+    from ._fake_anthropic import FakeAnthropicServer as FakeAnthropicServer
+    from ._fake_anthropic import Fault as Fault
+    from ._fake_anthropic import RecordedRequest as RecordedRequest
 
 __all__ = [
     "Admission",
@@ -40,3 +49,16 @@ __all__ = [
     "lognormal",
     "make_pdf",
 ]
+
+_SERVER_NAMES = frozenset({"FakeAnthropicServer", "Fault", "RecordedRequest"})
+
+
+def __getattr__(name: str) -> object:
+    # The loopback server speaks HTTP with h11, from the testing extra; the rest of the
+    # kit works without it.
+    if name in _SERVER_NAMES:
+        require("h11", extra="testing", feature="cardmill.testing.FakeAnthropicServer")
+        from . import _fake_anthropic
+
+        return getattr(_fake_anthropic, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

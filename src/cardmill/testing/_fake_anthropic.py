@@ -41,6 +41,7 @@ Fault = Literal[
     "reset",
     "hang",
 ]
+"""The faults `FakeAnthropicServer.inject` takes: each answers one request that way."""
 _MAX_BODY: Final = 64 * 1024 * 1024
 
 

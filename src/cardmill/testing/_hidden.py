@@ -4,7 +4,7 @@ Providers document their limits per minute but enforce them as token buckets tha
 continuously, and may hold only a second or two of the limit at a time (Anthropic: "60
 RPM may be enforced as 1 request per second"). The binding limit for documents is often
 input tokens, charged with the provider's own count, which the client cannot see before
-it sends. :class:`HiddenLimits` models all of that, in whatever clock it is given.
+it sends. `HiddenLimits` models all of that, in whatever clock it is given.
 """
 
 from __future__ import annotations

@@ -15,14 +15,15 @@ class InvariantViolation(AssertionError):
 
 
 async def check_invariants(storage: Storage, run_id: str) -> None:
-    """Check the four invariants of DESIGN for one run, reading through the protocol.
+    """Check the four storage invariants for one run, reading through the protocol.
 
     1. ``total_cards`` equals the stored cards; 2. ``completed_items`` / ``failed_items``
     equal the COMPLETED / FAILED uploads; 3. an upload has cards iff it is COMPLETED,
     exactly ``card_count`` of them, with distinct ordinals; 4. ``completed_items +
     failed_items <= total_items``, equal once the run is finished.
 
-    Use it in tests of your own backend or integration.
+    These are the invariants documented in docs/storage.md. Use it in tests of your own
+    backend or integration.
 
     Raises:
         InvariantViolation: with every broken invariant listed.

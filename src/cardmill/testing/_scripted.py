@@ -41,16 +41,18 @@ class ScriptedProvider:
 
     Each document's requests take the steps of its script in turn; when the script runs
     out (or the document has none) ``default`` answers. It counts calls and the peak
-    number in flight, and keeps every answer it gave (:attr:`answers`), so tests can
-    check what the engine did. Generated cards say which answer they came from (``answer
-    N`` in the body), so two answers for one document are never alike.
+    number in flight, and keeps every answer it gave
+    ([`answers`][cardmill.testing.ScriptedProvider.answers]), so tests can check what
+    the engine did. Generated cards say which answer they came from (``answer N`` in the
+    body), so two answers for one document are never alike.
 
-    Example::
-
+    Example:
+        ```python
         provider = ScriptedProvider(
             {"a.md": [Step(1.0, error=TransientError("reset")), Step(1.0, cards=3)]},
             default=Step(latency=1.0, cards=2),
         )
+        ```
     """
 
     def __init__(
@@ -64,9 +66,13 @@ class ScriptedProvider:
         self._script = {k: list(v) for k, v in (script or {}).items()}
         self._default = default
         self.calls: list[tuple[str, float]] = []
+        """Every request: the document's name and the trio time it arrived."""
         self.answers: list[tuple[str, tuple[CardDraft, ...]]] = []
+        """Every answer given: the document's name and the drafts, in order."""
         self.in_flight = 0
+        """Requests being answered now."""
         self.peak_in_flight = 0
+        """The most requests that were ever being answered at once."""
 
     def calls_for(self, name: str) -> int:
         """How many requests were made for the document called ``name``."""

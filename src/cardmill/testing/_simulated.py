@@ -76,7 +76,8 @@ class SimulatedAPI:
         output_tokens_per_minute: the hidden output-token limit (None: unlimited).
         burst_seconds: bucket capacity in seconds of refill, for every limit or per limit
             (``{LimitKind.REQUESTS: 1.0}``: a strict per-second request bucket).
-        latency: seconds per admitted request, or a distribution (see :func:`lognormal`).
+        latency: seconds per admitted request, or a distribution (see
+            [`lognormal`][cardmill.testing.lognormal]).
         reject_latency: seconds before a 429 comes back.
         retry_after: ``"seconds"`` (whole seconds, rounded up, as ``retry-after`` is),
             ``"precise"`` (as ``retry-after-ms``) or ``None`` (no Retry-After at all).

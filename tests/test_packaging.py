@@ -1,0 +1,103 @@
+"""What an install brings: the core, the extras, and a clear word when an extra is missing."""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+import cardmill
+from cardmill.errors import MissingExtra
+from cardmill.storage import PostgresStorage, redact_dsn
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+POSTGRES_MISSING = "PostgreSQL support needs the postgres extra: pip install 'cardmill[postgres]'"
+
+
+def requirement_names(extra: str | None) -> set[str]:
+    """The distributions cardmill requires, with `extra` (None: the core alone)."""
+    names = set()
+    for line in metadata.requires("cardmill") or []:
+        requirement = Requirement(line)
+        marker = requirement.marker
+        if marker is None:
+            wanted = extra is None
+        else:
+            wanted = extra is not None and marker.evaluate({"extra": extra})
+        if wanted:
+            names.add(requirement.name)
+    return names
+
+
+def test_the_core_installs_no_database_driver_and_no_http_server() -> None:
+    core = requirement_names(None)
+    assert {"trio", "httpx", "anthropic", "attrs"} <= core
+    assert not core & {"psycopg", "psycopg-pool", "h11"}
+    assert requirement_names("postgres") == {"psycopg", "psycopg-pool"}
+    assert requirement_names("testing") == {"h11"}
+
+
+def test_the_test_extra_brings_postgres_and_the_test_kit() -> None:
+    # CI installs .[test] and must run the PostgreSQL tests, not skip them.
+    assert "cardmill[postgres,testing]" in PYPROJECT["project"]["optional-dependencies"]["test"]
+
+
+def test_the_version_is_the_distributions() -> None:
+    assert cardmill.__version__ == metadata.version("cardmill")
+    assert cardmill.__version__ == PYPROJECT["project"]["version"]
+
+
+def test_the_license_file_matches_the_metadata() -> None:
+    assert PYPROJECT["project"]["license"] == "MIT"
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License\n")
+
+
+def test_the_changelog_keeps_an_unreleased_section_and_this_version() -> None:
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert "## [Unreleased]" in changelog
+    assert f"## [{cardmill.__version__}]" in changelog
+
+
+@pytest.fixture
+def without_psycopg(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver is not installed: importing it fails, as in an install without the extra."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    monkeypatch.setitem(sys.modules, "psycopg_pool", None)
+
+
+@pytest.mark.usefixtures("without_psycopg")
+async def test_postgres_storage_without_the_extra_names_it() -> None:
+    with pytest.raises(MissingExtra) as caught:
+        async with PostgresStorage.open("postgresql://app:s3cret@db.example/cards"):
+            pass  # pragma: no cover - the open fails first
+    assert str(caught.value) == POSTGRES_MISSING
+    assert caught.value.extra == "postgres"
+    assert isinstance(caught.value, ImportError)
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.usefixtures("without_psycopg")
+def test_redact_dsn_without_the_extra_names_it() -> None:
+    with pytest.raises(MissingExtra, match=re.escape(POSTGRES_MISSING)):
+        redact_dsn("postgresql://app:s3cret@db.example/cards")
+
+
+def test_the_loopback_server_without_h11_names_the_testing_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import cardmill.testing
+
+    monkeypatch.setitem(sys.modules, "h11", None)
+    assert cardmill.testing.make_pdf([["still here"]]).startswith(b"%PDF")
+    with pytest.raises(MissingExtra) as caught:
+        from cardmill.testing import FakeAnthropicServer  # noqa: F401
+    assert str(caught.value) == (
+        "cardmill.testing.FakeAnthropicServer needs the testing extra: "
+        "pip install 'cardmill[testing]'"
+    )
