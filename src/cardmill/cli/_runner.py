@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -9,7 +10,7 @@ import re
 import secrets
 import shlex
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TextIO, TypeVar
@@ -287,22 +288,30 @@ async def _execute_run(
                 return await engine.execute(run.id)
             finally:
                 nursery.cancel_scope.cancel()
-    except BaseException as exc:
-        if isinstance(root_error(exc), KeyboardInterrupt):
-            click.echo(
-                "\n"
-                + printable(
-                    f"cardmill: interrupted; run {run.id} is CANCELLED. "
-                    f"Resume with: cardmill resume {run.id}{_db_flag(db)}"
-                ),
-                err=True,
-            )
-        raise
     finally:
         close = getattr(provider, "aclose", None)
         if close is not None:
             with trio.CancelScope(shield=True):
                 await close()
+
+
+@contextlib.contextmanager
+def _resume_hint(run_id: str, db: str) -> Iterator[None]:
+    """On Ctrl-C, say how to resume the run: from the moment it exists, whether the
+    engine had started (the run is CANCELLED) or not (still PENDING)."""
+    try:
+        yield
+    except BaseException as exc:
+        if isinstance(root_error(exc), KeyboardInterrupt):
+            click.echo(
+                "\n"
+                + printable(
+                    f"cardmill: interrupted; run {run_id} is resumable. "
+                    f"Resume with: cardmill resume {run_id}{_db_flag(db)}"
+                ),
+                err=True,
+            )
+        raise
 
 
 async def analyze_paths(
@@ -346,21 +355,22 @@ async def analyze_paths(
         for notice in collected.notices:
             click.echo(printable(f"cardmill: skipped {notice}"), err=True)
         run = await storage.create_run(documents(), name=name or _default_name(paths))
-        if problems:
-            for upload in await storage.list_uploads(run.id):
-                if upload.position in problems:
-                    await storage.fail_upload(upload.id, problems[upload.position])
-            run = await storage.get_run(run.id)
-        summary = await _execute_run(
-            storage,
-            run,
-            provider,
-            db=db,
-            concurrency=concurrency,
-            limits=limits,
-            quiet=quiet,
-            lease=lease,
-        )
+        with _resume_hint(run.id, db):
+            if problems:
+                for upload in await storage.list_uploads(run.id):
+                    if upload.position in problems:
+                        await storage.fail_upload(upload.id, problems[upload.position])
+                run = await storage.get_run(run.id)
+            summary = await _execute_run(
+                storage,
+                run,
+                provider,
+                db=db,
+                concurrency=concurrency,
+                limits=limits,
+                quiet=quiet,
+                lease=lease,
+            )
     report(summary, summary.run, db, as_json, provider)
     return _exit_code(summary.run)
 
@@ -397,16 +407,17 @@ async def resume_run(
                 ),
                 err=True,
             )
-        summary = await _execute_run(
-            storage,
-            run,
-            provider,
-            db=db,
-            concurrency=concurrency,
-            limits=limits,
-            quiet=quiet,
-            lease=lease,
-        )
+        with _resume_hint(run.id, db):
+            summary = await _execute_run(
+                storage,
+                run,
+                provider,
+                db=db,
+                concurrency=concurrency,
+                limits=limits,
+                quiet=quiet,
+                lease=lease,
+            )
     report(summary, summary.run, db, as_json, provider)
     return _exit_code(summary.run)
 
