@@ -11,6 +11,7 @@ import click
 import trio
 
 from .. import __version__
+from ..errors import InputError
 from ..model import Run, UploadStatus
 from ._export import FORMATS, AsyncWriter, dumps, write_cards
 from ._pipe import exits_quietly_on_closed_pipe
@@ -275,7 +276,11 @@ def export(run_id: str, db: str, fmt: str, output: str | None) -> None:
                 # Cards are data for a pipe or a file, but text on a terminal.
                 out = _PrintableWriter(stdout) if sys.stdout.isatty() else stdout
                 return await write_cards(out, fmt, storage, run)
-            async with await trio.open_file(output, "w", encoding="utf-8", newline="") as out:
+            try:
+                opened = await trio.open_file(output, "w", encoding="utf-8", newline="")
+            except OSError as exc:
+                raise InputError(f"{output}: cannot write ({exc.strerror})") from None
+            async with opened as out:
                 return await write_cards(out, fmt, storage, run)
 
     count = execute(stream)
