@@ -137,7 +137,7 @@ class _Commands(click.Group):
                 raise _one_line(exc) from None
 
 
-def _one_line(exc: click.UsageError) -> click.UsageError:
+def _one_line(exc: click.UsageError) -> click.ClickException:
     """A usage error as one line naming the option, command or argument, as for every
     other bad input; a mistyped or missing one also says where the usage is shown."""
     if isinstance(exc, click.exceptions.NoArgsIsHelpError):
