@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import trio
 
 from cardmill import SQLiteStorage
-from cardmill.testing import FakeAnthropicServer, make_pdf
+from cardmill.testing import FakeAnthropicServer
 
 from .cli.conftest import EXAMPLES, cardmill_command
 
@@ -42,8 +43,8 @@ def clean_env() -> dict[str, str]:
 
 async def run_example(folder: Path, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
     (folder / "example.py").write_text(embedding_example())
-    (folder / "notes.md").write_text("# Tides\n\nThe moon pulls the sea. Twice a day.\n")
-    (folder / "paper.pdf").write_bytes(make_pdf([["Leaves", "", "Plants turn light to sugar."]]))
+    # Run from a checkout, as the README says: its paths are in examples/.
+    shutil.copytree(EXAMPLES, folder / "examples")
     return await trio.run_process(
         [sys.executable, "example.py"],
         cwd=folder,
@@ -72,7 +73,7 @@ async def test_the_embedding_example_with_a_key_makes_cards(tmp_path: Path) -> N
         done = await run_example(tmp_path, env)
         assert len(server.requests) == 2
     assert done.returncode == 0, done.stderr.decode()
-    assert done.stdout.decode().splitlines()[0] == "succeeded 6 cards, 0 × 429"
+    assert done.stdout.decode().splitlines()[0] == "succeeded 4 cards, 0 × 429"
     async with SQLiteStorage.open(tmp_path / "cardmill.db") as storage:
         (run,) = await storage.list_runs()
     assert run.name == "reading list"

@@ -151,6 +151,31 @@ async def test_bad_input_exits_2_with_one_line(env: dict[str, str], tmp_path: Pa
 
 
 @pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["analyze", "--conccurency", "3", "x"],
+            "No such option '--conccurency'. Did you mean '--concurrency'? "
+            "See 'cardmill analyze --help'.",
+        ),
+        (
+            ["anaylze", "x"],
+            "No such command 'anaylze'. Did you mean 'analyze'? See 'cardmill --help'.",
+        ),
+        (["export"], "Missing argument 'RUN'. See 'cardmill export --help'."),
+        (["runs", "extra"], "Got unexpected extra argument (extra). See 'cardmill runs --help'."),
+    ],
+)
+async def test_a_mistyped_command_or_option_is_one_line_saying_where_help_is(
+    env: dict[str, str], args: list[str], line: str
+) -> None:
+    done = await cardmill(*args, env=env)
+    assert done.returncode == 2
+    assert one_line_error(done.stderr) == f"cardmill: error: {line}"
+    assert done.stdout == b""
+
+
+@pytest.mark.parametrize(
     ("provider", "names"),
     [
         ("anthropic", ["no Anthropic API key", "ANTHROPIC_API_KEY"]),

@@ -95,22 +95,31 @@ def no_psycopg_path(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(
+    "db", ["postgresql://app:s3cret@db.example/cards", "host=db.example dbname=cards user=app"]
+)
+@pytest.mark.parametrize(
     "command",
     [["analyze", str(EXAMPLES)], ["runs"], ["show", "run-x"], ["export", "run-x"], ["worker"]],
 )
 async def test_the_cli_names_the_extra_for_a_postgres_url(
-    env: dict[str, str], no_psycopg_path: Path, command: list[str]
+    env: dict[str, str], no_psycopg_path: Path, command: list[str], db: str
 ) -> None:
     env["PYTHONPATH"] = str(no_psycopg_path)
-    done = await cardmill(*command, "--db", "postgresql://app:s3cret@db.example/cards", env=env)
+    done = await cardmill(*command, "--db", db, env=env)
     assert done.returncode == 2
     assert one_line_error(done.stderr) == f"cardmill: error: {POSTGRES_MISSING}"
     assert done.stdout == b""
 
 
 async def test_the_cli_works_on_sqlite_without_the_extra(
-    env: dict[str, str], no_psycopg_path: Path
+    env: dict[str, str], no_psycopg_path: Path, tmp_path: Path
 ) -> None:
     env["PYTHONPATH"] = str(no_psycopg_path)
     done = await cardmill("analyze", str(EXAMPLES), "--quiet", env=env)
     assert done.returncode == 0, done.stderr.decode()
+    # A file name with an "=" that is no libpq keyword is still a SQLite file.
+    named = await cardmill(
+        "analyze", str(EXAMPLES), "--quiet", "--db", "a=b.db", env=env, cwd=tmp_path
+    )
+    assert named.returncode == 0, named.stderr.decode()
+    assert (tmp_path / "a=b.db").is_file()

@@ -14,6 +14,9 @@ from cardmill import CardDraft, Document, MemoryStorage, SQLiteStorage, Storage,
 from cardmill.cli import main
 from cardmill.cli._export import write_cards
 
+from .conftest import EXAMPLES
+from .test_cli import cardmill, one_line_error
+
 SMALL, LARGE = 10_000, 100_000
 
 
@@ -170,3 +173,19 @@ def test_csv_cells_that_would_run_as_formulas_are_neutralised(tmp_path: Path) ->
     # The other formats carry the text as it was written.
     records = [json.loads(line) for line in export(run_id, "--db", str(db)).splitlines()]
     assert [r["title"] for r in records[:-1]] == [payloads[c] for c in FORMULA_STARTS]
+
+
+async def test_an_output_file_that_cannot_be_written_is_named_in_one_line(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    done = await cardmill("analyze", str(EXAMPLES), "--quiet", "--json", env=env)
+    run_id = json.loads(done.stdout)["run"]["id"]
+    for out, reason in (
+        (tmp_path / "missing" / "cards.md", "No such file or directory"),
+        (tmp_path / "cards.md" / "x", "Not a directory"),
+    ):
+        (tmp_path / "cards.md").touch()
+        failed = await cardmill("export", run_id, "--format", "md", "-o", str(out), env=env)
+        assert failed.returncode == 2
+        assert one_line_error(failed.stderr) == f"cardmill: error: {out}: cannot write ({reason})"
+        assert failed.stdout == b""

@@ -11,6 +11,7 @@ import click
 import trio
 
 from .. import __version__
+from ..errors import InputError
 from ..model import Run, UploadStatus
 from ._export import FORMATS, AsyncWriter, dumps, write_cards
 from ._pipe import exits_quietly_on_closed_pipe
@@ -125,16 +126,29 @@ class _Commands(click.Group):
         with exits_quietly_on_closed_pipe():  # --help and --version write here
             try:
                 return super().make_context(info_name, args, parent, **extra)
-            except click.BadParameter as exc:
-                # One line naming the option, as for every other bad input.
-                raise UsageError(exc.format_message()) from None
+            except click.UsageError as exc:
+                raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         with exits_quietly_on_closed_pipe():
             try:
                 return super().invoke(ctx)  # parses the command's own options
-            except click.BadParameter as exc:
-                raise UsageError(exc.format_message()) from None
+            except click.UsageError as exc:
+                raise _one_line(exc) from None
+
+
+def _one_line(exc: click.UsageError) -> click.ClickException:
+    """A usage error as one line naming the option, command or argument, as for every
+    other bad input; a mistyped or missing one also says where the usage is shown."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        return exc  # `cardmill` alone: the help, as click shows it
+    message = exc.format_message()
+    if exc.ctx is not None and (
+        isinstance(exc, click.MissingParameter) or not isinstance(exc, click.BadParameter)
+    ):
+        end = "" if message.endswith((".", "?")) else "."
+        message += f"{end} See '{exc.ctx.command_path} --help'."
+    return UsageError(message)
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -275,7 +289,11 @@ def export(run_id: str, db: str, fmt: str, output: str | None) -> None:
                 # Cards are data for a pipe or a file, but text on a terminal.
                 out = _PrintableWriter(stdout) if sys.stdout.isatty() else stdout
                 return await write_cards(out, fmt, storage, run)
-            async with await trio.open_file(output, "w", encoding="utf-8", newline="") as out:
+            try:
+                opened = await trio.open_file(output, "w", encoding="utf-8", newline="")
+            except OSError as exc:
+                raise InputError(f"{output}: cannot write ({exc.strerror})") from None
+            async with opened as out:
                 return await write_cards(out, fmt, storage, run)
 
     count = execute(stream)

@@ -99,6 +99,13 @@ def _redacted(match: re.Match[str]) -> str:
     return redact_dsn(url) if is_postgres(url) else redact_url(url)
 
 
+# libpq's connection keywords (https://www.postgresql.org/docs/current/libpq-connect.html).
+_LIBPQ_KEYWORD = re.compile(
+    r"\s*(host|hostaddr|port|dbname|user|password|passfile|service|sslmode|sslrootcert|"
+    r"sslcert|sslkey|connect_timeout|application_name|options|target_session_attrs)\s*="
+)
+
+
 def is_postgres(db: str) -> bool:
     """Whether a ``--db`` value names a PostgreSQL database: a ``postgresql://`` or
     ``postgres://`` URL, or a libpq ``key=value`` connection string (``host=db
@@ -107,8 +114,13 @@ def is_postgres(db: str) -> bool:
         return True
     if "=" not in db or os.path.exists(db):
         return False
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
+    try:
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        # Without the driver, libpq's parser is not there to ask: a value that opens with
+        # one of its keywords is a connection string, so that opening it names the extra.
+        return _LIBPQ_KEYWORD.match(db) is not None
 
     try:
         conninfo_to_dict(db)
