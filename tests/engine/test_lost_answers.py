@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 import trio
 import trio.testing
 
@@ -44,10 +43,6 @@ def _recorder() -> tuple[list[Event], Callable[[Event], None]]:
     return seen, seen.append
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a retried complete_and_claim: the completion is neither counted nor reported",
-)
 async def test_a_completion_whose_answer_was_lost_is_counted_and_strands_nothing(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -72,10 +67,6 @@ async def test_a_completion_whose_answer_was_lost_is_counted_and_strands_nothing
     assert trio.current_time() - t0 < 60
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a retried fail_upload returns False: the failure is neither counted nor reported",
-)
 async def test_a_failure_whose_answer_was_lost_is_counted(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -91,7 +82,6 @@ async def test_a_failure_whose_answer_was_lost_is_counted(
     assert sum(isinstance(e, UploadFailed) for e in seen) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="an upload claimed by a lost answer waits out its lease")
 async def test_a_claim_whose_answer_was_lost_does_not_wait_out_its_lease(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -110,10 +100,6 @@ async def test_a_claim_whose_answer_was_lost_does_not_wait_out_its_lease(
     assert trio.current_time() - t0 < 60, trio.current_time() - t0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an upload claimed by a lost answer stays LOADING after Ctrl-C, the run RUNNING",
-)
 async def test_ctrl_c_in_the_backoff_after_a_lost_claim_leaves_the_run_cancelled(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -10,7 +10,7 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import final
 
@@ -287,6 +287,7 @@ class Engine:
         except BaseException as exc:
             run = None
             with cleanup_scope(self._storage), contextlib.suppress(StorageError):
+                await self._release_lost(run_id)
                 run = await self._storage.finish_run(run_id)
             if run is None:
                 log.warning("could not record the end of run %s", run_id)
@@ -325,6 +326,19 @@ class Engine:
                 log.info("reclaimed %s from %s", u.name, u.worker)
         return released
 
+    async def _release_lost(self, run_id: str) -> bool:
+        """Release what is LOADING under this engine's name while none of its workers
+        runs: only a claim whose answer was lost (it committed, then the connection
+        broke) leaves one, and no heartbeat renews it."""
+        released = False
+        for u in await self._storage.list_uploads(run_id, UploadStatus.LOADING):
+            if u.worker == self.worker:
+                released |= await self._storage.release_upload(
+                    u.id, worker=self.worker, attempt=u.attempts
+                )
+                log.warning("released %s: its claim's answer was lost", u.name)
+        return released
+
     async def _dispatch(self, run_id: str, counters: _Counters) -> None:
         while True:
             held: dict[str, _Held] = {}
@@ -344,6 +358,8 @@ class Engine:
             loading = partial(self._storage.list_uploads, run_id, UploadStatus.LOADING)
             if not await patiently(loading, "list uploads", self._rng):
                 return
+            if await patiently(partial(self._release_lost, run_id), "release", self._rng):
+                continue
             if not await self._release_stale(run_id, everyone=False):
                 await trio.sleep(self._poll_interval)
 
@@ -437,27 +453,30 @@ class Engine:
         following: Upload | None = None
         if isinstance(outcome, _Done):
             cards = outcome.analysis.cards
+            complete = partial(
+                self._storage.complete_upload,
+                upload.id,
+                cards,
+                worker=self.worker,
+                attempt=upload.attempts,
+            )
+            first: Callable[[], Awaitable[tuple[bool, Upload | None]]]
+            if self._limiter.borrowed_tokens <= self._limiter.total_tokens:
+                first = partial(
+                    self._storage.complete_and_claim,
+                    upload.id,
+                    cards,
+                    worker=self.worker,
+                    attempt=upload.attempts,
+                    run_id=run_id,
+                    lease_seconds=self._lease_seconds,
+                )
+            else:
+                first = partial(_alone, complete)
             try:
-                if self._limiter.borrowed_tokens <= self._limiter.total_tokens:
-                    both = partial(
-                        self._storage.complete_and_claim,
-                        upload.id,
-                        cards,
-                        worker=self.worker,
-                        attempt=upload.attempts,
-                        run_id=run_id,
-                        lease_seconds=self._lease_seconds,
-                    )
-                    completed, following = await patiently(both, "complete", self._rng)
-                else:
-                    one = partial(
-                        self._storage.complete_upload,
-                        upload.id,
-                        cards,
-                        worker=self.worker,
-                        attempt=upload.attempts,
-                    )
-                    completed = await patiently(one, "complete", self._rng)
+                completed, following = await self._write(
+                    first, complete, upload, run_id, UploadStatus.COMPLETED, "complete"
+                )
             except UnstorableData as exc:
                 # The storage cannot hold these cards: this upload fails, not the run.
                 outcome = _Failed(_reason(exc), outcome.attempts)
@@ -481,12 +500,52 @@ class Engine:
             worker=self.worker,
             attempt=upload.attempts,
         )
-        if await patiently(fail, "fail", self._rng):
+        failed, _ = await self._write(
+            partial(_alone, fail), fail, upload, run_id, UploadStatus.FAILED, "fail"
+        )
+        if failed:
             c.failed += 1
             self._emit(
                 UploadFailed(upload, _clean_reason(outcome.reason), outcome.attempts, _now())
             )
         return following
+
+    async def _write(
+        self,
+        first: Callable[[], Awaitable[tuple[bool, Upload | None]]],
+        again: Callable[[], Awaitable[bool]],
+        upload: Upload,
+        run_id: str,
+        status: UploadStatus,
+        what: str,
+    ) -> tuple[bool, Upload | None]:
+        """Settle an upload: ``first()``, then, if it failed for a while, ``again()``
+        until it passes. A try whose commit succeeded but whose answer was lost makes
+        the next try find nothing to settle: the upload's stored state says whether it
+        ended with this claim (it is then ours to count), and a next upload the lost
+        try claimed is released once the workers stop (`_release_lost`)."""
+        tried = False
+
+        async def attempt() -> tuple[bool, Upload | None]:
+            nonlocal tried
+            if not tried:
+                tried = True
+                return await first()
+            if await again():
+                return True, None
+            return await self._ended_with_our_claim(upload, run_id, status), None
+
+        return await patiently(attempt, what, self._rng)
+
+    async def _ended_with_our_claim(
+        self, upload: Upload, run_id: str, status: UploadStatus
+    ) -> bool:
+        # Fencing lets only the holder of this claim (its attempt) settle the upload: if
+        # it is settled at this attempt, it was settled by us.
+        for stored in await self._storage.list_uploads(run_id, status):
+            if stored.id == upload.id:
+                return stored.attempts == upload.attempts
+        return False
 
     async def _attempts(self, upload: Upload, c: _Counters) -> _Done | _Failed:
         document = await self._storage.load_document(upload.id)
@@ -569,6 +628,11 @@ class Engine:
             raise PermanentError(f"provider error: {type(exc).__name__}: {exc}") from exc
         finally:
             c.in_flight -= 1
+
+
+async def _alone(call: Callable[[], Awaitable[bool]]) -> tuple[bool, Upload | None]:
+    """A settling write that claims nothing next."""
+    return await call(), None
 
 
 def _charge(error: ProviderError) -> int | None:
