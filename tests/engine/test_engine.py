@@ -513,3 +513,26 @@ async def test_engine_numbers_must_be_finite_and_positive(
 ) -> None:
     with pytest.raises(ValueError, match=f"{option} must be a finite number"):
         Engine(storage, ScriptedProvider(), **{option: bad})  # type: ignore[arg-type]
+
+
+async def test_an_observer_raising_at_the_end_does_not_hide_ctrl_c(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = MemoryStorage()
+    run = await storage.create_run(docs(3))
+
+    class Interrupting:
+        name = "interrupting"
+
+        async def analyze(self, document: Any) -> Any:
+            await trio.sleep(1.0)
+            raise KeyboardInterrupt
+
+    def observe(event: Event) -> None:
+        if type(event).__name__ == "RunFinished":
+            raise RuntimeError("observer broke at the end")
+
+    with pytest.raises(KeyboardInterrupt):
+        await Engine(storage, Interrupting(), observer=observe).execute(run.id)
+    assert "observer raised" in caplog.text
+    assert (await storage.get_run(run.id)).status == RunStatus.CANCELLED

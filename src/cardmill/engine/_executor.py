@@ -292,7 +292,11 @@ class Engine:
             if run is None:
                 log.warning("could not record the end of run %s", run_id)
             else:
-                self._emit(RunFinished(self._summary(run, counters, started), _now()))
+                try:
+                    self._emit(RunFinished(self._summary(run, counters, started), _now()))
+                except Exception:
+                    # What stopped the run (Ctrl-C above all) is what the caller sees.
+                    log.exception("the observer raised on the end of run %s", run_id)
             raise _unwrap(exc) from None
         finally:
             self._bucket.remove_listener(self._bucket_changed)
