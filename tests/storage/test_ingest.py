@@ -245,6 +245,9 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_runs(tmp_path: Pat
         old = await storage.create_run([Document("a.txt", b"a")], name="old")
     conn = sqlite3.connect(path)
     conn.execute("ALTER TABLE runs DROP COLUMN creating")
+    conn.execute("ALTER TABLE runs DROP COLUMN recipe_toml")
+    conn.execute("ALTER TABLE runs DROP COLUMN recipe_digest")
+    conn.execute("ALTER TABLE cards DROP COLUMN fields_json")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
@@ -254,7 +257,7 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_runs(tmp_path: Pat
         assert [r.name for r in await storage.list_runs()] == ["old", "new"]
         await check_invariants(storage, old.id)
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     conn.close()
 
 
@@ -268,6 +271,9 @@ async def test_a_version_1_postgres_schema_is_migrated_and_keeps_its_runs() -> N
 
         with psycopg.connect(pg.DSN, autocommit=True) as conn:
             conn.execute(f'ALTER TABLE "{schema}".runs DROP COLUMN creating')
+            conn.execute(f'ALTER TABLE "{schema}".runs DROP COLUMN recipe_toml')
+            conn.execute(f'ALTER TABLE "{schema}".runs DROP COLUMN recipe_digest')
+            conn.execute(f'ALTER TABLE "{schema}".cards DROP COLUMN fields_json')
             conn.execute(f"UPDATE \"{schema}\".cardmill_meta SET value = '1'")
         async with PostgresStorage.open(pg.DSN, schema=schema) as storage:
             assert [r.name for r in await storage.list_runs()] == ["old"]
@@ -275,6 +281,6 @@ async def test_a_version_1_postgres_schema_is_migrated_and_keeps_its_runs() -> N
             assert [r.name for r in await storage.list_runs()] == ["old", "new"]
         with psycopg.connect(pg.DSN, autocommit=True) as conn:
             row = conn.execute(f'SELECT value FROM "{schema}".cardmill_meta').fetchone()
-            assert row == ("2",)
+            assert row == ("3",)
     finally:
         pg.drop_schema(schema)
