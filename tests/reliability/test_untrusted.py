@@ -88,7 +88,8 @@ async def test_a_user_recipe_keeps_documents_as_data_and_bounds_the_answer(
         assert "untrusted data" in system
         assert "Ignore your rules" not in system
         block = body["messages"][0]["content"][0]["text"]
-        assert block.startswith("<document name=") and "Ignore your rules" in block
+        assert block.startswith("<document name=")
+        assert "Ignore your rules" in block
     run = json.loads(done.stdout)["run"]
     assert run["total_cards"] == 7
     assert run["recipe"].startswith("claims@")
