@@ -11,7 +11,7 @@ from pathlib import Path
 
 import trio
 
-from cardmill import FLASHCARDS, KEY_POINTS, STUDY_CARDS, Recipe, SQLiteStorage
+from cardmill import FLASHCARDS, KEY_POINTS, STUDY_CARDS, Document, Recipe, SQLiteStorage
 from cardmill.testing import FakeAnthropicServer, check_invariants
 
 from .conftest import EXAMPLES
@@ -141,3 +141,22 @@ async def test_a_database_of_the_previous_release_upgrades_resumes_and_exports(
     assert records[0]["title"] == "Alpha"  # stored by the previous release
     assert all("fields" not in r for r in records)
     assert {r["document"] for r in records} == {"a.md", "b.md", "c.txt"}
+
+
+async def test_a_worker_serves_each_run_with_its_own_recipe(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    db = tmp_path / "work.db"
+    docs = [Document("owls.md", b"# Owls\n\nOwls hunt at night. They hear well.\n")]
+    async with SQLiteStorage.open(db) as storage:
+        points = await storage.create_run(docs, recipe=KEY_POINTS)
+        plain = await storage.create_run(docs)
+    done = await cardmill("worker", "--db", str(db), env=env)
+    assert done.returncode == 0, done.stderr.decode()
+    async with SQLiteStorage.open(db) as storage:
+        (card,) = await storage.list_cards(points.id)
+        assert card.fields == {"point": "Owls", "why": card.body, "quote": "Owls hunt at night."}
+        (study,) = await storage.list_cards(plain.id)
+        assert study.fields is None
+        for run in (points, plain):
+            assert (await storage.get_run(run.id)).status.value == "succeeded"
