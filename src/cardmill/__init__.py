@@ -15,6 +15,14 @@ from __future__ import annotations
 
 from importlib import metadata as _metadata
 
+from ._recipe import BUILTIN_RECIPES as BUILTIN_RECIPES
+from ._recipe import FLASHCARDS as FLASHCARDS
+from ._recipe import KEY_POINTS as KEY_POINTS
+from ._recipe import STUDY_CARDS as STUDY_CARDS
+from ._recipe import Field as Field
+from ._recipe import FieldType as FieldType
+from ._recipe import Recipe as Recipe
+from ._recipe import load_recipe as load_recipe
 from .engine import AdaptiveBucket as AdaptiveBucket
 from .engine import Engine as Engine
 from .engine import Limits as Limits
@@ -40,6 +48,7 @@ from .errors import UploadNotFound as UploadNotFound
 from .model import Card as Card
 from .model import CardDraft as CardDraft
 from .model import Document as Document
+from .model import FieldValue as FieldValue
 from .model import LimitKind as LimitKind
 from .model import RateHint as RateHint
 from .model import Run as Run
@@ -62,6 +71,10 @@ except _metadata.PackageNotFoundError:  # imported from a checkout that was neve
     __version__ = "0+unknown"
 
 __all__ = [
+    "BUILTIN_RECIPES",
+    "FLASHCARDS",
+    "KEY_POINTS",
+    "STUDY_CARDS",
     "AdaptiveBucket",
     "Analysis",
     "AnthropicProvider",
@@ -73,6 +86,9 @@ __all__ = [
     "DocumentError",
     "Engine",
     "ExtractiveProvider",
+    "Field",
+    "FieldType",
+    "FieldValue",
     "InputError",
     "InvalidDraft",
     "InvalidOutput",
@@ -87,6 +103,7 @@ __all__ = [
     "ProviderError",
     "RateHint",
     "RateLimited",
+    "Recipe",
     "RetryPolicy",
     "Run",
     "RunNotFound",
@@ -102,4 +119,5 @@ __all__ = [
     "UploadNotFound",
     "UploadStatus",
     "Usage",
+    "load_recipe",
 ]

@@ -9,12 +9,15 @@ threads.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Final, final
+from types import MappingProxyType
+from typing import Any, Final, TypeAlias, final
 
 import attrs
 
@@ -33,6 +36,7 @@ __all__ = [
     "Card",
     "CardDraft",
     "Document",
+    "FieldValue",
     "LimitKind",
     "RateHint",
     "Run",
@@ -55,6 +59,8 @@ MAX_TAGS: Final = 12
 """The most tags a card may have."""
 MAX_TAG_CHARS: Final = 48
 """The most characters one tag may have."""
+MAX_FIELDS_CHARS: Final = 64_000
+"""The most characters a card's fields may hold in all (their JSON form)."""
 MAX_DOCUMENT_BYTES: Final = 32 * 1024 * 1024
 """The largest document read from a file: the largest request the big providers take."""
 
@@ -322,6 +328,43 @@ def _clip(text: str, limit: int) -> str:
     return text[: limit - 1].rstrip() + "…"
 
 
+FieldValue: TypeAlias = str | int | float | bool | tuple[str, ...]
+"""The value of one recipe field of a card: text, a number, a flag or a list of strings."""
+
+_FIELD_KEY: Final = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def _to_fields(value: object) -> Mapping[str, FieldValue] | None:
+    # Lists become tuples and the mapping a read-only view: a draft stays frozen.
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidDraft(f"card fields must be a mapping, not {type(value).__name__}")
+    out: dict[str, FieldValue] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not _FIELD_KEY.fullmatch(key):
+            raise InvalidDraft(f"card field name {key!r} is not a field name")
+        if isinstance(item, str):
+            out[key] = clean_text(item)
+        elif isinstance(item, bool | int):
+            out[key] = item
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise InvalidDraft(f"card field {key} is not a finite number")
+            out[key] = item
+        elif isinstance(item, list | tuple) and all(isinstance(i, str) for i in item):
+            out[key] = tuple(clean_text(i) for i in item)
+        else:
+            raise InvalidDraft(
+                f"card field {key} is a {type(item).__name__}, not text, a number,"
+                " a flag or a list of strings"
+            )
+    size = sum(len(k) + len(str(v)) for k, v in out.items())
+    if size > MAX_FIELDS_CHARS:
+        raise InvalidDraft(f"card fields hold {size} characters; the limit is {MAX_FIELDS_CHARS}")
+    return MappingProxyType(out)
+
+
 @final
 @attrs.frozen
 class CardDraft:
@@ -332,6 +375,10 @@ class CardDraft:
     can hold it. Sizes are bounded (documents are untrusted input): a title of at most
     ``MAX_TITLE_CHARS`` characters, a body of at most ``MAX_BODY_CHARS``, at most
     ``MAX_TAGS`` tags of ``MAX_TAG_CHARS`` each and a quote of ``MAX_QUOTE_CHARS``.
+
+    A card made by a recipe other than the study cards also keeps its recipe ``fields``
+    (field name → `FieldValue`, read-only; see [`Recipe`][cardmill.Recipe]); title and
+    body are then derived from them. Study cards have no fields (``None``).
 
     Raises:
         InvalidDraft: a field breaks a limit or is empty where it must not be.
@@ -345,6 +392,9 @@ class CardDraft:
     )
     tags: tuple[str, ...] = attrs.field(default=(), converter=_to_tags, validator=_check_tags)
     quote: str | None = attrs.field(default=None, converter=_clean, validator=_check_quote)
+    fields: Mapping[str, FieldValue] | None = attrs.field(
+        default=None, converter=_to_fields, hash=False, kw_only=True
+    )
 
     @classmethod
     def clipped(
@@ -376,7 +426,7 @@ class CardDraft:
 @final
 @attrs.frozen
 class Card:
-    """A stored card: a draft plus where it belongs."""
+    """A stored card: a draft plus where it belongs (``fields`` as in `CardDraft`)."""
 
     id: str
     run_id: str
@@ -387,11 +437,14 @@ class Card:
     tags: tuple[str, ...] = ()
     quote: str | None = None
     created_at: datetime = attrs.field(factory=_now)
+    fields: Mapping[str, FieldValue] | None = attrs.field(
+        default=None, converter=_to_fields, hash=False
+    )
 
     @property
     def draft(self) -> CardDraft:
         """The draft this card was stored from."""
-        return CardDraft(self.title, self.body, self.tags, self.quote)
+        return CardDraft(self.title, self.body, self.tags, self.quote, fields=self.fields)
 
 
 class UploadStatus(StrEnum):
@@ -456,6 +509,8 @@ class Run:
 
     The counters always equal what is persisted: ``total_cards`` is the number of stored
     cards, ``completed_items`` and ``failed_items`` the COMPLETED and FAILED uploads.
+    ``recipe_name`` and ``recipe_digest`` name the [`Recipe`][cardmill.Recipe] the run
+    was created with (``Storage.get_recipe`` gives the recipe itself).
     """
 
     id: str
@@ -468,6 +523,15 @@ class Run:
     created_at: datetime = attrs.field(factory=_now)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    recipe_name: str = "study-cards"
+    recipe_digest: str = ""
+
+    @property
+    def recipe_label(self) -> str:
+        """The run's recipe as ``name@digest-prefix`` (the name alone if the digest is unknown)."""
+        if not self.recipe_digest:
+            return self.recipe_name
+        return f"{self.recipe_name}@{self.recipe_digest[:12]}"
 
     @property
     def pending_items(self) -> int:

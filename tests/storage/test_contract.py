@@ -12,12 +12,17 @@ import trio
 import trio.testing
 
 from cardmill import (
+    FLASHCARDS,
+    STUDY_CARDS,
     CardDraft,
     Document,
+    Field,
     InputError,
+    Recipe,
     RunNotFound,
     RunStatus,
     Storage,
+    UnstorableData,
     UploadNotFound,
     UploadStatus,
 )
@@ -434,8 +439,12 @@ async def test_every_method_checkpoints(storage: Storage) -> None:
         assert await storage.claim_upload(run.id, worker="w", lease_seconds=30) is not None
     with checkpoints("claim_upload"):
         assert await storage.claim_upload(run.id, worker="w", lease_seconds=30) is None
+    with checkpoints("get_recipe"):
+        await storage.get_recipe(run.id)
     with checkpoints("get_run"), pytest.raises(RunNotFound):
         await storage.get_run("run-nope")
+    with checkpoints("get_recipe"), pytest.raises(RunNotFound):
+        await storage.get_recipe("run-nope")
     with checkpoints("load_document"), pytest.raises(UploadNotFound):
         await storage.load_document("up-nope")
     with checkpoints("aclose"):
@@ -496,6 +505,7 @@ async def test_every_method_is_a_cancel_point_that_changes_nothing(storage: Stor
     await cancelled("fail_upload", lambda: storage.fail_upload(b.id, "no"))
     await cancelled("release_upload", lambda: storage.release_upload(a.id))
     await cancelled("finish_run", lambda: storage.finish_run(run.id))
+    await cancelled("get_recipe", lambda: storage.get_recipe(run.id))
     # Cleanup is the exception: it must happen even when cancelled.
     assert covered == protocol_methods() - {"aclose", "__aexit__"}
 
@@ -634,3 +644,123 @@ async def test_text_no_store_can_hold_is_cleaned_not_fatal(storage: Storage) -> 
     assert failed.error == "cannot read ab[31mc\ufffdd\ufffd e f g"
     assert (await storage.finish_run(run.id)).status == RunStatus.PARTIAL
     await check_invariants(storage, run.id)
+
+
+INSIGHTS = Recipe(
+    "insights",
+    "Find the insights.",
+    (
+        Field("insight", max_chars=200),
+        Field("category", "enum", choices=("risk", "idea")),
+        Field("confidence", "number", minimum=0, maximum=1),
+        Field("follow_up", "boolean", required=False),
+        Field("people", "list", required=False, max_items=3),
+    ),
+)
+
+
+def insight(i: int, **extra: object) -> CardDraft:
+    values: dict[str, object] = {
+        "insight": f"insight {i}",
+        "category": "risk",
+        "confidence": 0.25 * (i % 5),
+        "people": ["Ada", "Grace"],
+    }
+    return INSIGHTS.draft({**values, **extra})
+
+
+async def test_a_run_keeps_its_recipe(storage: Storage) -> None:
+    plain = await storage.create_run(DOCS)
+    run = await storage.create_run(DOCS, recipe=INSIGHTS)
+    assert (plain.recipe_name, plain.recipe_digest) == ("study-cards", STUDY_CARDS.digest)
+    assert (run.recipe_name, run.recipe_digest) == ("insights", INSIGHTS.digest)
+    assert await storage.get_recipe(plain.id) == STUDY_CARDS
+    assert await storage.get_recipe(run.id) == INSIGHTS
+    assert await storage.get_run(run.id) == run
+    assert {r.id: r.recipe_name for r in await storage.list_runs()} == {
+        plain.id: "study-cards",
+        run.id: "insights",
+    }
+    with pytest.raises(InputError, match="recipe must be a Recipe"):
+        await storage.create_run(DOCS, recipe="insights")  # type: ignore[arg-type]
+    with pytest.raises(RunNotFound):
+        await storage.get_recipe("run-nope")
+
+
+async def test_cards_keep_their_recipe_fields(storage: Storage) -> None:
+    run = await storage.create_run(DOCS, recipe=INSIGHTS)
+    a, b, _ = await storage.list_uploads(run.id)
+    made = [insight(0), insight(1, follow_up=True, people=[]), insight(4, category="idea")]
+    assert await storage.complete_upload(a.id, made)
+    assert await storage.complete_upload(b.id, [insight(2)])
+    cards = await storage.list_cards(run.id)
+    streamed = [c async for c in storage.iter_cards(run.id, batch=2)]
+    assert cards == streamed
+    assert [c.draft for c in cards] == [*made, insight(2)]
+    assert cards[0].fields is not None
+    assert dict(cards[0].fields) == {
+        "insight": "insight 0",
+        "category": "risk",
+        "confidence": 0.0,
+        "people": ("Ada", "Grace"),
+    }
+    assert cards[1].fields is not None
+    assert cards[1].fields["follow_up"] is True
+    assert cards[1].fields["people"] == ()
+    assert cards[2].fields is not None
+    assert cards[2].fields["confidence"] == 1.0
+    assert [c.title for c in cards] == ["insight 0", "insight 1", "insight 4", "insight 2"]
+    await check_invariants(storage, run.id)
+
+
+async def test_a_flashcard_run_has_titles_and_bodies_from_its_fields(storage: Storage) -> None:
+    run = await storage.create_run(DOCS[:1], recipe=FLASHCARDS)
+    (a,) = await storage.list_uploads(run.id)
+    card = FLASHCARDS.draft({"question": "Why?", "answer": "Because.", "tags": ["x"]})
+    assert await storage.complete_upload(a.id, [card])
+    (got,) = await storage.list_cards(run.id)
+    assert (got.title, got.body, got.tags, got.quote) == ("Why?", "Because.", ("x",), None)
+    assert got.draft == card
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(lambda: CardDraft("t", "b"), id="plain-draft"),
+        pytest.param(
+            lambda: CardDraft("t", "b", fields={"insight": "t", "category": "risk"}),
+            id="missing-required",
+        ),
+        pytest.param(lambda: attrs_evolve_fields(category="maybe"), id="not-a-choice"),
+        pytest.param(lambda: attrs_evolve_fields(confidence=7), id="out-of-range"),
+        pytest.param(lambda: attrs_evolve_fields(extra="x"), id="unknown-field"),
+        pytest.param(lambda: attrs_evolve_fields(insight="x" * 201), id="too-long"),
+        pytest.param(lambda: attrs_evolve_fields(people=["a"] * 4), id="too-many-items"),
+    ],
+)
+async def test_cards_that_do_not_fit_the_recipe_are_refused_whole(
+    storage: Storage, bad: Callable[[], CardDraft]
+) -> None:
+    run = await storage.create_run(DOCS, recipe=INSIGHTS)
+    a, _, _ = await storage.list_uploads(run.id)
+    before = await storage.list_uploads(run.id)
+    with pytest.raises(UnstorableData, match=rf"upload {a.id}: .*recipe 'insights'.*cards\[1\]"):
+        await storage.complete_upload(a.id, [insight(0), bad()])
+    assert await storage.list_uploads(run.id) == before
+    assert await storage.list_cards(run.id) == []
+    await check_invariants(storage, run.id)
+    assert await storage.complete_upload(a.id, [insight(0)])
+
+
+async def test_a_study_card_run_refuses_cards_with_fields(storage: Storage) -> None:
+    run = await storage.create_run(DOCS)
+    a, _, _ = await storage.list_uploads(run.id)
+    with pytest.raises(UnstorableData, match="takes none"):
+        await storage.complete_upload(a.id, [insight(0)])
+    assert await storage.complete_upload(a.id, drafts(1))
+
+
+def attrs_evolve_fields(**changes: object) -> CardDraft:
+    base = insight(0)
+    assert base.fields is not None
+    return CardDraft(base.title, base.body, fields={**base.fields, **changes})

@@ -17,6 +17,8 @@ import pytest
 import trio
 
 from cardmill import (
+    FLASHCARDS,
+    STUDY_CARDS,
     CardDraft,
     Document,
     InputError,
@@ -245,6 +247,9 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_runs(tmp_path: Pat
         old = await storage.create_run([Document("a.txt", b"a")], name="old")
     conn = sqlite3.connect(path)
     conn.execute("ALTER TABLE runs DROP COLUMN creating")
+    conn.execute("ALTER TABLE runs DROP COLUMN recipe_toml")
+    conn.execute("ALTER TABLE runs DROP COLUMN recipe_digest")
+    conn.execute("ALTER TABLE cards DROP COLUMN fields_json")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
@@ -254,7 +259,7 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_runs(tmp_path: Pat
         assert [r.name for r in await storage.list_runs()] == ["old", "new"]
         await check_invariants(storage, old.id)
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     conn.close()
 
 
@@ -268,6 +273,9 @@ async def test_a_version_1_postgres_schema_is_migrated_and_keeps_its_runs() -> N
 
         with psycopg.connect(pg.DSN, autocommit=True) as conn:
             conn.execute(f'ALTER TABLE "{schema}".runs DROP COLUMN creating')
+            conn.execute(f'ALTER TABLE "{schema}".runs DROP COLUMN recipe_toml')
+            conn.execute(f'ALTER TABLE "{schema}".runs DROP COLUMN recipe_digest')
+            conn.execute(f'ALTER TABLE "{schema}".cards DROP COLUMN fields_json')
             conn.execute(f"UPDATE \"{schema}\".cardmill_meta SET value = '1'")
         async with PostgresStorage.open(pg.DSN, schema=schema) as storage:
             assert [r.name for r in await storage.list_runs()] == ["old"]
@@ -275,6 +283,39 @@ async def test_a_version_1_postgres_schema_is_migrated_and_keeps_its_runs() -> N
             assert [r.name for r in await storage.list_runs()] == ["old", "new"]
         with psycopg.connect(pg.DSN, autocommit=True) as conn:
             row = conn.execute(f'SELECT value FROM "{schema}".cardmill_meta').fetchone()
-            assert row == ("2",)
+            assert row == ("3",)
+    finally:
+        pg.drop_schema(schema)
+
+
+async def test_a_version_2_postgres_schema_gains_recipes_in_place() -> None:
+    pg.require()
+    schema = pg.new_schema()
+    try:
+        async with PostgresStorage.open(pg.DSN, schema=schema) as storage:
+            old = await storage.create_run([Document("a.txt", b"a")], name="old")
+            (upload,) = await storage.list_uploads(old.id)
+            assert await storage.complete_upload(upload.id, [CardDraft("t", "b")])
+        import psycopg
+
+        # The schema of the previous release: no recipe, no card fields.
+        with psycopg.connect(pg.DSN, autocommit=True) as conn:
+            conn.execute(f'ALTER TABLE "{schema}".runs DROP COLUMN recipe_toml')
+            conn.execute(f'ALTER TABLE "{schema}".runs DROP COLUMN recipe_digest')
+            conn.execute(f'ALTER TABLE "{schema}".cards DROP COLUMN fields_json')
+            conn.execute(f"UPDATE \"{schema}\".cardmill_meta SET value = '2'")
+        async with PostgresStorage.open(pg.DSN, schema=schema) as storage:
+            (run,) = await storage.list_runs()
+            assert (run.recipe_name, run.recipe_digest) == ("study-cards", STUDY_CARDS.digest)
+            assert [c.fields for c in await storage.list_cards(old.id)] == [None]
+            new = await storage.create_run([Document("b.txt", b"b")], recipe=FLASHCARDS)
+            (upload,) = await storage.list_uploads(new.id)
+            card = FLASHCARDS.draft({"question": "q", "answer": "a", "tags": ["x"]})
+            assert await storage.complete_upload(upload.id, [card])
+            assert [c.draft for c in await storage.list_cards(new.id)] == [card]
+            await check_invariants(storage, new.id)
+        with psycopg.connect(pg.DSN, autocommit=True) as conn:
+            row = conn.execute(f'SELECT value FROM "{schema}".cardmill_meta').fetchone()
+            assert row == ("3",)
     finally:
         pg.drop_schema(schema)

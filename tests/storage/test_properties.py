@@ -19,7 +19,17 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cardmill import CardDraft, Document, RunStatus, Storage, UploadStatus
+from cardmill import (
+    STUDY_CARDS,
+    CardDraft,
+    Document,
+    Field,
+    FieldType,
+    Recipe,
+    RunStatus,
+    Storage,
+    UploadStatus,
+)
 from cardmill.testing import check_invariants
 
 from .. import pg
@@ -86,7 +96,25 @@ operation = st.one_of(
 )
 
 
+SCORES = Recipe(
+    "scores",
+    "Score the document.",
+    (
+        Field("claim", max_chars=30),
+        Field("score", FieldType.INTEGER, minimum=0, maximum=9),
+        Field("flag", FieldType.BOOLEAN, required=False),
+        Field("names", FieldType.LIST, required=False, max_items=2),
+    ),
+)
+RECIPE: dict[str, Recipe] = {}  # the recipe of the scenario running now
+
+
 def drafts(n: int, tag: str) -> list[CardDraft]:
+    recipe = RECIPE.get("now", STUDY_CARDS)
+    if recipe.stores_fields:
+        return [
+            recipe.draft({"claim": f"{tag} {i}", "score": i % 10, "names": [tag]}) for i in range(n)
+        ]
     return [CardDraft(f"{tag} {i}", "body") for i in range(n)]
 
 
@@ -109,6 +137,10 @@ async def check_agrees(storage: Storage, run_id: str, model: list[ModelUpload]) 
     seen = [(u.status, u.attempts, u.card_count) for u in uploads]
     want = [(m.status, m.attempts, m.cards) for m in model]
     assert seen == want
+    recipe = await storage.get_recipe(run_id)
+    assert recipe == RECIPE.get("now", STUDY_CARDS)
+    for card in await storage.list_cards(run_id):
+        recipe.check(card.draft)  # the fields come back as they went in
 
 
 async def scenario(kind: str, directory: Path, n_docs: int, ops: list[tuple[Any, ...]]) -> None:
@@ -117,7 +149,8 @@ async def scenario(kind: str, directory: Path, n_docs: int, ops: list[tuple[Any,
     model = [ModelUpload() for _ in range(n_docs)]
     async with backend.open() as first:
         run = await first.create_run(
-            Document(f"doc{i}.txt", f"content {i}".encode()) for i in range(n_docs)
+            (Document(f"doc{i}.txt", f"content {i}".encode()) for i in range(n_docs)),
+            recipe=RECIPE.get("now", STUDY_CARDS),
         )
     ids = [u.id for u in await _uploads(backend, run.id)]
     storage_cm = backend.open()
@@ -239,10 +272,18 @@ def test_invariants_hold_after_every_step(kind: str) -> None:
     check_sequences(kind)
 
 
-@given(n_docs=st.integers(1, 5), ops=st.lists(operation, min_size=1, max_size=30))
-def _sequences(kind: str, n_docs: int, ops: list[tuple[Any, ...]]) -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        trio.run(scenario, kind, Path(directory), n_docs, ops)
+@given(
+    n_docs=st.integers(1, 5),
+    ops=st.lists(operation, min_size=1, max_size=30),
+    recipe=st.sampled_from([STUDY_CARDS, SCORES]),
+)
+def _sequences(kind: str, n_docs: int, ops: list[tuple[Any, ...]], recipe: Recipe) -> None:
+    RECIPE["now"] = recipe
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            trio.run(scenario, kind, Path(directory), n_docs, ops)
+    finally:
+        RECIPE.clear()
 
 
 def check_sequences(kind: str) -> None:

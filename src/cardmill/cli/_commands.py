@@ -11,6 +11,7 @@ import click
 import trio
 
 from .. import __version__
+from .._recipe import BUILTIN_RECIPES, load_recipe
 from ..errors import InputError
 from ..model import Run, UploadStatus
 from ._export import FORMATS, AsyncWriter, dumps, write_cards
@@ -22,6 +23,7 @@ from ._runner import (
     limits_from,
     open_storage,
     resume_run,
+    run_record,
     run_worker,
     setup_logging,
     summary_table,
@@ -157,11 +159,20 @@ def main() -> None:
     """Turn documents into structured cards with an LLM, as fast as rate limits allow."""
 
 
+_recipe_help = "The recipe: a built-in's name (see `cardmill recipes`) or a .toml file of your own."
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
 @_db_option
 @_provider_options
 @click.option("--name", default=None, help="A name for the run.")
+@click.option(
+    "--recipe",
+    default=None,
+    metavar="NAME|FILE.toml",
+    help=_recipe_help + "  [default: study-cards]",
+)
 @_lease_option
 @_json_option
 @_verbose_option
@@ -178,11 +189,24 @@ def analyze(
     lease: float,
     as_json: bool,
     verbose: int,
+    recipe: str | None,
 ) -> NoReturn:
     """Analyse files and folders (recursively) into a new run, and execute it."""
     setup_logging(verbose)
     limits = limits_from(rpm, itpm)
-    args = (list(paths), db, provider, model, concurrency, limits, name, as_json, quiet, lease)
+    args = (
+        list(paths),
+        db,
+        provider,
+        model,
+        concurrency,
+        limits,
+        name,
+        as_json,
+        quiet,
+        lease,
+        recipe,
+    )
     sys.exit(execute(analyze_paths, *args))
 
 
@@ -193,6 +217,12 @@ def analyze(
 @_lease_option
 @_json_option
 @_verbose_option
+@click.option(
+    "--recipe",
+    default=None,
+    metavar="NAME|FILE.toml",
+    help="Check that the run was made with this recipe (a run always resumes with its own).",
+)
 def resume(
     run_id: str,
     db: str,
@@ -205,11 +235,12 @@ def resume(
     lease: float,
     as_json: bool,
     verbose: int,
+    recipe: str | None,
 ) -> NoReturn:
-    """Finish a run that was interrupted or left behind."""
+    """Finish a run that was interrupted or left behind, with the run's own recipe."""
     setup_logging(verbose)
     limits = limits_from(rpm, itpm)
-    args = (run_id, db, provider, model, concurrency, limits, as_json, quiet, lease)
+    args = (run_id, db, provider, model, concurrency, limits, as_json, quiet, lease, recipe)
     sys.exit(execute(resume_run, *args))
 
 
@@ -225,19 +256,23 @@ def runs(db: str, as_json: bool) -> None:
 
     found = execute(list_runs)
     if as_json:
-        click.echo(dumps(found))
+        click.echo(dumps([run_record(r) for r in found]))
         return
     if not found:
         click.echo("no runs yet")
         return
-    click.echo(f"{'RUN':<17} {'STATUS':<10} {'DONE':>11} {'FAILED':>6} {'CARDS':>6}  CREATED  NAME")
+    click.echo(
+        f"{'RUN':<17} {'STATUS':<10} {'DONE':>11} {'FAILED':>6} {'CARDS':>6}  CREATED"
+        f"{'':<11} {'RECIPE':<12} NAME"
+    )
     for r in found:
         done = f"{r.completed_items + r.failed_items}/{r.total_items}"
         created = r.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
         click.echo(
             printable(
                 f"{r.id:<17} {r.status.name:<10} {done:>11} {r.failed_items:>6} "
-                f"{r.total_cards:>6}  {created}  {r.name if r.name != r.id else ''}"
+                f"{r.total_cards:>6}  {created}  {r.recipe_name:<12} "
+                f"{r.name if r.name != r.id else ''}"
             )
         )
 
@@ -256,7 +291,7 @@ def show(run_id: str, db: str, as_json: bool) -> None:
 
     run, uploads = execute(load)
     if as_json:
-        click.echo(dumps({"run": run, "uploads": uploads}))
+        click.echo(dumps({"run": run_record(run), "uploads": uploads}))
         return
     summary_table(None, run, db, sys.stdout)
     click.echo("")
@@ -309,6 +344,33 @@ class _PrintableWriter:
 
     def write(self, data: str, /) -> Awaitable[int]:
         return self._out.write(printable(data, lines=True))
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def recipes(ctx: click.Context) -> None:
+    """List the built-in recipes: name, fields and what each makes."""
+    if ctx.invoked_subcommand is not None:
+        return
+    for recipe in BUILTIN_RECIPES.values():
+        fields = ", ".join(
+            f"{f.name}" + ("" if f.required else "?") + f":{f.type.value}" for f in recipe.fields
+        )
+        first = recipe.instructions.splitlines()[0]
+        click.echo(f"{recipe.name:<12} {fields}  — {first}")
+    click.echo("\nstart your own: cardmill recipes show NAME > my-cards.toml")
+
+
+@recipes.command("show")
+@click.argument("name", metavar="NAME|FILE.toml")
+def recipes_show(name: str) -> None:
+    """Print a recipe as TOML: a starting point for your own."""
+    recipe = execute(_load, name)
+    click.echo(printable(recipe.to_toml(), lines=True), nl=False)
+
+
+async def _load(spec: str) -> Any:
+    return await trio.to_thread.run_sync(load_recipe, spec)
 
 
 @main.command()

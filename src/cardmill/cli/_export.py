@@ -12,7 +12,8 @@ from typing import Any, Final, Protocol, TextIO, final
 
 import attrs
 
-from ..model import Card, Run, Upload
+from .._recipe import FieldType, Recipe
+from ..model import Card, FieldValue, Run, Upload
 from ..storage import Storage
 
 __all__ = ["FORMATS", "AsyncWriter", "jsonable", "write_cards"]
@@ -46,6 +47,7 @@ def _card_record(card: Card, name: str) -> dict[str, Any]:
         "body": card.body,
         "tags": list(card.tags),
         "quote": card.quote,
+        **({"fields": jsonable(dict(card.fields))} if card.fields is not None else {}),
     }
 
 
@@ -86,13 +88,15 @@ async def write_cards(
 
     Cards and the names of their uploads are read ``batch`` at a time and written as
     they are read, one write per page: a run of a million cards exports in the memory
-    of one page.
+    of one page. Cards of a recipe other than the study cards carry their fields: nested
+    in JSON lines, one column each in CSV, one line each in Markdown.
     """
     start = _FORMATS.get(fmt)
     if start is None:
         raise ValueError(f"unknown format {fmt!r}")
+    recipe = await storage.get_recipe(run.id)
     text = io.StringIO()
-    row = start(text, run)
+    row = start(text, run, recipe)
     names = _UploadNames(storage.iter_uploads(run.id, batch=batch))
     count = 0
     async for card in storage.iter_cards(run.id, batch=batch):
@@ -106,17 +110,33 @@ async def write_cards(
     return count
 
 
-def _jsonl(out: TextIO, run: Run) -> _Row:
+def _jsonl(out: TextIO, run: Run, recipe: Recipe) -> _Row:
     def row(card: Card, name: str | None) -> None:
         out.write(json.dumps(_card_record(card, name or ""), ensure_ascii=False) + "\n")
 
     return row
 
 
-def _csv(out: TextIO, run: Run) -> _Row:
+def _csv(out: TextIO, run: Run, recipe: Recipe) -> _Row:
     # RFC 4180's CRLF line ends: the csv module quotes a field holding any character of
     # the line terminator, so a carriage return inside a card cannot split its row.
     writer = csv.writer(out, lineterminator="\r\n")
+    if recipe.stores_fields:
+        fields = recipe.fields
+        writer.writerow(["document", "ordinal", *(_cell(f.name) for f in fields), "upload_id"])
+
+        def field_row(card: Card, name: str | None) -> None:
+            values = card.fields or {}
+            writer.writerow(
+                [
+                    _cell(name or ""),
+                    card.ordinal,
+                    *(_field_cell(values.get(f.name)) for f in fields),
+                    card.upload_id,
+                ]
+            )
+
+        return field_row
     writer.writerow(["document", "ordinal", "title", "body", "tags", "quote", "upload_id"])
 
     def row(card: Card, name: str | None) -> None:
@@ -135,6 +155,28 @@ def _csv(out: TextIO, run: Run) -> _Row:
     return row
 
 
+def _field_cell(value: FieldValue | None) -> str | int | float:
+    """A field's cell: numbers as numbers, flags as true/false, lists joined by ``; ``,
+    and text through `_cell`."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, tuple):
+        return _cell("; ".join(value))
+    return _cell(value)
+
+
+def _md_value(value: FieldValue) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, tuple):
+        return ", ".join(value)
+    return str(value)
+
+
 def _cell(text: str) -> str:
     """A text cell that spreadsheets show as text, never run as a formula.
 
@@ -146,15 +188,25 @@ def _cell(text: str) -> str:
     return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
-def _md(out: TextIO, run: Run) -> _Row:
+def _md(out: TextIO, run: Run, recipe: Recipe) -> _Row:
     out.write(f"# {run.name}\n")
     current = None
+    title_field = next(
+        (f.name for f in recipe.fields if f.type == FieldType.STRING and f.required), None
+    )
 
     def row(card: Card, name: str | None) -> None:
         nonlocal current
         if card.upload_id != current:
             current = card.upload_id
             out.write(f"\n## {name or card.upload_id}\n")
+        if card.fields is not None:
+            out.write(f"\n### {card.title}\n\n")
+            for field in recipe.fields:
+                value = card.fields.get(field.name)
+                if field.name != title_field and value is not None and value != ():
+                    out.write(f"- **{field.name}**: {_md_value(value)}\n")
+            return
         out.write(f"\n### {card.title}\n\n{card.body}\n")
         if card.quote:
             out.write(f"\n> {card.quote}\n")
@@ -164,7 +216,7 @@ def _md(out: TextIO, run: Run) -> _Row:
     return row
 
 
-_FORMATS: Final[dict[str, Callable[[TextIO, Run], _Row]]] = {
+_FORMATS: Final[dict[str, Callable[[TextIO, Run, Recipe], _Row]]] = {
     "jsonl": _jsonl,
     "csv": _csv,
     "md": _md,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Final
 
+from .._recipe import STUDY_CARDS, Recipe
 from ..errors import InputError
 from ..providers import (
     AnthropicProvider,
@@ -13,13 +14,16 @@ from ..providers import (
     Provider,
 )
 
-__all__ = ["make_provider", "model_of"]
+__all__ = ["make_provider", "model_of", "provider_warning"]
 
 _OFFLINE: Final = "or use --provider extractive to work offline"
 
 
-def make_provider(choice: str, model: str | None) -> tuple[Provider, str]:
-    """The provider ``--provider`` names, and a phrase saying which it is.
+def make_provider(
+    choice: str, model: str | None, recipe: Recipe = STUDY_CARDS
+) -> tuple[Provider, str]:
+    """The provider ``--provider`` names, made for ``recipe``, and a phrase saying which
+    it is.
 
     The providers' own messages for a missing key name their ``api_key=`` argument,
     which the command line does not have: here they name what a user of the command
@@ -28,7 +32,7 @@ def make_provider(choice: str, model: str | None) -> tuple[Provider, str]:
     if choice == "auto":
         choice = "anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "extractive"
         if choice == "extractive":
-            return ExtractiveProvider(), (
+            return ExtractiveProvider(recipe=recipe), (
                 "the offline extractive provider (set ANTHROPIC_API_KEY to use Claude)"
             )
     if choice == "anthropic" and not os.environ.get("ANTHROPIC_API_KEY"):
@@ -41,15 +45,21 @@ def make_provider(choice: str, model: str | None) -> tuple[Provider, str]:
             f"server that needs none), {_OFFLINE}"
         )
     if choice == "anthropic":
-        anthropic = AnthropicProvider(model=model)
+        anthropic = AnthropicProvider(model=model, recipe=recipe)
         return anthropic, f"Anthropic ({anthropic.model})"
     if choice == "openai":
-        openai = OpenAICompatibleProvider(model=model)
+        openai = OpenAICompatibleProvider(model=model, recipe=recipe)
         return openai, f"OpenAI-compatible {openai.base_url} ({openai.model})"
-    return ExtractiveProvider(), "the offline extractive provider"
+    return ExtractiveProvider(recipe=recipe), "the offline extractive provider"
 
 
 def model_of(provider: Provider) -> str | None:
     """The model a provider asks, if it has one (the extractive provider has none)."""
     model = getattr(provider, "model", None)
     return model if isinstance(model, str) else None
+
+
+def provider_warning(provider: Provider) -> str | None:
+    """What a user should know before a run starts: the recipe fields the offline
+    provider leaves out."""
+    return provider.warning if isinstance(provider, ExtractiveProvider) else None

@@ -18,6 +18,7 @@ from typing import Any, TextIO, TypeVar
 import click
 import trio
 
+from .._recipe import STUDY_CARDS, Recipe, load_recipe
 from ..engine import (
     Engine,
     Limits,
@@ -35,7 +36,7 @@ from ._dbpath import check_sqlite_path
 from ._export import dumps, jsonable
 from ._pipe import exit_closed_pipe, is_closed_pipe
 from ._progress import Progress
-from ._providers import make_provider, model_of
+from ._providers import make_provider, model_of, provider_warning
 from ._safe import printable
 from ._words import counted
 
@@ -224,6 +225,7 @@ def summary_table(
             f"{run.completed_items} completed, {run.failed_items} failed, {run.total_items} total",
         ),
         ("cards", str(run.total_cards)),
+        ("recipe", run.recipe_label),
     ]
     if provider is not None:
         model = model_of(provider)
@@ -252,7 +254,10 @@ def report(
     provider: Provider | None = None,
 ) -> None:
     if as_json:
-        data: dict[str, Any] = {"run": jsonable(run), "database": shown_db(db, absolute=True)}
+        data: dict[str, Any] = {
+            "run": run_record(run),
+            "database": shown_db(db, absolute=True),
+        }
         if provider is not None:
             data["provider"] = provider.name
             data["model"] = model_of(provider)
@@ -267,6 +272,26 @@ def report(
         )
     if run.status == RunStatus.CANCELLED:
         click.echo(printable(f"resume: cardmill resume {run.id}{_db_flag(db)}"))
+
+
+def run_record(run: Run) -> dict[str, Any]:
+    """A run as JSON, its recipe named as ``name@digest-prefix``."""
+    return {**jsonable(run), "recipe": run.recipe_label}
+
+
+def read_recipe(spec: str | None) -> Recipe | None:
+    """The recipe ``--recipe`` names (a built-in or a TOML file), if given."""
+    return None if spec is None else load_recipe(spec)
+
+
+def _recipe_note(recipe: Recipe) -> str:
+    return "" if recipe == STUDY_CARDS else f", recipe {recipe.label},"
+
+
+def _warn(provider: Provider) -> None:
+    warning = provider_warning(provider)
+    if warning is not None:
+        click.echo(printable(f"cardmill: warning: {warning}"), err=True)
 
 
 def _db_flag(db: str) -> str:
@@ -337,12 +362,15 @@ async def analyze_paths(
     as_json: bool,
     quiet: bool,
     lease: float,
+    recipe_spec: str | None = None,
 ) -> int:
+    recipe = await trio.to_thread.run_sync(read_recipe, recipe_spec) or STUDY_CARDS
     collected = collect(paths)
     found, skipped = collected.found, collected.skipped
     if not found:
         raise InputError("no documents found in " + ", ".join(path_name(p) for p in paths))
-    provider, described = make_provider(provider_choice, model)
+    provider, described = make_provider(provider_choice, model, recipe)
+    _warn(provider)
     problems: dict[int, str] = {}
 
     def documents() -> Any:
@@ -360,13 +388,15 @@ async def analyze_paths(
             click.echo(
                 printable(
                     f"cardmill: analysing {counted(len(found), 'document')}{extra} "
-                    f"with {described} into {shown_db(db)}"
+                    f"with {described}{_recipe_note(recipe)} into {shown_db(db)}"
                 ),
                 err=True,
             )
         for notice in collected.notices:
             click.echo(printable(f"cardmill: skipped {notice}"), err=True)
-        run = await storage.create_run(documents(), name=name or _default_name(paths))
+        run = await storage.create_run(
+            documents(), name=name or _default_name(paths), recipe=recipe
+        )
         with _resume_hint(run.id, db):
             if problems:
                 for upload in await storage.list_uploads(run.id):
@@ -402,20 +432,30 @@ async def resume_run(
     as_json: bool,
     quiet: bool,
     lease: float,
+    recipe_spec: str | None = None,
 ) -> int:
+    given = await trio.to_thread.run_sync(read_recipe, recipe_spec)
     async with open_storage(db, create=False) as storage:
         run = await storage.get_run(run_id)
+        recipe = await storage.get_recipe(run_id)
+        if given is not None and given.digest != recipe.digest:
+            raise InputError(
+                f"run {run.id} was made with recipe {recipe.label}, not {given.label}; "
+                "a run keeps its recipe: resume without --recipe"
+            )
         if run.status.finished:
             if not quiet:
                 click.echo(printable(f"cardmill: run {run.id} already {run.status.name}"), err=True)
             report(None, run, db, as_json)
             return _exit_code(run)
-        provider, described = make_provider(provider_choice, model)
+        provider, described = make_provider(provider_choice, model, recipe)
+        _warn(provider)
         if not quiet:
             click.echo(
                 printable(
                     f"cardmill: resuming {run.id}: {run.pending_items} of "
                     f"{counted(run.total_items, 'upload')} left, with {described}"
+                    f"{_recipe_note(recipe).rstrip(',')}"
                 ),
                 err=True,
             )
@@ -450,6 +490,10 @@ async def run_worker(
     worker = None
     if worker_name:
         worker = f"{worker_name}:{os.getpid()}:{secrets.token_hex(3)}"
+    # Each run is served with its own recipe: one provider and engine per recipe, kept
+    # for the worker's life so that each keeps what it learnt of the rate limits.
+    providers: dict[str, Provider] = {STUDY_CARDS.digest: provider}
+    engines: dict[str, Engine] = {}
     try:
         async with open_storage(db, create=False) as storage:
             click.echo(
@@ -458,19 +502,33 @@ async def run_worker(
                 ),
                 err=True,
             )
-            engine = make_engine(
-                storage,
-                provider,
-                concurrency=concurrency,
-                limits=limits,
-                lease=lease,
-                worker=worker,
-            )
+
+            def engine_for(recipe: Recipe) -> Engine:
+                if recipe.digest not in providers:
+                    providers[recipe.digest] = make_provider(provider_choice, model, recipe)[0]
+                    _warn(providers[recipe.digest])
+                if recipe.digest not in engines:
+                    engines[recipe.digest] = make_engine(
+                        storage,
+                        providers[recipe.digest],
+                        concurrency=concurrency,
+                        limits=limits,
+                        lease=lease,
+                        worker=worker,
+                    )
+                return engines[recipe.digest]
+
             while True:
                 runs = [await storage.get_run(run_id)] if run_id else await storage.list_runs()
                 for run in runs:
                     if run.status.finished or run.pending_items == 0:
                         continue  # nothing PENDING or LOADING: the counters say so
+                    recipe = await storage.get_recipe(run.id)
+                    try:
+                        engine = engine_for(recipe)
+                    except InputError as exc:
+                        click.echo(printable(f"cardmill worker: run {run.id}: {exc}"), err=True)
+                        continue
                     summary = await engine.execute(run.id)
                     click.echo(
                         printable(
@@ -485,7 +543,8 @@ async def run_worker(
                     return EXIT_OK
                 await trio.sleep(poll)
     finally:
-        close = getattr(provider, "aclose", None)
-        if close is not None:
-            with trio.CancelScope(shield=True):
-                await close()
+        with trio.CancelScope(shield=True):
+            for each in providers.values():
+                close = getattr(each, "aclose", None)
+                if close is not None:
+                    await close()

@@ -19,6 +19,7 @@ import trio
 
 from ..errors import (
     DocumentError,
+    InputError,
     InvalidOutput,
     Overloaded,
     PermanentError,
@@ -273,8 +274,18 @@ class Engine:
 
         Raises:
             RunNotFound: no run has this id.
+            InputError: the provider was made for another recipe than the run's (its
+                ``recipe`` attribute); nothing was claimed.
             StorageError: the storage failed; in-flight uploads were released.
         """
+        made = await self._storage.get_run(run_id)
+        recipe = getattr(self._provider, "recipe", None)
+        digest = getattr(recipe, "digest", None)
+        if made.recipe_digest and isinstance(digest, str) and digest != made.recipe_digest:
+            raise InputError(
+                f"run {run_id} was made with recipe {made.recipe_label}; the provider was made "
+                f"for {getattr(recipe, 'label', digest[:12])}"
+            )
         counters = self._counters = _Counters()
         started = trio.current_time()
         self._bucket.add_listener(self._bucket_changed)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, final
 
 import trio
 
+from .._recipe import STUDY_CARDS, TOOL_ANSWER, Recipe
 from ..errors import (
     DocumentError,
     InputError,
@@ -22,7 +23,7 @@ from ..model import Document, RateHint, Usage
 from ._base import Analysis, answered_with_error
 from ._headers import check_api_key, is_spend_limit, limit_hit, rate_hint, retry_after, scrub
 from ._reading import read_off_loop
-from ._schema import SYSTEM_PROMPT, TOOL_NAME, card_schema, drafts_from
+from ._schema import TOOL_NAME, card_schema, drafts_from
 from ._text import MAX_PDF_BYTES, check_size, decode_text, html_to_text
 from ._url import url_secrets
 
@@ -56,10 +57,14 @@ class AnthropicProvider:
         model: defaults to ``CARDMILL_MODEL``, then `DEFAULT_ANTHROPIC_MODEL`, the
             newest fast model.
         max_tokens: output budget per request.
-        max_cards: the most cards kept per document (documents are untrusted).
+        max_cards: the most cards kept per document (documents are untrusted); the
+            recipe's ``max_cards`` by default.
         timeout: the SDK's HTTP timeout, seconds.
         parse_timeout: seconds one document may take to read (off the event loop)
             before it fails.
+        recipe: the instructions and card fields (`STUDY_CARDS` by default). Its
+            instructions are the system prompt; its schema is the forced tool's input;
+            the document goes in its own block of the user message, as data.
 
     Raises:
         InputError: no API key was given or found in the environment, or it has
@@ -75,16 +80,21 @@ class AnthropicProvider:
         base_url: str | None = None,
         model: str | None = None,
         max_tokens: int = 4096,
-        max_cards: int = 20,
+        max_cards: int | None = None,
         timeout: float = 120.0,
         client: anthropic.AsyncAnthropic | None = None,
         parse_timeout: float = 60.0,
+        recipe: Recipe = STUDY_CARDS,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
         if client is None and not key:
             raise InputError("no Anthropic API key: pass api_key=... or set ANTHROPIC_API_KEY")
         if key:
             check_api_key(key, "api_key" if api_key is not None else "ANTHROPIC_API_KEY")
+        if not isinstance(recipe, Recipe):
+            raise InputError(f"recipe must be a Recipe, not {type(recipe).__name__}")
+        if max_cards is None:
+            max_cards = recipe.max_cards
         if max_cards < 1:
             raise ValueError("max_cards must be >= 1")
         if not parse_timeout > 0:
@@ -108,12 +118,14 @@ class AnthropicProvider:
         self.model = model or os.environ.get("CARDMILL_MODEL") or DEFAULT_ANTHROPIC_MODEL
         self.max_tokens = max_tokens
         self.max_cards = max_cards
+        self.recipe = recipe
+        self._system = recipe.system_prompt(TOOL_ANSWER)
         self.parse_timeout = parse_timeout
         self._limiter = trio.CapacityLimiter(2)
         self._tool = {
             "name": TOOL_NAME,
             "description": "Record the cards made from the document.",
-            "input_schema": card_schema(max_cards),
+            "input_schema": card_schema(max_cards, recipe),
         }
 
     def _hide(self, text: str) -> str:
@@ -123,7 +135,10 @@ class AnthropicProvider:
         return text
 
     def __repr__(self) -> str:
-        return f"AnthropicProvider(model={self.model!r}, max_cards={self.max_cards})"
+        return (
+            f"AnthropicProvider(model={self.model!r}, max_cards={self.max_cards},"
+            f" recipe={self.recipe.name!r})"
+        )
 
     async def aclose(self) -> None:
         """Close the SDK's HTTP client."""
@@ -212,7 +227,7 @@ class AnthropicProvider:
             raise InvalidOutput(f"output cut off at max_tokens={self.max_tokens}")
         for block in getattr(message, "content", None) or []:
             if getattr(block, "type", None) == "tool_use" and block.name == TOOL_NAME:
-                return drafts_from(block.input, self.max_cards)
+                return drafts_from(block.input, self.max_cards, self.recipe)
         raise InvalidOutput("no record_cards tool call in the answer")
 
     async def _create(self, content: list[dict[str, Any]]) -> tuple[Any, RateHint | None]:
@@ -224,7 +239,7 @@ class AnthropicProvider:
                 model=self.model,
                 max_tokens=self.max_tokens,
                 system=[
-                    {"type": "text", "text": SYSTEM_PROMPT, "cache_control": {"type": "ephemeral"}}
+                    {"type": "text", "text": self._system, "cache_control": {"type": "ephemeral"}}
                 ],
                 tools=[self._tool],
                 tool_choice={"type": "tool", "name": TOOL_NAME},

@@ -9,7 +9,8 @@ from typing import Final, Self, final
 
 import trio
 
-from ..errors import DocumentError
+from .._recipe import STUDY_CARDS, FieldType, Recipe
+from ..errors import DocumentError, InputError
 from ..model import CardDraft, Document, Usage
 from ._base import Analysis
 from ._reading import read_off_loop
@@ -44,30 +45,73 @@ class ExtractiveProvider:
     plain text and PDF (through pypdf, in a worker process) are read; anything else
     fails with a reason.
 
+    With a recipe, the same pieces fill its fields: the first string field takes the
+    title, the next one the body, a string field named ``quote`` the quote, list fields
+    the tags. It serves the built-in recipes; for a recipe of your own, the fields it
+    cannot fill (enums, numbers, flags, further strings) are named by `unfilled` and
+    `warning`, and the cards leave them out.
+
     Args:
-        max_cards: the most cards per document.
+        max_cards: the most cards per document; the recipe's by default.
         body_sentences: how many leading sentences make a card's body.
         parse_timeout: seconds one document may take to read before it fails.
+        recipe: the card fields to fill (`STUDY_CARDS` by default).
+
+    Raises:
+        InputError: the recipe has a required field this provider cannot fill; the
+            message names the fields.
     """
 
     name = "extractive"
 
     def __init__(
-        self, *, max_cards: int = 20, body_sentences: int = 3, parse_timeout: float = 60.0
+        self,
+        *,
+        max_cards: int | None = None,
+        body_sentences: int = 3,
+        parse_timeout: float = 60.0,
+        recipe: Recipe = STUDY_CARDS,
     ) -> None:
+        if not isinstance(recipe, Recipe):
+            raise InputError(f"recipe must be a Recipe, not {type(recipe).__name__}")
+        if max_cards is None:
+            max_cards = recipe.max_cards
         if max_cards < 1:
             raise ValueError("max_cards must be >= 1")
         if body_sentences < 1:
             raise ValueError("body_sentences must be >= 1")
         if not parse_timeout > 0:
             raise ValueError("parse_timeout must be > 0")
+        self.recipe = recipe
+        self._plan = fill_plan(recipe)
+        self.unfilled: tuple[str, ...] = tuple(
+            f.name for f in recipe.fields if f.name not in self._plan
+        )
+        """The recipe's fields this provider leaves out of its cards."""
+        required = [f.name for f in recipe.fields if f.required and f.name not in self._plan]
+        if required:
+            raise InputError(
+                f"recipe {recipe.name!r}: the offline extractive provider cannot fill the "
+                f"required field{'s' if len(required) > 1 else ''} {', '.join(required)}; "
+                "use a model (set an API key) or make them optional"
+            )
         self.max_cards = max_cards
         self.body_sentences = body_sentences
         self.parse_timeout = parse_timeout
         self._limiter = trio.CapacityLimiter(4)
 
     def __repr__(self) -> str:
-        return f"ExtractiveProvider(max_cards={self.max_cards})"
+        return f"ExtractiveProvider(max_cards={self.max_cards}, recipe={self.recipe.name!r})"
+
+    @property
+    def warning(self) -> str | None:
+        """A one-line note naming the recipe fields left out of the cards, if any."""
+        if not self.unfilled:
+            return None
+        return (
+            f"the offline extractive provider cannot fill {', '.join(self.unfilled)} of "
+            f"recipe {self.recipe.name!r}: its cards leave them out"
+        )
 
     async def aclose(self) -> None:
         """Nothing to release; here so that every provider closes the same way."""
@@ -96,11 +140,45 @@ class ExtractiveProvider:
             seconds=self.parse_timeout,
             isolated=document.media_type == "application/pdf",
         )
-        return Analysis(cards, Usage())
+        return Analysis(self._fit(cards), Usage())
 
     def extract(self, document: Document) -> tuple[CardDraft, ...]:
         """The cards for one document, synchronously."""
-        return extract_cards(document, max_cards=self.max_cards, body_sentences=self.body_sentences)
+        return self._fit(
+            extract_cards(document, max_cards=self.max_cards, body_sentences=self.body_sentences)
+        )
+
+    def _fit(self, cards: tuple[CardDraft, ...]) -> tuple[CardDraft, ...]:
+        # Extraction makes study cards (plain values a worker process can send back);
+        # the recipe's fields are filled here.
+        if not self.recipe.stores_fields:
+            return cards
+        out = []
+        for card in cards:
+            pieces: dict[str, object] = {
+                "title": card.title,
+                "body": card.body,
+                "quote": card.quote,
+                "tags": list(card.tags),
+            }
+            values = {name: pieces[source] for name, source in self._plan.items()}
+            out.append(self.recipe.draft(values))
+        return tuple(out)
+
+
+def fill_plan(recipe: Recipe) -> dict[str, str]:
+    """Which piece of an extracted card fills each field it can: ``title``, ``body``,
+    ``quote`` or ``tags``."""
+    plan: dict[str, str] = {}
+    strings = ["title", "body"]
+    for field in recipe.fields:
+        if field.type == FieldType.STRING and field.name == "quote":
+            plan[field.name] = "quote"
+        elif field.type == FieldType.STRING and strings:
+            plan[field.name] = strings.pop(0)
+        elif field.type == FieldType.LIST:
+            plan[field.name] = "tags"
+    return plan
 
 
 def extract_cards(

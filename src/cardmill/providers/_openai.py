@@ -10,6 +10,7 @@ import attrs
 import httpx
 import trio
 
+from .._recipe import JSON_ANSWER, STUDY_CARDS, Recipe
 from ..errors import (
     InputError,
     InvalidOutput,
@@ -23,7 +24,7 @@ from ..model import Document, RateHint, Usage
 from ._base import Analysis, answered_with_error
 from ._headers import check_api_key, is_spend_limit, limit_hit, rate_hint, retry_after, scrub
 from ._reading import read_off_loop
-from ._schema import SYSTEM_PROMPT, card_schema, drafts_from
+from ._schema import card_schema, drafts_from
 from ._text import check_size, document_text
 from ._url import redact_url, url_secrets
 
@@ -53,11 +54,14 @@ class OpenAICompatibleProvider:
         max_tokens_count: OpenAI counts a request's ``max_tokens`` against its
             tokens-per-minute limit on top of the prompt, and the pace follows suit;
             pass False for a server that counts only the tokens used.
-        max_cards: the most cards kept per document.
+        max_cards: the most cards kept per document; the recipe's by default.
         timeout: HTTP timeout, seconds.
         client: an ``httpx.AsyncClient`` to use (e.g. with a mock transport in tests).
         parse_timeout: seconds one document may take to read (PDFs in a worker process
             that is killed then) before it fails.
+        recipe: the instructions and card fields (`STUDY_CARDS` by default): its
+            instructions are the system message, its schema the response format; the
+            document goes in the user message, as data.
 
     Raises:
         InputError: no key for OpenAI's own API, a ``base_url`` that is not HTTP(S), or
@@ -75,11 +79,16 @@ class OpenAICompatibleProvider:
         model: str | None = None,
         max_tokens: int = 4096,
         max_tokens_count: bool = True,
-        max_cards: int = 20,
+        max_cards: int | None = None,
         timeout: float = 120.0,
         client: httpx.AsyncClient | None = None,
         parse_timeout: float = 60.0,
+        recipe: Recipe = STUDY_CARDS,
     ) -> None:
+        if not isinstance(recipe, Recipe):
+            raise InputError(f"recipe must be a Recipe, not {type(recipe).__name__}")
+        if max_cards is None:
+            max_cards = recipe.max_cards
         if max_cards < 1:
             raise ValueError("max_cards must be >= 1")
         if not parse_timeout > 0:
@@ -103,6 +112,7 @@ class OpenAICompatibleProvider:
         self.max_tokens = max_tokens
         self.max_tokens_count = max_tokens_count
         self.max_cards = max_cards
+        self.recipe = recipe
         self._client = client or httpx.AsyncClient(timeout=timeout)
         self.parse_timeout = parse_timeout
         self._limiter = trio.CapacityLimiter(2)
@@ -153,10 +163,7 @@ class OpenAICompatibleProvider:
             "messages": [
                 {
                     "role": "system",
-                    "content": SYSTEM_PROMPT.replace(
-                        "Answer only by calling the record_cards tool.",
-                        "Answer only with JSON matching the given schema.",
-                    ),
+                    "content": self.recipe.system_prompt(JSON_ANSWER),
                 },
                 {
                     "role": "user",
@@ -169,7 +176,7 @@ class OpenAICompatibleProvider:
                 "json_schema": {
                     "name": "cards",
                     "strict": True,
-                    "schema": card_schema(self.max_cards),
+                    "schema": card_schema(self.max_cards, self.recipe),
                 },
             },
         }
@@ -213,7 +220,7 @@ class OpenAICompatibleProvider:
             parsed = json.loads(content)
         except ValueError:
             raise InvalidOutput("the answer is not valid JSON") from None
-        return drafts_from(parsed, self.max_cards)
+        return drafts_from(parsed, self.max_cards, self.recipe)
 
     async def _post(self, body: dict[str, Any]) -> tuple[dict[str, Any], RateHint | None]:
         url = f"{self._url}/chat/completions"

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from ..errors import InputError
+from .._recipe import STUDY_CARDS, Recipe
+from ..errors import InputError, UnstorableData
 from ..model import Card, CardDraft, Document, Run, Upload, UploadStatus, clean_text
 
 __all__ = ["Storage"]
@@ -39,16 +40,30 @@ class Storage(Protocol):
     its own expired upload holds a new claim, so its older one can no longer commit.
     """
 
-    async def create_run(self, documents: Iterable[Document], *, name: str | None = None) -> Run:
+    async def create_run(
+        self,
+        documents: Iterable[Document],
+        *,
+        name: str | None = None,
+        recipe: Recipe = STUDY_CARDS,
+    ) -> Run:
         """Store a new PENDING run with one PENDING upload per document, content included.
+
+        The run keeps its ``recipe`` (the whole text and its digest): resuming uses it,
+        and `complete_upload` refuses cards that do not fit it.
 
         The run exists for every other method only once all its documents are stored: a
         run whose creation failed or died half-way is never seen, claimed or settled.
 
         Raises:
             InputError: an item of ``documents`` is not a Document (or reading one
-                raised it); nothing of the run remains.
+                raised it), or ``recipe`` is not a Recipe; nothing of the run remains.
         """
+        ...
+
+    async def get_recipe(self, run_id: str) -> Recipe:
+        """The recipe the run was created with (`STUDY_CARDS` for runs made before
+        recipes). Raises RunNotFound."""
         ...
 
     async def get_run(self, run_id: str) -> Run:
@@ -124,6 +139,8 @@ class Storage(Protocol):
     ) -> bool:
         """In ONE transaction: store the cards, mark the upload COMPLETED, add to the counters.
 
+        Cards must fit the run's recipe (see [`Recipe.check`][cardmill.Recipe.check]):
+        otherwise `UnstorableData` naming the upload and the field, and nothing changes.
         Idempotent: returns False and changes nothing when the upload is already
         COMPLETED or FAILED (or, with ``worker`` / ``attempt``, when that worker or that
         claim no longer holds it).
@@ -215,6 +232,21 @@ def check_drafts(drafts: Sequence[CardDraft]) -> tuple[CardDraft, ...]:
         if not isinstance(d, CardDraft):
             raise InputError(f"drafts[{i}] is a {type(d).__name__}, not a CardDraft")
     return out
+
+
+def check_recipe(recipe: object) -> None:
+    """Refuse anything that is not a Recipe before a run is created."""
+    if not isinstance(recipe, Recipe):
+        raise InputError(f"recipe must be a Recipe, not {type(recipe).__name__}")
+
+
+def check_against(recipe: Recipe, drafts: Sequence[CardDraft]) -> None:
+    """Refuse drafts that do not fit the run's recipe, before anything is written."""
+    for i, draft in enumerate(drafts):
+        try:
+            recipe.check(draft, where=f"cards[{i}]")
+        except InputError as exc:
+            raise UnstorableData(f"does not fit recipe {recipe.name!r}: {exc}") from None
 
 
 def check_batch(batch: int) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
+from .._recipe import STUDY_CARDS, Recipe
 from ..errors import InputError
 from ..model import Document, RunStatus, UploadStatus
 from ._base import new_id
@@ -76,14 +77,21 @@ class Chunks:
 
 
 def add_uploads(
-    tx: Tx, run_id: str, name: str, rows: Sequence[Row], first: bool, last: bool, now: float
+    tx: Tx,
+    run_id: str,
+    name: str,
+    rows: Sequence[Row],
+    first: bool,
+    last: bool,
+    now: float,
+    recipe: Recipe = STUDY_CARDS,
 ) -> None:
     """One chunk: its uploads and documents, counted in ``total_items`` at once."""
     if first:
         tx.run(
-            "INSERT INTO runs (id, name, status, total_items, created_at, creating)"
-            " VALUES (?, ?, ?, 0, ?, 1)",
-            (run_id, name, RunStatus.PENDING.value, now),
+            "INSERT INTO runs (id, name, status, total_items, created_at, creating,"
+            " recipe_toml, recipe_digest) VALUES (?, ?, ?, 0, ?, 1, ?, ?)",
+            (run_id, name, RunStatus.PENDING.value, now, recipe.to_toml(), recipe.digest),
         )
     pending = UploadStatus.PENDING.value
     tx.many(

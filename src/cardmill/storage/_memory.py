@@ -13,7 +13,8 @@ from typing import Any, Self, TypeVar, final
 import attrs
 import trio
 
-from ..errors import InputError, RunNotFound, UploadNotFound
+from .._recipe import STUDY_CARDS, Recipe
+from ..errors import InputError, RunNotFound, UnstorableData, UploadNotFound
 from ..model import (
     Card,
     CardDraft,
@@ -26,8 +27,10 @@ from ..model import (
 )
 from ._base import (
     card_id,
+    check_against,
     check_drafts,
     check_lease,
+    check_recipe,
     holds,
     new_id,
     one_line,
@@ -56,6 +59,7 @@ class MemoryStorage:
         self._by_run: dict[str, list[str]] = {}
         self._documents: dict[str, Document] = {}
         self._cards: dict[str, tuple[Card, ...]] = {}
+        self._recipes: dict[str, Recipe] = {}
         self._leases: dict[str, float] = {}
         # Per run: PENDING uploads as a heap of (position, id), LOADING ones as a dict.
         self._pending: dict[str, list[tuple[int, str]]] = {}
@@ -92,8 +96,15 @@ class MemoryStorage:
     def _now(self) -> float:
         return self._clock()
 
-    async def create_run(self, documents: Iterable[Document], *, name: str | None = None) -> Run:
+    async def create_run(
+        self,
+        documents: Iterable[Document],
+        *,
+        name: str | None = None,
+        recipe: Recipe = STUDY_CARDS,
+    ) -> Run:
         await trio.lowlevel.checkpoint()
+        check_recipe(recipe)
         docs = list(documents)
         for i, doc in enumerate(docs):
             if not isinstance(doc, Document):
@@ -101,7 +112,14 @@ class MemoryStorage:
         run_id = new_id("run")
         now = to_datetime(self._now())
         assert now is not None
-        run = Run(run_id, run_name(name, run_id), total_items=len(docs), created_at=now)
+        run = Run(
+            run_id,
+            run_name(name, run_id),
+            total_items=len(docs),
+            created_at=now,
+            recipe_name=recipe.name,
+            recipe_digest=recipe.digest,
+        )
         ids: list[str] = []
         for position, doc in enumerate(docs):
             upload_id = new_id("up")
@@ -119,8 +137,14 @@ class MemoryStorage:
         self._by_run[run_id] = ids
         self._pending[run_id] = [(position, upload_id) for position, upload_id in enumerate(ids)]
         self._loading[run_id] = {}
+        self._recipes[run_id] = recipe
         self._runs[run_id] = run
         return run
+
+    async def get_recipe(self, run_id: str) -> Recipe:
+        await trio.lowlevel.checkpoint()
+        self._run(run_id)
+        return self._recipes[run_id]
 
     async def get_run(self, run_id: str) -> Run:
         await trio.lowlevel.checkpoint()
@@ -274,6 +298,10 @@ class MemoryStorage:
         u = self._upload(upload_id)
         if u.status.terminal or not self._holds(u, worker, attempt):
             return False
+        try:
+            check_against(self._recipes[u.run_id], checked)
+        except UnstorableData as exc:
+            raise UnstorableData(f"upload {upload_id}: {exc}") from None
         now = to_datetime(self._now())
         assert now is not None
         self._cards[upload_id] = tuple(
@@ -287,6 +315,7 @@ class MemoryStorage:
                 d.tags,
                 d.quote,
                 created_at=now,
+                fields=d.fields,
             )
             for i, d in enumerate(checked)
         )

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStorage", "connection_string"]
 
 T = TypeVar("T")
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 # libpq parameters cardmill's connections get unless the DSN sets them: a peer that
 # stops answering (a half-dead TCP connection) is noticed within about a minute.
@@ -96,6 +96,8 @@ _DDL: Final = [
         started_at DOUBLE PRECISION,
         finished_at DOUBLE PRECISION,
         creating INTEGER NOT NULL DEFAULT 0,
+        recipe_toml TEXT,
+        recipe_digest TEXT,
         CHECK (completed_items + failed_items <= total_items))""",
     """CREATE TABLE IF NOT EXISTS uploads (
         id TEXT PRIMARY KEY,
@@ -126,6 +128,7 @@ _DDL: Final = [
         tags TEXT NOT NULL,
         quote TEXT,
         created_at DOUBLE PRECISION NOT NULL,
+        fields_json TEXT,
         UNIQUE (upload_id, ordinal))""",
     """CREATE TABLE IF NOT EXISTS rate_limits (
         name TEXT PRIMARY KEY,
@@ -138,6 +141,13 @@ _DDL: Final = [
 _MIGRATIONS: Final = {
     # Runs being created in chunks are marked until their last chunk commits.
     1: ["ALTER TABLE runs ADD COLUMN IF NOT EXISTS creating INTEGER NOT NULL DEFAULT 0"],
+    # Recipes: a run's recipe (NULL: the study cards, as every run before them) and a
+    # card's recipe fields (NULL: a study card).
+    2: [
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS recipe_toml TEXT",
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS recipe_digest TEXT",
+        "ALTER TABLE cards ADD COLUMN IF NOT EXISTS fields_json TEXT",
+    ],
 }
 
 

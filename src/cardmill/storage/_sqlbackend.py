@@ -10,11 +10,12 @@ from typing import Any, Final, Self, TypeVar
 
 import trio
 
+from .._recipe import STUDY_CARDS, Recipe
 from ..errors import StorageError, UnstorableData
 from ..model import Card, CardDraft, Document, Run, Upload, UploadStatus
 from . import _ingest as ingest
 from . import _transactions as sql
-from ._base import check_drafts, check_lease, new_id, one_line, run_name
+from ._base import check_drafts, check_lease, check_recipe, new_id, one_line, run_name
 from ._pages import Pages
 
 __all__ = ["SQLBackend"]
@@ -65,7 +66,14 @@ class SQLBackend:
         except UnstorableData as exc:
             raise UnstorableData(f"upload {upload_id}: {exc}") from exc.__cause__
 
-    async def create_run(self, documents: Iterable[Document], *, name: str | None = None) -> Run:
+    async def create_run(
+        self,
+        documents: Iterable[Document],
+        *,
+        name: str | None = None,
+        recipe: Recipe = STUDY_CARDS,
+    ) -> Run:
+        check_recipe(recipe)
         await trio.lowlevel.checkpoint_if_cancelled()
         run_id = new_id("run")
         chunks = ingest.Chunks(documents, rows=self._chunk_rows, size=self._chunk_bytes)
@@ -77,7 +85,14 @@ class SQLBackend:
                 # generator that reads files. Abandoned on cancel: nothing else uses it.
                 rows, last = await trio.to_thread.run_sync(chunks.read, abandon_on_cancel=True)
                 await self._write(
-                    ingest.add_uploads, run_id, run_name(name, run_id), rows, first, last, now
+                    ingest.add_uploads,
+                    run_id,
+                    run_name(name, run_id),
+                    rows,
+                    first,
+                    last,
+                    now,
+                    recipe,
                 )
                 first = False
         except BaseException:
@@ -93,6 +108,9 @@ class SQLBackend:
 
     async def list_runs(self) -> list[Run]:
         return await self._call(sql.list_runs)
+
+    async def get_recipe(self, run_id: str) -> Recipe:
+        return await self._call(sql.get_recipe, run_id)
 
     async def list_uploads(self, run_id: str, status: UploadStatus | None = None) -> list[Upload]:
         return await self._call(sql.list_uploads, run_id, status)

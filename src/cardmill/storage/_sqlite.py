@@ -29,7 +29,7 @@ from ._thread import ThreadBatcher
 
 __all__ = ["SQLiteStorage"]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 APPLICATION_ID: Final = 0x43524D4C  # "CRML": marks the file as a cardmill database
 
 _SCHEMA: Final = """
@@ -45,6 +45,8 @@ CREATE TABLE runs (
     started_at REAL,
     finished_at REAL,
     creating INTEGER NOT NULL DEFAULT 0,
+    recipe_toml TEXT,
+    recipe_digest TEXT,
     CHECK (completed_items + failed_items <= total_items)
 );
 CREATE TABLE uploads (
@@ -78,6 +80,7 @@ CREATE TABLE cards (
     tags TEXT NOT NULL,
     quote TEXT,
     created_at REAL NOT NULL,
+    fields_json TEXT,
     UNIQUE (upload_id, ordinal)
 );
 """
@@ -147,6 +150,13 @@ def _initialise(conn: sqlite3.Connection, path: str) -> None:
 _MIGRATIONS: Final = {
     # Runs being created in chunks are marked until their last chunk commits.
     1: ["ALTER TABLE runs ADD COLUMN creating INTEGER NOT NULL DEFAULT 0"],
+    # Recipes: a run's recipe (NULL: the study cards, as every run before them) and a
+    # card's recipe fields (NULL: a study card).
+    2: [
+        "ALTER TABLE runs ADD COLUMN recipe_toml TEXT",
+        "ALTER TABLE runs ADD COLUMN recipe_digest TEXT",
+        "ALTER TABLE cards ADD COLUMN fields_json TEXT",
+    ],
 }
 
 

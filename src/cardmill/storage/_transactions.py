@@ -9,11 +9,13 @@ SQLite's single writer already serialises.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, Protocol
 
-from ..errors import RunNotFound, UploadNotFound
+from .._recipe import STUDY_CARDS, Recipe
+from ..errors import DatabaseError, InputError, RunNotFound, UploadNotFound
 from ..model import (
     Card,
     CardDraft,
@@ -24,7 +26,7 @@ from ..model import (
     UploadStatus,
     final_status,
 )
-from ._base import card_id, holds, to_datetime
+from ._base import card_id, check_against, holds, to_datetime
 
 __all__ = ["Tx"]
 
@@ -55,13 +57,48 @@ UPLOAD_COLUMNS: Final = (
 UPLOAD_COLUMNS_OF_U: Final = ", ".join("u." + c.strip() for c in UPLOAD_COLUMNS.split(","))
 RUN_COLUMNS: Final = (
     "id, name, status, total_items, completed_items, failed_items, total_cards,"
-    " created_at, started_at, finished_at"
+    " created_at, started_at, finished_at, recipe_toml"
 )
+CARD_COLUMNS: Final = "c.title, c.body, c.tags, c.quote, c.created_at, c.fields_json"
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_recipe(text: str) -> Recipe:
+    return Recipe.from_toml(text, source="stored recipe")
+
+
+def stored_recipe(run_id: str, text: str | None) -> Recipe:
+    """A run's recipe from its stored text; NULL is the study cards (runs made before
+    recipes)."""
+    if text is None:
+        return STUDY_CARDS
+    try:
+        return _parse_recipe(text)
+    except InputError as exc:
+        raise DatabaseError(f"run {run_id}: {exc}") from None
+
+
+def get_recipe(tx: Tx, run_id: str) -> Recipe:
+    row = tx.one(f"SELECT recipe_toml FROM runs WHERE id = ? AND {VISIBLE}", (run_id,))
+    if row is None:
+        raise RunNotFound(run_id)
+    return stored_recipe(run_id, row[0])
+
+
+def card_fields(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def fields_text(draft: CardDraft) -> str | None:
+    if draft.fields is None:
+        return None
+    return json.dumps(dict(draft.fields), ensure_ascii=False, separators=(",", ":"))
 
 
 def run_row(row: Any) -> Run:
     created = to_datetime(row[7])
     assert created is not None
+    recipe = stored_recipe(row[0], row[10])
     return Run(
         row[0],
         row[1],
@@ -73,6 +110,8 @@ def run_row(row: Any) -> Run:
         created,
         to_datetime(row[8]),
         to_datetime(row[9]),
+        recipe.name,
+        recipe.digest,
     )
 
 
@@ -131,7 +170,7 @@ def list_uploads(tx: Tx, run_id: str, status: UploadStatus | None) -> list[Uploa
 def list_cards(tx: Tx, run_id: str, upload_id: str | None) -> list[Card]:
     require_run(tx, run_id)
     sql = (
-        "SELECT c.upload_id, c.ordinal, c.title, c.body, c.tags, c.quote, c.created_at"
+        f"SELECT c.upload_id, c.ordinal, {CARD_COLUMNS}"
         " FROM uploads u JOIN cards c ON c.upload_id = u.id WHERE u.run_id = ?"
     )
     args: tuple[Any, ...] = (run_id,)
@@ -140,7 +179,7 @@ def list_cards(tx: Tx, run_id: str, upload_id: str | None) -> list[Card]:
         args += (upload_id,)
     rows = tx.all(sql + " ORDER BY u.position, c.ordinal", args)
     cards = []
-    for up, ordinal, title, body, tags, quote, created in rows:
+    for up, ordinal, title, body, tags, quote, created, fields in rows:
         created_at = to_datetime(created)
         assert created_at is not None
         cards.append(
@@ -154,6 +193,7 @@ def list_cards(tx: Tx, run_id: str, upload_id: str | None) -> list[Card]:
                 tuple(json.loads(tags)),
                 quote,
                 created_at,
+                card_fields(fields),
             )
         )
     return cards
@@ -181,8 +221,8 @@ def card_page(
     # `position >= ?` bounds the scan of uploads by (run_id, position), so a page costs
     # its own size, not the rest of the run.
     sql = (
-        "SELECT u.position, c.upload_id, c.ordinal, c.title, c.body, c.tags, c.quote,"
-        " c.created_at FROM uploads u JOIN cards c ON c.upload_id = u.id"
+        f"SELECT u.position, c.upload_id, c.ordinal, {CARD_COLUMNS}"
+        " FROM uploads u JOIN cards c ON c.upload_id = u.id"
         " WHERE u.run_id = ? AND u.position >= ? AND (u.position > ? OR c.ordinal > ?)"
     )
     args: tuple[Any, ...] = (run_id, position, position, ordinal)
@@ -191,7 +231,7 @@ def card_page(
         args += (upload_id,)
     rows = tx.all(sql + " ORDER BY u.position, c.ordinal LIMIT ?", (*args, limit))
     page: list[tuple[tuple[int, int], Card]] = []
-    for at, up, number, title, body, tags, quote, created in rows:
+    for at, up, number, title, body, tags, quote, created, fields in rows:
         created_at = to_datetime(created)
         assert created_at is not None
         card = Card(
@@ -204,6 +244,7 @@ def card_page(
             tuple(json.loads(tags)),
             quote,
             created_at,
+            card_fields(fields),
         )
         page.append(((at, number), card))
     return page
@@ -309,11 +350,12 @@ def complete(
     run_id = may_settle(tx, upload_id, worker, attempt)
     if run_id is None:
         return False
+    check_against(get_recipe(tx, run_id), drafts)
     tx.many(
-        "INSERT INTO cards (upload_id, ordinal, title, body, tags, quote, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO cards (upload_id, ordinal, title, body, tags, quote, created_at,"
+        " fields_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            (upload_id, i, d.title, d.body, json.dumps(d.tags), d.quote, now)
+            (upload_id, i, d.title, d.body, json.dumps(d.tags), d.quote, now, fields_text(d))
             for i, d in enumerate(drafts)
         ],
     )

@@ -23,6 +23,7 @@ import h11
 import trio
 
 from ..model import LimitKind
+from ._fill import fill_schema
 from ._hidden import HiddenLimits
 
 __all__ = ["FakeAnthropicServer", "Fault", "RecordedRequest"]
@@ -407,7 +408,9 @@ class FakeAnthropicServer:
         text = _request_text(body)
         stop = "tool_use"
         if tool is not None:
-            tool_input = _fill(tool.get("input_schema", {}), text, self._cards, "", self._hostile)
+            tool_input = fill_schema(
+                tool.get("input_schema", {}), text, self._cards, "", self._hostile
+            )
             if fault == "invalid_tool_input":
                 tool_input = {"cards": "not a list"}
             if fault == "max_tokens":
@@ -448,31 +451,3 @@ def _request_text(body: dict[str, Any]) -> str:
     if inside:
         text = inside.group(1)
     return " ".join(text.split())
-
-
-def _fill(schema: dict[str, Any], text: str, cards: int, name: str, hostile: bool = False) -> Any:
-    """A value that satisfies ``schema`` (unless hostile), with words from the request."""
-    kind = schema.get("type")
-    if kind == "object":
-        props: dict[str, Any] = schema.get("properties", {})
-        return {k: _fill(v, text, cards, k, hostile) for k, v in props.items()}
-    if kind == "array":
-        limit = cards if hostile else schema.get("maxItems", cards)
-        n = max(schema.get("minItems", 0), min(cards, limit))
-        item = schema.get("items", {"type": "string"})
-        inner = min(cards, 40) if hostile else cards  # only the top level is huge
-        return [_fill(item, f"{text} #{i + 1}", inner, name, hostile) for i in range(n)]
-    if kind == "string" or (isinstance(kind, list) and "string" in kind):
-        if hostile:
-            size = {"title": 1_000, "body": 10_000, "quote": 5_000}.get(name, 100)
-            tail = text.split()[-1] if text.split() else ""  # "#k": which card this is
-            return (f"{tail} " + "spam " * size)[:size]
-        words = text.split()
-        size = {"title": 6, "quote": 12}.get(name, 30)
-        value = " ".join(words[:size]) or name or "text"
-        return value[: schema.get("maxLength", 10_000)]
-    if kind in ("integer", "number"):
-        return schema.get("minimum", 1)
-    if kind == "boolean":
-        return True
-    return None

@@ -11,9 +11,11 @@ from typing import Final, Literal, final
 import attrs
 import trio
 
+from .._recipe import STUDY_CARDS, Recipe
 from ..errors import Overloaded, RateLimited, TransientError
 from ..model import CardDraft, Document, LimitKind, RateHint, Usage
 from ..providers import Analysis
+from ._fill import fill_schema
 from ._hidden import HiddenLimits
 
 __all__ = ["SimulatedAPI", "SimulatedStatistics", "lognormal"]
@@ -95,6 +97,9 @@ class SimulatedAPI:
         limits: the hidden limits to enforce, instead of making them from the per-minute
             arguments: give two simulated clients the same `HiddenLimits` and they share
             one key, each seeing only its own requests in its statistics.
+        recipe: the cards to answer with: for a recipe other than the study cards, each
+            card's fields are plausible values made from the recipe's schema (words of
+            the document's name, an enum's first choice, numbers in range).
     """
 
     name = "simulated"
@@ -120,6 +125,7 @@ class SimulatedAPI:
         cached_tokens: int = 0,
         seed: int = 0,
         limits: HiddenLimits | None = None,
+        recipe: Recipe = STUDY_CARDS,
     ) -> None:
         if not 0 <= token_noise < 1:
             raise ValueError("token_noise must be in [0, 1)")
@@ -131,6 +137,7 @@ class SimulatedAPI:
         self._overloaded_rate = overloaded_rate
         self._error_rate = error_rate
         self._cards = cards
+        self.recipe = recipe
         self._output_tokens = output_tokens
         self._tokens_per_byte = dict(tokens_per_byte)
         self._token_noise = token_noise
@@ -266,8 +273,15 @@ class SimulatedAPI:
             )
         output = self._output_tokens
         limits.finish(trio.current_time(), output)
-        cards = tuple(
-            CardDraft(f"{document.name} #{i + 1}", f"simulated card {i + 1}")
-            for i in range(self._cards)
-        )
+        if self.recipe.stores_fields:
+            item = self.recipe.schema()["properties"]["cards"]["items"]
+            cards = tuple(
+                self.recipe.draft(fill_schema(item, f"{document.name} #{i + 1}", 3))
+                for i in range(min(self._cards, self.recipe.max_cards))
+            )
+        else:
+            cards = tuple(
+                CardDraft(f"{document.name} #{i + 1}", f"simulated card {i + 1}")
+                for i in range(self._cards)
+            )
         return Analysis(cards, Usage(cost, output, cache_read_input_tokens=self._cached), hint)
