@@ -89,6 +89,8 @@ def test_the_system_prompt_is_instructions_language_guard_and_answer() -> None:
     ("make", "message"),
     [
         (lambda: Field("Bad Name"), "field 'Bad Name': a name is lowercase"),
+        (lambda: Field("document"), "field 'document': the name is taken by the exports"),
+        (lambda: Field("upload_id"), "field 'upload_id': the name is taken by the exports"),
         (lambda: Field("x", "text"), "field 'x': unknown type 'text'"),
         (lambda: Field("x", FieldType.ENUM), "field 'x': an enum needs choices"),
         (lambda: Field("x", max_chars=0), "max_chars must be between 1 and 20000"),
