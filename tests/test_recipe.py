@@ -8,7 +8,7 @@ from pathlib import Path
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from cardmill import (
@@ -136,6 +136,7 @@ def test_toml_and_dict_forms_round_trip_with_a_stable_digest() -> None:
     | st.text(min_size=1, max_size=20).filter(lambda s: s.strip() and "\n" not in s),
     description=st.text(max_size=100),
 )
+@example(instructions="\x1b", language=None, description="")  # only control characters
 def test_any_text_survives_the_toml_round_trip(
     instructions: str, language: str | None, description: str
 ) -> None:

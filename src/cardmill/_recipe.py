@@ -370,7 +370,8 @@ class Recipe:
         where = f"recipe {shown!r}"
         if not isinstance(self.name, str) or not _RECIPE_NAME.fullmatch(self.name):
             raise _bad(where, "a name is lowercase letters, digits, - and _ (≤ 64)")
-        if not isinstance(self.instructions, str) or not self.instructions.strip():
+        if not isinstance(self.instructions, str) or not clean_text(self.instructions).strip():
+            # Judged as stored: control characters are dropped (`clean_text`).
             raise _bad(where, "instructions must be non-empty text")
         if len(self.instructions) > MAX_INSTRUCTIONS_CHARS:
             raise _bad(
