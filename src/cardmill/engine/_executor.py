@@ -291,14 +291,14 @@ class Engine:
         self._bucket.add_listener(self._bucket_changed)
         try:
             await self._storage.get_run(run_id)
-            await self._release_stale(run_id, everyone=reclaim)
+            await self._release_stale(await self._loading(run_id), everyone=reclaim)
             await self._dispatch(run_id, counters)
         except RunNotFound:
             raise
         except BaseException as exc:
             run = None
             with cleanup_scope(self._storage), contextlib.suppress(StorageError):
-                await self._release_lost(run_id)
+                await self._release_lost(await self._loading(run_id))
                 run = await self._storage.finish_run(run_id)
             if run is None:
                 log.warning("could not record the end of run %s", run_id)
@@ -332,21 +332,24 @@ class Engine:
             failed=c.failed,
         )
 
-    async def _release_stale(self, run_id: str, *, everyone: bool) -> bool:
+    async def _loading(self, run_id: str) -> list[Upload]:
+        return await self._storage.list_uploads(run_id, UploadStatus.LOADING)
+
+    async def _release_stale(self, loading: list[Upload], *, everyone: bool) -> bool:
         released = False
-        for u in await self._storage.list_uploads(run_id, UploadStatus.LOADING):
+        for u in loading:
             ours = u.worker == self.worker
             if not ours and (everyone or _dead_local_worker(u.worker)):
                 released |= await self._storage.release_upload(u.id, worker=u.worker)
                 log.info("reclaimed %s from %s", u.name, u.worker)
         return released
 
-    async def _release_lost(self, run_id: str) -> bool:
+    async def _release_lost(self, loading: list[Upload]) -> bool:
         """Release what is LOADING under this engine's name while none of its workers
         runs: only a claim whose answer was lost (it committed, then the connection
         broke) leaves one, and no heartbeat renews it."""
         released = False
-        for u in await self._storage.list_uploads(run_id, UploadStatus.LOADING):
+        for u in loading:
             if u.worker == self.worker:
                 released |= await self._storage.release_upload(
                     u.id, worker=self.worker, attempt=u.attempts
@@ -370,12 +373,12 @@ class Engine:
                 self._spawn = None
                 nursery.cancel_scope.cancel()  # the heartbeat: nothing is held any more
             # Nothing claimable, and our uploads are done. Others may still hold some.
-            loading = partial(self._storage.list_uploads, run_id, UploadStatus.LOADING)
-            if not await patiently(loading, "list uploads", self._rng):
+            loading = await patiently(partial(self._loading, run_id), "list uploads", self._rng)
+            if not loading:
                 return
-            if await patiently(partial(self._release_lost, run_id), "release", self._rng):
+            if await patiently(partial(self._release_lost, loading), "release", self._rng):
                 continue
-            if not await self._release_stale(run_id, everyone=False):
+            if not await self._release_stale(loading, everyone=False):
                 await trio.sleep(self._poll_interval)
 
     def _add_worker(self) -> None:
