@@ -15,6 +15,10 @@ from __future__ import annotations
 
 from importlib import metadata as _metadata
 
+from ._cost import DEFAULT_PRICES as DEFAULT_PRICES
+from ._cost import Price as Price
+from ._cost import PriceTable as PriceTable
+from ._cost import cost_of as cost_of
 from ._recipe import BUILTIN_RECIPES as BUILTIN_RECIPES
 from ._recipe import FLASHCARDS as FLASHCARDS
 from ._recipe import KEY_POINTS as KEY_POINTS
@@ -28,6 +32,7 @@ from .engine import Engine as Engine
 from .engine import Limits as Limits
 from .engine import RetryPolicy as RetryPolicy
 from .engine import RunSummary as RunSummary
+from .errors import BatchNotFound as BatchNotFound
 from .errors import CardmillError as CardmillError
 from .errors import DatabaseError as DatabaseError
 from .errors import DocumentError as DocumentError
@@ -45,6 +50,10 @@ from .errors import TransientError as TransientError
 from .errors import TransientStorageError as TransientStorageError
 from .errors import UnstorableData as UnstorableData
 from .errors import UploadNotFound as UploadNotFound
+from .model import Batch as Batch
+from .model import BatchCounts as BatchCounts
+from .model import BatchItem as BatchItem
+from .model import BatchState as BatchState
 from .model import Card as Card
 from .model import CardDraft as CardDraft
 from .model import Document as Document
@@ -58,6 +67,9 @@ from .model import UploadStatus as UploadStatus
 from .model import Usage as Usage
 from .providers import Analysis as Analysis
 from .providers import AnthropicProvider as AnthropicProvider
+from .providers import BatchProvider as BatchProvider
+from .providers import BatchResult as BatchResult
+from .providers import BatchStatus as BatchStatus
 from .providers import ExtractiveProvider as ExtractiveProvider
 from .providers import OpenAICompatibleProvider as OpenAICompatibleProvider
 from .providers import Provider as Provider
@@ -72,12 +84,21 @@ except _metadata.PackageNotFoundError:  # imported from a checkout that was neve
 
 __all__ = [
     "BUILTIN_RECIPES",
+    "DEFAULT_PRICES",
     "FLASHCARDS",
     "KEY_POINTS",
     "STUDY_CARDS",
     "AdaptiveBucket",
     "Analysis",
     "AnthropicProvider",
+    "Batch",
+    "BatchCounts",
+    "BatchItem",
+    "BatchNotFound",
+    "BatchProvider",
+    "BatchResult",
+    "BatchState",
+    "BatchStatus",
     "Card",
     "CardDraft",
     "CardmillError",
@@ -99,6 +120,8 @@ __all__ = [
     "OpenAICompatibleProvider",
     "Overloaded",
     "PermanentError",
+    "Price",
+    "PriceTable",
     "Provider",
     "ProviderError",
     "RateHint",
@@ -119,5 +142,6 @@ __all__ = [
     "UploadNotFound",
     "UploadStatus",
     "Usage",
+    "cost_of",
     "load_recipe",
 ]

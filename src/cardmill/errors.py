@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_RETRY_AFTER",
+    "BatchNotFound",
     "CardmillError",
     "DatabaseError",
     "DocumentError",
@@ -118,6 +119,14 @@ class UploadNotFound(StorageError, LookupError):
     def __init__(self, upload_id: str) -> None:
         super().__init__(f"no upload with id {upload_id!r}")
         self.upload_id = upload_id
+
+
+class BatchNotFound(StorageError, LookupError):
+    """No batch has the given id."""
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"no batch with id {batch_id!r}")
+        self.batch_id = batch_id
 
 
 class DatabaseError(StorageError):

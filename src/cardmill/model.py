@@ -27,12 +27,17 @@ from ._rates import Usage as Usage
 from .errors import DocumentError, InvalidDraft
 
 __all__ = [
+    "BATCH_HOLDER_PREFIX",
     "MAX_BODY_CHARS",
     "MAX_DOCUMENT_BYTES",
     "MAX_QUOTE_CHARS",
     "MAX_TAGS",
     "MAX_TAG_CHARS",
     "MAX_TITLE_CHARS",
+    "Batch",
+    "BatchCounts",
+    "BatchItem",
+    "BatchState",
     "Card",
     "CardDraft",
     "Document",
@@ -482,7 +487,9 @@ class RunStatus(StrEnum):
 class Upload:
     """One document of a run and its progress.
 
-    ``worker`` and ``lease_expires_at`` say who holds a LOADING upload and until when.
+    ``worker`` and ``lease_expires_at`` say who holds a LOADING upload and until when (an
+    upload in a provider's batch is held by its batch, ``batch:<batch id>``). ``usage`` and
+    ``cost_usd`` add up every request made for it that was recorded with a settlement.
     """
 
     id: str
@@ -500,6 +507,8 @@ class Upload:
     position: int = 0
     worker: str | None = None
     lease_expires_at: datetime | None = None
+    usage: Usage = attrs.field(factory=Usage)
+    cost_usd: float = 0.0
 
 
 @final
@@ -510,7 +519,8 @@ class Run:
     The counters always equal what is persisted: ``total_cards`` is the number of stored
     cards, ``completed_items`` and ``failed_items`` the COMPLETED and FAILED uploads.
     ``recipe_name`` and ``recipe_digest`` name the [`Recipe`][cardmill.Recipe] the run
-    was created with (``Storage.get_recipe`` gives the recipe itself).
+    was created with (``Storage.get_recipe`` gives the recipe itself). ``usage`` and
+    ``cost_usd`` are the sums of its uploads' (kept in the same transactions).
     """
 
     id: str
@@ -525,6 +535,8 @@ class Run:
     finished_at: datetime | None = None
     recipe_name: str = "study-cards"
     recipe_digest: str = ""
+    usage: Usage = attrs.field(factory=Usage)
+    cost_usd: float = 0.0
 
     @property
     def recipe_label(self) -> str:
@@ -548,3 +560,82 @@ def final_status(total: int, completed: int, failed: int) -> RunStatus:
     if completed == 0:
         return RunStatus.FAILED
     return RunStatus.PARTIAL
+
+
+BATCH_HOLDER_PREFIX: Final = "batch:"
+"""Uploads in a provider's batch are LOADING under ``batch:<batch id>``: no worker
+claims, renews or reclaims them."""
+
+
+class BatchState(StrEnum):
+    """Where a provider batch is, as cardmill knows it.
+
+    SUBMITTING: recorded, its uploads held; the create call may or may not have reached
+    the provider. LIVE: the provider has it (``provider_batch_id`` is known); results not
+    yet all collected. CANCELING: cancellation asked; results of what finished are still
+    collected. DONE: every item settled. ABANDONED: it never reached the provider; its
+    uploads went back to PENDING.
+    """
+
+    SUBMITTING = "submitting"
+    LIVE = "live"
+    CANCELING = "canceling"
+    DONE = "done"
+    ABANDONED = "abandoned"
+
+    @property
+    def open(self) -> bool:
+        """SUBMITTING, LIVE and CANCELING batches may still hold uploads."""
+        return self in (BatchState.SUBMITTING, BatchState.LIVE, BatchState.CANCELING)
+
+
+@final
+@attrs.frozen
+class BatchCounts:
+    """A provider's tally of a batch's requests, as last polled."""
+
+    processing: int = 0
+    succeeded: int = 0
+    errored: int = 0
+    canceled: int = 0
+    expired: int = 0
+
+    @property
+    def total(self) -> int:
+        """Every request counted."""
+        return self.processing + self.succeeded + self.errored + self.canceled + self.expired
+
+
+@final
+@attrs.frozen
+class Batch:
+    """Uploads of a run sent together through a provider's batch API.
+
+    ``holder`` is the name its uploads are LOADING under; ``size`` the number of items.
+    """
+
+    id: str
+    run_id: str
+    state: BatchState = BatchState.SUBMITTING
+    provider_batch_id: str | None = None
+    size: int = 0
+    counts: BatchCounts = attrs.field(factory=BatchCounts)
+    created_at: datetime = attrs.field(factory=_now)
+    updated_at: datetime = attrs.field(factory=_now)
+
+    @property
+    def holder(self) -> str:
+        """The lease holder of its uploads: ``batch:<id>``."""
+        return f"{BATCH_HOLDER_PREFIX}{self.id}"
+
+
+@final
+@attrs.frozen
+class BatchItem:
+    """One upload in a batch: the ``custom_id`` it was sent with and the claim
+    (``attempt``) that fences its settlement."""
+
+    batch_id: str
+    upload_id: str
+    custom_id: str
+    attempt: int

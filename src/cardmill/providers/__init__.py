@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from ._anthropic import DEFAULT_ANTHROPIC_MODEL as DEFAULT_ANTHROPIC_MODEL
 from ._anthropic import AnthropicProvider as AnthropicProvider
+from ._base import BATCH_MAX_BYTES as BATCH_MAX_BYTES
+from ._base import BATCH_MAX_REQUESTS as BATCH_MAX_REQUESTS
 from ._base import Analysis as Analysis
+from ._base import BatchProvider as BatchProvider
+from ._base import BatchResult as BatchResult
+from ._base import BatchStatus as BatchStatus
 from ._base import Provider as Provider
 from ._base import estimate_input_tokens as estimate_input_tokens
 from ._extractive import ExtractiveProvider as ExtractiveProvider
@@ -24,10 +29,15 @@ from ._schema import drafts_from as drafts_from
 from ._url import redact_url as redact_url
 
 __all__ = [
+    "BATCH_MAX_BYTES",
+    "BATCH_MAX_REQUESTS",
     "DEFAULT_ANTHROPIC_MODEL",
     "DEFAULT_OPENAI_MODEL",
     "Analysis",
     "AnthropicProvider",
+    "BatchProvider",
+    "BatchResult",
+    "BatchStatus",
     "ExtractiveProvider",
     "OpenAICompatibleProvider",
     "Provider",

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Protocol, final, runtime_checkable
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final, Protocol, final, runtime_checkable
 
 import attrs
 
 from ..errors import ProviderError
-from ..model import CardDraft, Document, RateHint, Usage
+from ..model import BatchCounts, CardDraft, Document, RateHint, Usage
 
-__all__ = ["Analysis", "Provider", "estimate_input_tokens"]
+__all__ = [
+    "BATCH_MAX_BYTES",
+    "BATCH_MAX_REQUESTS",
+    "Analysis",
+    "BatchProvider",
+    "BatchResult",
+    "BatchStatus",
+    "Provider",
+    "estimate_input_tokens",
+]
 
 
 @final
@@ -60,3 +71,88 @@ def answered_with_error(error: ProviderError) -> ProviderError:
     if error.usage is None:
         error.usage = Usage()
     return error
+
+
+BATCH_MAX_REQUESTS: Final = 100_000
+"""The most requests Anthropic's Message Batches API takes in one batch."""
+BATCH_MAX_BYTES: Final = 256 * 1000 * 1000
+"""The largest batch it takes, in bytes of the create request's body (256 MB)."""
+
+
+@final
+@attrs.frozen
+class BatchStatus:
+    """A provider's view of one batch.
+
+    ``processing_status`` is the provider's: ``in_progress``, ``canceling`` or ``ended``
+    (results can be read once it has ended). ``created_at`` is its creation time.
+    """
+
+    provider_batch_id: str
+    processing_status: str
+    counts: BatchCounts = attrs.field(factory=BatchCounts)
+    created_at: datetime | None = None
+
+    @property
+    def ended(self) -> bool:
+        """Every request has succeeded, errored, been canceled or expired."""
+        return self.processing_status == "ended"
+
+
+@final
+@attrs.frozen
+class BatchResult:
+    """The outcome of one request of a batch, by its ``custom_id``.
+
+    ``kind`` is ``succeeded`` (``analysis`` holds the cards, their usage), ``errored``
+    (``error`` is the `ProviderError` the same answer would have raised synchronously:
+    `InvalidOutput` for an answer that is not valid cards, `PermanentError` for an invalid
+    request, `TransientError` for a server error), ``canceled`` or ``expired``.
+    """
+
+    custom_id: str
+    kind: str
+    analysis: Analysis | None = None
+    error: ProviderError | None = None
+
+
+@runtime_checkable
+class BatchProvider(Protocol):
+    """A provider that can also send many documents as one batch, at a batch price.
+
+    ``model`` names the model (for prices). Limits: at most ``batch_max_requests`` requests
+    and ``batch_max_bytes`` bytes (of the serialised requests) per batch. Errors of the
+    calls are those of `Provider` (`RateLimited`, `TransientError`, `PermanentError`).
+    """
+
+    name: str
+    model: str
+    batch_max_requests: int
+    batch_max_bytes: int
+
+    async def batch_request(self, document: Document, custom_id: str) -> dict[str, Any]:
+        """The batch item for ``document``: ``{"custom_id": ..., "params": {...}}``, with
+        the same params a synchronous request would send. Raises DocumentError as
+        `Provider.analyze` would, before anything is sent."""
+        ...
+
+    async def create_batch(self, requests: Sequence[Mapping[str, Any]]) -> BatchStatus:
+        """Submit one batch of items made by `batch_request`."""
+        ...
+
+    async def retrieve_batch(self, provider_batch_id: str) -> BatchStatus:
+        """The batch's current status and counts."""
+        ...
+
+    def batch_results(self, provider_batch_id: str) -> AsyncIterator[BatchResult]:
+        """The results of an ended batch, one per request, streamed."""
+        ...
+
+    async def cancel_batch(self, provider_batch_id: str) -> BatchStatus:
+        """Ask the provider to cancel the batch (it becomes ``canceling``, then ``ended``)."""
+        ...
+
+    async def find_batches(self, created_after: datetime) -> list[BatchStatus]:
+        """Batches of this key created at or after ``created_after``, newest first (to
+        re-attach to a batch whose create call was sent but not recorded)."""
+        ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
@@ -10,7 +11,20 @@ from typing import Protocol, Self, runtime_checkable
 
 from .._recipe import STUDY_CARDS, Recipe
 from ..errors import InputError, UnstorableData
-from ..model import Card, CardDraft, Document, Run, Upload, UploadStatus, clean_text
+from ..model import (
+    Batch,
+    BatchCounts,
+    BatchItem,
+    BatchState,
+    Card,
+    CardDraft,
+    Document,
+    Run,
+    Upload,
+    UploadStatus,
+    Usage,
+    clean_text,
+)
 
 __all__ = ["Storage"]
 
@@ -136,8 +150,15 @@ class Storage(Protocol):
         *,
         worker: str | None = None,
         attempt: int | None = None,
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
     ) -> bool:
         """In ONE transaction: store the cards, mark the upload COMPLETED, add to the counters.
+
+        ``usage`` and ``cost_usd`` (what the requests for this upload used and cost, not yet
+        recorded) are added to the upload's and the run's totals in the same transaction,
+        only when the call changes something. A negative or non-finite ``cost_usd`` is an
+        `InputError`.
 
         Cards must fit the run's recipe (see [`Recipe.check`][cardmill.Recipe.check]):
         otherwise `UnstorableData` naming the upload and the field, and nothing changes.
@@ -156,6 +177,8 @@ class Storage(Protocol):
         attempt: int | None = None,
         run_id: str,
         lease_seconds: float,
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
     ) -> tuple[bool, Upload | None]:
         """``complete_upload(upload_id, drafts, worker=..., attempt=...)``, then
         ``claim_upload(run_id, worker=..., lease_seconds=...)``; returns what each did.
@@ -167,15 +190,88 @@ class Storage(Protocol):
         ...
 
     async def fail_upload(
-        self, upload_id: str, error: str, *, worker: str | None = None, attempt: int | None = None
+        self,
+        upload_id: str,
+        error: str,
+        *,
+        worker: str | None = None,
+        attempt: int | None = None,
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
     ) -> bool:
-        """Mark a non-terminal upload FAILED with a one-line reason; False if nothing changed."""
+        """Mark a non-terminal upload FAILED with a one-line reason; False if nothing changed.
+
+        ``usage`` and ``cost_usd`` are recorded as `complete_upload` records them.
+        """
         ...
 
     async def release_upload(
-        self, upload_id: str, *, worker: str | None = None, attempt: int | None = None
+        self,
+        upload_id: str,
+        *,
+        worker: str | None = None,
+        attempt: int | None = None,
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
     ) -> bool:
-        """Put a LOADING upload back to PENDING; False if it was not LOADING (or not ours)."""
+        """Put a LOADING upload back to PENDING; False if it was not LOADING (or not ours).
+
+        ``usage`` and ``cost_usd`` (requests made under this claim) are recorded as
+        `complete_upload` records them.
+        """
+        ...
+
+    # -- provider batches ------------------------------------------------------------
+
+    async def create_batch(
+        self, run_id: str, upload_ids: Sequence[str], *, lease_seconds: float
+    ) -> tuple[Batch, tuple[BatchItem, ...]] | None:
+        """In ONE transaction: take those of ``upload_ids`` (uploads of ``run_id``) that are
+        PENDING, or LOADING with an expired lease, and record a SUBMITTING batch of them.
+
+        Each taken upload becomes LOADING under the batch's ``holder`` for
+        ``lease_seconds``, attempts + 1 (its item's ``attempt``); its ``custom_id`` is the
+        upload id. The run becomes RUNNING. Items come in the order of ``upload_ids``;
+        uploads that cannot be taken are left out, and when none can, nothing is recorded
+        and the result is None. Raises RunNotFound.
+        """
+        ...
+
+    async def set_batch_submitted(self, batch_id: str, provider_batch_id: str) -> Batch:
+        """The provider accepted the batch: record its id; SUBMITTING becomes LIVE.
+
+        Idempotent for the same ``provider_batch_id``; InputError for another one, or for
+        a batch that is no longer SUBMITTING. Raises BatchNotFound.
+        """
+        ...
+
+    async def update_batch(
+        self,
+        batch_id: str,
+        *,
+        state: BatchState | None = None,
+        counts: BatchCounts | None = None,
+    ) -> Batch:
+        """Record a batch's new state and/or the provider's latest counts.
+
+        A DONE or ABANDONED batch stays so (the call changes nothing and returns it).
+        Setting ABANDONED releases the uploads still held by the batch back to PENDING,
+        and DONE requires that none is still held (InputError otherwise), in the same
+        transaction. Raises BatchNotFound.
+        """
+        ...
+
+    async def get_batch(self, batch_id: str) -> Batch:
+        """The batch with this id. Raises BatchNotFound."""
+        ...
+
+    async def list_batches(self, run_id: str, *, open_only: bool = False) -> list[Batch]:
+        """The run's batches, oldest first; with ``open_only`` only SUBMITTING, LIVE and
+        CANCELING ones. Raises RunNotFound."""
+        ...
+
+    async def batch_items(self, batch_id: str) -> list[BatchItem]:
+        """The batch's items in the order they were recorded. Raises BatchNotFound."""
         ...
 
     async def finish_run(self, run_id: str) -> Run:
@@ -269,6 +365,12 @@ def holds(
         and (worker is None or holder == worker)
         and (attempt is None or attempts == attempt)
     )
+
+
+def check_cost(cost_usd: float) -> None:
+    """Refuse a cost that cannot be added up."""
+    if not (isinstance(cost_usd, int | float) and math.isfinite(cost_usd) and cost_usd >= 0):
+        raise InputError(f"cost_usd must be a finite number >= 0, not {cost_usd!r}")
 
 
 def check_lease(lease_seconds: float) -> None:

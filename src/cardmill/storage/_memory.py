@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar, final
@@ -14,8 +14,12 @@ import attrs
 import trio
 
 from .._recipe import STUDY_CARDS, Recipe
-from ..errors import InputError, RunNotFound, UnstorableData, UploadNotFound
+from ..errors import BatchNotFound, InputError, RunNotFound, UnstorableData, UploadNotFound
 from ..model import (
+    Batch,
+    BatchCounts,
+    BatchItem,
+    BatchState,
     Card,
     CardDraft,
     Document,
@@ -23,11 +27,13 @@ from ..model import (
     RunStatus,
     Upload,
     UploadStatus,
+    Usage,
     final_status,
 )
 from ._base import (
     card_id,
     check_against,
+    check_cost,
     check_drafts,
     check_lease,
     check_recipe,
@@ -64,6 +70,9 @@ class MemoryStorage:
         # Per run: PENDING uploads as a heap of (position, id), LOADING ones as a dict.
         self._pending: dict[str, list[tuple[int, str]]] = {}
         self._loading: dict[str, dict[str, None]] = {}
+        self._batches: dict[str, Batch] = {}
+        self._batch_items: dict[str, tuple[BatchItem, ...]] = {}
+        self._run_batches: dict[str, list[str]] = {}
 
     async def __aenter__(self) -> Self:
         await trio.lowlevel.checkpoint()
@@ -95,6 +104,9 @@ class MemoryStorage:
 
     def _now(self) -> float:
         return self._clock()
+
+    def _stamp(self) -> datetime:
+        return datetime.fromtimestamp(self._now(), UTC)
 
     async def create_run(
         self,
@@ -284,9 +296,26 @@ class MemoryStorage:
         *,
         worker: str | None = None,
         attempt: int | None = None,
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
     ) -> bool:
         await trio.lowlevel.checkpoint()
-        return self._complete(upload_id, check_drafts(drafts), worker, attempt)
+        check_cost(cost_usd)
+        return self._complete(upload_id, check_drafts(drafts), worker, attempt, usage, cost_usd)
+
+    def _spend(self, upload_id: str, usage: Usage | None, cost_usd: float) -> None:
+        """Add to the upload's and its run's usage and cost (the caller changed it)."""
+        if usage is None and not cost_usd:
+            return
+        u = self._uploads[upload_id]
+        add = usage or Usage()
+        self._uploads[upload_id] = attrs.evolve(
+            u, usage=u.usage + add, cost_usd=u.cost_usd + cost_usd
+        )
+        run = self._runs[u.run_id]
+        self._runs[u.run_id] = attrs.evolve(
+            run, usage=run.usage + add, cost_usd=run.cost_usd + cost_usd
+        )
 
     def _complete(
         self,
@@ -294,6 +323,8 @@ class MemoryStorage:
         checked: tuple[CardDraft, ...],
         worker: str | None,
         attempt: int | None,
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
     ) -> bool:
         u = self._upload(upload_id)
         if u.status.terminal or not self._holds(u, worker, attempt):
@@ -326,6 +357,7 @@ class MemoryStorage:
             completed_items=run.completed_items + 1,
             total_cards=run.total_cards + len(checked),
         )
+        self._spend(upload_id, usage, cost_usd)
         return True
 
     def _finish_upload(
@@ -359,40 +391,65 @@ class MemoryStorage:
         attempt: int | None = None,
         run_id: str,
         lease_seconds: float,
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
     ) -> tuple[bool, Upload | None]:
         """`complete_upload`, then `claim_upload` (atomic: nothing awaits
         between them)."""
         await trio.lowlevel.checkpoint()
         check_lease(lease_seconds)
-        completed = self._complete(upload_id, check_drafts(drafts), worker, attempt)
+        check_cost(cost_usd)
+        checked = check_drafts(drafts)
+        completed = self._complete(upload_id, checked, worker, attempt, usage, cost_usd)
         return completed, self._claim(run_id, worker, lease_seconds)
 
     async def fail_upload(
-        self, upload_id: str, error: str, *, worker: str | None = None, attempt: int | None = None
+        self,
+        upload_id: str,
+        error: str,
+        *,
+        worker: str | None = None,
+        attempt: int | None = None,
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
     ) -> bool:
         await trio.lowlevel.checkpoint()
+        check_cost(cost_usd)
         u = self._upload(upload_id)
         if u.status.terminal or not self._holds(u, worker, attempt):
             return False
         self._finish_upload(u, UploadStatus.FAILED, to_datetime(self._now()), error=one_line(error))
         run = self._runs[u.run_id]
         self._runs[u.run_id] = attrs.evolve(run, failed_items=run.failed_items + 1)
+        self._spend(upload_id, usage, cost_usd)
         return True
 
     async def release_upload(
-        self, upload_id: str, *, worker: str | None = None, attempt: int | None = None
+        self,
+        upload_id: str,
+        *,
+        worker: str | None = None,
+        attempt: int | None = None,
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
     ) -> bool:
         await trio.lowlevel.checkpoint()
+        check_cost(cost_usd)
         u = self._upload(upload_id)
         if u.status != UploadStatus.LOADING or not self._holds(u, worker, attempt):
             return False
+        self._release(u)
+        self._spend(upload_id, usage, cost_usd)
+        return True
+
+    def _release(self, u: Upload) -> None:
+        upload_id = u.id
         self._leases.pop(upload_id, None)
         self._loading[u.run_id].pop(upload_id, None)
         heapq.heappush(self._pending[u.run_id], (u.position, upload_id))
         self._uploads[upload_id] = attrs.evolve(
             u, status=UploadStatus.PENDING, worker=None, lease_expires_at=None
         )
-        return True
 
     async def finish_run(self, run_id: str) -> Run:
         await trio.lowlevel.checkpoint()
@@ -407,3 +464,124 @@ class MemoryStorage:
         run = attrs.evolve(run, status=status, finished_at=finished)
         self._runs[run_id] = run
         return run
+
+    # -- provider batches ------------------------------------------------------------
+
+    def _batch(self, batch_id: str) -> Batch:
+        try:
+            return self._batches[batch_id]
+        except KeyError:
+            raise BatchNotFound(batch_id) from None
+
+    async def create_batch(
+        self, run_id: str, upload_ids: Sequence[str], *, lease_seconds: float
+    ) -> tuple[Batch, tuple[BatchItem, ...]] | None:
+        await trio.lowlevel.checkpoint()
+        check_lease(lease_seconds)
+        run = self._run(run_id)
+        now = self._now()
+        batch_id = new_id("batch")
+        holder = Batch(batch_id, run_id).holder
+        taken: list[Upload] = []
+        seen: set[str] = set()
+        for upload_id in upload_ids:
+            u = self._uploads.get(upload_id)
+            if u is None or u.run_id != run_id or upload_id in seen:
+                continue
+            free = u.status == UploadStatus.PENDING or (
+                u.status == UploadStatus.LOADING and self._leases[upload_id] <= now
+            )
+            if free:
+                seen.add(upload_id)
+                taken.append(u)
+        if not taken:
+            return None
+        expires = now + lease_seconds
+        items: list[BatchItem] = []
+        for u in taken:
+            self._leases[u.id] = expires
+            self._loading[run_id][u.id] = None
+            self._uploads[u.id] = attrs.evolve(
+                u,
+                status=UploadStatus.LOADING,
+                attempts=u.attempts + 1,
+                worker=holder,
+                lease_expires_at=to_datetime(expires),
+                started_at=u.started_at or to_datetime(now),
+            )
+            items.append(BatchItem(batch_id, u.id, u.id, u.attempts + 1))
+        when = to_datetime(now)
+        assert when is not None
+        batch = Batch(batch_id, run_id, size=len(items), created_at=when, updated_at=when)
+        self._batches[batch_id] = batch
+        self._batch_items[batch_id] = tuple(items)
+        self._run_batches.setdefault(run_id, []).append(batch_id)
+        if run.status != RunStatus.RUNNING:
+            self._runs[run_id] = attrs.evolve(
+                run, status=RunStatus.RUNNING, started_at=run.started_at or when, finished_at=None
+            )
+        return batch, tuple(items)
+
+    async def set_batch_submitted(self, batch_id: str, provider_batch_id: str) -> Batch:
+        await trio.lowlevel.checkpoint()
+        batch = self._batch(batch_id)
+        if batch.provider_batch_id == provider_batch_id:
+            return batch
+        if batch.provider_batch_id is not None or batch.state != BatchState.SUBMITTING:
+            raise InputError(
+                f"batch {batch_id} is {batch.state} with provider id {batch.provider_batch_id!r}"
+            )
+        batch = attrs.evolve(
+            batch,
+            state=BatchState.LIVE,
+            provider_batch_id=provider_batch_id,
+            updated_at=self._stamp(),
+        )
+        self._batches[batch_id] = batch
+        return batch
+
+    async def update_batch(
+        self,
+        batch_id: str,
+        *,
+        state: BatchState | None = None,
+        counts: BatchCounts | None = None,
+    ) -> Batch:
+        await trio.lowlevel.checkpoint()
+        batch = self._batch(batch_id)
+        if not batch.state.open:
+            return batch
+        held = [
+            self._uploads[i.upload_id]
+            for i in self._batch_items[batch_id]
+            if self._uploads[i.upload_id].status == UploadStatus.LOADING
+            and self._uploads[i.upload_id].worker == batch.holder
+        ]
+        if state == BatchState.DONE and held:
+            raise InputError(f"batch {batch_id} still holds {len(held)} uploads")
+        if state == BatchState.ABANDONED:
+            for u in held:
+                self._release(u)
+        batch = attrs.evolve(
+            batch,
+            state=batch.state if state is None else state,
+            counts=batch.counts if counts is None else counts,
+            updated_at=self._stamp(),
+        )
+        self._batches[batch_id] = batch
+        return batch
+
+    async def get_batch(self, batch_id: str) -> Batch:
+        await trio.lowlevel.checkpoint()
+        return self._batch(batch_id)
+
+    async def list_batches(self, run_id: str, *, open_only: bool = False) -> list[Batch]:
+        await trio.lowlevel.checkpoint()
+        self._run(run_id)
+        batches = (self._batches[i] for i in self._run_batches.get(run_id, ()))
+        return [b for b in batches if not open_only or b.state.open]
+
+    async def batch_items(self, batch_id: str) -> list[BatchItem]:
+        await trio.lowlevel.checkpoint()
+        self._batch(batch_id)
+        return list(self._batch_items[batch_id])
