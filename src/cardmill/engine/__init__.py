@@ -6,6 +6,8 @@ from ._bucket import AdaptiveBucket as AdaptiveBucket
 from ._bucket import Limits as Limits
 from ._core import BucketStatistics as BucketStatistics
 from ._core import Ticket as Ticket
+from ._estimate import estimate_cost as estimate_cost
+from ._estimate import expected_output_tokens as expected_output_tokens
 from ._events import Event as Event
 from ._events import Observer as Observer
 from ._events import RateChanged as RateChanged
@@ -49,5 +51,7 @@ __all__ = [
     "UploadFailed",
     "UploadRetrying",
     "UploadStarted",
+    "estimate_cost",
+    "expected_output_tokens",
     "root_error",
 ]

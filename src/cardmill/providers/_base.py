@@ -104,10 +104,12 @@ class BatchStatus:
 class BatchResult:
     """The outcome of one request of a batch, by its ``custom_id``.
 
-    ``kind`` is ``succeeded`` (``analysis`` holds the cards, their usage), ``errored``
-    (``error`` is the `ProviderError` the same answer would have raised synchronously:
-    `InvalidOutput` for an answer that is not valid cards, `PermanentError` for an invalid
-    request, `TransientError` for a server error), ``canceled`` or ``expired``.
+    ``kind`` is the provider's result type. ``succeeded``: ``analysis`` holds the cards and
+    their usage, or, for an answer that is not valid cards, ``error`` is the `InvalidOutput`
+    (with its usage) the same answer raises synchronously. ``errored``: ``error`` is what the
+    provider's error would raise synchronously (`PermanentError` for an invalid request,
+    `TransientError` or `Overloaded` for a server error). ``canceled`` and ``expired``: the
+    request was not processed and costs nothing.
     """
 
     custom_id: str
