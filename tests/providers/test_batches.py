@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -381,16 +382,19 @@ async def test_a_connection_error_is_transient_and_hides_credentials_in_the_url(
             assert KEY not in str(caught.value)
 
 
-async def test_results_are_streamed_a_line_at_a_time() -> None:
-    # The server sends one line, then waits until the provider has yielded it: a
-    # provider that read the whole body first would never get there.
-    first_seen = trio.Event()
-    lines = [
-        {"custom_id": "a", "result": {"type": "expired"}},
-        {"custom_id": "b", "result": {"type": "canceled"}},
-    ]
+async def serve_results(
+    port_box: list[int], body: list[bytes], first_seen: trio.Event | None = None
+) -> Callable[[trio.SocketStream], Awaitable[None]]:
+    """A bare HTTP server for one ended batch whose results are ``body``, sent chunk by
+    chunk; with ``first_seen``, it waits for it after the first chunk."""
+    await trio.lowlevel.checkpoint()
 
     async def serve(stream: trio.SocketStream) -> None:
+        # A client that hangs up on a bad line is not the server's failure.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await answer(stream)
+
+    async def answer(stream: trio.SocketStream) -> None:
         buffer = b""
         while True:
             while b"\r\n\r\n" not in buffer:
@@ -405,10 +409,9 @@ async def test_results_are_streamed_a_line_at_a_time() -> None:
                     b"HTTP/1.1 200 OK\r\ncontent-type: application/binary\r\n"
                     b"transfer-encoding: chunked\r\n\r\n"
                 )
-                for i, line in enumerate(lines):
-                    data = (json.dumps(line) + "\n").encode()
+                for i, data in enumerate(body):
                     await stream.send_all(b"%x\r\n%s\r\n" % (len(data), data))
-                    if i == 0:
+                    if i == 0 and first_seen is not None:
                         await first_seen.wait()
                 await stream.send_all(b"0\r\n\r\n")
                 continue
@@ -426,27 +429,91 @@ async def test_results_are_streamed_a_line_at_a_time() -> None:
                 "created_at": "2026-01-01T00:00:00Z",
                 "expires_at": "2026-01-02T00:00:00Z",
                 "ended_at": "2026-01-01T01:00:00Z",
-                "results_url": f"http://127.0.0.1:{port}/v1/messages/batches/msgbatch_s/results",
+                "results_url": f"http://127.0.0.1:{port_box[0]}/v1/messages/batches/msgbatch_s/results",
             }
-            body = json.dumps(batch).encode()
+            data = json.dumps(batch).encode()
             await stream.send_all(
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                b"content-length: %d\r\n\r\n%s" % (len(body), body)
+                b"content-length: %d\r\n\r\n%s" % (len(data), data)
             )
 
+    return serve
+
+
+async def read_results(
+    body: list[bytes], first_seen: trio.Event | None = None
+) -> tuple[list[str], BaseException | None]:
+    kinds: list[str] = []
+    failure: BaseException | None = None
+    port_box: list[int] = []
+    serve = await serve_results(port_box, body, first_seen)
     async with trio.open_nursery() as nursery:
         (listener,) = await nursery.start(
             functools.partial(trio.serve_tcp, serve, 0, host="127.0.0.1")
         )
-        port = listener.socket.getsockname()[1]
-        async with AnthropicProvider(api_key=KEY, base_url=f"http://127.0.0.1:{port}") as p:
-            seen: list[str] = []
+        port_box.append(listener.socket.getsockname()[1])
+        url = f"http://127.0.0.1:{port_box[0]}"
+        async with AnthropicProvider(api_key=KEY, base_url=url) as p:
             with trio.fail_after(20):
-                async for result in p.batch_results("msgbatch_s"):
-                    seen.append(result.kind)
-                    first_seen.set()
+                try:
+                    async for result in p.batch_results("msgbatch_s"):
+                        kinds.append(result.kind)
+                        if first_seen is not None:
+                            first_seen.set()
+                except ProviderError as exc:
+                    failure = exc
         nursery.cancel_scope.cancel()
-    assert seen == ["expired", "canceled"]
+    return kinds, failure
+
+
+async def test_results_are_streamed_a_line_at_a_time() -> None:
+    # The server sends one line, then waits until the provider has yielded it: a
+    # provider that read the whole body first would never get there.
+    lines = [
+        b'{"custom_id": "a", "result": {"type": "expired"}}\n',
+        b'{"custom_id": "b", "result": {"type": "canceled"}}\n',
+    ]
+    kinds, failure = await read_results(lines, trio.Event())
+    assert failure is None
+    assert kinds == ["expired", "canceled"]
+
+
+async def test_a_line_split_across_chunks_is_one_result() -> None:
+    body = [
+        b'{"custom_id": "a", "res',
+        b'ult": {"type": "expired"}}\n{"custom_id"',
+        b': "b", "result": {"type": "canceled"}}',
+    ]
+    kinds, failure = await read_results(body)
+    assert failure is None
+    assert kinds == ["expired", "canceled"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([b'{"custom_id": "a", "result": {"type": "expired"}}\n', b"not json\n"], "not JSON"),
+        ([b'{"custom_id": "a", "result": {"type": "expired"}}\n', b"[1, 2]\n"], "JSON object"),
+    ],
+)
+async def test_a_results_file_that_is_not_json_lines_is_a_transient_error(
+    body: list[bytes], message: str
+) -> None:
+    kinds, failure = await read_results(body)
+    assert kinds == ["expired"]  # what came before the bad line was given
+    assert isinstance(failure, TransientError)
+    assert message in str(failure)
+
+
+@pytest.mark.parametrize("batch_id", ["", "a/b", "../x", "msgbatch x", "x" * 257])
+async def test_a_batch_id_the_api_never_gives_is_refused_without_a_request(
+    batch_id: str,
+) -> None:
+    async with FakeAnthropicServer() as server, provider(server) as p:
+        for call in (p.retrieve_batch, p.cancel_batch, lambda b: results(p, b)):
+            with pytest.raises(ValueError, match="provider_batch_id must be"):
+                await call(batch_id)
+    assert server.requests == []
 
 
 async def test_leaving_the_results_early_closes_the_stream_and_the_provider_goes_on() -> None:

@@ -342,14 +342,24 @@ class AnthropicProvider:
         return batch_status(batch)
 
     async def retrieve_batch(self, provider_batch_id: str) -> BatchStatus:
-        """The batch's current status and counts (one request)."""
+        """The batch's current status and counts (one request).
+
+        Raises:
+            ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``).
+        """
+        _check_batch_id(provider_batch_id)
         with self._errors():
             batch = await self._client.messages.batches.retrieve(provider_batch_id)
         return batch_status(batch)
 
     async def cancel_batch(self, provider_batch_id: str) -> BatchStatus:
         """Ask the API to cancel the batch; it is ``canceling``, then ``ended`` (what
-        was not processed is ``canceled``)."""
+        was not processed is ``canceled``).
+
+        Raises:
+            ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``).
+        """
+        _check_batch_id(provider_batch_id)
         with self._errors():
             batch = await self._client.messages.batches.cancel(provider_batch_id)
         return batch_status(batch)
@@ -385,11 +395,24 @@ class AnthropicProvider:
         the `InvalidOutput` (with usage) its answer raises synchronously.
 
         Raises:
-            TransientError: the batch has not ended yet, or the stream broke.
+            ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``).
+            TransientError: the batch has not ended yet, or the stream broke or is not
+                JSON lines.
             RateLimited, PermanentError: as for `analyze`.
         """
+        import anthropic
+
+        _check_batch_id(provider_batch_id)
         with self._errors():
-            decoder = await self._client.messages.batches.results(provider_batch_id)
+            try:
+                decoder = await self._client.messages.batches.results(provider_batch_id)
+            except anthropic.APIError:
+                raise
+            except anthropic.AnthropicError as exc:
+                # The SDK's own refusal: the batch has no results_url yet.
+                raise TransientError(
+                    f"batch {provider_batch_id} has no results yet: {self._hide(str(exc))}"
+                ) from None
         # The response's lines, split here: the SDK's decoder and httpx's aiter_lines
         # would leave generators to the garbage collector when the caller stops early.
         response = decoder.http_response
@@ -477,6 +500,16 @@ class AnthropicProvider:
         if is_spend_limit(message):
             return PermanentError(f"spend limit: {text}")
         return PermanentError(text)
+
+
+def _check_batch_id(provider_batch_id: str) -> None:
+    if not isinstance(provider_batch_id, str) or not re.fullmatch(
+        r"[A-Za-z0-9_-]{1,256}", provider_batch_id
+    ):
+        raise ValueError(
+            f"provider_batch_id must be 1 to 256 letters, digits, '_' or '-', "
+            f"not {provider_batch_id!r}"
+        )
 
 
 def _usage(message: Any) -> Usage:
