@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
+import re
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Self, final
 
 import trio
@@ -20,7 +25,15 @@ from ..errors import (
     TransientError,
 )
 from ..model import Document, RateHint, Usage
-from ._base import Analysis, answered_with_error
+from ._base import (
+    BATCH_MAX_BYTES,
+    BATCH_MAX_REQUESTS,
+    Analysis,
+    BatchResult,
+    BatchStatus,
+    answered_with_error,
+)
+from ._batch_view import CUSTOM_ID, batch_status, errored
 from ._headers import check_api_key, is_spend_limit, limit_hit, rate_hint, retry_after, scrub
 from ._reading import read_off_loop
 from ._schema import TOOL_NAME, card_schema, drafts_from
@@ -31,6 +44,10 @@ if TYPE_CHECKING:
     import anthropic
 
 __all__ = ["DEFAULT_ANTHROPIC_MODEL", "AnthropicProvider"]
+
+_MAX_RESULT_LINE: Final = 64 * 1024 * 1024  # one result: a message, far below this
+_DRAIN_READS: Final = 10_000  # reads of a closed results stream, at most
+_LIST_PAGE: Final = 100  # batches per page when looking for recent ones
 
 DEFAULT_ANTHROPIC_MODEL: Final = "claude-haiku-5-5"
 """The newest Haiku, Anthropic's fast family, that the installed SDK lists in
@@ -49,6 +66,11 @@ class AnthropicProvider:
     answer that is not valid cards raises `InvalidOutput`, and the
     engine asks again through its rate limiter.
 
+    It is also a [`BatchProvider`][cardmill.BatchProvider]: the same requests
+    go through the Message Batches API, at half the price. A batch item's params are
+    exactly those `analyze` sends, and each result reads as the synchronous answer would
+    (cards, `InvalidOutput`, or the error the request would have raised).
+
     Args:
         api_key: defaults to ``ANTHROPIC_API_KEY``. It is never logged, stored or
             shown: not in errors, not in ``repr``. Printable ASCII with no spaces: a key
@@ -65,10 +87,15 @@ class AnthropicProvider:
         recipe: the instructions and card fields (`STUDY_CARDS` by default). Its
             instructions are the system prompt; its schema is the forced tool's input;
             the document goes in its own block of the user message, as data.
+        batch_max_requests: the most requests per batch, at most the API's
+            `BATCH_MAX_REQUESTS`.
+        batch_max_bytes: the largest batch, in bytes of its serialised requests, at
+            most the API's `BATCH_MAX_BYTES`.
 
     Raises:
         InputError: no API key was given or found in the environment, or it has
             whitespace or a control character in it (the message does not show it).
+        ValueError: a batch limit is below 1 or above the API's.
     """
 
     name = "anthropic"
@@ -85,6 +112,8 @@ class AnthropicProvider:
         client: anthropic.AsyncAnthropic | None = None,
         parse_timeout: float = 60.0,
         recipe: Recipe = STUDY_CARDS,
+        batch_max_requests: int = BATCH_MAX_REQUESTS,
+        batch_max_bytes: int = BATCH_MAX_BYTES,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
         if client is None and not key:
@@ -99,6 +128,12 @@ class AnthropicProvider:
             raise ValueError("max_cards must be >= 1")
         if not parse_timeout > 0:
             raise ValueError("parse_timeout must be > 0")
+        if not 1 <= batch_max_requests <= BATCH_MAX_REQUESTS:
+            raise ValueError(f"batch_max_requests must be from 1 to {BATCH_MAX_REQUESTS}")
+        if not 1 <= batch_max_bytes <= BATCH_MAX_BYTES:
+            raise ValueError(f"batch_max_bytes must be from 1 to {BATCH_MAX_BYTES}")
+        self.batch_max_requests = batch_max_requests
+        self.batch_max_bytes = batch_max_bytes
         self._key = key
         # Credentials in the URL are as secret as the key.
         self._secrets = (key, *url_secrets(base_url or os.environ.get("ANTHROPIC_BASE_URL")))
@@ -230,23 +265,34 @@ class AnthropicProvider:
                 return drafts_from(block.input, self.max_cards, self.recipe)
         raise InvalidOutput("no record_cards tool call in the answer")
 
-    async def _create(self, content: list[dict[str, Any]]) -> tuple[Any, RateHint | None]:
-        import anthropic
+    def _params(self, content: list[dict[str, Any]]) -> dict[str, Any]:
+        """A Messages request's params: the same for `analyze` and for a batch item."""
+        return {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "system": [
+                {"type": "text", "text": self._system, "cache_control": {"type": "ephemeral"}}
+            ],
+            "tools": [self._tool],
+            "tool_choice": {"type": "tool", "name": TOOL_NAME},
+            "messages": [{"role": "user", "content": content}],
+        }
 
+    async def _create(self, content: list[dict[str, Any]]) -> tuple[Any, RateHint | None]:
         create: Any = self._client.messages.with_raw_response.create
-        try:
-            raw = await create(
-                model=self.model,
-                max_tokens=self.max_tokens,
-                system=[
-                    {"type": "text", "text": self._system, "cache_control": {"type": "ephemeral"}}
-                ],
-                tools=[self._tool],
-                tool_choice={"type": "tool", "name": TOOL_NAME},
-                messages=[{"role": "user", "content": content}],
-            )
+        with self._errors():
+            raw = await create(**self._params(content))
             hint = rate_hint(raw.headers)
             message = await raw.parse()
+        return message, hint
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Translates the SDK's errors into cardmill's, with secrets hidden."""
+        import anthropic
+
+        try:
+            yield
         except anthropic.APIStatusError as exc:
             raise answered_with_error(self._classify(exc)) from None
         except anthropic.APITimeoutError:
@@ -260,7 +306,179 @@ class AnthropicProvider:
             raise TransientError(f"malformed response: {self._hide(str(exc))}") from None
         except trio.BrokenResourceError:
             raise TransientError("connection reset") from None
-        return message, hint
+
+    # -- batches ------------------------------------------------------------------------
+
+    async def batch_request(self, document: Document, custom_id: str) -> dict[str, Any]:
+        """The batch item for ``document``: ``{"custom_id": ..., "params": {...}}``, with
+        exactly the params `analyze` sends.
+
+        Raises:
+            ValueError: ``custom_id`` is not 1 to 64 letters, digits, ``_`` or ``-``.
+            DocumentError: the document cannot be sent, as `analyze` would raise.
+        """
+        if not isinstance(custom_id, str) or not re.fullmatch(CUSTOM_ID, custom_id):
+            raise ValueError(
+                f"custom_id must be 1 to 64 letters, digits, '_' or '-', not {custom_id!r}"
+            )
+        content = await self._read(document)
+        return {"custom_id": custom_id, "params": self._params(content)}
+
+    async def create_batch(self, requests: Sequence[Mapping[str, Any]]) -> BatchStatus:
+        """Submit one batch of items made by `batch_request` (one request).
+
+        Raises:
+            ValueError: no items, or more than ``batch_max_requests``.
+            RateLimited, TransientError, PermanentError: as for `analyze`; the server
+                refuses a batch over its limits with `PermanentError`.
+        """
+        if not 1 <= len(requests) <= self.batch_max_requests:
+            raise ValueError(
+                f"a batch holds 1 to {self.batch_max_requests} requests, not {len(requests)}"
+            )
+        create: Any = self._client.messages.batches.create
+        with self._errors():
+            batch = await create(requests=[dict(r) for r in requests])
+        return batch_status(batch)
+
+    async def retrieve_batch(self, provider_batch_id: str) -> BatchStatus:
+        """The batch's current status and counts (one request).
+
+        Raises:
+            ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``).
+        """
+        _check_batch_id(provider_batch_id)
+        with self._errors():
+            batch = await self._client.messages.batches.retrieve(provider_batch_id)
+        return batch_status(batch)
+
+    async def cancel_batch(self, provider_batch_id: str) -> BatchStatus:
+        """Ask the API to cancel the batch; it is ``canceling``, then ``ended`` (what
+        was not processed is ``canceled``).
+
+        Raises:
+            ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``).
+        """
+        _check_batch_id(provider_batch_id)
+        with self._errors():
+            batch = await self._client.messages.batches.cancel(provider_batch_id)
+        return batch_status(batch)
+
+    async def find_batches(self, created_after: datetime) -> list[BatchStatus]:
+        """Batches of this key created at or after ``created_after``, newest first: pages
+        of the API's list until one is older.
+
+        Raises:
+            ValueError: ``created_after`` has no time zone.
+        """
+        if created_after.tzinfo is None or created_after.utcoffset() is None:
+            raise ValueError("created_after must be an aware datetime (with a time zone)")
+        found: list[BatchStatus] = []
+        # Page by page rather than the SDK's auto-paging iterator: stopping early must
+        # leave no generator behind.
+        with self._errors():
+            page: Any = await self._client.messages.batches.list(limit=_LIST_PAGE)
+        while True:
+            for batch in page.data:
+                status = batch_status(batch)
+                if status.created_at is None or status.created_at < created_after:
+                    return found
+                found.append(status)
+            if not page.has_next_page():
+                return found
+            with self._errors():
+                page = await page.get_next_page()
+
+    async def batch_results(self, provider_batch_id: str) -> AsyncIterator[BatchResult]:
+        """The results of an ended batch, one per request, streamed as the API sends its
+        JSONL (not held all at once). A succeeded request gives its cards and usage, or
+        the `InvalidOutput` (with usage) its answer raises synchronously.
+
+        Raises:
+            ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``).
+            TransientError: the batch has not ended yet, or the stream broke or is not
+                JSON lines.
+            RateLimited, PermanentError: as for `analyze`.
+        """
+        import anthropic
+
+        _check_batch_id(provider_batch_id)
+        with self._errors():
+            try:
+                decoder = await self._client.messages.batches.results(provider_batch_id)
+            except anthropic.APIError:
+                raise
+            except anthropic.AnthropicError as exc:
+                # The SDK's own refusal: the batch has no results_url yet.
+                raise TransientError(
+                    f"batch {provider_batch_id} has no results yet: {self._hide(str(exc))}"
+                ) from None
+        # The response's lines, split here: the SDK's decoder and httpx's aiter_lines
+        # would leave generators to the garbage collector when the caller stops early.
+        response = decoder.http_response
+        chunks = response.aiter_bytes()
+        ended = False
+        try:
+            buffer = b""
+            while not ended:
+                with self._errors():
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        chunk, ended = b"\n", True
+                lines = (buffer + chunk).split(b"\n")
+                buffer = lines.pop()
+                if len(buffer) > _MAX_RESULT_LINE:
+                    raise TransientError("malformed response: a results line is too long")
+                for line in lines:
+                    if line.strip():
+                        yield self._result(self._result_line(line))
+        finally:
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + 5
+                await response.aclose()
+                if not ended:
+                    # Left early: with the connection closed, reading on (what was
+                    # already buffered, then an error) ends every generator of the
+                    # stream, httpx's and httpcore's; closing only the outer one would
+                    # leave the inner ones to the garbage collector.
+                    with suppress(Exception):
+                        for _ in range(_DRAIN_READS):
+                            await anext(chunks)
+                await chunks.aclose()
+
+    def _result_line(self, line: bytes) -> Any:
+        from anthropic.types.messages import MessageBatchIndividualResponse
+
+        try:
+            value = json.loads(line)
+        except ValueError:
+            raise TransientError("malformed response: a results line is not JSON") from None
+        if not isinstance(value, dict):
+            raise TransientError("malformed response: a results line is not a JSON object")
+        return MessageBatchIndividualResponse.construct(**value)
+
+    def _result(self, line: Any) -> BatchResult:
+        custom_id = str(getattr(line, "custom_id", ""))
+        result = getattr(line, "result", None)
+        kind = str(getattr(result, "type", "") or "")
+        if kind == "succeeded":
+            message = getattr(result, "message", None)
+            usage = _usage(message)
+            try:
+                cards = self._drafts(message)
+            except InvalidOutput as exc:
+                return BatchResult(custom_id, kind, error=InvalidOutput(str(exc), usage=usage))
+            return BatchResult(custom_id, kind, analysis=Analysis(cards, usage))
+        if kind == "errored":
+            return BatchResult(custom_id, kind, error=errored(result, self._hide))
+        if kind in ("canceled", "expired"):
+            return BatchResult(custom_id, kind)
+        return BatchResult(
+            custom_id,
+            kind,
+            error=TransientError(f"batch result of unknown type {self._hide(kind)!r}"),
+        )
 
     def _classify(self, exc: anthropic.APIStatusError) -> ProviderError:
         status = exc.status_code
@@ -282,6 +500,16 @@ class AnthropicProvider:
         if is_spend_limit(message):
             return PermanentError(f"spend limit: {text}")
         return PermanentError(text)
+
+
+def _check_batch_id(provider_batch_id: str) -> None:
+    if not isinstance(provider_batch_id, str) or not re.fullmatch(
+        r"[A-Za-z0-9_-]{1,256}", provider_batch_id
+    ):
+        raise ValueError(
+            f"provider_batch_id must be 1 to 256 letters, digits, '_' or '-', "
+            f"not {provider_batch_id!r}"
+        )
 
 
 def _usage(message: Any) -> Usage:

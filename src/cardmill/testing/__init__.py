@@ -4,8 +4,8 @@
   per document, in trio time.
 * [`SimulatedAPI`][cardmill.testing.SimulatedAPI] — hidden rate limits, latency,
   429/529/500, in virtual time.
-* [`FakeAnthropicServer`][cardmill.testing.FakeAnthropicServer] — the Messages API on
-  loopback, for the real SDK (needs the `testing` extra).
+* [`FakeAnthropicServer`][cardmill.testing.FakeAnthropicServer] — the Messages API and
+  its Message Batches on loopback, for the real SDK (needs the `testing` extra).
 * [`HiddenLimits`][cardmill.testing.HiddenLimits] — a provider's limits as it enforces
   them (token buckets), for fakes of your own.
 * [`check_invariants`][cardmill.testing.check_invariants] — the storage invariants, for
@@ -30,12 +30,16 @@ from ._simulated import SimulatedStatistics as SimulatedStatistics
 from ._simulated import lognormal as lognormal
 
 if TYPE_CHECKING:
+    from ._fake_anthropic import BatchItemFault as BatchItemFault
+    from ._fake_anthropic import BatchSubmission as BatchSubmission
     from ._fake_anthropic import FakeAnthropicServer as FakeAnthropicServer
     from ._fake_anthropic import Fault as Fault
     from ._fake_anthropic import RecordedRequest as RecordedRequest
 
 __all__ = [
     "Admission",
+    "BatchItemFault",
+    "BatchSubmission",
     "FakeAnthropicServer",
     "Fault",
     "HiddenLimits",
@@ -50,7 +54,9 @@ __all__ = [
     "make_pdf",
 ]
 
-_SERVER_NAMES = frozenset({"FakeAnthropicServer", "Fault", "RecordedRequest"})
+_SERVER_NAMES = frozenset(
+    {"BatchItemFault", "BatchSubmission", "FakeAnthropicServer", "Fault", "RecordedRequest"}
+)
 
 
 def __getattr__(name: str) -> object:

@@ -3,7 +3,8 @@
 It lets the real ``anthropic`` SDK (and so ``AnthropicProvider``, and the CLI in a
 subprocess) be tested end to end without the internet: tool_use answers built from the
 request's own tool schema, hidden rate limits with 429 and the rate-limit headers,
-injected 529/500/401 and broken answers, and a log of every request.
+injected 529/500/401 and broken answers, the Message Batches endpoints, and a log of
+every request.
 """
 
 from __future__ import annotations
@@ -12,21 +13,23 @@ import json
 import math
 import random
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Final, Literal, Self, final
+from urllib.parse import parse_qs
 
 import attrs
 import h11
 import trio
 
 from ..model import LimitKind
+from ._fake_batches import BatchItemFault, BatchSubmission, _Batch, _BatchBook
 from ._fill import fill_schema
 from ._hidden import HiddenLimits
 
-__all__ = ["FakeAnthropicServer", "Fault", "RecordedRequest"]
+__all__ = ["BatchItemFault", "BatchSubmission", "FakeAnthropicServer", "Fault", "RecordedRequest"]
 
 Fault = Literal[
     "429",
@@ -91,6 +94,17 @@ class FakeAnthropicServer:
         hostile: answer as a model talked into ignoring the schema's limits would: all
             ``cards`` cards, 40 tags each, bodies of 10,000 characters.
         seed: for latencies and random faults.
+        batch_delay: seconds (of trio time) a message batch stays ``in_progress`` before
+            it ends with every request answered; ``None``: it ends only when
+            `end_batch` says so. A canceled batch ends as soon as it can (with ``None``,
+            at `end_batch`).
+        batch_max_requests: the most requests a batch may hold (the API's 100,000).
+        batch_max_bytes: the largest batch create body, in bytes (the API's 256 MB).
+
+    The batch endpoints (``/v1/messages/batches``: create, retrieve, list, results,
+    cancel) answer as the API does; each request of an ended batch is answered like a
+    ``/v1/messages`` request (schema, usage, cache reads). `batch_log` holds every
+    request ever submitted in a batch, `batch_calls` counts the calls per endpoint.
     """
 
     def __init__(
@@ -107,6 +121,9 @@ class FakeAnthropicServer:
         cards: int = 3,
         hostile: bool = False,
         seed: int = 0,
+        batch_delay: float | None = 0.0,
+        batch_max_requests: int = 100_000,
+        batch_max_bytes: int = 256 * 1000 * 1000,
     ) -> None:
         self._hostile = hostile
         self._latency = latency
@@ -125,6 +142,15 @@ class FakeAnthropicServer:
         self._in_flight = 0
         self.peak_in_flight = 0
         self.requests: list[RecordedRequest] = []
+        self._batch_delay = batch_delay
+        self._batch_faults: deque[Fault] = deque()
+        self._book = _BatchBook(
+            base_url=lambda: self.url,
+            respond=self._respond,
+            request_text=_request_text,
+            max_requests=batch_max_requests,
+            max_bytes=batch_max_bytes,
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -158,6 +184,45 @@ class FakeAnthropicServer:
     def inject(self, *faults: Fault) -> None:
         """The next requests get these faults, in order, before any limit is checked."""
         self._faults.extend(faults)
+
+    def inject_batch(self, *faults: Fault) -> None:
+        """The next calls to the batch endpoints get these faults, in order (``429``
+        with Retry-After, ``500``, ``529``, ``401``, ...)."""
+        self._batch_faults.extend(faults)
+
+    def fail_batch_item(self, custom_id: str, fault: BatchItemFault) -> None:
+        """The next batch holding a request with this ``custom_id`` answers it so."""
+        self._book.pending_faults[custom_id] = fault
+
+    def end_batch(self, batch_id: str, *, processed: int | None = None) -> None:
+        """End a batch now: its first ``processed`` requests are answered (all of a batch
+        in progress, none of one being canceled, by default), the others are canceled
+        (a canceling batch) or expired. ``processed=0`` expires a whole batch.
+
+        Raises:
+            KeyError: no batch has this id.
+        """
+        self._book.finish(self._book.batches[batch_id], processed)
+
+    def batch_status(self, batch_id: str) -> str:
+        """A batch's ``processing_status``.
+
+        Raises:
+            KeyError: no batch has this id.
+        """
+        return self._book.batches[batch_id].status
+
+    @property
+    def batch_log(self) -> list[BatchSubmission]:
+        """Every request submitted in an accepted batch, in order: how many times each
+        ``custom_id`` or document was sent."""
+        return list(self._book.log)
+
+    @property
+    def batch_calls(self) -> Counter[str]:
+        """Calls per batch endpoint: ``create``, ``retrieve``, ``list``, ``results``,
+        ``cancel`` (refused calls too)."""
+        return Counter(self._book.calls)
 
     def set_limits(
         self,
@@ -246,16 +311,30 @@ class FakeAnthropicServer:
     ) -> bool:
         now = trio.current_time()
         headers = {k.decode().lower(): v.decode() for k, v in request.headers}
-        path = request.target.decode().split("?")[0]
+        path, _, query = request.target.decode().partition("?")
+        method = request.method.decode()
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        status, payload, extra, mode = self._decide(path, headers, body, raw, now)
+        if path.startswith("/v1/messages/batches"):
+            status, payload, extra, mode = self._decide_batch(
+                method, path, query, headers, body, raw
+            )
+        else:
+            status, payload, extra, mode = self._decide(path, headers, body, raw, now)
         shown = {k: v for k, v in headers.items() if k not in ("x-api-key", "authorization")}
         self.requests.append(
-            RecordedRequest(request.method.decode(), path, shown, body, now, status, payload)
+            RecordedRequest(
+                method, path, shown, body, now, status, None if mode == "jsonl" else payload
+            )
         )
+        if mode == "jsonl":
+            await self._send_lines(conn, stream, payload)
+            return True
+        if mode == "batch":
+            await self._send(conn, stream, status, json.dumps(payload).encode(), extra)
+            return True
         if mode == "hang":
             await trio.sleep_forever()
         if status == 200:
@@ -283,6 +362,117 @@ class FakeAnthropicServer:
         await self._send(conn, stream, status, data, extra)
         return True
 
+    async def _send_lines(
+        self, conn: h11.Connection, stream: trio.SocketStream, lines: list[dict[str, Any]]
+    ) -> None:
+        # No content-length: h11 sends the JSONL chunked, a line at a time, as a file
+        # download streams.
+        head = [("content-type", "application/binary")]
+        await stream.send_all(conn.send(h11.Response(status_code=200, headers=head)))
+        for line in lines:
+            data = (json.dumps(line) + "\n").encode()
+            await stream.send_all(conn.send(h11.Data(data=data)))
+        await stream.send_all(conn.send(h11.EndOfMessage()))
+
+    def _decide_batch(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: Any, raw: bytes
+    ) -> tuple[int, Any, dict[str, str], str]:
+        answer = self._batch_answer(method, path, query, headers, body, raw)
+        status, payload, extra, mode = answer
+        return status, payload, extra, mode if mode == "jsonl" else "batch"
+
+    def _batch_answer(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: Any, raw: bytes
+    ) -> tuple[int, Any, dict[str, str], str]:
+        book = self._book
+        rest = path.removeprefix("/v1/messages/batches").strip("/")
+        batch_id, _, action = rest.partition("/")
+        route = (method, bool(batch_id), action)
+        known = {
+            ("POST", False, ""): "create",
+            ("GET", False, ""): "list",
+            ("GET", True, ""): "retrieve",
+            ("GET", True, "results"): "results",
+            ("POST", True, "cancel"): "cancel",
+        }
+        if route not in known:
+            return self._error(404, "not_found_error", f"no route {method} {path}")
+        book.calls[known[route]] += 1
+        if not self._authorized(headers):
+            return self._error(401, "authentication_error", "invalid x-api-key")
+        fault = self._batch_faults.popleft() if self._batch_faults else None
+        if fault is not None:
+            refused = self._status_fault(fault)
+            if refused is not None:
+                return refused
+        if route == ("POST", False, ""):
+            answer, batch = book.create(body, raw)
+            if batch is not None:
+                self._schedule(batch, self._batch_delay)
+            return answer
+        if route == ("GET", False, ""):
+            return book.list({k: v[-1] for k, v in parse_qs(query).items()})
+        if route == ("GET", True, ""):
+            return book.retrieve(batch_id)
+        if route == ("GET", True, "results"):
+            return book.results(batch_id)
+        answer, batch = book.cancel(batch_id)
+        if batch is not None and self._batch_delay is not None:
+            self._schedule(batch, 0.0)
+        return answer
+
+    def _schedule(self, batch: _Batch, delay: float | None) -> None:
+        if delay is None or self._nursery is None:
+            return
+
+        async def end_later() -> None:
+            await trio.sleep(delay)
+            self._book.finish(batch, None)
+
+        self._nursery.start_soon(end_later)
+
+    def _respond(self, params: dict[str, Any], raw: bytes, fault: str | None) -> Any:
+        usage = self._input_usage(params, raw)
+        known: Fault | None = fault if fault in ("invalid_tool_input", "max_tokens") else None  # type: ignore[assignment]
+        return self._message(params, usage, known)
+
+    @staticmethod
+    def _error(status: int, kind: str, message: str) -> tuple[int, Any, dict[str, str], str]:
+        payload = {"type": "error", "error": {"type": kind, "message": message}}
+        return status, payload, {}, "error"
+
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        bearer = headers.get("authorization", "")
+        presented = headers.get("x-api-key") or bearer.removeprefix("Bearer ").strip()
+        return self._api_key is None or presented == self._api_key
+
+    def _status_fault(self, fault: Fault) -> tuple[int, Any, dict[str, str], str] | None:
+        """The error answer of a fault that is a status code, or None."""
+        if fault == "429":
+            status, payload, _, mode = self._error(
+                429, "rate_limit_error", "Number of requests has exceeded your rate limit"
+            )
+            return status, payload, {"retry-after": "1"}, mode
+        if fault == "429-spend":
+            return self._error(
+                429,
+                "rate_limit_error",
+                "You have reached your specified workspace API usage limits",
+            )
+        if fault == "529":
+            return self._error(529, "overloaded_error", "Overloaded")
+        if fault == "500":
+            return self._error(500, "api_error", "Internal server error")
+        if fault == "400":
+            return self._error(400, "invalid_request_error", "messages: invalid content")
+        if fault == "401":
+            return self._error(401, "authentication_error", "invalid x-api-key")
+        if fault == "413":
+            return self._error(
+                413, "request_too_large", "Request exceeds the maximum allowed number of bytes"
+            )
+        return None
+
     def _decide(
         self, path: str, headers: dict[str, str], body: Any, raw: bytes, now: float
     ) -> tuple[int, Any, dict[str, str], str]:
@@ -294,9 +484,7 @@ class FakeAnthropicServer:
 
         if path != "/v1/messages":
             return error(404, "not_found_error", f"no route {path}")
-        bearer = headers.get("authorization", "")
-        presented = headers.get("x-api-key") or bearer.removeprefix("Bearer ").strip()
-        if self._api_key is not None and presented != self._api_key:
+        if not self._authorized(headers):
             return error(401, "authentication_error", "invalid x-api-key")
         if not isinstance(body, dict) or "messages" not in body or "model" not in body:
             return error(
@@ -310,31 +498,10 @@ class FakeAnthropicServer:
                     fault = name
                     break
                 roll -= share
-        if fault == "429":
-            return error(
-                429,
-                "rate_limit_error",
-                "Number of requests has exceeded your rate limit",
-                **{"retry-after": "1"},
-            )
-        if fault == "429-spend":
-            return error(
-                429,
-                "rate_limit_error",
-                "You have reached your specified workspace API usage limits",
-            )
-        if fault == "529":
-            return error(529, "overloaded_error", "Overloaded")
-        if fault == "500":
-            return error(500, "api_error", "Internal server error")
-        if fault == "400":
-            return error(400, "invalid_request_error", "messages: invalid content")
-        if fault == "401":
-            return error(401, "authentication_error", "invalid x-api-key")
-        if fault == "413":
-            return error(
-                413, "request_too_large", "Request exceeds the maximum allowed number of bytes"
-            )
+        if fault is not None:
+            refused = self._status_fault(fault)
+            if refused is not None:
+                return refused
         usage = self._input_usage(body, raw)
         charged = usage["input_tokens"] + usage["cache_creation_input_tokens"]
         limited = self._check_limits(now, charged)
