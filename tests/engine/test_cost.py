@@ -15,6 +15,7 @@ from cardmill import (
     ExtractiveProvider,
     InputError,
     MemoryStorage,
+    PermanentError,
     RunStatus,
     TransientError,
     UploadStatus,
@@ -26,6 +27,7 @@ from cardmill.providers import Analysis, estimate_input_tokens
 from cardmill.testing import ScriptedProvider, Step, check_invariants
 
 from .conftest import docs
+from .test_lost_answers import LosesAnswers
 
 PRICE = Price(1.0, 2.0, cache_write=1.25, cache_read=0.1)
 PRICES = PriceTable({"m": PRICE})
@@ -305,3 +307,21 @@ async def test_cancelled_upload_records_what_its_requests_cost(
     assert upload.status == UploadStatus.PENDING
     assert upload.cost_usd == pytest.approx(cost_of(spent, PRICE))
     assert (await storage.get_run(run.id)).usage.input_tokens == 1000
+
+
+@pytest.mark.parametrize("method", ["complete_and_claim", "fail_upload"])
+async def test_a_settlement_whose_answer_was_lost_records_the_cost_once(
+    autojump_clock: trio.testing.MockClock, method: str
+) -> None:
+    inner = MemoryStorage(clock=trio.current_time)
+    run = await inner.create_run(docs(3))
+    used = Usage(1000, 100)
+    error = PermanentError("no", usage=used) if method == "fail_upload" else None
+    provider = Priced(ScriptedProvider(default=Step(1.0, usage=used, error=error)))
+    storage = LosesAnswers(inner, method)
+    engine = Engine(storage, provider, concurrency=1, prices=PRICES, lease_seconds=600)
+    summary = await engine.execute(run.id)
+    assert summary.run.status.finished
+    assert summary.run.cost_usd == pytest.approx(3 * cost_of(used, PRICE))
+    assert summary.run.usage.input_tokens == 3000
+    await check_invariants(inner, run.id)
