@@ -453,8 +453,8 @@ class Engine:
 
     async def _worker(self, run_id: str, counters: _Counters, held: dict[str, _Held]) -> None:
         while True:
-            if counters.stopped is not None or self._would_pass(self._least_cost(), counters):
-                return
+            if self._max_cost is not None and self._would_pass(self._least_cost(), counters):
+                return  # not even the smallest request fits under the spending cap
             async with self._limiter:
                 claim = partial(
                     self._storage.claim_upload,
