@@ -744,6 +744,8 @@ async def estimate_paths(
             printable(f"cardmill: no price is known for model {name!r}; give one with --prices"),
             err=True,
         )
+    elif isinstance(provider, ExtractiveProvider):
+        click.echo("cardmill: the offline extractive provider makes no paid request", err=True)
     else:
         click.echo(
             f"estimated input tokens, and at most {max_tokens:,} output tokens a request; "
