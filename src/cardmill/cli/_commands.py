@@ -17,8 +17,10 @@ from ..model import Run, UploadStatus
 from ._export import FORMATS, AsyncWriter, dumps, write_cards
 from ._pipe import exits_quietly_on_closed_pipe
 from ._runner import (
+    Spend,
     UsageError,
     analyze_paths,
+    estimate_paths,
     execute,
     limits_from,
     open_storage,
@@ -26,6 +28,7 @@ from ._runner import (
     run_record,
     run_worker,
     setup_logging,
+    shown_cost,
     summary_table,
 )
 from ._safe import printable
@@ -109,6 +112,22 @@ def _provider_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                 help="Input tokens per minute your tier allows.",
             ),
             click.option("--quiet", "-q", is_flag=True, help="No progress, only the result."),
+            click.option(
+                "--max-cost",
+                type=_Finite(min=0),
+                default=None,
+                metavar="USD",
+                help="Stop starting uploads before the run's cost could pass this many US "
+                "dollars (in-flight requests finish; resume with a higher cap).",
+            ),
+            click.option(
+                "--prices",
+                default=None,
+                metavar="FILE.toml",
+                envvar="CARDMILL_PRICES",
+                show_envvar=True,
+                help="Prices per model (USD per million tokens) over the built-in table.",
+            ),
         ]
     ):
         fn = option(fn)
@@ -173,6 +192,11 @@ _recipe_help = "The recipe: a built-in's name (see `cardmill recipes`) or a .tom
     metavar="NAME|FILE.toml",
     help=_recipe_help + "  [default: study-cards]",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Only estimate each document's input tokens and cost; send nothing, create no run.",
+)
 @_lease_option
 @_json_option
 @_verbose_option
@@ -185,7 +209,10 @@ def analyze(
     rpm: float | None,
     itpm: float | None,
     quiet: bool,
+    max_cost: float | None,
+    prices: str | None,
     name: str | None,
+    dry_run: bool,
     lease: float,
     as_json: bool,
     verbose: int,
@@ -193,7 +220,10 @@ def analyze(
 ) -> NoReturn:
     """Analyse files and folders (recursively) into a new run, and execute it."""
     setup_logging(verbose)
+    if dry_run:
+        sys.exit(execute(estimate_paths, list(paths), provider, model, prices, recipe, as_json))
     limits = limits_from(rpm, itpm)
+    spend = Spend(prices, max_cost)
     args = (
         list(paths),
         db,
@@ -206,6 +236,7 @@ def analyze(
         quiet,
         lease,
         recipe,
+        spend,
     )
     sys.exit(execute(analyze_paths, *args))
 
@@ -232,6 +263,8 @@ def resume(
     rpm: float | None,
     itpm: float | None,
     quiet: bool,
+    max_cost: float | None,
+    prices: str | None,
     lease: float,
     as_json: bool,
     verbose: int,
@@ -240,7 +273,8 @@ def resume(
     """Finish a run that was interrupted or left behind, with the run's own recipe."""
     setup_logging(verbose)
     limits = limits_from(rpm, itpm)
-    args = (run_id, db, provider, model, concurrency, limits, as_json, quiet, lease, recipe)
+    spend = Spend(prices, max_cost)
+    args = (run_id, db, provider, model, concurrency, limits, as_json, quiet, lease, recipe, spend)
     sys.exit(execute(resume_run, *args))
 
 
@@ -262,8 +296,8 @@ def runs(db: str, as_json: bool) -> None:
         click.echo("no runs yet")
         return
     click.echo(
-        f"{'RUN':<17} {'STATUS':<10} {'DONE':>11} {'FAILED':>6} {'CARDS':>6}  CREATED"
-        f"{'':<11} {'RECIPE':<12} NAME"
+        f"{'RUN':<17} {'STATUS':<10} {'DONE':>11} {'FAILED':>6} {'CARDS':>6} {'COST':>9}  "
+        f"CREATED{'':<11} {'RECIPE':<12} NAME"
     )
     for r in found:
         done = f"{r.completed_items + r.failed_items}/{r.total_items}"
@@ -271,7 +305,7 @@ def runs(db: str, as_json: bool) -> None:
         click.echo(
             printable(
                 f"{r.id:<17} {r.status.name:<10} {done:>11} {r.failed_items:>6} "
-                f"{r.total_cards:>6}  {created}  {r.recipe_name:<12} "
+                f"{r.total_cards:>6} {shown_cost(r):>9}  {created}  {r.recipe_name:<12} "
                 f"{r.name if r.name != r.id else ''}"
             )
         )
@@ -401,6 +435,8 @@ def worker(
     rpm: float | None,
     itpm: float | None,
     quiet: bool,
+    max_cost: float | None,
+    prices: str | None,
     lease: float,
     worker_name: str | None,
     verbose: int,
@@ -412,5 +448,18 @@ def worker(
     """
     setup_logging(verbose)
     limits = limits_from(rpm, itpm)
-    args = (db, run_id, follow, poll, provider, model, concurrency, limits, lease, worker_name)
+    spend = Spend(prices, max_cost)
+    args = (
+        db,
+        run_id,
+        follow,
+        poll,
+        provider,
+        model,
+        concurrency,
+        limits,
+        lease,
+        worker_name,
+        spend,
+    )
     sys.exit(execute(run_worker, *args))

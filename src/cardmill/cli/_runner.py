@@ -15,9 +15,11 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TextIO, TypeVar
 
+import attrs
 import click
 import trio
 
+from .._cost import DEFAULT_PRICES, FREE, PriceTable
 from .._recipe import STUDY_CARDS, Recipe, load_recipe
 from ..engine import (
     Engine,
@@ -25,11 +27,12 @@ from ..engine import (
     RateStateStore,
     RunSummary,
     SharedBucket,
+    estimate_cost,
     root_error,
 )
 from ..errors import CardmillError, DatabaseError, InputError, MissingExtra, RunNotFound
 from ..model import Run, RunStatus, path_name
-from ..providers import ExtractiveProvider, Provider, redact_url
+from ..providers import ExtractiveProvider, Provider, estimate_input_tokens, redact_url
 from ..storage import PostgresStorage, SQLiteStorage, Storage, redact_dsn
 from ._collect import collect, read
 from ._dbpath import check_sqlite_path
@@ -41,7 +44,7 @@ from ._safe import printable
 from ._words import counted
 
 T = TypeVar("T")
-EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_CAPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 log = logging.getLogger("cardmill")
 
 
@@ -163,6 +166,20 @@ def shared_limit_name(provider: Provider) -> str:
     return f"{provider.name}:{shown}:{fingerprint}"
 
 
+@attrs.frozen
+class Spend:
+    """``--prices`` and ``--max-cost``."""
+
+    prices_file: str | None = None
+    max_cost: float | None = None
+
+    async def table(self) -> PriceTable:
+        """The built-in prices, with the file's over them."""
+        if self.prices_file is None:
+            return DEFAULT_PRICES
+        return await trio.to_thread.run_sync(PriceTable.from_toml, self.prices_file)
+
+
 def make_engine(
     storage: Storage,
     provider: Provider,
@@ -172,6 +189,8 @@ def make_engine(
     lease: float,
     observer: Any = None,
     worker: str | None = None,
+    prices: PriceTable = DEFAULT_PRICES,
+    max_cost: float | None = None,
 ) -> Engine:
     """The engine of every command; on a shared database, its rate limit is shared with
     every worker's."""
@@ -187,6 +206,8 @@ def make_engine(
         lease_seconds=lease,
         observer=observer,
         worker=worker,
+        prices=prices,
+        max_cost=max_cost,
     )
 
 
@@ -203,8 +224,23 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
-def _exit_code(run: Run) -> int:
+def _exit_code(run: Run, summary: RunSummary | None = None) -> int:
+    if summary is not None and summary.stopped is not None:
+        return EXIT_CAPPED
     return EXIT_OK if run.status == RunStatus.SUCCEEDED else EXIT_INCOMPLETE
+
+
+def usd(amount: float) -> str:
+    """``$0.00`` for nothing, else four decimals: ``$0.0123``."""
+    return "$0.00" if amount == 0 else f"${amount:.4f}"
+
+
+def shown_cost(run: Run) -> str:
+    """A stored run's cost; "unknown" when tokens were used but nothing was priced
+    (the model had no price)."""
+    if run.cost_usd == 0 and (run.usage.input_tokens or run.usage.output_tokens):
+        return "unknown"
+    return usd(run.cost_usd)
 
 
 # -- output ------------------------------------------------------------------------------
@@ -238,9 +274,14 @@ def summary_table(
                 f"{summary.requests} ({summary.rate_limited} × 429, {summary.overloaded} × 529, "
                 f"{counted(summary.retries, 'retry', 'retries')})",
             ),
-            ("tokens", f"{summary.input_tokens:,} in, {summary.output_tokens:,} out"),
             ("elapsed", f"{summary.elapsed:.1f} s"),
         ]
+    rows.append(("tokens", f"{run.usage.input_tokens:,} in, {run.usage.output_tokens:,} out"))
+    if summary is not None and summary.cost_usd is None:
+        model = model_of(provider) if provider is not None else None
+        rows.append(("cost", f"unknown (no price for {model or 'this model'})"))
+    else:
+        rows.append(("cost", usd(run.cost_usd) if summary is not None else shown_cost(run)))
     rows.append(("database", shown_db(db, absolute=True)))
     for key, value in rows:
         out.write(f"{key:<10} {printable(value)}\n")
@@ -270,7 +311,9 @@ def report(
         click.echo(
             printable(f"\nexport: cardmill export {run.id} --format md{_db_flag(db)}", lines=True)
         )
-    if run.status == RunStatus.CANCELLED:
+    if summary is not None and summary.stopped is not None:
+        click.echo(printable(f"resume: cardmill resume {run.id}{_db_flag(db)} --max-cost HIGHER"))
+    elif run.status == RunStatus.CANCELLED:
         click.echo(printable(f"resume: cardmill resume {run.id}{_db_flag(db)}"))
 
 
@@ -311,11 +354,20 @@ async def _execute_run(
     limits: Limits | None,
     quiet: bool,
     lease: float,
+    prices: PriceTable = DEFAULT_PRICES,
+    max_cost: float | None = None,
 ) -> RunSummary:
     stderr = sys.stderr  # None when the command was started with stderr closed
     progress = Progress(run, stderr, live=stderr is not None and _isatty(stderr))
     engine = make_engine(
-        storage, provider, concurrency=concurrency, limits=limits, lease=lease, observer=progress
+        storage,
+        provider,
+        concurrency=concurrency,
+        limits=limits,
+        lease=lease,
+        observer=progress,
+        prices=prices,
+        max_cost=max_cost,
     )
     try:
         async with trio.open_nursery() as nursery:
@@ -363,13 +415,17 @@ async def analyze_paths(
     quiet: bool,
     lease: float,
     recipe_spec: str | None = None,
+    spend: Spend | None = None,
 ) -> int:
+    spend = spend or Spend()
     recipe = await trio.to_thread.run_sync(read_recipe, recipe_spec) or STUDY_CARDS
+    prices = await spend.table()
     collected = collect(paths)
     found, skipped = collected.found, collected.skipped
     if not found:
         raise InputError("no documents found in " + ", ".join(path_name(p) for p in paths))
     provider, described = make_provider(provider_choice, model, recipe)
+    _check_cap(provider, prices, spend)
     _warn(provider)
     problems: dict[int, str] = {}
 
@@ -412,9 +468,33 @@ async def analyze_paths(
                 limits=limits,
                 quiet=quiet,
                 lease=lease,
+                prices=prices,
+                max_cost=spend.max_cost,
             )
+    return _reported(summary, db, as_json, provider)
+
+
+def _check_cap(provider: Provider, prices: PriceTable, spend: Spend) -> None:
+    """Refuse a cap the engine could not keep, before a run is made."""
+    if spend.max_cost is not None and not isinstance(provider, ExtractiveProvider):
+        model = model_of(provider)
+        if model is None or prices.price_for(model) is None:
+            raise InputError(
+                f"--max-cost: no price is known for model {model!r}; give one with --prices FILE"
+            )
+
+
+def _reported(summary: RunSummary, db: str, as_json: bool, provider: Provider) -> int:
     report(summary, summary.run, db, as_json, provider)
-    return _exit_code(summary.run)
+    if summary.stopped is not None:
+        click.echo(
+            printable(
+                f"cardmill: spending cap reached: {summary.stopped}. Go on with: "
+                f"cardmill resume {summary.run.id}{_db_flag(db)} --max-cost HIGHER"
+            ),
+            err=True,
+        )
+    return _exit_code(summary.run, summary)
 
 
 def _default_name(paths: list[str]) -> str:
@@ -433,8 +513,11 @@ async def resume_run(
     quiet: bool,
     lease: float,
     recipe_spec: str | None = None,
+    spend: Spend | None = None,
 ) -> int:
+    spend = spend or Spend()
     given = await trio.to_thread.run_sync(read_recipe, recipe_spec)
+    prices = await spend.table()
     async with open_storage(db, create=False) as storage:
         run = await storage.get_run(run_id)
         recipe = await storage.get_recipe(run_id)
@@ -449,6 +532,7 @@ async def resume_run(
             report(None, run, db, as_json)
             return _exit_code(run)
         provider, described = make_provider(provider_choice, model, recipe)
+        _check_cap(provider, prices, spend)
         _warn(provider)
         if not quiet:
             click.echo(
@@ -469,9 +553,10 @@ async def resume_run(
                 limits=limits,
                 quiet=quiet,
                 lease=lease,
+                prices=prices,
+                max_cost=spend.max_cost,
             )
-    report(summary, summary.run, db, as_json, provider)
-    return _exit_code(summary.run)
+    return _reported(summary, db, as_json, provider)
 
 
 async def run_worker(
@@ -485,8 +570,12 @@ async def run_worker(
     limits: Limits | None,
     lease: float,
     worker_name: str | None,
+    spend: Spend | None = None,
 ) -> int:
+    spend = spend or Spend()
+    prices = await spend.table()
     provider, described = make_provider(provider_choice, model)
+    _check_cap(provider, prices, spend)
     worker = None
     if worker_name:
         worker = f"{worker_name}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -515,6 +604,8 @@ async def run_worker(
                         limits=limits,
                         lease=lease,
                         worker=worker,
+                        prices=prices,
+                        max_cost=spend.max_cost,
                     )
                 return engines[recipe.digest]
 
@@ -535,10 +626,18 @@ async def run_worker(
                             f"cardmill worker: run {run.id} {summary.run.status.name}: "
                             f"{summary.completed} completed and {summary.failed} failed here, "
                             f"{counted(summary.requests, 'request')}, "
-                            f"{summary.rate_limited} x 429"
+                            f"{summary.rate_limited} x 429, run cost {shown_cost(summary.run)}"
                         ),
                         err=True,
                     )
+                    if summary.stopped is not None:
+                        click.echo(
+                            printable(
+                                f"cardmill worker: run {run.id}: spending cap reached: "
+                                f"{summary.stopped}; go on with a higher --max-cost"
+                            ),
+                            err=True,
+                        )
                 if not follow:
                     return EXIT_OK
                 await trio.sleep(poll)
@@ -548,3 +647,109 @@ async def run_worker(
                 close = getattr(each, "aclose", None)
                 if close is not None:
                     await close()
+
+
+# -- dry run -----------------------------------------------------------------------------
+
+
+async def estimate_paths(
+    paths: list[str],
+    provider_choice: str,
+    model: str | None,
+    prices_file: str | None,
+    recipe_spec: str | None,
+    as_json: bool,
+) -> int:
+    """``analyze --dry-run``: each document's estimated input tokens and cost, at the
+    standard and the batch price, and the total; sends nothing and creates no run."""
+    recipe = await trio.to_thread.run_sync(read_recipe, recipe_spec) or STUDY_CARDS
+    prices = await Spend(prices_file).table()
+    collected = collect(paths)
+    if not collected.found:
+        raise InputError("no documents found in " + ", ".join(path_name(p) for p in paths))
+    provider, described = make_provider(provider_choice, model, recipe)
+    try:
+        name = model_of(provider)
+        price = FREE if isinstance(provider, ExtractiveProvider) else None
+        if price is None and name is not None:
+            price = prices.price_for(name)
+        tokens = getattr(provider, "max_tokens", 4096)
+        max_tokens = tokens if isinstance(tokens, int) and tokens > 0 else 4096
+        rows: list[dict[str, Any]] = []
+        for item in collected.found:
+            document, problem = await trio.to_thread.run_sync(read, item)
+            row: dict[str, Any] = {"document": document.name, "size": document.size}
+            if problem is not None:
+                row.update(input_tokens=0, cost_usd=0.0, batch_cost_usd=0.0, error=problem)
+            else:
+                row["input_tokens"] = estimate_input_tokens(document)
+                for key, batch in (("cost_usd", False), ("batch_cost_usd", True)):
+                    row[key] = (
+                        None
+                        if price is None
+                        else estimate_cost(document, price, max_tokens=max_tokens, batch=batch)
+                    )
+            rows.append(row)
+    finally:
+        close = getattr(provider, "aclose", None)
+        if close is not None:
+            with trio.CancelScope(shield=True):
+                await close()
+    total = {
+        "documents": len(rows),
+        "input_tokens": sum(r["input_tokens"] for r in rows),
+        "cost_usd": None if price is None else sum(r["cost_usd"] for r in rows),
+        "batch_cost_usd": None if price is None else sum(r["batch_cost_usd"] for r in rows),
+    }
+    if as_json:
+        click.echo(
+            dumps(
+                {
+                    "provider": provider.name,
+                    "model": name,
+                    "max_output_tokens": max_tokens,
+                    "prices_as_of": prices.as_of if price is not None else None,
+                    "documents": rows,
+                    "total": total,
+                }
+            )
+        )
+        return EXIT_OK
+
+    def money(value: float | None) -> str:
+        return "unknown" if value is None else usd(value)
+
+    click.echo(
+        printable(
+            f"cardmill: dry run with {described}: estimates only, nothing sent, no run made",
+            lines=True,
+        ),
+        err=True,
+    )
+    click.echo(f"{'TOKENS':>10} {'COST':>10} {'BATCH':>10}  DOCUMENT")
+    for r in rows:
+        note = f"  ({r['error']})" if "error" in r else ""
+        click.echo(
+            printable(
+                f"{r['input_tokens']:>10,} {money(r['cost_usd']):>10} "
+                f"{money(r['batch_cost_usd']):>10}  {r['document']}{note}"
+            )
+        )
+    click.echo(
+        f"{total['input_tokens']:>10,} {money(total['cost_usd']):>10} "
+        f"{money(total['batch_cost_usd']):>10}  total of {counted(len(rows), 'document')}"
+    )
+    if price is None:
+        click.echo(
+            printable(f"cardmill: no price is known for model {name!r}; give one with --prices"),
+            err=True,
+        )
+    elif isinstance(provider, ExtractiveProvider):
+        click.echo("cardmill: the offline extractive provider makes no paid request", err=True)
+    else:
+        click.echo(
+            f"estimated input tokens, and at most {max_tokens:,} output tokens a request; "
+            f"prices as of {prices.as_of or 'the prices file'}",
+            err=True,
+        )
+    return EXIT_OK

@@ -8,6 +8,7 @@ from ._core import BucketStatistics as BucketStatistics
 from ._core import Ticket as Ticket
 from ._estimate import estimate_cost as estimate_cost
 from ._estimate import expected_output_tokens as expected_output_tokens
+from ._events import CostCapReached as CostCapReached
 from ._events import Event as Event
 from ._events import Observer as Observer
 from ._events import RateChanged as RateChanged
@@ -31,6 +32,7 @@ from ._shared import SharedBucket as SharedBucket
 __all__ = [
     "AdaptiveBucket",
     "BucketStatistics",
+    "CostCapReached",
     "Engine",
     "Event",
     "GiveUp",

@@ -9,6 +9,7 @@ import attrs
 from ..model import LimitKind, Run, Upload
 
 __all__ = [
+    "CostCapReached",
     "Event",
     "Observer",
     "RateChanged",
@@ -92,6 +93,9 @@ class RunSummary:
     """What one [`Engine.execute`][cardmill.Engine.execute] call did.
 
     ``run`` is the run as stored at the end; the counters cover this execution.
+    ``cost_usd`` is the run's recorded cost (every execution's), None when the model's
+    price is unknown; ``stopped`` says why dispatch stopped early (the spending cap), if
+    it did.
     """
 
     run: Run
@@ -106,6 +110,23 @@ class RunSummary:
     final_rate: float | None
     completed: int = 0
     failed: int = 0
+    cost_usd: float | None = None
+    stopped: str | None = None
+
+
+@final
+@attrs.frozen
+class CostCapReached:
+    """Dispatch stopped: one more request could take the run past ``max_cost`` (USD).
+
+    ``spent`` is the run's recorded cost when it stopped; ``reason`` says it in a line.
+    Requests in flight still finish; the run ends CANCELLED, resumable with a higher cap.
+    """
+
+    max_cost: float
+    spent: float
+    reason: str
+    at: float
 
 
 @final
@@ -124,6 +145,7 @@ Event = (
     | UploadRetrying
     | RateLimitHit
     | RateChanged
+    | CostCapReached
     | RunFinished
 )
 """The union of every event type an observer receives."""

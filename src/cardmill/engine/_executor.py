@@ -12,11 +12,12 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import final
+from typing import Any, final
 
 import attrs
 import trio
 
+from .._cost import DEFAULT_PRICES, FREE, Price, PriceTable, cost_of
 from ..errors import (
     DocumentError,
     InputError,
@@ -36,15 +37,18 @@ from ..model import (
     Document,
     LimitKind,
     Run,
+    RunStatus,
     Upload,
     UploadStatus,
     Usage,
     clean_text,
 )
-from ..providers import Analysis, Provider
+from ..providers import Analysis, ExtractiveProvider, Provider
 from ..storage import Storage
 from ._bucket import AdaptiveBucket, BucketStatistics, Limits
+from ._estimate import estimate_cost
 from ._events import (
+    CostCapReached,
     Event,
     Observer,
     RateChanged,
@@ -129,6 +133,7 @@ class _Counters:
     peak_in_flight: int = 0
     completed: int = 0
     failed: int = 0
+    stopped: str | None = None
 
 
 @attrs.frozen
@@ -143,6 +148,11 @@ class _Done:
     attempts: int
 
 
+@attrs.frozen
+class _Capped:
+    """The upload's first request would pass the spending cap: it goes back unsent."""
+
+
 @attrs.define(eq=False)
 class _Held:
     """An upload this engine is working on; ``lost`` once another worker took it over."""
@@ -150,6 +160,15 @@ class _Held:
     upload: Upload
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     lost: bool = False
+    # What its requests used and cost, not yet recorded, and the estimated cost of the
+    # request in flight for it.
+    usage: Usage = attrs.field(factory=Usage)
+    cost: float = 0.0
+    reserved: float = 0.0
+
+    def spend(self, usage: Usage, cost: float) -> None:
+        self.usage = self.usage + usage
+        self.cost += cost
 
 
 @final
@@ -176,6 +195,20 @@ class Engine:
             retaken after this.
         request_timeout: seconds one request may take before it counts as a transient
             failure.
+        prices: what requests cost per model (the provider's ``model`` attribute); each
+            request's reported usage is priced and recorded with its upload. The
+            extractive provider costs nothing; a model the table does not know is
+            recorded at 0 and the summary's ``cost_usd`` is None.
+        max_cost: a spending cap for the run, in USD: no upload is started whose first
+            request, estimated by [`estimate_cost`][cardmill.engine.estimate_cost] (at
+            most ``max_tokens`` of output until answers show what is usual), could take
+            the run's recorded cost plus what is in flight past it. Requests in flight
+            finish; the rest stays PENDING and the run ends CANCELLED (resumable with a
+            higher cap), the summary's ``stopped`` saying why.
+
+    Raises:
+        ValueError: a bad ``concurrency``, ``max_cost``, ...
+        InputError: ``max_cost`` with a model whose price is unknown.
 
     Example:
         ```python
@@ -200,6 +233,8 @@ class Engine:
         poll_interval: float = 1.0,
         lease_seconds: float = 60.0,
         request_timeout: float = 300.0,
+        prices: PriceTable = DEFAULT_PRICES,
+        max_cost: float | None = None,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -209,6 +244,27 @@ class Engine:
             raise ValueError("lease_seconds must be a finite number >= 1")
         if not request_timeout > 0 or not math.isfinite(request_timeout):
             raise ValueError("request_timeout must be a finite number > 0")
+        if max_cost is not None and (
+            isinstance(max_cost, bool)
+            or not isinstance(max_cost, int | float)
+            or not math.isfinite(max_cost)
+            or max_cost < 0
+        ):
+            raise ValueError("max_cost must be a finite number of USD >= 0")
+        self._price = _price_of(provider, prices)
+        if max_cost is not None and self._price is None:
+            model = getattr(provider, "model", None)
+            raise InputError(
+                f"no price is known for model {model!r}, so a spending cap cannot be "
+                "kept: give its price (a prices file) or run without a cap"
+            )
+        self._max_cost = None if max_cost is None else float(max_cost)
+        tokens = getattr(provider, "max_tokens", None)
+        valid = isinstance(tokens, int) and not isinstance(tokens, bool) and tokens > 0
+        self._max_tokens = tokens if valid and isinstance(tokens, int) else 4096
+        self._held: dict[str, _Held] = {}
+        self._recorded = 0.0
+        self._seen: Run | None = None
         self._storage = storage
         self._provider = provider
         self._limiter = trio.CapacityLimiter(concurrency)
@@ -287,6 +343,7 @@ class Engine:
                 f"for {getattr(recipe, 'label', digest[:12])}"
             )
         counters = self._counters = _Counters()
+        self._seen, self._recorded = made, made.cost_usd
         started = trio.current_time()
         self._bucket.add_listener(self._bucket_changed)
         try:
@@ -312,6 +369,11 @@ class Engine:
         finally:
             self._bucket.remove_listener(self._bucket_changed)
         run = await patiently(partial(self._storage.finish_run, run_id), "finish run", self._rng)
+        if counters.stopped is not None and run.status == RunStatus.CANCELLED:
+            assert self._max_cost is not None
+            self._emit(CostCapReached(self._max_cost, run.cost_usd, counters.stopped, _now()))
+        else:
+            counters.stopped = None  # the cap was near, but nothing was left to start
         summary = self._summary(run, counters, started)
         self._emit(RunFinished(summary, _now()))
         return summary
@@ -330,6 +392,8 @@ class Engine:
             final_rate=self._bucket.requests_per_second,
             completed=c.completed,
             failed=c.failed,
+            cost_usd=None if self._price is None else run.cost_usd,
+            stopped=c.stopped,
         )
 
     async def _loading(self, run_id: str) -> list[Upload]:
@@ -360,6 +424,7 @@ class Engine:
     async def _dispatch(self, run_id: str, counters: _Counters) -> None:
         while True:
             held: dict[str, _Held] = {}
+            self._held = held
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._heartbeat, held)
                 async with trio.open_nursery() as workers:
@@ -388,6 +453,8 @@ class Engine:
 
     async def _worker(self, run_id: str, counters: _Counters, held: dict[str, _Held]) -> None:
         while True:
+            if self._max_cost is not None and self._would_pass(self._least_cost(), counters):
+                return  # not even the smallest request fits under the spending cap
             async with self._limiter:
                 claim = partial(
                     self._storage.claim_upload,
@@ -412,26 +479,33 @@ class Engine:
         entry = held[upload.id] = _Held(upload)
         try:
             self._emit(UploadStarted(upload, _now()))
-            outcome: _Done | _Failed | None = None
+            outcome: _Done | _Failed | _Capped | None = None
             with entry.scope:
-                outcome = await self._attempts(upload, counters)
+                outcome = await self._attempts(upload, counters, entry)
             if entry.lost or outcome is None:
                 return None  # another worker holds it now and will finish it
-            return await self._settle(upload, outcome, run_id, counters)
+            if isinstance(outcome, _Capped):
+                await self._release(upload, entry)
+                return None
+            return await self._settle(upload, outcome, run_id, counters, entry)
         except BaseException:
-            await self._release(upload)
+            await self._release(upload, entry)
             raise
         finally:
             held.pop(upload.id, None)
 
-    async def _release(self, upload: Upload) -> None:
-        """Give a claimed upload back (PENDING), whatever is being unwound; if the
-        storage cannot, its lease expires and another claim takes it."""
+    async def _release(self, upload: Upload, entry: _Held | None = None) -> None:
+        """Give a claimed upload back (PENDING), whatever is being unwound, recording
+        what its requests cost; if the storage cannot, its lease expires and another
+        claim takes it."""
         released = False
         with cleanup_scope(self._storage):
             try:
                 await self._storage.release_upload(
-                    upload.id, worker=self.worker, attempt=upload.attempts
+                    upload.id,
+                    worker=self.worker,
+                    attempt=upload.attempts,
+                    **_spent(entry),
                 )
                 released = True
             except StorageError:
@@ -466,9 +540,25 @@ class Engine:
                     entry.scope.cancel()
 
     async def _settle(
-        self, upload: Upload, outcome: _Done | _Failed, run_id: str, c: _Counters
+        self, upload: Upload, outcome: _Done | _Failed, run_id: str, c: _Counters, entry: _Held
+    ) -> Upload | None:
+        try:
+            return await self._settle_spent(upload, outcome, run_id, c, entry)
+        finally:
+            if self._max_cost is not None:
+                with cleanup_scope(self._storage), contextlib.suppress(StorageError):
+                    await self._refresh(run_id)
+
+    async def _refresh(self, run_id: str) -> None:
+        """Read the run's recorded cost (every worker on the run adds to it)."""
+        run = await self._storage.get_run(run_id)
+        self._seen, self._recorded = run, run.cost_usd
+
+    async def _settle_spent(
+        self, upload: Upload, outcome: _Done | _Failed, run_id: str, c: _Counters, entry: _Held
     ) -> Upload | None:
         following: Upload | None = None
+        spent = _spent(entry)
         if isinstance(outcome, _Done):
             cards = outcome.analysis.cards
             complete = partial(
@@ -477,9 +567,10 @@ class Engine:
                 cards,
                 worker=self.worker,
                 attempt=upload.attempts,
+                **spent,
             )
             first: Callable[[], Awaitable[tuple[bool, Upload | None]]]
-            if self._limiter.borrowed_tokens <= self._limiter.total_tokens:
+            if self._limiter.borrowed_tokens <= self._limiter.total_tokens and c.stopped is None:
                 first = partial(
                     self._storage.complete_and_claim,
                     upload.id,
@@ -488,6 +579,7 @@ class Engine:
                     attempt=upload.attempts,
                     run_id=run_id,
                     lease_seconds=self._lease_seconds,
+                    **spent,
                 )
             else:
                 first = partial(_alone, complete)
@@ -517,6 +609,7 @@ class Engine:
             _clean_reason(outcome.reason),
             worker=self.worker,
             attempt=upload.attempts,
+            **spent,
         )
         failed, _ = await self._write(
             partial(_alone, fail), fail, upload, run_id, UploadStatus.FAILED, "fail"
@@ -565,23 +658,35 @@ class Engine:
                 return stored.attempts == upload.attempts
         return False
 
-    async def _attempts(self, upload: Upload, c: _Counters) -> _Done | _Failed:
+    async def _attempts(
+        self, upload: Upload, c: _Counters, entry: _Held
+    ) -> _Done | _Failed | _Capped:
         document = await self._storage.load_document(upload.id)
         cost = self._tokens.estimate(document)
+        if self._max_cost is not None and self._would_pass(self._estimate(document), c):
+            return _Capped()
         tries = Tries()
         while True:
             tries = attrs.evolve(tries, attempt=tries.attempt + 1)
             # Every request, re-asks included, passes the bucket and is counted.
+            if self._max_cost is not None:
+                # Reserved at once (no checkpoint since the check): every worker's
+                # check counts it. Retries of an upload in flight are not held back.
+                entry.reserved = self._estimate(document)
             ticket = await self._bucket.acquire(cost)
             try:
                 analysis = await self._call(document, c)
             except DocumentError as exc:
                 # Refused before any request: give the slot back, count no request.
+                entry.reserved = 0.0
                 await self._bucket.report_failure(ticket, input_tokens=0, hint=None, sent=False)
                 return _Failed(_reason(exc), tries.attempt)
             except ProviderError as exc:
+                entry.reserved = 0.0
                 c.requests += 1
                 _count_usage(c, exc.usage)
+                if isinstance(exc.usage, Usage):
+                    entry.spend(exc.usage, self._cost_of(exc.usage))
                 if isinstance(exc, RateLimited):
                     c.rate_limited += 1
                     tries = attrs.evolve(tries, rate_limited=tries.rate_limited + 1)
@@ -615,10 +720,12 @@ class Engine:
                 )
                 await trio.sleep(decision.delay)
                 continue
+            entry.reserved = 0.0
             c.requests += 1
             usage = getattr(analysis, "usage", None)
             charged = None
             if isinstance(usage, Usage):
+                entry.spend(usage, self._cost_of(usage))
                 _count_usage(c, usage)
                 charged = usage.rate_limited_input_tokens
                 self._tokens.observe(document, charged)
@@ -629,6 +736,41 @@ class Engine:
             if problem is not None:
                 return _Failed(f"provider answered badly: {problem}", tries.attempt)
             return _Done(analysis, tries.attempt)
+
+    # -- spend ----------------------------------------------------------------------
+
+    def _cost_of(self, usage: Usage) -> float:
+        """One request's cost; 0 when the model's price is unknown."""
+        if self._price is None:
+            return 0.0
+        cost = cost_of(usage, self._price)
+        return cost if math.isfinite(cost) and cost >= 0 else 0.0
+
+    def _estimate(self, document: Document) -> float:
+        if self._price is None:
+            return 0.0
+        return estimate_cost(document, self._price, max_tokens=self._max_tokens, run=self._seen)
+
+    def _least_cost(self) -> float:
+        """What the cheapest request could cost: an empty document's estimate."""
+        return self._estimate(Document("", b"", "text/plain"))
+
+    def _would_pass(self, estimate: float, c: _Counters) -> bool:
+        """Whether one more request estimated at ``estimate`` could take the run past
+        the cap; the first time it could, dispatch stops for good (this execution)."""
+        if self._max_cost is None:
+            return False
+        if c.stopped is not None:
+            return True
+        in_flight = sum(e.cost + e.reserved for e in self._held.values())
+        if self._recorded + in_flight + estimate <= self._max_cost:
+            return False
+        c.stopped = (
+            f"the spending cap of {_usd(self._max_cost)} would be passed: "
+            f"{_usd(self._recorded)} spent, {_usd(in_flight)} in flight, "
+            f"and the next request may cost {_usd(estimate)}"
+        )
+        return True
 
     async def _call(self, document: Document, c: _Counters) -> Analysis:
         c.in_flight += 1
@@ -646,6 +788,26 @@ class Engine:
             raise PermanentError(f"provider error: {type(exc).__name__}: {exc}") from exc
         finally:
             c.in_flight -= 1
+
+
+def _price_of(provider: Provider, prices: PriceTable) -> Price | None:
+    """What the provider's requests cost: nothing for the offline extractive provider,
+    else its model's price (None when the model or its price is unknown)."""
+    if isinstance(provider, ExtractiveProvider):
+        return FREE
+    model = getattr(provider, "model", None)
+    return prices.price_for(model) if isinstance(model, str) else None
+
+
+def _spent(entry: _Held | None) -> dict[str, Any]:
+    """The usage and cost to record with a settlement or release."""
+    if entry is None:
+        return {}
+    return {"usage": entry.usage, "cost_usd": entry.cost}
+
+
+def _usd(amount: float) -> str:
+    return f"${amount:.4f}"
 
 
 async def _alone(call: Callable[[], Awaitable[bool]]) -> tuple[bool, Upload | None]:
