@@ -14,6 +14,9 @@ import trio.testing
 from cardmill import (
     FLASHCARDS,
     STUDY_CARDS,
+    BatchCounts,
+    BatchNotFound,
+    BatchState,
     CardDraft,
     Document,
     Field,
@@ -447,6 +450,33 @@ async def test_every_method_checkpoints(storage: Storage) -> None:
         await storage.get_recipe("run-nope")
     with checkpoints("load_document"), pytest.raises(UploadNotFound):
         await storage.load_document("up-nope")
+    # Provider batches, and their paths that take nothing or change nothing.
+    more = await storage.create_run(DOCS[:2])
+    x, y = await storage.list_uploads(more.id)
+    with checkpoints("create_batch"):
+        made = await storage.create_batch(more.id, [x.id, y.id], lease_seconds=99)
+    assert made is not None
+    batch, _ = made
+    with checkpoints("create_batch"):
+        assert await storage.create_batch(more.id, [x.id], lease_seconds=99) is None
+    with checkpoints("set_batch_submitted"):
+        await storage.set_batch_submitted(batch.id, "msgbatch_1")
+    with checkpoints("set_batch_submitted"):
+        await storage.set_batch_submitted(batch.id, "msgbatch_1")
+    with checkpoints("update_batch"):
+        await storage.update_batch(batch.id, counts=BatchCounts(processing=2))
+    with checkpoints("get_batch"):
+        await storage.get_batch(batch.id)
+    with checkpoints("list_batches"):
+        await storage.list_batches(more.id, open_only=True)
+    with checkpoints("batch_items"):
+        await storage.batch_items(batch.id)
+    with checkpoints("update_batch"):
+        await storage.update_batch(batch.id, state=BatchState.ABANDONED)
+    with checkpoints("update_batch"):
+        await storage.update_batch(batch.id, state=BatchState.LIVE)
+    with checkpoints("get_batch"), pytest.raises(BatchNotFound):
+        await storage.get_batch("batch-nope")
     with checkpoints("aclose"):
         await storage.aclose()
     with checkpoints("__aexit__"):
@@ -465,7 +495,7 @@ def protocol_methods() -> set[str]:
 
 async def test_every_method_is_a_cancel_point_that_changes_nothing(storage: Storage) -> None:
     run = await storage.create_run(DOCS)
-    a, b, _ = await storage.list_uploads(run.id)
+    a, b, c = await storage.list_uploads(run.id)
     claimed = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
     assert claimed is not None
     assert claimed.id == a.id
@@ -506,6 +536,27 @@ async def test_every_method_is_a_cancel_point_that_changes_nothing(storage: Stor
     await cancelled("release_upload", lambda: storage.release_upload(a.id))
     await cancelled("finish_run", lambda: storage.finish_run(run.id))
     await cancelled("get_recipe", lambda: storage.get_recipe(run.id))
+    made = await storage.create_batch(run.id, [b.id], lease_seconds=30)
+    assert made is not None
+    batch, _ = made
+
+    async def batches() -> object:
+        return [
+            await storage.list_batches(run.id),
+            await storage.batch_items(batch.id),
+            await storage.get_batch(batch.id),
+        ]
+
+    before = await batches()
+    await cancelled("create_batch", lambda: storage.create_batch(run.id, [c.id], lease_seconds=9))
+    await cancelled("set_batch_submitted", lambda: storage.set_batch_submitted(batch.id, "mb_1"))
+    await cancelled(
+        "update_batch", lambda: storage.update_batch(batch.id, state=BatchState.ABANDONED)
+    )
+    await cancelled("get_batch", lambda: storage.get_batch(batch.id))
+    await cancelled("list_batches", lambda: storage.list_batches(run.id))
+    await cancelled("batch_items", lambda: storage.batch_items(batch.id))
+    assert await batches() == before
     # Cleanup is the exception: it must happen even when cancelled.
     assert covered == protocol_methods() - {"aclose", "__aexit__"}
 

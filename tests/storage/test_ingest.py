@@ -35,6 +35,15 @@ from .conftest import Backend, FakeClock, make_backend
 
 CHILD = Path(__file__).with_name("ingest_child.py")
 
+# What schema 4 added to runs and uploads.
+SPENT_COLUMNS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_nanos",
+)
+
 
 @contextmanager
 def released(go: threading.Event) -> Iterator[None]:
@@ -250,6 +259,11 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_runs(tmp_path: Pat
     conn.execute("ALTER TABLE runs DROP COLUMN recipe_toml")
     conn.execute("ALTER TABLE runs DROP COLUMN recipe_digest")
     conn.execute("ALTER TABLE cards DROP COLUMN fields_json")
+    conn.execute("DROP TABLE batch_items")
+    conn.execute("DROP TABLE batches")
+    for table in ("runs", "uploads"):
+        for column in SPENT_COLUMNS:
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
@@ -259,7 +273,7 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_runs(tmp_path: Pat
         assert [r.name for r in await storage.list_runs()] == ["old", "new"]
         await check_invariants(storage, old.id)
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     conn.close()
 
 
@@ -283,7 +297,7 @@ async def test_a_version_1_postgres_schema_is_migrated_and_keeps_its_runs() -> N
             assert [r.name for r in await storage.list_runs()] == ["old", "new"]
         with psycopg.connect(pg.DSN, autocommit=True) as conn:
             row = conn.execute(f'SELECT value FROM "{schema}".cardmill_meta').fetchone()
-            assert row == ("3",)
+            assert row == ("4",)
     finally:
         pg.drop_schema(schema)
 
@@ -316,6 +330,6 @@ async def test_a_version_2_postgres_schema_gains_recipes_in_place() -> None:
             await check_invariants(storage, new.id)
         with psycopg.connect(pg.DSN, autocommit=True) as conn:
             row = conn.execute(f'SELECT value FROM "{schema}".cardmill_meta').fetchone()
-            assert row == ("3",)
+            assert row == ("4",)
     finally:
         pg.drop_schema(schema)

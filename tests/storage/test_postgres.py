@@ -12,6 +12,7 @@ import trio
 
 from cardmill import CardDraft, DatabaseError, Document, InputError, Run, RunStatus, UploadStatus
 from cardmill.storage import PostgresStorage
+from cardmill.storage import _batches as batches
 from cardmill.storage import _transactions as sql
 from cardmill.storage._postgres import PostgresTx
 from cardmill.testing import check_invariants
@@ -241,4 +242,85 @@ async def test_claimers_that_both_revive_a_cancelled_run_do_not_deadlock(
     assert all(c is not None for c in claimed)
     async with PostgresStorage.open(pg.DSN, schema=schema, clock=clock) as storage:
         assert (await storage.get_run(run.id)).status == RunStatus.RUNNING
+        await check_invariants(storage, run.id)
+
+
+class PausingAfterSelectTx(PausingTx):
+    """A transaction that stops after its first multi-row SELECT (a batch's take of its
+    uploads, their rows locked) until told to go on."""
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._tx.one(sql, params)
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        rows = self._tx.all(sql, params)
+        if not self.paused.is_set():
+            self.paused.set()
+            self.resume.wait()
+        return rows
+
+
+async def test_a_batch_skips_uploads_another_batch_is_taking(schema: str, clock: FakeClock) -> None:
+    async with PostgresStorage.open(pg.DSN, schema=schema, clock=clock) as storage:
+        run = await storage.create_run([Document(f"{i}.txt", b"x") for i in range(4)])
+        ids = [u.id for u in await storage.list_uploads(run.id)]
+        conn = connect(schema)
+        tx = PausingAfterSelectTx(PostgresTx(conn))
+        first: list[Any] = []
+
+        async def take() -> None:
+            first.append(
+                await trio.to_thread.run_sync(
+                    in_transaction,
+                    conn,
+                    batches.create_batch,
+                    tx,
+                    run.id,
+                    tuple(ids),
+                    "batch-first",
+                    60.0,
+                    clock.now,
+                )
+            )
+
+        with conn:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(take)
+                await trio.to_thread.run_sync(tx.paused.wait)
+                try:
+                    # The first batch holds the rows' locks: the second skips them,
+                    # without waiting, and so takes nothing.
+                    with trio.fail_after(5):
+                        second = await storage.create_batch(run.id, ids, lease_seconds=60)
+                finally:
+                    tx.resume.set()
+                assert second is None
+        ((batch, items),) = first
+        assert [i.upload_id for i in items] == ids
+        assert await storage.list_batches(run.id) == [batch]
+        assert await storage.create_batch(run.id, ids, lease_seconds=60) is None
+        await check_invariants(storage, run.id)
+
+
+async def test_workers_creating_batches_over_the_same_uploads_never_share_one(
+    schema: str, clock: FakeClock
+) -> None:
+    async with PostgresStorage.open(pg.DSN, schema=schema, clock=clock) as storage:
+        run = await storage.create_run([Document(f"{i}.txt", b"x") for i in range(60)])
+        ids = [u.id for u in await storage.list_uploads(run.id)]
+    taken: list[str] = []
+
+    async def worker(offset: int) -> None:
+        async with PostgresStorage.open(pg.DSN, schema=schema, size=2, clock=clock) as s:
+            for start in range(offset % 3, len(ids), 7):
+                made = await s.create_batch(run.id, ids[start : start + 20], lease_seconds=60)
+                if made is not None:
+                    taken.extend(i.upload_id for i in made[1])
+
+    async with trio.open_nursery() as nursery:
+        for i in range(4):
+            nursery.start_soon(worker, i)
+    assert len(taken) == len(set(taken)) == len(ids)
+    async with PostgresStorage.open(pg.DSN, schema=schema, clock=clock) as storage:
+        assert await storage.claim_upload(run.id, worker="w", lease_seconds=60) is None
         await check_invariants(storage, run.id)

@@ -7,7 +7,9 @@ import secrets
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Final, Protocol, Self, runtime_checkable
+
+import attrs
 
 from .._recipe import STUDY_CARDS, Recipe
 from ..errors import InputError, UnstorableData
@@ -367,10 +369,110 @@ def holds(
     )
 
 
+#: The most one settlement may add to an upload's cost: more is a bug or hostile input,
+#: and sums stay far inside a 64-bit count of nano-dollars.
+MAX_COST_USD: Final = 1_000_000.0
+NANOS_PER_USD: Final = 1_000_000_000
+MAX_PROVIDER_BATCH_ID_CHARS: Final = 256
+MAX_BATCH_COUNT: Final = 2**31 - 1
+
+
 def check_cost(cost_usd: float) -> None:
     """Refuse a cost that cannot be added up."""
-    if not (isinstance(cost_usd, int | float) and math.isfinite(cost_usd) and cost_usd >= 0):
-        raise InputError(f"cost_usd must be a finite number >= 0, not {cost_usd!r}")
+    if not (
+        isinstance(cost_usd, int | float)
+        and not isinstance(cost_usd, bool)
+        and math.isfinite(cost_usd)
+        and 0 <= cost_usd <= MAX_COST_USD
+    ):
+        raise InputError(
+            f"cost_usd must be a finite number from 0 to {MAX_COST_USD:g}, not {cost_usd!r}"
+        )
+
+
+def check_usage(usage: object) -> None:
+    """Refuse a usage that is not a Usage (or None)."""
+    if usage is not None and not isinstance(usage, Usage):
+        raise InputError(f"usage must be a Usage or None, not {type(usage).__name__}")
+
+
+def check_spend(usage: object, cost_usd: float) -> int:
+    """Check a settlement's ``usage`` and ``cost_usd``; the cost in whole nano-dollars.
+
+    Costs are kept as integers so that sums are exact and the same on every backend.
+    """
+    check_cost(cost_usd)
+    check_usage(usage)
+    return round(cost_usd * NANOS_PER_USD)
+
+
+def to_usd(nanos: int) -> float:
+    """A stored cost in nano-dollars as dollars."""
+    return nanos / NANOS_PER_USD
+
+
+def plain_usage(usage: Usage) -> Usage:
+    """The four token counts a store keeps (``limit_input_tokens`` is pacing's, not
+    bookkeeping's)."""
+    return Usage(
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_input_tokens,
+        usage.cache_creation_input_tokens,
+    )
+
+
+def add_usage(total: Usage, more: Usage | None) -> Usage:
+    """``total`` plus ``more``, as a store keeps it."""
+    if more is None:
+        return plain_usage(total)
+    return plain_usage(plain_usage(total) + plain_usage(more))
+
+
+def check_upload_ids(upload_ids: object) -> tuple[str, ...]:
+    """The upload ids a batch is asked to take, each once, in order."""
+    if isinstance(upload_ids, str | bytes) or not isinstance(upload_ids, Sequence):
+        raise InputError(
+            f"upload_ids must be a sequence of upload ids, not {type(upload_ids).__name__}"
+        )
+    for i, each in enumerate(upload_ids):
+        if not isinstance(each, str):
+            raise InputError(f"upload_ids[{i}] is a {type(each).__name__}, not a str")
+    return tuple(dict.fromkeys(upload_ids))
+
+
+def check_provider_batch_id(provider_batch_id: object) -> str:
+    """Refuse a provider batch id that is not a short printable string."""
+    if (
+        not isinstance(provider_batch_id, str)
+        or not provider_batch_id
+        or len(provider_batch_id) > MAX_PROVIDER_BATCH_ID_CHARS
+        or not provider_batch_id.isprintable()
+    ):
+        raise InputError(
+            "provider_batch_id must be a printable string of 1 to "
+            f"{MAX_PROVIDER_BATCH_ID_CHARS} characters, not {provider_batch_id!r:.80}"
+        )
+    return provider_batch_id
+
+
+def check_batch_update(state: object, counts: object) -> BatchState | None:
+    """Refuse a batch state or counts that cannot be stored; the state as a BatchState."""
+    if counts is not None:
+        if not isinstance(counts, BatchCounts):
+            raise InputError(f"counts must be BatchCounts or None, not {type(counts).__name__}")
+        for field in attrs.fields(BatchCounts):
+            n = getattr(counts, field.name)
+            if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_BATCH_COUNT:
+                raise InputError(
+                    f"counts.{field.name} must be a whole number from 0 to {MAX_BATCH_COUNT},"
+                    f" not {n!r}"
+                )
+    if state is None:
+        return None
+    if isinstance(state, str) and state in BatchState.__members__.values():
+        return BatchState(state)
+    raise InputError(f"state must be a BatchState, not {state!r:.80}")
 
 
 def check_lease(lease_seconds: float) -> None:

@@ -31,17 +31,23 @@ from ..model import (
     final_status,
 )
 from ._base import (
+    NANOS_PER_USD,
+    add_usage,
     card_id,
     check_against,
-    check_cost,
+    check_batch_update,
     check_drafts,
     check_lease,
+    check_provider_batch_id,
     check_recipe,
+    check_spend,
+    check_upload_ids,
     holds,
     new_id,
     one_line,
     run_name,
     to_datetime,
+    to_usd,
 )
 from ._pages import Pages
 
@@ -300,21 +306,24 @@ class MemoryStorage:
         cost_usd: float = 0.0,
     ) -> bool:
         await trio.lowlevel.checkpoint()
-        check_cost(cost_usd)
-        return self._complete(upload_id, check_drafts(drafts), worker, attempt, usage, cost_usd)
+        nanos = check_spend(usage, cost_usd)
+        return self._complete(upload_id, check_drafts(drafts), worker, attempt, usage, nanos)
 
-    def _spend(self, upload_id: str, usage: Usage | None, cost_usd: float) -> None:
-        """Add to the upload's and its run's usage and cost (the caller changed it)."""
-        if usage is None and not cost_usd:
+    def _spend(self, upload_id: str, usage: Usage | None, nanos: int) -> None:
+        """Add to the upload's and its run's usage and cost (the caller changed it).
+
+        Costs add up in whole nano-dollars, as the SQL backends store them, so every
+        backend reports the same ``cost_usd`` for the same calls.
+        """
+        if usage is None and not nanos:
             return
         u = self._uploads[upload_id]
-        add = usage or Usage()
         self._uploads[upload_id] = attrs.evolve(
-            u, usage=u.usage + add, cost_usd=u.cost_usd + cost_usd
+            u, usage=add_usage(u.usage, usage), cost_usd=_add_nanos(u.cost_usd, nanos)
         )
         run = self._runs[u.run_id]
         self._runs[u.run_id] = attrs.evolve(
-            run, usage=run.usage + add, cost_usd=run.cost_usd + cost_usd
+            run, usage=add_usage(run.usage, usage), cost_usd=_add_nanos(run.cost_usd, nanos)
         )
 
     def _complete(
@@ -324,7 +333,7 @@ class MemoryStorage:
         worker: str | None,
         attempt: int | None,
         usage: Usage | None = None,
-        cost_usd: float = 0.0,
+        nanos: int = 0,
     ) -> bool:
         u = self._upload(upload_id)
         if u.status.terminal or not self._holds(u, worker, attempt):
@@ -357,7 +366,7 @@ class MemoryStorage:
             completed_items=run.completed_items + 1,
             total_cards=run.total_cards + len(checked),
         )
-        self._spend(upload_id, usage, cost_usd)
+        self._spend(upload_id, usage, nanos)
         return True
 
     def _finish_upload(
@@ -398,9 +407,9 @@ class MemoryStorage:
         between them)."""
         await trio.lowlevel.checkpoint()
         check_lease(lease_seconds)
-        check_cost(cost_usd)
+        nanos = check_spend(usage, cost_usd)
         checked = check_drafts(drafts)
-        completed = self._complete(upload_id, checked, worker, attempt, usage, cost_usd)
+        completed = self._complete(upload_id, checked, worker, attempt, usage, nanos)
         return completed, self._claim(run_id, worker, lease_seconds)
 
     async def fail_upload(
@@ -414,14 +423,14 @@ class MemoryStorage:
         cost_usd: float = 0.0,
     ) -> bool:
         await trio.lowlevel.checkpoint()
-        check_cost(cost_usd)
+        nanos = check_spend(usage, cost_usd)
         u = self._upload(upload_id)
         if u.status.terminal or not self._holds(u, worker, attempt):
             return False
         self._finish_upload(u, UploadStatus.FAILED, to_datetime(self._now()), error=one_line(error))
         run = self._runs[u.run_id]
         self._runs[u.run_id] = attrs.evolve(run, failed_items=run.failed_items + 1)
-        self._spend(upload_id, usage, cost_usd)
+        self._spend(upload_id, usage, nanos)
         return True
 
     async def release_upload(
@@ -434,12 +443,12 @@ class MemoryStorage:
         cost_usd: float = 0.0,
     ) -> bool:
         await trio.lowlevel.checkpoint()
-        check_cost(cost_usd)
+        nanos = check_spend(usage, cost_usd)
         u = self._upload(upload_id)
         if u.status != UploadStatus.LOADING or not self._holds(u, worker, attempt):
             return False
         self._release(u)
-        self._spend(upload_id, usage, cost_usd)
+        self._spend(upload_id, usage, nanos)
         return True
 
     def _release(self, u: Upload) -> None:
@@ -478,13 +487,14 @@ class MemoryStorage:
     ) -> tuple[Batch, tuple[BatchItem, ...]] | None:
         await trio.lowlevel.checkpoint()
         check_lease(lease_seconds)
+        wanted = check_upload_ids(upload_ids)
         run = self._run(run_id)
         now = self._now()
         batch_id = new_id("batch")
         holder = Batch(batch_id, run_id).holder
         taken: list[Upload] = []
         seen: set[str] = set()
-        for upload_id in upload_ids:
+        for upload_id in wanted:
             u = self._uploads.get(upload_id)
             if u is None or u.run_id != run_id or upload_id in seen:
                 continue
@@ -524,6 +534,7 @@ class MemoryStorage:
 
     async def set_batch_submitted(self, batch_id: str, provider_batch_id: str) -> Batch:
         await trio.lowlevel.checkpoint()
+        check_provider_batch_id(provider_batch_id)
         batch = self._batch(batch_id)
         if batch.provider_batch_id == provider_batch_id:
             return batch
@@ -531,6 +542,11 @@ class MemoryStorage:
             raise InputError(
                 f"batch {batch_id} is {batch.state} with provider id {batch.provider_batch_id!r}"
             )
+        for other in self._batches.values():
+            if other.provider_batch_id == provider_batch_id:
+                raise InputError(
+                    f"provider batch {provider_batch_id!r} is already batch {other.id}"
+                )
         batch = attrs.evolve(
             batch,
             state=BatchState.LIVE,
@@ -548,6 +564,7 @@ class MemoryStorage:
         counts: BatchCounts | None = None,
     ) -> Batch:
         await trio.lowlevel.checkpoint()
+        state = check_batch_update(state, counts)
         batch = self._batch(batch_id)
         if not batch.state.open:
             return batch
@@ -585,3 +602,7 @@ class MemoryStorage:
         await trio.lowlevel.checkpoint()
         self._batch(batch_id)
         return list(self._batch_items[batch_id])
+
+
+def _add_nanos(cost_usd: float, nanos: int) -> float:
+    return to_usd(round(cost_usd * NANOS_PER_USD) + nanos)

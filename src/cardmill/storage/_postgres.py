@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStorage", "connection_string"]
 
 T = TypeVar("T")
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 # libpq parameters cardmill's connections get unless the DSN sets them: a peer that
 # stops answering (a half-dead TCP connection) is noticed within about a minute.
@@ -98,6 +98,11 @@ _DDL: Final = [
         creating INTEGER NOT NULL DEFAULT 0,
         recipe_toml TEXT,
         recipe_digest TEXT,
+        input_tokens BIGINT NOT NULL DEFAULT 0,
+        output_tokens BIGINT NOT NULL DEFAULT 0,
+        cache_read_tokens BIGINT NOT NULL DEFAULT 0,
+        cache_write_tokens BIGINT NOT NULL DEFAULT 0,
+        cost_nanos BIGINT NOT NULL DEFAULT 0,
         CHECK (completed_items + failed_items <= total_items))""",
     """CREATE TABLE IF NOT EXISTS uploads (
         id TEXT PRIMARY KEY,
@@ -115,6 +120,11 @@ _DDL: Final = [
         lease_expires DOUBLE PRECISION,
         started_at DOUBLE PRECISION,
         finished_at DOUBLE PRECISION,
+        input_tokens BIGINT NOT NULL DEFAULT 0,
+        output_tokens BIGINT NOT NULL DEFAULT 0,
+        cache_read_tokens BIGINT NOT NULL DEFAULT 0,
+        cache_write_tokens BIGINT NOT NULL DEFAULT 0,
+        cost_nanos BIGINT NOT NULL DEFAULT 0,
         UNIQUE (run_id, position))""",
     "CREATE INDEX IF NOT EXISTS uploads_by_status ON uploads(run_id, status, position)",
     """CREATE TABLE IF NOT EXISTS documents (
@@ -130,6 +140,29 @@ _DDL: Final = [
         created_at DOUBLE PRECISION NOT NULL,
         fields_json TEXT,
         UNIQUE (upload_id, ordinal))""",
+    # Provider batches (schema 4): ``seq`` orders a run's batches oldest first.
+    """CREATE TABLE IF NOT EXISTS batches (
+        seq BIGSERIAL PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        state TEXT NOT NULL,
+        provider_batch_id TEXT UNIQUE,
+        size INTEGER NOT NULL,
+        processing INTEGER NOT NULL DEFAULT 0,
+        succeeded INTEGER NOT NULL DEFAULT 0,
+        errored INTEGER NOT NULL DEFAULT 0,
+        canceled INTEGER NOT NULL DEFAULT 0,
+        expired INTEGER NOT NULL DEFAULT 0,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS batches_by_run ON batches(run_id, state)",
+    """CREATE TABLE IF NOT EXISTS batch_items (
+        batch_id TEXT NOT NULL REFERENCES batches(id),
+        upload_id TEXT NOT NULL REFERENCES uploads(id),
+        ordinal INTEGER NOT NULL,
+        custom_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        PRIMARY KEY (batch_id, upload_id))""",
     """CREATE TABLE IF NOT EXISTS rate_limits (
         name TEXT PRIMARY KEY,
         state TEXT,
@@ -147,6 +180,19 @@ _MIGRATIONS: Final = {
         "ALTER TABLE runs ADD COLUMN IF NOT EXISTS recipe_toml TEXT",
         "ALTER TABLE runs ADD COLUMN IF NOT EXISTS recipe_digest TEXT",
         "ALTER TABLE cards ADD COLUMN IF NOT EXISTS fields_json TEXT",
+    ],
+    # Cost: token and cost totals (nano-dollars, so sums are exact) on uploads and
+    # runs. The batch tables are new: the DDL above creates them.
+    3: [
+        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} BIGINT NOT NULL DEFAULT 0"
+        for table in ("runs", "uploads")
+        for column in (
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "cost_nanos",
+        )
     ],
 }
 
@@ -272,6 +318,10 @@ def _migrate(conn: psycopg.Connection[Any], schema: str) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cardmill:{schema}",))
         conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         conn.execute(f'SET LOCAL search_path TO "{schema}"')
+        if _current_version(conn) == SCHEMA_VERSION:
+            # Nothing to do, and no DDL: even CREATE INDEX IF NOT EXISTS locks its table,
+            # which would make this open wait for (or deadlock with) workers at work.
+            return
         for statement in _DDL:
             conn.execute(statement)
         row = conn.execute(
@@ -295,6 +345,15 @@ def _migrate(conn: psycopg.Connection[Any], schema: str) -> None:
                 "UPDATE cardmill_meta SET value = %s WHERE key = 'schema_version'",
                 (str(SCHEMA_VERSION),),
             )
+
+
+def _current_version(conn: psycopg.Connection[Any]) -> int | None:
+    """The schema's version, or None when it has no cardmill tables yet."""
+    (meta,) = conn.execute("SELECT to_regclass('cardmill_meta')").fetchone() or (None,)
+    if meta is None:
+        return None
+    row = conn.execute("SELECT value FROM cardmill_meta WHERE key = 'schema_version'").fetchone()
+    return None if row is None else int(row[0])
 
 
 def _open_pool(dsn: str, schema: str, size: int) -> psycopg_pool.ConnectionPool[Any]:

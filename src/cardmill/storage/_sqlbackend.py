@@ -12,10 +12,34 @@ import trio
 
 from .._recipe import STUDY_CARDS, Recipe
 from ..errors import StorageError, UnstorableData
-from ..model import Card, CardDraft, Document, Run, Upload, UploadStatus
+from ..model import (
+    Batch,
+    BatchCounts,
+    BatchItem,
+    BatchState,
+    Card,
+    CardDraft,
+    Document,
+    Run,
+    Upload,
+    UploadStatus,
+    Usage,
+)
+from . import _batches as batches
 from . import _ingest as ingest
 from . import _transactions as sql
-from ._base import check_drafts, check_lease, check_recipe, new_id, one_line, run_name
+from ._base import (
+    check_batch_update,
+    check_drafts,
+    check_lease,
+    check_provider_batch_id,
+    check_recipe,
+    check_spend,
+    check_upload_ids,
+    new_id,
+    one_line,
+    run_name,
+)
 from ._pages import Pages
 
 __all__ = ["SQLBackend"]
@@ -160,11 +184,14 @@ class SQLBackend:
         attempt: int | None = None,
         run_id: str,
         lease_seconds: float,
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
     ) -> tuple[bool, Upload | None]:
         """`complete_upload`, then `claim_upload`, in one transaction: one
         trip to the database per upload instead of two."""
         checked = check_drafts(drafts)
         check_lease(lease_seconds)
+        nanos = check_spend(usage, cost_usd)
         completed, claimed = await self._settle(
             upload_id,
             sql.complete_and_claim,
@@ -174,6 +201,8 @@ class SQLBackend:
             run_id,
             lease_seconds,
             self._clock(),
+            usage,
+            nanos,
         )
         return completed, self._prefetch(claimed)
 
@@ -192,21 +221,77 @@ class SQLBackend:
         *,
         worker: str | None = None,
         attempt: int | None = None,
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
     ) -> bool:
         checked = check_drafts(drafts)
-        return await self._settle(upload_id, sql.complete, checked, worker, attempt, self._clock())
+        nanos = check_spend(usage, cost_usd)
+        return await self._settle(
+            upload_id, sql.complete, checked, worker, attempt, self._clock(), usage, nanos
+        )
 
     async def fail_upload(
-        self, upload_id: str, error: str, *, worker: str | None = None, attempt: int | None = None
+        self,
+        upload_id: str,
+        error: str,
+        *,
+        worker: str | None = None,
+        attempt: int | None = None,
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
     ) -> bool:
+        nanos = check_spend(usage, cost_usd)
         return await self._settle(
-            upload_id, sql.fail, one_line(error), worker, attempt, self._clock()
+            upload_id, sql.fail, one_line(error), worker, attempt, self._clock(), usage, nanos
         )
 
     async def release_upload(
-        self, upload_id: str, *, worker: str | None = None, attempt: int | None = None
+        self,
+        upload_id: str,
+        *,
+        worker: str | None = None,
+        attempt: int | None = None,
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
     ) -> bool:
-        return await self._write(sql.release, upload_id, worker, attempt)
+        nanos = check_spend(usage, cost_usd)
+        return await self._write(sql.release, upload_id, worker, attempt, usage, nanos)
+
+    # -- provider batches ------------------------------------------------------------
+
+    async def create_batch(
+        self, run_id: str, upload_ids: Sequence[str], *, lease_seconds: float
+    ) -> tuple[Batch, tuple[BatchItem, ...]] | None:
+        check_lease(lease_seconds)
+        wanted = check_upload_ids(upload_ids)
+        return await self._write(
+            batches.create_batch, run_id, wanted, new_id("batch"), lease_seconds, self._clock()
+        )
+
+    async def set_batch_submitted(self, batch_id: str, provider_batch_id: str) -> Batch:
+        check_provider_batch_id(provider_batch_id)
+        return await self._write(
+            batches.set_batch_submitted, batch_id, provider_batch_id, self._clock()
+        )
+
+    async def update_batch(
+        self,
+        batch_id: str,
+        *,
+        state: BatchState | None = None,
+        counts: BatchCounts | None = None,
+    ) -> Batch:
+        checked = check_batch_update(state, counts)
+        return await self._write(batches.update_batch, batch_id, checked, counts, self._clock())
+
+    async def get_batch(self, batch_id: str) -> Batch:
+        return await self._call(batches.get_batch, batch_id)
+
+    async def list_batches(self, run_id: str, *, open_only: bool = False) -> list[Batch]:
+        return await self._call(batches.list_batches, run_id, bool(open_only))
+
+    async def batch_items(self, batch_id: str) -> list[BatchItem]:
+        return await self._call(batches.batch_items, batch_id)
 
     async def finish_run(self, run_id: str) -> Run:
         return await self._write(sql.finish_run, run_id, self._clock())

@@ -29,8 +29,36 @@ from ._thread import ThreadBatcher
 
 __all__ = ["SQLiteStorage"]
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 APPLICATION_ID: Final = 0x43524D4C  # "CRML": marks the file as a cardmill database
+
+# Provider batches (schema 4): ``seq`` orders a run's batches oldest first.
+_BATCH_TABLES: Final = [
+    """CREATE TABLE batches (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    state TEXT NOT NULL,
+    provider_batch_id TEXT UNIQUE,
+    size INTEGER NOT NULL,
+    processing INTEGER NOT NULL DEFAULT 0,
+    succeeded INTEGER NOT NULL DEFAULT 0,
+    errored INTEGER NOT NULL DEFAULT 0,
+    canceled INTEGER NOT NULL DEFAULT 0,
+    expired INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+)""",
+    "CREATE INDEX batches_by_run ON batches(run_id, state)",
+    """CREATE TABLE batch_items (
+    batch_id TEXT NOT NULL REFERENCES batches(id),
+    upload_id TEXT NOT NULL REFERENCES uploads(id),
+    ordinal INTEGER NOT NULL,
+    custom_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    PRIMARY KEY (batch_id, upload_id)
+)""",
+]
 
 _SCHEMA: Final = """
 CREATE TABLE runs (
@@ -47,6 +75,11 @@ CREATE TABLE runs (
     creating INTEGER NOT NULL DEFAULT 0,
     recipe_toml TEXT,
     recipe_digest TEXT,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_nanos INTEGER NOT NULL DEFAULT 0,
     CHECK (completed_items + failed_items <= total_items)
 );
 CREATE TABLE uploads (
@@ -65,6 +98,11 @@ CREATE TABLE uploads (
     lease_expires REAL,
     started_at REAL,
     finished_at REAL,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_nanos INTEGER NOT NULL DEFAULT 0,
     UNIQUE (run_id, position)
 );
 CREATE INDEX uploads_by_status ON uploads(run_id, status, position);
@@ -83,7 +121,7 @@ CREATE TABLE cards (
     fields_json TEXT,
     UNIQUE (upload_id, ordinal)
 );
-"""
+""" + "".join(s + ";\n" for s in _BATCH_TABLES)
 
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -157,6 +195,20 @@ _MIGRATIONS: Final = {
         "ALTER TABLE runs ADD COLUMN recipe_digest TEXT",
         "ALTER TABLE cards ADD COLUMN fields_json TEXT",
     ],
+    # Cost and provider batches: token and cost totals (nano-dollars, so sums are
+    # exact) on uploads and runs, and the batches with the uploads they hold.
+    3: [
+        f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+        for table in ("runs", "uploads")
+        for column in (
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "cost_nanos",
+        )
+    ]
+    + _BATCH_TABLES,
 }
 
 

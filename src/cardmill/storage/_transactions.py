@@ -24,9 +24,10 @@ from ..model import (
     RunStatus,
     Upload,
     UploadStatus,
+    Usage,
     final_status,
 )
-from ._base import card_id, check_against, holds, to_datetime
+from ._base import card_id, check_against, holds, to_datetime, to_usd
 
 __all__ = ["Tx"]
 
@@ -50,14 +51,18 @@ class Tx(Protocol):
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
 
+# What a settlement adds to an upload and to its run: tokens, and the cost in nano-dollars.
+SPENT_COLUMNS: Final = (
+    "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos"
+)
 UPLOAD_COLUMNS: Final = (
     "id, run_id, name, media_type, size, sha256, status, attempts, error, card_count,"
-    " started_at, finished_at, position, worker, lease_expires"
+    f" started_at, finished_at, position, worker, lease_expires, {SPENT_COLUMNS}"
 )
 UPLOAD_COLUMNS_OF_U: Final = ", ".join("u." + c.strip() for c in UPLOAD_COLUMNS.split(","))
 RUN_COLUMNS: Final = (
     "id, name, status, total_items, completed_items, failed_items, total_cards,"
-    " created_at, started_at, finished_at, recipe_toml"
+    f" created_at, started_at, finished_at, recipe_toml, {SPENT_COLUMNS}"
 )
 CARD_COLUMNS: Final = "c.title, c.body, c.tags, c.quote, c.created_at, c.fields_json"
 
@@ -112,6 +117,8 @@ def run_row(row: Any) -> Run:
         to_datetime(row[9]),
         recipe.name,
         recipe.digest,
+        Usage(row[11], row[12], row[13], row[14]),
+        to_usd(row[15]),
     )
 
 
@@ -132,6 +139,8 @@ def upload_row(row: Any) -> Upload:
         row[12],
         row[13],
         to_datetime(row[14]),
+        Usage(row[15], row[16], row[17], row[18]),
+        to_usd(row[19]),
     )
 
 
@@ -339,6 +348,29 @@ def renew(
     return True
 
 
+def spend(tx: Tx, upload_id: str, run_id: str, usage: Usage | None, nanos: int) -> None:
+    """Add a settlement's usage and cost to the upload and its run (lock order: the
+    upload, then the run, as every settlement takes them)."""
+    if usage is None and not nanos:
+        return
+    u = usage or Usage()
+    added = (
+        u.input_tokens,
+        u.output_tokens,
+        u.cache_read_input_tokens,
+        u.cache_creation_input_tokens,
+        nanos,
+    )
+    for table, key in (("uploads", upload_id), ("runs", run_id)):
+        tx.run(
+            f"UPDATE {table} SET input_tokens = input_tokens + ?,"
+            " output_tokens = output_tokens + ?, cache_read_tokens = cache_read_tokens + ?,"
+            " cache_write_tokens = cache_write_tokens + ?, cost_nanos = cost_nanos + ?"
+            " WHERE id = ?",
+            (*added, key),
+        )
+
+
 def complete(
     tx: Tx,
     upload_id: str,
@@ -346,6 +378,8 @@ def complete(
     worker: str | None,
     attempt: int | None,
     now: float,
+    usage: Usage | None = None,
+    nanos: int = 0,
 ) -> bool:
     run_id = may_settle(tx, upload_id, worker, attempt)
     if run_id is None:
@@ -370,6 +404,7 @@ def complete(
         " total_cards = total_cards + ? WHERE id = ?",
         (len(drafts), run_id),
     )
+    spend(tx, upload_id, run_id, usage, nanos)
     return True
 
 
@@ -382,18 +417,27 @@ def complete_and_claim(
     run_id: str,
     lease_seconds: float,
     now: float,
+    usage: Usage | None = None,
+    nanos: int = 0,
 ) -> tuple[bool, tuple[Upload, Document] | None]:
     """`complete`, then `claim` of the run's next upload, in one transaction.
 
     Lock order: the upload, then the run (its counters), then — skipping any locked —
     the next upload; a claimer never waits on an upload, so no cycle can form.
     """
-    completed = complete(tx, upload_id, drafts, worker, attempt, now)
+    completed = complete(tx, upload_id, drafts, worker, attempt, now, usage, nanos)
     return completed, claim(tx, run_id, worker, lease_seconds, now)
 
 
 def fail(
-    tx: Tx, upload_id: str, error: str, worker: str | None, attempt: int | None, now: float
+    tx: Tx,
+    upload_id: str,
+    error: str,
+    worker: str | None,
+    attempt: int | None,
+    now: float,
+    usage: Usage | None = None,
+    nanos: int = 0,
 ) -> bool:
     run_id = may_settle(tx, upload_id, worker, attempt)
     if run_id is None:
@@ -404,17 +448,26 @@ def fail(
         (UploadStatus.FAILED.value, error, now, now, upload_id),
     )
     tx.run("UPDATE runs SET failed_items = failed_items + 1 WHERE id = ?", (run_id,))
+    spend(tx, upload_id, run_id, usage, nanos)
     return True
 
 
-def release(tx: Tx, upload_id: str, worker: str | None, attempt: int | None) -> bool:
-    _, status, holder, attempts = upload_state(tx, upload_id)
+def release(
+    tx: Tx,
+    upload_id: str,
+    worker: str | None,
+    attempt: int | None,
+    usage: Usage | None = None,
+    nanos: int = 0,
+) -> bool:
+    run_id, status, holder, attempts = upload_state(tx, upload_id)
     if status != UploadStatus.LOADING or not holds(status, holder, attempts, worker, attempt):
         return False
     tx.run(
         "UPDATE uploads SET status = ?, worker = NULL, lease_expires = NULL WHERE id = ?",
         (UploadStatus.PENDING.value, upload_id),
     )
+    spend(tx, upload_id, run_id, usage, nanos)
     return True
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..model import RunStatus, UploadStatus
+from ..errors import BatchNotFound
+from ..model import BATCH_HOLDER_PREFIX, RunStatus, Upload, UploadStatus, Usage
 from ..storage import Storage
 
 __all__ = ["InvariantViolation", "check_invariants"]
@@ -15,12 +16,16 @@ class InvariantViolation(AssertionError):
 
 
 async def check_invariants(storage: Storage, run_id: str) -> None:
-    """Check the four storage invariants for one run, reading through the protocol.
+    """Check the storage invariants for one run, reading through the protocol.
 
     1. ``total_cards`` equals the stored cards; 2. ``completed_items`` / ``failed_items``
     equal the COMPLETED / FAILED uploads; 3. an upload has cards iff it is COMPLETED,
     exactly ``card_count`` of them, with distinct ordinals; 4. ``completed_items +
-    failed_items <= total_items``, equal once the run is finished.
+    failed_items <= total_items``, equal once the run is finished. Also: the run's
+    ``usage`` and ``cost_usd`` are the sums of its uploads' (costs compared in whole
+    nano-dollars, as they are stored), and every upload LOADING under a batch
+    (``batch:<id>``) belongs to an open batch of the run that lists it with its current
+    attempt.
 
     These are the invariants documented in docs/storage.md. Use it in tests of your own
     backend or integration.
@@ -71,5 +76,52 @@ async def check_invariants(storage: Storage, run_id: str) -> None:
         problems.append(f"run is {run.status.name} but only {done}/{run.total_items} are done")
     if run.status == RunStatus.SUCCEEDED and run.failed_items:
         problems.append(f"run SUCCEEDED with {run.failed_items} failed uploads")
+    problems += _spend_problems(run.usage, run.cost_usd, uploads)
+    problems += await _batch_problems(storage, run_id, uploads)
     if problems:
         raise InvariantViolation(f"run {run_id}: " + "; ".join(problems))
+
+
+def _nanos(cost_usd: float) -> int:
+    return round(cost_usd * 1_000_000_000)
+
+
+def _spend_problems(usage: Usage, cost_usd: float, uploads: list[Upload]) -> list[str]:
+    total = Usage()
+    for u in uploads:
+        total += u.usage
+    problems = []
+    if usage != total:
+        problems.append(f"run usage {usage} but its uploads add up to {total}")
+    nanos = sum(_nanos(u.cost_usd) for u in uploads)
+    if _nanos(cost_usd) != nanos:
+        problems.append(f"run cost_usd={cost_usd} but its uploads add up to {nanos / 1e9}")
+    return problems
+
+
+async def _batch_problems(storage: Storage, run_id: str, uploads: list[Upload]) -> list[str]:
+    problems = []
+    for u in uploads:
+        if u.status != UploadStatus.LOADING or not (u.worker or "").startswith(BATCH_HOLDER_PREFIX):
+            continue
+        assert u.worker is not None
+        batch_id = u.worker.removeprefix(BATCH_HOLDER_PREFIX)
+        try:
+            batch = await storage.get_batch(batch_id)
+        except BatchNotFound:
+            problems.append(f"upload {u.id} is held by {u.worker}, which does not exist")
+            continue
+        if batch.run_id != run_id:
+            problems.append(f"upload {u.id} is held by {u.worker} of run {batch.run_id}")
+        if not batch.state.open:
+            problems.append(f"upload {u.id} is held by {u.worker}, which is {batch.state}")
+        items = {i.upload_id: i for i in await storage.batch_items(batch_id)}
+        item = items.get(u.id)
+        if item is None:
+            problems.append(f"upload {u.id} is held by {u.worker}, which does not list it")
+        elif item.attempt != u.attempts:
+            problems.append(
+                f"upload {u.id} is at attempt {u.attempts} but {u.worker} lists attempt "
+                f"{item.attempt}"
+            )
+    return problems
