@@ -34,12 +34,14 @@ class GatedProvider:
 
 
 class WatchedStorage:
-    """Passes every call through and says when a completion has answered."""
+    """Passes every call through, says when a completion has answered, and holds the
+    caller there until ``proceed`` is set (so the test acts before the engine goes on)."""
 
     def __init__(self, inner: Storage) -> None:
         self._inner = inner
         self.completed: list[bool] = []
         self.complete_answered = trio.Event()
+        self.proceed = trio.Event()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -50,6 +52,7 @@ class WatchedStorage:
         changed = await self._inner.complete_upload(upload_id, drafts, **fence)
         self.completed.append(changed)
         self.complete_answered.set()
+        await self.proceed.wait()
         return changed
 
     async def complete_and_claim(
@@ -58,6 +61,7 @@ class WatchedStorage:
         changed, following = await self._inner.complete_and_claim(upload_id, drafts, **kwargs)
         self.completed.append(changed)
         self.complete_answered.set()
+        await self.proceed.wait()
         return changed, following
 
 
@@ -100,6 +104,7 @@ async def test_a_stale_claim_of_the_same_engine_cannot_commit(
         # The second claim commits its own cards; the engine sees the run through.
         fresh = [CardDraft("fresh", "card")]
         assert await storage.complete_upload(again.id, fresh, worker="w", attempt=2)
+        watched.proceed.set()
         while not done:
             mock_clock.jump(poll)
             await trio.testing.wait_all_tasks_blocked()
