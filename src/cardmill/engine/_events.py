@@ -6,9 +6,12 @@ from typing import Protocol, final
 
 import attrs
 
-from ..model import LimitKind, Run, Upload
+from ..model import Batch, BatchCounts, LimitKind, Run, Upload
 
 __all__ = [
+    "BatchEnded",
+    "BatchProgress",
+    "BatchSubmitted",
     "Event",
     "Observer",
     "RateChanged",
@@ -92,6 +95,8 @@ class RunSummary:
     """What one [`Engine.execute`][cardmill.Engine.execute] call did.
 
     ``run`` is the run as stored at the end; the counters cover this execution.
+    ``stopped`` says why an execution ended with uploads left to do (a cost cap, a
+    batch the provider refused); None otherwise.
     """
 
     run: Run
@@ -106,6 +111,40 @@ class RunSummary:
     final_rate: float | None
     completed: int = 0
     failed: int = 0
+    stopped: str | None = None
+
+
+@final
+@attrs.frozen
+class BatchSubmitted:
+    """The provider accepted a batch of ``batch.size`` uploads (or one was re-attached)."""
+
+    batch: Batch
+    at: float
+
+
+@final
+@attrs.frozen
+class BatchProgress:
+    """A poll found a batch's counts moved: ``counts`` are the provider's tally
+    (processing, succeeded, errored, canceled, expired)."""
+
+    batch: Batch
+    counts: BatchCounts
+    at: float
+
+
+@final
+@attrs.frozen
+class BatchEnded:
+    """A batch's results were collected: ``completed`` and ``failed`` uploads settled by
+    them, ``released`` sent back to PENDING (to go in a later batch)."""
+
+    batch: Batch
+    completed: int
+    failed: int
+    released: int
+    at: float
 
 
 @final
@@ -125,6 +164,9 @@ Event = (
     | RateLimitHit
     | RateChanged
     | RunFinished
+    | BatchSubmitted
+    | BatchProgress
+    | BatchEnded
 )
 """The union of every event type an observer receives."""
 
