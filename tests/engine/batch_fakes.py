@@ -79,6 +79,10 @@ class FakeBatchAPI:
     names: dict[str, str] = attrs.field(factory=dict)
     calls: list[str] = attrs.field(factory=list)
     polled: list[float] = attrs.field(factory=list)
+    on_poll: Callable[[int], None] | None = None
+    #: Its own time: trio's (virtual in tests), or a process-wide clock when it lives
+    #: across several trio.run calls (each has a time base of its own).
+    clock: Callable[[], float] = trio.current_time
 
     def custom_ids_sent(self) -> list[str]:
         return [c for _, ids in self.submissions for c in ids]
@@ -113,7 +117,7 @@ class FakeBatchAPI:
             f"msgbatch_{len(self.batches) + 1:04d}",
             custom_ids,
             tuple(outcomes),
-            trio.current_time(),
+            self.clock(),
         )
         self.batches[batch.id] = batch
         self.submissions.append((batch.id, custom_ids))
@@ -124,7 +128,7 @@ class FakeBatchAPI:
 
     def _state(self, batch: FakeBatch, i: int) -> str:
         """Where request ``i`` is now: processing or its result kind."""
-        now = trio.current_time()
+        now = self.clock()
         done_at = batch.created + (i + 1) * self.seconds_per_request
         outcome = batch.outcomes[i]
         if (
@@ -165,7 +169,9 @@ class FakeBatchAPI:
     async def retrieve_batch(self, provider_batch_id: str) -> BatchStatus:
         await trio.lowlevel.checkpoint()
         self.calls.append("retrieve")
-        self.polled.append(trio.current_time())
+        self.polled.append(self.clock())
+        if self.on_poll is not None:
+            self.on_poll(len(self.polled))
         return self._status(self._batch(provider_batch_id))
 
     async def batch_results(self, provider_batch_id: str) -> AsyncIterator[BatchResult]:
@@ -201,7 +207,7 @@ class FakeBatchAPI:
         self.calls.append("cancel")
         batch = self._batch(provider_batch_id)
         if batch.canceled_at is None and not self._status(batch).ended:
-            batch.canceled_at = trio.current_time()
+            batch.canceled_at = self.clock()
         return self._status(batch)
 
     async def find_batches(self, created_after: datetime) -> list[BatchStatus]:

@@ -20,6 +20,7 @@ import trio
 
 from .._recipe import STUDY_CARDS, Recipe, load_recipe
 from ..engine import (
+    BatchExecutor,
     Engine,
     Limits,
     RateStateStore,
@@ -31,6 +32,7 @@ from ..errors import CardmillError, DatabaseError, InputError, MissingExtra, Run
 from ..model import Run, RunStatus, path_name
 from ..providers import ExtractiveProvider, Provider, redact_url
 from ..storage import PostgresStorage, SQLiteStorage, Storage, redact_dsn
+from ._batch import batch_provider, batches_of, run_batches
 from ._collect import collect, read
 from ._dbpath import check_sqlite_path
 from ._export import dumps, jsonable
@@ -270,7 +272,9 @@ def report(
         click.echo(
             printable(f"\nexport: cardmill export {run.id} --format md{_db_flag(db)}", lines=True)
         )
-    if run.status == RunStatus.CANCELLED:
+    if summary is not None and summary.stopped is not None:
+        click.echo(printable(f"stopped: {summary.stopped}"))
+    if run.status in (RunStatus.CANCELLED, RunStatus.RUNNING):
         click.echo(printable(f"resume: cardmill resume {run.id}{_db_flag(db)}"))
 
 
@@ -311,20 +315,28 @@ async def _execute_run(
     limits: Limits | None,
     quiet: bool,
     lease: float,
+    batch: bool = False,
 ) -> RunSummary:
-    stderr = sys.stderr  # None when the command was started with stderr closed
-    progress = Progress(run, stderr, live=stderr is not None and _isatty(stderr))
-    engine = make_engine(
-        storage, provider, concurrency=concurrency, limits=limits, lease=lease, observer=progress
-    )
     try:
-        async with trio.open_nursery() as nursery:
-            if not quiet:
-                nursery.start_soon(progress.run, engine)
-            try:
-                return await engine.execute(run.id)
-            finally:
-                nursery.cancel_scope.cancel()
+        opened = await batches_of(storage, run.id, open_only=True)
+        if batch or opened:
+            # The run's open batches are collected first; with --batch the rest goes in
+            # batches too, else one request at a time once they are in.
+            summary = await run_batches(
+                storage,
+                run,
+                batch_provider(provider),
+                quiet=quiet,
+                submit=batch,
+                resume_hint=f"cardmill resume {run.id}{_db_flag(db)}",
+                cancel_hint=f"cardmill cancel {run.id}{_db_flag(db)}",
+            )
+            if batch or summary.run.status.finished or summary.stopped is not None:
+                return summary
+            run = summary.run
+        return await _execute_sync(
+            storage, run, provider, concurrency=concurrency, limits=limits, quiet=quiet, lease=lease
+        )
     finally:
         close = getattr(provider, "aclose", None)
         if close is not None:
@@ -332,14 +344,39 @@ async def _execute_run(
                 await close()
 
 
+async def _execute_sync(
+    storage: Storage,
+    run: Run,
+    provider: Provider,
+    *,
+    concurrency: int,
+    limits: Limits | None,
+    quiet: bool,
+    lease: float,
+) -> RunSummary:
+    stderr = sys.stderr  # None when the command was started with stderr closed
+    progress = Progress(run, stderr, live=stderr is not None and _isatty(stderr))
+    engine = make_engine(
+        storage, provider, concurrency=concurrency, limits=limits, lease=lease, observer=progress
+    )
+    async with trio.open_nursery() as nursery:
+        if not quiet:
+            nursery.start_soon(progress.run, engine)
+        try:
+            return await engine.execute(run.id)
+        finally:
+            nursery.cancel_scope.cancel()
+
+
 @contextlib.contextmanager
-def _resume_hint(run_id: str, db: str) -> Iterator[None]:
+def _resume_hint(run_id: str, db: str, *, said: bool = False) -> Iterator[None]:
     """On Ctrl-C, say how to resume the run: from the moment it exists, whether the
-    engine had started (the run is CANCELLED) or not (still PENDING)."""
+    engine had started (the run is CANCELLED) or not (still PENDING). ``said``: batch
+    mode says it itself."""
     try:
         yield
     except BaseException as exc:
-        if isinstance(root_error(exc), KeyboardInterrupt):
+        if isinstance(root_error(exc), KeyboardInterrupt) and not said:
             click.echo(
                 "\n"
                 + printable(
@@ -363,6 +400,7 @@ async def analyze_paths(
     quiet: bool,
     lease: float,
     recipe_spec: str | None = None,
+    batch: bool = False,
 ) -> int:
     recipe = await trio.to_thread.run_sync(read_recipe, recipe_spec) or STUDY_CARDS
     collected = collect(paths)
@@ -370,6 +408,9 @@ async def analyze_paths(
     if not found:
         raise InputError("no documents found in " + ", ".join(path_name(p) for p in paths))
     provider, described = make_provider(provider_choice, model, recipe)
+    if batch:
+        batch_provider(provider)
+        described += " through its batch API"
     _warn(provider)
     problems: dict[int, str] = {}
 
@@ -397,7 +438,7 @@ async def analyze_paths(
         run = await storage.create_run(
             documents(), name=name or _default_name(paths), recipe=recipe
         )
-        with _resume_hint(run.id, db):
+        with _resume_hint(run.id, db, said=batch):
             if problems:
                 for upload in await storage.list_uploads(run.id):
                     if upload.position in problems:
@@ -412,6 +453,7 @@ async def analyze_paths(
                 limits=limits,
                 quiet=quiet,
                 lease=lease,
+                batch=batch,
             )
     report(summary, summary.run, db, as_json, provider)
     return _exit_code(summary.run)
@@ -433,6 +475,7 @@ async def resume_run(
     quiet: bool,
     lease: float,
     recipe_spec: str | None = None,
+    batch: bool = False,
 ) -> int:
     given = await trio.to_thread.run_sync(read_recipe, recipe_spec)
     async with open_storage(db, create=False) as storage:
@@ -449,6 +492,13 @@ async def resume_run(
             report(None, run, db, as_json)
             return _exit_code(run)
         provider, described = make_provider(provider_choice, model, recipe)
+        opened = await batches_of(storage, run.id, open_only=True)
+        if batch or opened:
+            batch_provider(provider)
+        if opened:
+            described += (
+                f", collecting {len(opened)} open {'batch' if len(opened) == 1 else 'batches'}"
+            )
         _warn(provider)
         if not quiet:
             click.echo(
@@ -459,7 +509,7 @@ async def resume_run(
                 ),
                 err=True,
             )
-        with _resume_hint(run.id, db):
+        with _resume_hint(run.id, db, said=batch or bool(opened)):
             summary = await _execute_run(
                 storage,
                 run,
@@ -469,8 +519,40 @@ async def resume_run(
                 limits=limits,
                 quiet=quiet,
                 lease=lease,
+                batch=batch,
             )
     report(summary, summary.run, db, as_json, provider)
+    return _exit_code(summary.run)
+
+
+async def cancel_run(
+    run_id: str, db: str, provider_choice: str, model: str | None, as_json: bool
+) -> int:
+    """Cancel the run's open batches at the provider and collect what they finished."""
+    async with open_storage(db, create=False) as storage:
+        run = await storage.get_run(run_id)
+        opened = await batches_of(storage, run.id, open_only=True)
+        if not opened:
+            click.echo(printable(f"cardmill: run {run.id} has no open batches"), err=True)
+            report(None, run, db, as_json)
+            return _exit_code(run)
+        recipe = await storage.get_recipe(run_id)
+        made = make_provider(provider_choice, model, recipe)[0]
+        provider = batch_provider(made)
+        click.echo(
+            printable(f"cardmill: cancelling {counted(len(opened), 'batch', 'batches')}"),
+            err=True,
+        )
+        try:
+            summary = await BatchExecutor(storage, provider).cancel(run.id)
+        finally:
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                with trio.CancelScope(shield=True):
+                    await close()
+    if summary.stopped is not None:
+        click.echo(printable(f"cardmill: {summary.stopped}"), err=True)
+    report(summary, summary.run, db, as_json, made)
     return _exit_code(summary.run)
 
 

@@ -163,9 +163,10 @@ class BatchExecutor:
 
     # -- the run ----------------------------------------------------------------------
 
-    async def execute(self, run_id: str) -> RunSummary:
+    async def execute(self, run_id: str, *, submit: bool = True) -> RunSummary:
         """Send the run's PENDING uploads in batches and collect every result, re-attaching
         first to the batches an earlier execution left open; then settle the run's status.
+        With ``submit=False`` it only re-attaches and collects: PENDING uploads stay so.
 
         Interrupted (Ctrl-C, a cancel scope), it stops looking and re-raises: the batches
         stay live at the provider, their uploads held by them, and a later `execute`
@@ -183,7 +184,7 @@ class BatchExecutor:
         started = trio.current_time()
         submitter = self._submitter(run_id, counters)
         try:
-            await self._loop(run_id, counters, submitter)
+            await self._loop(run_id, counters, submitter, submit=submit)
         except RunNotFound:
             raise
         except BaseException:
@@ -294,13 +295,16 @@ class BatchExecutor:
             stopped=stopped,
         )
 
-    async def _loop(self, run_id: str, counters: BatchCounters, submitter: Submitter) -> None:
+    async def _loop(
+        self, run_id: str, counters: BatchCounters, submitter: Submitter, *, submit: bool
+    ) -> None:
         for batch in await self._storage.list_batches(run_id, open_only=True):
             if batch.state == BatchState.SUBMITTING:
                 await submitter.reattach(batch)
             else:
                 self._emit(BatchSubmitted(batch, trio.current_time()))
-        await self._watch(run_id, self._collector(run_id, counters), submitter=submitter)
+        collector = self._collector(run_id, counters)
+        await self._watch(run_id, collector, submitter=submitter if submit else None)
 
     async def _watch(
         self, run_id: str, collector: Collector, *, submitter: Submitter | None
