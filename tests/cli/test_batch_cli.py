@@ -24,7 +24,7 @@ from cardmill.engine import BatchProgress, BatchSubmitted
 from cardmill.model import BatchCounts, BatchState
 from cardmill.testing import check_invariants
 
-from ..engine.batch_fakes import FakeBatchAPI
+from ..engine.batch_fakes import OK, PERMANENT, FakeBatchAPI
 
 
 @pytest.fixture
@@ -84,6 +84,23 @@ def test_analyze_batch_sends_one_batch_and_shows_it(
     assert lines[header + 1].endswith("msgbatch_0001")
     as_json = json.loads(CliRunner().invoke(main, ["show", run_id, "--json"]).stdout)
     assert [b["state"] for b in as_json["batches"]] == ["done"]
+
+
+def test_show_lists_failed_uploads_with_their_reason_then_the_batches(
+    folder: Path, world: tuple[MemoryStorage, FakeBatchAPI]
+) -> None:
+    _, api = world
+    api.outcome = lambda name, n: PERMANENT if name.endswith("b.md") else OK
+    result = CliRunner().invoke(main, ["analyze", str(folder), "--batch", "--json"])
+    assert result.exit_code == 1, result.output
+    run_id = json.loads(result.stdout)["run"]["id"]
+    lines = CliRunner().invoke(main, ["show", run_id]).stdout.splitlines()
+    failed = next(i for i, line in enumerate(lines) if line.startswith("FAILED"))
+    assert lines[failed].endswith("b.md")
+    assert lines[failed + 1].strip() == "invalid_request_error: bad image"
+    assert lines[-3:-1] == ["", lines[-2]]
+    assert lines[-2].startswith("BATCH")
+    assert lines[-1].endswith("msgbatch_0001")
 
 
 def test_batch_with_a_provider_without_batches_is_one_line_and_makes_no_run(

@@ -58,7 +58,8 @@ class FakeBatchAPI:
     from 1); ``refuse`` names documents `batch_request` refuses (DocumentError).
     ``create_errors`` are raised, in order, by the next create calls before anything is
     created; ``lose_answers`` is how many next create calls create the batch, then raise
-    a TransientError as if the answer was lost.
+    a TransientError as if the answer was lost; ``results_errors`` how many next reads
+    of results fail at once with a TransientError.
     """
 
     name: str = "fake-batch"
@@ -73,6 +74,9 @@ class FakeBatchAPI:
     refuse: frozenset[str] = frozenset()
     create_errors: list[ProviderError] = attrs.field(factory=list)
     lose_answers: int = 0
+    results_errors: int = 0
+    cancel_errors: list[ProviderError] = attrs.field(factory=list)
+    results_at: list[float] = attrs.field(factory=list)
     batches: dict[str, FakeBatch] = attrs.field(factory=dict)
     submissions: list[tuple[str, tuple[str, ...]]] = attrs.field(factory=list)
     sent: dict[str, int] = attrs.field(factory=dict)
@@ -179,6 +183,10 @@ class FakeBatchAPI:
         if not self._status(batch).ended:
             raise PermanentError(f"batch {provider_batch_id} has not ended")
         self.calls.append("results")
+        self.results_at.append(self.clock())
+        if self.results_errors:
+            self.results_errors -= 1
+            raise TransientError("connection reset while streaming results")
         for i, custom_id in enumerate(batch.custom_ids):
             await trio.lowlevel.checkpoint()
             yield self._result(batch, i, custom_id)
@@ -205,6 +213,8 @@ class FakeBatchAPI:
     async def cancel_batch(self, provider_batch_id: str) -> BatchStatus:
         await trio.lowlevel.checkpoint()
         self.calls.append("cancel")
+        if self.cancel_errors:
+            raise self.cancel_errors.pop(0)
         batch = self._batch(provider_batch_id)
         if batch.canceled_at is None and not self._status(batch).ended:
             batch.canceled_at = self.clock()

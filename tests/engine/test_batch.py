@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 
@@ -521,3 +522,29 @@ async def test_submitted_events_name_the_provider_batch(
     await ex.execute(run.id)
     assert [e.batch.provider_batch_id for e in submitted] == ["msgbatch_0001", "msgbatch_0002"]
     assert [e.batch.size for e in submitted] == [2, 1]
+
+
+async def test_results_that_cannot_be_read_are_read_at_a_later_look(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    storage, api = memory(), FakeBatchAPI(results_errors=2)
+    run = await storage.create_run(docs(2))
+    summary = await executor(storage, api).execute(run.id)
+    assert summary.run.status == RunStatus.SUCCEEDED
+    gaps = [b - a for a, b in itertools.pairwise(api.results_at)]
+    assert len(api.results_at) == 3
+    assert all(gap >= 5 for gap in gaps)  # waited for the next look, not at once
+
+
+async def test_cancel_goes_on_when_the_provider_refuses_to_cancel_an_ended_batch(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    storage, api = memory(), FakeBatchAPI(seconds_per_request=100.0)
+    run = await storage.create_run(docs(2))
+    with trio.move_on_after(50):
+        await executor(storage, api).execute(run.id)
+    await trio.sleep(1000)  # it ended meanwhile; the provider will not cancel it now
+    api.cancel_errors = [PermanentError("409: the batch has ended")]
+    summary = await executor(storage, api).cancel(run.id)
+    assert summary.run.status == RunStatus.SUCCEEDED
+    assert summary.completed == 2

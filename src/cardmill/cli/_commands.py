@@ -338,12 +338,12 @@ def show(run_id: str, db: str, as_json: bool) -> None:
     click.echo(f"{'STATUS':<10} {'TRIES':>5} {'CARDS':>5}  DOCUMENT")
     for u in uploads:
         click.echo(f"{u.status.name:<10} {u.attempts:>5} {u.card_count:>5}  {printable(u.name)}")
+        if u.status == UploadStatus.FAILED and u.error:
+            click.echo(f"{'':<24}{printable(u.error)}")
     if batches:
         click.echo("")
         for line in batches_table(batches):
             click.echo(line)
-        if u.status == UploadStatus.FAILED and u.error:
-            click.echo(f"{'':<24}{printable(u.error)}")
 
 
 @main.command()

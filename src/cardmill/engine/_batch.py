@@ -18,6 +18,7 @@ from .._cost import DEFAULT_PRICES, Price, PriceTable
 from ..errors import (
     InputError,
     Overloaded,
+    ProviderError,
     RateLimited,
     RunNotFound,
     StorageError,
@@ -217,7 +218,12 @@ class BatchExecutor:
             if batch.state == BatchState.SUBMITTING:
                 batch = await submitter.reattach(batch)
             if batch.state == BatchState.LIVE and batch.provider_batch_id is not None:
-                await self._call(partial(self._provider.cancel_batch, batch.provider_batch_id))
+                try:
+                    await self._call(partial(self._provider.cancel_batch, batch.provider_batch_id))
+                except ProviderError as exc:
+                    # It may have ended meanwhile: it is collected all the same.
+                    log.warning("could not cancel batch %s: %s", batch.provider_batch_id, exc)
+                    continue
                 await self._storage.update_batch(batch.id, state=BatchState.CANCELING)
         collector = self._collector(run_id, counters)
         stopped = None
@@ -330,8 +336,8 @@ class BatchExecutor:
                     batch = await self._storage.update_batch(batch.id, counts=status.counts)
                     self._emit(BatchProgress(batch, status.counts, trio.current_time()))
                 if status.ended:
-                    await collector.collect(batch)
-                    ended = True
+                    # Results that could not be read just now are read at the next look.
+                    ended |= await collector.collect(batch)
                 else:
                     await self._renew(batch)
             if submitter is not None:

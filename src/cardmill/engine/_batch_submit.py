@@ -22,7 +22,7 @@ from ..errors import (
     RateLimited,
     TransientError,
 )
-from ..model import Batch, BatchItem, BatchState, Upload, UploadStatus, clean_text
+from ..model import Batch, BatchItem, BatchState, Run, Upload, UploadStatus, clean_text
 from ..providers import BatchProvider, BatchStatus
 from ..storage import Storage
 from ._estimate import estimate_cost
@@ -82,6 +82,7 @@ class Submitter:
     stopped: str | None = None
     _built: dict[str, _Built] = attrs.field(factory=dict)
     _estimates: dict[str, float] = attrs.field(factory=dict)
+    _run: Run | None = None
 
     # -- choosing --------------------------------------------------------------------
 
@@ -99,6 +100,7 @@ class Submitter:
         """The longest prefix of ``pending`` that fits one batch and the cost cap."""
         most = max(1, int(self.provider.batch_max_requests))
         room = int(self.provider.batch_max_bytes) - _BODY_OVERHEAD
+        self._run = await self.storage.get_run(self.run_id)  # for the estimates
         budget = await self._budget()
         chunk: list[Upload] = []
         size = cost = 0.0
@@ -135,7 +137,7 @@ class Submitter:
         and what its open batches' unsettled uploads may still cost."""
         if self.max_cost is None:
             return None
-        run = await self.storage.get_run(self.run_id)
+        run = self._run or await self.storage.get_run(self.run_id)
         expected = 0.0
         for batch in await self.storage.list_batches(self.run_id, open_only=True):
             held = await self._held(batch)
@@ -152,7 +154,7 @@ class Submitter:
                 document,
                 self.price,
                 max_tokens=self._max_tokens(),
-                run=await self.storage.get_run(self.run_id),
+                run=self._run,
                 batch=True,
             )
         return self._estimates[upload_id]
@@ -172,7 +174,7 @@ class Submitter:
         except DocumentError as exc:
             built = _Built(None, 0, 0.0, _reason(exc))
         else:
-            size = len(json.dumps(request).encode())
+            size = len(json.dumps(request, default=str).encode())
             built = _Built(request, size, estimate)
         self._built[upload.id] = built
         return built
