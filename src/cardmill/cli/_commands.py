@@ -13,13 +13,15 @@ import trio
 from .. import __version__
 from .._recipe import BUILTIN_RECIPES, load_recipe
 from ..errors import InputError
-from ..model import Run, UploadStatus
+from ..model import Batch, Run, UploadStatus
+from ._batch import batches_of, batches_table
 from ._export import FORMATS, AsyncWriter, dumps, write_cards
 from ._pipe import exits_quietly_on_closed_pipe
 from ._runner import (
     Spend,
     UsageError,
     analyze_paths,
+    cancel_run,
     estimate_paths,
     execute,
     limits_from,
@@ -64,6 +66,12 @@ _db_option = click.option(
 )
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 _verbose_option = click.option("-v", "--verbose", count=True, help="Log more (-vv: debug).")
+_batch_option = click.option(
+    "--batch",
+    is_flag=True,
+    help="Send the uploads through the provider's batch API: half the price, results "
+    "within 24 hours (Anthropic).",
+)
 _lease_option = click.option(
     "--lease",
     type=_Finite(min=1),
@@ -198,6 +206,7 @@ _recipe_help = "The recipe: a built-in's name (see `cardmill recipes`) or a .tom
     help="Only estimate each document's input tokens and cost; send nothing, create no run.",
 )
 @_lease_option
+@_batch_option
 @_json_option
 @_verbose_option
 def analyze(
@@ -214,6 +223,7 @@ def analyze(
     name: str | None,
     dry_run: bool,
     lease: float,
+    batch: bool,
     as_json: bool,
     verbose: int,
     recipe: str | None,
@@ -237,6 +247,7 @@ def analyze(
         lease,
         recipe,
         spend,
+        batch,
     )
     sys.exit(execute(analyze_paths, *args))
 
@@ -246,6 +257,7 @@ def analyze(
 @_db_option
 @_provider_options
 @_lease_option
+@_batch_option
 @_json_option
 @_verbose_option
 @click.option(
@@ -266,16 +278,56 @@ def resume(
     max_cost: float | None,
     prices: str | None,
     lease: float,
+    batch: bool,
     as_json: bool,
     verbose: int,
     recipe: str | None,
 ) -> NoReturn:
-    """Finish a run that was interrupted or left behind, with the run's own recipe."""
+    """Finish a run that was interrupted or left behind, with the run's own recipe.
+
+    Batches the run left open at the provider are collected first; with --batch the rest
+    is sent in batches too.
+    """
     setup_logging(verbose)
     limits = limits_from(rpm, itpm)
     spend = Spend(prices, max_cost)
-    args = (run_id, db, provider, model, concurrency, limits, as_json, quiet, lease, recipe, spend)
-    sys.exit(execute(resume_run, *args))
+    args = (
+        run_id,
+        db,
+        provider,
+        model,
+        concurrency,
+        limits,
+        as_json,
+        quiet,
+        lease,
+        recipe,
+        spend,
+        batch,
+    )
+    sys.exit(execute(resume_run, *args, spend, batch))
+
+
+@main.command()
+@click.argument("run_id", metavar="RUN")
+@_db_option
+@click.option(
+    "--provider",
+    type=click.Choice(["auto", "anthropic"]),
+    default="auto",
+    show_default=True,
+    help="The provider the run's batches were sent to.",
+)
+@click.option("--model", default=None, envvar="CARDMILL_MODEL", help="The model of the run.")
+@_json_option
+@_verbose_option
+def cancel(
+    run_id: str, db: str, provider: str, model: str | None, as_json: bool, verbose: int
+) -> NoReturn:
+    """Cancel a run's open batches at the provider; what they finished is kept, the rest
+    can be sent again with `cardmill resume`."""
+    setup_logging(verbose)
+    sys.exit(execute(cancel_run, run_id, db, provider, model, as_json))
 
 
 @main.command()
@@ -318,14 +370,15 @@ def runs(db: str, as_json: bool) -> None:
 def show(run_id: str, db: str, as_json: bool) -> None:
     """Show a run and its uploads: status, attempts, cards, error."""
 
-    async def load() -> tuple[Run, list[Any]]:
+    async def load() -> tuple[Run, list[Any], list[Batch]]:
         async with open_storage(db, create=False) as storage:
             run = await storage.get_run(run_id)
-            return run, await storage.list_uploads(run_id)
+            uploads = await storage.list_uploads(run_id)
+            return run, uploads, await batches_of(storage, run_id)
 
-    run, uploads = execute(load)
+    run, uploads, batches = execute(load)
     if as_json:
-        click.echo(dumps({"run": run_record(run), "uploads": uploads}))
+        click.echo(dumps({"run": run_record(run), "uploads": uploads, "batches": batches}))
         return
     summary_table(None, run, db, sys.stdout)
     click.echo("")
@@ -334,6 +387,10 @@ def show(run_id: str, db: str, as_json: bool) -> None:
         click.echo(f"{u.status.name:<10} {u.attempts:>5} {u.card_count:>5}  {printable(u.name)}")
         if u.status == UploadStatus.FAILED and u.error:
             click.echo(f"{'':<24}{printable(u.error)}")
+    if batches:
+        click.echo("")
+        for line in batches_table(batches):
+            click.echo(line)
 
 
 @main.command()

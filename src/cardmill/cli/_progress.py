@@ -8,6 +8,9 @@ from typing import TextIO
 import trio
 
 from ..engine import (
+    BatchEnded,
+    BatchProgress,
+    BatchSubmitted,
     Engine,
     Event,
     RateLimitHit,
@@ -16,7 +19,7 @@ from ..engine import (
     UploadFailed,
     UploadRetrying,
 )
-from ..model import Run
+from ..model import BatchCounts, Run
 from ._safe import printable
 from ._words import counted
 
@@ -40,10 +43,18 @@ class Progress:
         stream: where to write (stderr; None when it is closed).
         live: redraw one line in place (a terminal) instead of printing lines.
         interval: seconds between plain lines.
+        batch: the run goes through a provider's batch API: show its batches' counts
+            instead of requests in flight and the rate.
     """
 
     def __init__(
-        self, run: Run, stream: TextIO | None, *, live: bool, interval: float = 5.0
+        self,
+        run: Run,
+        stream: TextIO | None,
+        *,
+        live: bool,
+        interval: float = 5.0,
+        batch: bool = False,
     ) -> None:
         self.total = run.total_items
         self.done = run.completed_items + run.failed_items
@@ -58,6 +69,8 @@ class Progress:
         self._started = trio.current_time()
         self._done_at_start = self.done
         self._drawn = False
+        self._batch = batch
+        self.batches: dict[str, BatchCounts] = {}
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, UploadCompleted):
@@ -71,6 +84,12 @@ class Progress:
             self.rate_limited += 1
         elif isinstance(event, UploadRetrying):
             self.retries += 1
+        elif isinstance(event, BatchSubmitted):
+            self.batches[event.batch.id] = event.batch.counts
+        elif isinstance(event, BatchProgress):
+            self.batches[event.batch.id] = event.counts
+        elif isinstance(event, BatchEnded):
+            self.batches.pop(event.batch.id, None)
         elif isinstance(event, RunFinished):
             self.done = event.summary.run.completed_items + event.summary.run.failed_items
 
@@ -92,6 +111,8 @@ class Progress:
 
     def line(self) -> str:
         """The current state in one line."""
+        if self._batch:
+            return self._batch_line()
         engine = self._engine
         in_flight = engine.in_flight if engine is not None else 0
         rate = engine.bucket.requests_per_second if engine is not None else None
@@ -104,6 +125,20 @@ class Progress:
             f"{self.done}/{counted(self.total, 'upload')} · {counted(self.cards, 'card')} · "
             f"{in_flight} in flight · "
             f"rate {rate_text} · {self.rate_limited}×429 · ETA {_duration(eta)}"
+        )
+
+    def _batch_line(self) -> str:
+        c = self.batches.values()
+        processing = sum(b.processing for b in c)
+        succeeded = sum(b.succeeded for b in c)
+        errored = sum(b.errored for b in c)
+        ended = sum(b.canceled + b.expired for b in c)
+        elapsed = trio.current_time() - self._started
+        return (
+            f"{self.done}/{counted(self.total, 'upload')} · {counted(self.cards, 'card')} · "
+            f"{counted(len(self.batches), 'batch', 'batches')} open: {processing} processing, "
+            f"{succeeded} succeeded, {errored} errored, {ended} canceled or expired · "
+            f"{_duration(elapsed)} elapsed"
         )
 
     def draw(self) -> None:
@@ -121,8 +156,8 @@ class Progress:
             self._write("\r\x1b[2K")
             self._drawn = False
 
-    async def run(self, engine: Engine) -> None:
-        """Redraw until cancelled."""
+    async def run(self, engine: Engine | None = None) -> None:
+        """Redraw until cancelled (an engine's requests in flight and rate, if given)."""
         self._engine = engine
         try:
             while True:

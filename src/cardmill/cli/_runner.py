@@ -22,6 +22,7 @@ import trio
 from .._cost import DEFAULT_PRICES, FREE, PriceTable
 from .._recipe import STUDY_CARDS, Recipe, load_recipe
 from ..engine import (
+    BatchExecutor,
     Engine,
     Limits,
     RateStateStore,
@@ -34,6 +35,7 @@ from ..errors import CardmillError, DatabaseError, InputError, MissingExtra, Run
 from ..model import Run, RunStatus, path_name
 from ..providers import ExtractiveProvider, Provider, estimate_input_tokens, redact_url
 from ..storage import PostgresStorage, SQLiteStorage, Storage, redact_dsn
+from ._batch import batch_provider, batches_of, run_batches
 from ._collect import collect, read
 from ._dbpath import check_sqlite_path
 from ._export import dumps, jsonable
@@ -225,7 +227,7 @@ def _isatty(stream: TextIO) -> bool:
 
 
 def _exit_code(run: Run, summary: RunSummary | None = None) -> int:
-    if summary is not None and summary.stopped is not None:
+    if summary is not None and summary.capped:
         return EXIT_CAPPED
     return EXIT_OK if run.status == RunStatus.SUCCEEDED else EXIT_INCOMPLETE
 
@@ -312,8 +314,10 @@ def report(
             printable(f"\nexport: cardmill export {run.id} --format md{_db_flag(db)}", lines=True)
         )
     if summary is not None and summary.stopped is not None:
+        click.echo(printable(f"stopped: {summary.stopped}"))
+    if summary is not None and summary.capped:
         click.echo(printable(f"resume: cardmill resume {run.id}{_db_flag(db)} --max-cost HIGHER"))
-    elif run.status == RunStatus.CANCELLED:
+    elif run.status in (RunStatus.CANCELLED, RunStatus.RUNNING):
         click.echo(printable(f"resume: cardmill resume {run.id}{_db_flag(db)}"))
 
 
@@ -356,6 +360,56 @@ async def _execute_run(
     lease: float,
     prices: PriceTable = DEFAULT_PRICES,
     max_cost: float | None = None,
+    batch: bool = False,
+) -> RunSummary:
+    try:
+        opened = await batches_of(storage, run.id, open_only=True)
+        if batch or opened:
+            # The run's open batches are collected first; with --batch the rest goes in
+            # batches too, else one request at a time once they are in.
+            summary = await run_batches(
+                storage,
+                run,
+                batch_provider(provider),
+                quiet=quiet,
+                submit=batch,
+                resume_hint=f"cardmill resume {run.id}{_db_flag(db)}",
+                cancel_hint=f"cardmill cancel {run.id}{_db_flag(db)}",
+                prices=prices,
+                max_cost=max_cost,
+            )
+            if batch or summary.run.status.finished or summary.stopped is not None:
+                return summary
+            run = summary.run
+        return await _execute_sync(
+            storage,
+            run,
+            provider,
+            concurrency=concurrency,
+            limits=limits,
+            quiet=quiet,
+            lease=lease,
+            prices=prices,
+            max_cost=max_cost,
+        )
+    finally:
+        close = getattr(provider, "aclose", None)
+        if close is not None:
+            with trio.CancelScope(shield=True):
+                await close()
+
+
+async def _execute_sync(
+    storage: Storage,
+    run: Run,
+    provider: Provider,
+    *,
+    concurrency: int,
+    limits: Limits | None,
+    quiet: bool,
+    lease: float,
+    prices: PriceTable,
+    max_cost: float | None,
 ) -> RunSummary:
     stderr = sys.stderr  # None when the command was started with stderr closed
     progress = Progress(run, stderr, live=stderr is not None and _isatty(stderr))
@@ -369,29 +423,24 @@ async def _execute_run(
         prices=prices,
         max_cost=max_cost,
     )
-    try:
-        async with trio.open_nursery() as nursery:
-            if not quiet:
-                nursery.start_soon(progress.run, engine)
-            try:
-                return await engine.execute(run.id)
-            finally:
-                nursery.cancel_scope.cancel()
-    finally:
-        close = getattr(provider, "aclose", None)
-        if close is not None:
-            with trio.CancelScope(shield=True):
-                await close()
+    async with trio.open_nursery() as nursery:
+        if not quiet:
+            nursery.start_soon(progress.run, engine)
+        try:
+            return await engine.execute(run.id)
+        finally:
+            nursery.cancel_scope.cancel()
 
 
 @contextlib.contextmanager
-def _resume_hint(run_id: str, db: str) -> Iterator[None]:
+def _resume_hint(run_id: str, db: str, *, said: bool = False) -> Iterator[None]:
     """On Ctrl-C, say how to resume the run: from the moment it exists, whether the
-    engine had started (the run is CANCELLED) or not (still PENDING)."""
+    engine had started (the run is CANCELLED) or not (still PENDING). ``said``: batch
+    mode says it itself."""
     try:
         yield
     except BaseException as exc:
-        if isinstance(root_error(exc), KeyboardInterrupt):
+        if isinstance(root_error(exc), KeyboardInterrupt) and not said:
             click.echo(
                 "\n"
                 + printable(
@@ -416,6 +465,7 @@ async def analyze_paths(
     lease: float,
     recipe_spec: str | None = None,
     spend: Spend | None = None,
+    batch: bool = False,
 ) -> int:
     spend = spend or Spend()
     recipe = await trio.to_thread.run_sync(read_recipe, recipe_spec) or STUDY_CARDS
@@ -426,6 +476,9 @@ async def analyze_paths(
         raise InputError("no documents found in " + ", ".join(path_name(p) for p in paths))
     provider, described = make_provider(provider_choice, model, recipe)
     _check_cap(provider, prices, spend)
+    if batch:
+        batch_provider(provider)
+        described += " through its batch API"
     _warn(provider)
     problems: dict[int, str] = {}
 
@@ -453,7 +506,7 @@ async def analyze_paths(
         run = await storage.create_run(
             documents(), name=name or _default_name(paths), recipe=recipe
         )
-        with _resume_hint(run.id, db):
+        with _resume_hint(run.id, db, said=batch):
             if problems:
                 for upload in await storage.list_uploads(run.id):
                     if upload.position in problems:
@@ -470,6 +523,7 @@ async def analyze_paths(
                 lease=lease,
                 prices=prices,
                 max_cost=spend.max_cost,
+                batch=batch,
             )
     return _reported(summary, db, as_json, provider)
 
@@ -486,7 +540,7 @@ def _check_cap(provider: Provider, prices: PriceTable, spend: Spend) -> None:
 
 def _reported(summary: RunSummary, db: str, as_json: bool, provider: Provider) -> int:
     report(summary, summary.run, db, as_json, provider)
-    if summary.stopped is not None:
+    if summary.capped:
         click.echo(
             printable(
                 f"cardmill: spending cap reached: {summary.stopped}. Go on with: "
@@ -514,6 +568,7 @@ async def resume_run(
     lease: float,
     recipe_spec: str | None = None,
     spend: Spend | None = None,
+    batch: bool = False,
 ) -> int:
     spend = spend or Spend()
     given = await trio.to_thread.run_sync(read_recipe, recipe_spec)
@@ -533,6 +588,13 @@ async def resume_run(
             return _exit_code(run)
         provider, described = make_provider(provider_choice, model, recipe)
         _check_cap(provider, prices, spend)
+        opened = await batches_of(storage, run.id, open_only=True)
+        if batch or opened:
+            batch_provider(provider)
+        if opened:
+            described += (
+                f", collecting {len(opened)} open {'batch' if len(opened) == 1 else 'batches'}"
+            )
         _warn(provider)
         if not quiet:
             click.echo(
@@ -543,7 +605,7 @@ async def resume_run(
                 ),
                 err=True,
             )
-        with _resume_hint(run.id, db):
+        with _resume_hint(run.id, db, said=batch or bool(opened)):
             summary = await _execute_run(
                 storage,
                 run,
@@ -555,8 +617,40 @@ async def resume_run(
                 lease=lease,
                 prices=prices,
                 max_cost=spend.max_cost,
+                batch=batch,
             )
     return _reported(summary, db, as_json, provider)
+
+
+async def cancel_run(
+    run_id: str, db: str, provider_choice: str, model: str | None, as_json: bool
+) -> int:
+    """Cancel the run's open batches at the provider and collect what they finished."""
+    async with open_storage(db, create=False) as storage:
+        run = await storage.get_run(run_id)
+        opened = await batches_of(storage, run.id, open_only=True)
+        if not opened:
+            click.echo(printable(f"cardmill: run {run.id} has no open batches"), err=True)
+            report(None, run, db, as_json)
+            return _exit_code(run)
+        recipe = await storage.get_recipe(run_id)
+        made = make_provider(provider_choice, model, recipe)[0]
+        provider = batch_provider(made)
+        click.echo(
+            printable(f"cardmill: cancelling {counted(len(opened), 'batch', 'batches')}"),
+            err=True,
+        )
+        try:
+            summary = await BatchExecutor(storage, provider).cancel(run.id)
+        finally:
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                with trio.CancelScope(shield=True):
+                    await close()
+    if summary.stopped is not None:
+        click.echo(printable(f"cardmill: {summary.stopped}"), err=True)
+    report(summary, summary.run, db, as_json, made)
+    return _exit_code(summary.run)
 
 
 async def run_worker(

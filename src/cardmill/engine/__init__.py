@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from ._batch import BatchExecutor as BatchExecutor
 from ._bucket import AdaptiveBucket as AdaptiveBucket
 from ._bucket import Limits as Limits
 from ._core import BucketStatistics as BucketStatistics
 from ._core import Ticket as Ticket
 from ._estimate import estimate_cost as estimate_cost
 from ._estimate import expected_output_tokens as expected_output_tokens
+from ._events import BatchEnded as BatchEnded
+from ._events import BatchProgress as BatchProgress
+from ._events import BatchSubmitted as BatchSubmitted
 from ._events import CostCapReached as CostCapReached
 from ._events import Event as Event
 from ._events import Observer as Observer
@@ -31,6 +35,10 @@ from ._shared import SharedBucket as SharedBucket
 
 __all__ = [
     "AdaptiveBucket",
+    "BatchEnded",
+    "BatchExecutor",
+    "BatchProgress",
+    "BatchSubmitted",
     "BucketStatistics",
     "CostCapReached",
     "Engine",

@@ -6,9 +6,12 @@ from typing import Protocol, final
 
 import attrs
 
-from ..model import LimitKind, Run, Upload
+from ..model import Batch, BatchCounts, LimitKind, Run, Upload
 
 __all__ = [
+    "BatchEnded",
+    "BatchProgress",
+    "BatchSubmitted",
     "CostCapReached",
     "Event",
     "Observer",
@@ -94,8 +97,9 @@ class RunSummary:
 
     ``run`` is the run as stored at the end; the counters cover this execution.
     ``cost_usd`` is the run's recorded cost (every execution's), None when the model's
-    price is unknown; ``stopped`` says why dispatch stopped early (the spending cap), if
-    it did.
+    price is unknown; ``stopped`` says why an execution ended with uploads left to do (the
+    spending cap, a batch the provider refused), None otherwise; ``capped`` is True when
+    that was the spending cap (resume with a higher one to go on).
     """
 
     run: Run
@@ -112,6 +116,40 @@ class RunSummary:
     failed: int = 0
     cost_usd: float | None = None
     stopped: str | None = None
+    capped: bool = False
+
+
+@final
+@attrs.frozen
+class BatchSubmitted:
+    """The provider accepted a batch of ``batch.size`` uploads (or one was re-attached)."""
+
+    batch: Batch
+    at: float
+
+
+@final
+@attrs.frozen
+class BatchProgress:
+    """A poll found a batch's counts moved: ``counts`` are the provider's tally
+    (processing, succeeded, errored, canceled, expired)."""
+
+    batch: Batch
+    counts: BatchCounts
+    at: float
+
+
+@final
+@attrs.frozen
+class BatchEnded:
+    """A batch's results were collected: ``completed`` and ``failed`` uploads settled by
+    them, ``released`` sent back to PENDING (to go in a later batch)."""
+
+    batch: Batch
+    completed: int
+    failed: int
+    released: int
+    at: float
 
 
 @final
@@ -147,6 +185,9 @@ Event = (
     | RateChanged
     | CostCapReached
     | RunFinished
+    | BatchSubmitted
+    | BatchProgress
+    | BatchEnded
 )
 """The union of every event type an observer receives."""
 

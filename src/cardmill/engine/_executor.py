@@ -33,6 +33,7 @@ from ..errors import (
     UnstorableData,
 )
 from ..model import (
+    BATCH_HOLDER_PREFIX,
     CardDraft,
     Document,
     LimitKind,
@@ -325,6 +326,8 @@ class Engine:
         Resumes where an earlier execution stopped: uploads left LOADING by a process of
         this host that died are reclaimed at once, others when their lease expires (or
         at once with ``reclaim=True``, when you know no other worker is on the run).
+        Uploads held by a provider batch are left to the
+        [`BatchExecutor`][cardmill.engine.BatchExecutor]: never reclaimed, nor waited for.
         Cancelled (a cancel scope, Ctrl-C), it releases in-flight uploads to PENDING,
         marks the run CANCELLED and re-raises.
 
@@ -394,10 +397,14 @@ class Engine:
             failed=c.failed,
             cost_usd=None if self._price is None else run.cost_usd,
             stopped=c.stopped,
+            capped=c.stopped is not None,
         )
 
     async def _loading(self, run_id: str) -> list[Upload]:
-        return await self._storage.list_uploads(run_id, UploadStatus.LOADING)
+        """The run's LOADING uploads that workers hold: those in a provider's batch are
+        its batch executor's, never released, reclaimed or waited for here."""
+        loading = await self._storage.list_uploads(run_id, UploadStatus.LOADING)
+        return [u for u in loading if not _in_batch(u)]
 
     async def _release_stale(self, loading: list[Upload], *, everyone: bool) -> bool:
         released = False
@@ -808,6 +815,10 @@ def _spent(entry: _Held | None) -> dict[str, Any]:
 
 def _usd(amount: float) -> str:
     return f"${amount:.4f}"
+
+
+def _in_batch(upload: Upload) -> bool:
+    return (upload.worker or "").startswith(BATCH_HOLDER_PREFIX)
 
 
 async def _alone(call: Callable[[], Awaitable[bool]]) -> tuple[bool, Upload | None]:

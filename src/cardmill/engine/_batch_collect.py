@@ -1,0 +1,222 @@
+"""Collecting an ended batch's results: each upload settled, retried or released."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from .._cost import Price, cost_of
+from ..errors import (
+    InvalidOutput,
+    Overloaded,
+    PermanentError,
+    ProviderError,
+    RateLimited,
+    TransientError,
+    UnstorableData,
+)
+from ..model import Batch, BatchItem, BatchState, CardDraft, Upload, UploadStatus, Usage
+from ..providers import BatchProvider, BatchResult
+from ..storage import Storage
+from ._batch_submit import one_line
+from ._events import BatchEnded, Event, UploadCompleted, UploadFailed, UploadRetrying
+from ._retry import GiveUp, RetryPolicy, Tries
+
+if TYPE_CHECKING:
+    from ._batch import BatchCounters
+
+__all__ = ["Collector"]
+
+log = logging.getLogger("cardmill.engine")
+
+
+@attrs.define
+class _Tally:
+    completed: int = 0
+    failed: int = 0
+    released: int = 0
+
+
+@attrs.define
+class Collector:
+    """Settles the results of one run's ended batches."""
+
+    storage: Storage
+    provider: BatchProvider
+    run_id: str
+    price: Price | None
+    retry: RetryPolicy
+    counters: BatchCounters
+    rng: random.Random
+    emit: Callable[[Event], None]
+
+    async def collect(self, batch: Batch) -> bool:
+        """Settle every result of the ended ``batch``, release what has none, and mark it
+        DONE. False when the results could not be read just now (what was settled stays
+        settled; a later call settles the rest)."""
+        assert batch.provider_batch_id is not None
+        items = await self.storage.batch_items(batch.id)
+        by_custom_id = {item.custom_id: item for item in items}
+        held = {
+            u.id: u
+            for u in await self.storage.list_uploads(self.run_id, UploadStatus.LOADING)
+            if u.worker == batch.holder
+        }
+        tally = _Tally()
+        seen: set[str] = set()
+        results = self.provider.batch_results(batch.provider_batch_id)
+        try:
+            async for result in results:
+                item = by_custom_id.get(result.custom_id)
+                if item is None or item.custom_id in seen:
+                    continue  # not ours, or said twice: the first answer counts
+                seen.add(item.custom_id)
+                upload = held.get(item.upload_id)
+                if upload is None or upload.attempts != item.attempt:
+                    continue  # settled already (a repeat after a crash)
+                await self._settle(batch, item, upload, result, tally)
+        except (RateLimited, Overloaded, TransientError) as exc:
+            log.warning("could not read the results of batch %s: %s", batch.provider_batch_id, exc)
+            return False
+        finally:
+            # A stream left half read (a crash, Ctrl-C) is closed now, not when collected.
+            aclose = getattr(results, "aclose", None)
+            if aclose is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await aclose()
+        for item in items:
+            upload = held.get(item.upload_id)
+            if item.custom_id in seen or upload is None or upload.attempts != item.attempt:
+                continue
+            # No result for it (or not processed): it goes in a later batch.
+            if await self._release(batch, item):
+                tally.released += 1
+        done = await self.storage.update_batch(batch.id, state=BatchState.DONE)
+        self.emit(
+            BatchEnded(done, tally.completed, tally.failed, tally.released, trio.current_time())
+        )
+        return True
+
+    async def _settle(
+        self, batch: Batch, item: BatchItem, upload: Upload, result: BatchResult, tally: _Tally
+    ) -> None:
+        if result.kind == "canceled":
+            tally.released += await self._release(batch, item)
+            return
+        analysis = result.analysis
+        if result.kind == "succeeded" and analysis is not None and result.error is None:
+            problem = _invalid_cards(analysis.cards)
+            if problem is None:
+                await self._complete(batch, item, upload, analysis.cards, analysis.usage, tally)
+                return
+            error: ProviderError = InvalidOutput(f"provider answered badly: {problem}")
+            error.usage = analysis.usage
+        elif result.error is not None:
+            error = result.error
+        elif result.kind == "expired":
+            error = TransientError("the batch expired before this request was processed")
+        else:
+            error = TransientError(f"no answer in the result ({result.kind!r})")
+        await self._failed_request(batch, item, upload, error, tally)
+
+    async def _complete(
+        self,
+        batch: Batch,
+        item: BatchItem,
+        upload: Upload,
+        cards: tuple[CardDraft, ...],
+        usage: Usage,
+        tally: _Tally,
+    ) -> None:
+        self.counters.count(usage)
+        cost = self._cost(usage)
+        try:
+            completed = await self.storage.complete_upload(
+                item.upload_id,
+                cards,
+                worker=batch.holder,
+                attempt=item.attempt,
+                usage=usage,
+                cost_usd=cost,
+            )
+        except UnstorableData as exc:
+            await self._fail(batch, item, upload, one_line(str(exc)), usage, tally)
+            return
+        if completed:
+            tally.completed += 1
+            self.counters.completed += 1
+            self.emit(UploadCompleted(upload, len(cards), item.attempt, trio.current_time()))
+
+    async def _failed_request(
+        self, batch: Batch, item: BatchItem, upload: Upload, error: ProviderError, tally: _Tally
+    ) -> None:
+        """An errored request: sent again in a later batch while the retry policy allows
+        (each batch it goes in is one more attempt of the upload), else FAILED."""
+        self.counters.count(error.usage)
+        n = item.attempt
+        tries = Tries(attempt=n, failures=n, rate_limited=n, invalid=n)
+        if isinstance(error, PermanentError):
+            decision: object = GiveUp(one_line(str(error)) or type(error).__name__)
+        else:
+            decision = self.retry.decide(error, tries, self.rng)
+        if isinstance(decision, GiveUp):
+            await self._fail(batch, item, upload, decision.reason, error.usage, tally)
+            return
+        if await self._release(batch, item, error.usage):
+            tally.released += 1
+            self.counters.retries += 1
+            reason = one_line(str(error)) or type(error).__name__
+            self.emit(UploadRetrying(upload, n, reason, 0.0, trio.current_time()))
+
+    async def _fail(
+        self,
+        batch: Batch,
+        item: BatchItem,
+        upload: Upload,
+        reason: str,
+        usage: Usage | None,
+        tally: _Tally,
+    ) -> None:
+        reason = one_line(reason) or "failed"
+        failed = await self.storage.fail_upload(
+            item.upload_id,
+            reason,
+            worker=batch.holder,
+            attempt=item.attempt,
+            usage=usage,
+            cost_usd=self._cost(usage),
+        )
+        if failed:
+            tally.failed += 1
+            self.counters.failed += 1
+            self.emit(UploadFailed(upload, reason, item.attempt, trio.current_time()))
+
+    async def _release(self, batch: Batch, item: BatchItem, usage: Usage | None = None) -> bool:
+        return await self.storage.release_upload(
+            item.upload_id,
+            worker=batch.holder,
+            attempt=item.attempt,
+            usage=usage,
+            cost_usd=self._cost(usage),
+        )
+
+    def _cost(self, usage: Usage | None) -> float:
+        if usage is None or self.price is None:
+            return 0.0
+        return cost_of(usage, self.price, batch=True)
+
+
+def _invalid_cards(cards: object) -> str | None:
+    """What is wrong with a result's cards before they reach storage (providers are
+    user code: a bad answer fails its upload, not the run)."""
+    if not isinstance(cards, tuple | list):
+        return f"expected a sequence of cards, got {type(cards).__name__}"
+    for i, card in enumerate(cards):
+        if not isinstance(card, CardDraft):
+            return f"cards[{i}] is a {type(card).__name__}, not a CardDraft"
+    return None

@@ -1,0 +1,317 @@
+"""Sending a run's PENDING uploads as batches, and re-attaching to a batch whose create
+call was made but whose answer was never recorded."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from .._cost import Price
+from ..errors import (
+    DocumentError,
+    Overloaded,
+    ProviderError,
+    RateLimited,
+    TransientError,
+)
+from ..model import Batch, BatchItem, BatchState, Run, Upload, UploadStatus, clean_text
+from ..providers import BatchProvider, BatchStatus
+from ..storage import Storage
+from ._estimate import estimate_cost
+from ._events import BatchSubmitted, Event, UploadFailed
+from ._patience import patiently
+from ._retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from ._batch import BatchCounters
+
+__all__ = ["Submitter", "one_line"]
+
+log = logging.getLogger("cardmill.engine")
+
+#: Bytes of the create request's body around its items (``{"requests": [...]}``).
+_BODY_OVERHEAD = 64
+#: Output budget assumed for cost estimates when the provider does not say its own.
+_DEFAULT_MAX_TOKENS = 4096
+
+
+def one_line(text: str) -> str:
+    """A reason on one line that every store can hold."""
+    return " ".join(clean_text(text).split())
+
+
+def _reason(exc: BaseException) -> str:
+    return one_line(str(exc)) or type(exc).__name__
+
+
+@attrs.frozen
+class _Built:
+    """One upload's batch item, made before it is claimed: its request and size, or why
+    it cannot be sent."""
+
+    request: dict[str, Any] | None
+    size: int
+    estimate: float
+    refusal: str | None = None
+
+
+@attrs.define
+class Submitter:
+    """Chooses, records and sends batches for one run; ``stopped`` says why it sends no
+    more (a cost cap, a refused batch)."""
+
+    storage: Storage
+    provider: BatchProvider
+    run_id: str
+    price: Price | None
+    max_cost: float | None
+    retry: RetryPolicy
+    lease_seconds: float
+    find_margin: timedelta
+    counters: BatchCounters
+    rng: random.Random
+    emit: Callable[[Event], None]
+    stopped: str | None = None
+    capped: bool = False
+    _built: dict[str, _Built] = attrs.field(factory=dict)
+    _estimates: dict[str, float] = attrs.field(factory=dict)
+    _run: Run | None = None
+
+    # -- choosing --------------------------------------------------------------------
+
+    async def submit_pending(self) -> None:
+        """Send the run's PENDING uploads, in order, in as many batches as it takes."""
+        while self.stopped is None:
+            pending = await self.storage.list_uploads(self.run_id, UploadStatus.PENDING)
+            if not pending:
+                return
+            chunk = await self._choose(pending)
+            if not chunk or not await self._send(chunk):
+                return
+
+    async def _choose(self, pending: list[Upload]) -> list[Upload]:
+        """The longest prefix of ``pending`` that fits one batch and the cost cap."""
+        most = max(1, int(self.provider.batch_max_requests))
+        room = int(self.provider.batch_max_bytes) - _BODY_OVERHEAD
+        self._run = await self.storage.get_run(self.run_id)  # for the estimates
+        budget = await self._budget()
+        chunk: list[Upload] = []
+        size = cost = 0.0
+        for upload in pending:
+            if len(chunk) >= most:
+                break
+            built = await self._build(upload)
+            if built.refusal is None:
+                if built.size + 1 > room:
+                    built = self._built[upload.id] = attrs.evolve(
+                        built,
+                        request=None,
+                        refusal=f"too large for a batch: {built.size} bytes, "
+                        f"at most {room} per batch",
+                    )
+                elif size + built.size + 1 > room:
+                    break
+            if built.refusal is None and budget is not None and cost + built.estimate > budget:
+                if not chunk:
+                    self.capped = True
+                    self.stopped = (
+                        f"cost cap of ${self.max_cost:.2f} reached: the next upload "
+                        f"({upload.name}) may cost ${built.estimate:.4f}, "
+                        f"${max(budget, 0.0):.4f} of the cap is left"
+                    )
+                break
+            chunk.append(upload)
+            if built.refusal is None:
+                size += built.size + 1
+                cost += built.estimate
+        return chunk
+
+    async def _budget(self) -> float | None:
+        """What the cap leaves for one more batch: the cap, less the run's recorded cost
+        and what its open batches' unsettled uploads may still cost."""
+        if self.max_cost is None:
+            return None
+        run = self._run or await self.storage.get_run(self.run_id)
+        expected = 0.0
+        for batch in await self.storage.list_batches(self.run_id, open_only=True):
+            held = await self._held(batch)
+            for item in held:
+                expected += await self._estimate(item.upload_id)
+        return self.max_cost - run.cost_usd - expected
+
+    async def _estimate(self, upload_id: str) -> float:
+        if upload_id not in self._estimates:
+            if self.price is None:
+                return 0.0
+            document = await self.storage.load_document(upload_id)
+            self._estimates[upload_id] = estimate_cost(
+                document,
+                self.price,
+                max_tokens=self._max_tokens(),
+                run=self._run,
+                batch=True,
+            )
+        return self._estimates[upload_id]
+
+    def _max_tokens(self) -> int:
+        value = getattr(self.provider, "max_tokens", None)
+        return value if isinstance(value, int) and value > 0 else _DEFAULT_MAX_TOKENS
+
+    async def _build(self, upload: Upload) -> _Built:
+        built = self._built.get(upload.id)
+        if built is not None:
+            return built
+        document = await self.storage.load_document(upload.id)
+        estimate = await self._estimate(upload.id)
+        try:
+            request = await self.provider.batch_request(document, upload.id)
+        except DocumentError as exc:
+            built = _Built(None, 0, 0.0, _reason(exc))
+        else:
+            size = len(json.dumps(request, default=str).encode())
+            built = _Built(request, size, estimate)
+        self._built[upload.id] = built
+        return built
+
+    # -- sending ---------------------------------------------------------------------
+
+    async def _send(self, chunk: list[Upload]) -> bool:
+        """Record the batch (the claim), fail the uploads that cannot be sent, send the
+        rest. False when nothing could be claimed."""
+        made = await self.storage.create_batch(
+            self.run_id, [u.id for u in chunk], lease_seconds=self.lease_seconds
+        )
+        if made is None:
+            return False
+        batch, items = made
+        names = {u.id: u for u in chunk}
+        requests: list[dict[str, Any]] = []
+        for item in items:
+            built = self._built.pop(item.upload_id)
+            if built.refusal is not None or built.request is None:
+                await self._fail(batch, item, names[item.upload_id], built.refusal or "")
+            else:
+                requests.append({**built.request, "custom_id": item.custom_id})
+        if not requests:
+            await self.storage.update_batch(batch.id, state=BatchState.DONE)
+            return True
+        await self._create(batch, requests)
+        return True
+
+    async def _fail(self, batch: Batch, item: BatchItem, upload: Upload, reason: str) -> None:
+        failed = await self.storage.fail_upload(
+            item.upload_id, reason, worker=batch.holder, attempt=item.attempt
+        )
+        if failed:
+            self.counters.failed += 1
+            self.emit(UploadFailed(upload, reason, item.attempt, trio.current_time()))
+
+    async def _create(self, batch: Batch, requests: list[dict[str, Any]]) -> None:
+        """Create the batch at the provider and record its id. A 429 is tried again after
+        its Retry-After; an error that may have created it first looks for it; a refusal
+        abandons it (its uploads go back to PENDING) and stops the sending."""
+        tries = limited = 0
+        while True:
+            try:
+                status = await self.provider.create_batch(requests)
+                break
+            except (RateLimited, Overloaded) as exc:
+                # Refused: nothing was created.
+                limited += 1
+                self.counters.rate_limited += isinstance(exc, RateLimited)
+                if limited > self.retry.max_rate_limited:
+                    await self._abandon(batch, f"still refused after {limited} tries: {exc}")
+                    return
+                wait = max(self.retry.backoff(limited, self.rng), exc.retry_after or 0.0)
+                log.warning("a batch was refused for now; trying again in %.1f s", wait)
+                await trio.sleep(wait)
+            except TransientError as exc:
+                # No answer (a timeout, a reset, a 5xx): it may have been created all
+                # the same. Look for it before sending it again.
+                tries += 1
+                await trio.sleep(self.retry.backoff(tries, self.rng))
+                found = await self.find(batch, len(requests))
+                if found is not None:
+                    status = found
+                    break
+                if tries >= self.retry.max_attempts:
+                    await self._abandon(batch, f"gave up after {tries} tries: {exc}")
+                    return
+                log.warning("could not send a batch: %s; trying again", exc)
+            except ProviderError as exc:
+                await self._abandon(batch, _reason(exc))
+                return
+        await self._submitted(batch, status, len(requests))
+
+    async def _submitted(self, batch: Batch, status: BatchStatus, size: int) -> None:
+        recorded = await patiently(
+            partial(self.storage.set_batch_submitted, batch.id, status.provider_batch_id),
+            "record a batch",
+            self.rng,
+        )
+        self.counters.requests += size
+        self.emit(BatchSubmitted(recorded, trio.current_time()))
+
+    async def _abandon(self, batch: Batch, why: str) -> None:
+        await self.storage.update_batch(batch.id, state=BatchState.ABANDONED)
+        self.stopped = f"the provider did not take a batch: {one_line(why)}"
+        log.warning("%s", self.stopped)
+
+    # -- re-attaching ----------------------------------------------------------------
+
+    async def _held(self, batch: Batch) -> list[BatchItem]:
+        """The batch's items whose uploads it still holds."""
+        held = {
+            u.id: u.attempts
+            for u in await self.storage.list_uploads(self.run_id, UploadStatus.LOADING)
+            if u.worker == batch.holder
+        }
+        items = await self.storage.batch_items(batch.id)
+        return [i for i in items if held.get(i.upload_id) == i.attempt]
+
+    async def reattach(self, batch: Batch) -> Batch:
+        """A SUBMITTING batch (its create call's answer was never recorded): adopt the
+        provider batch that matches it, or abandon it (its uploads go back to PENDING)."""
+        held = await self._held(batch)
+        found = await self.find(batch, len(held)) if held else None
+        if found is None:
+            log.info("batch %s never reached the provider; its uploads are sent again", batch.id)
+            return await self.storage.update_batch(batch.id, state=BatchState.ABANDONED)
+        recorded = await self.storage.set_batch_submitted(batch.id, found.provider_batch_id)
+        self.emit(BatchSubmitted(recorded, trio.current_time()))
+        return recorded
+
+    async def find(self, batch: Batch, size: int) -> BatchStatus | None:
+        """The provider batch created for ``batch``: created at most a margin before it
+        was recorded, ``size`` requests, and not recorded by any batch of ours."""
+        since = batch.created_at - self.find_margin
+        candidates = await self.provider.find_batches(since)
+        known = await self._known_ids()
+        matching = [
+            c for c in candidates if c.counts.total == size and c.provider_batch_id not in known
+        ]
+        if not matching:
+            return None
+        return min(matching, key=lambda c: _distance(c.created_at, batch.created_at))
+
+    async def _known_ids(self) -> set[str]:
+        known: set[str] = set()
+        for run in await self.storage.list_runs():
+            for other in await self.storage.list_batches(run.id):
+                if other.provider_batch_id is not None:
+                    known.add(other.provider_batch_id)
+        return known
+
+
+def _distance(created: datetime | None, recorded: datetime) -> float:
+    if created is None:
+        return float("inf")
+    return abs((created - recorded).total_seconds())
