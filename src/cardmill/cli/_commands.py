@@ -305,7 +305,7 @@ def resume(
         spend,
         batch,
     )
-    sys.exit(execute(resume_run, *args, spend, batch))
+    sys.exit(execute(resume_run, *args))
 
 
 @main.command()
