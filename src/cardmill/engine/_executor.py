@@ -49,6 +49,7 @@ from ._events import (
     Observer,
     RateChanged,
     RateLimitHit,
+    RequestFinished,
     RunFinished,
     RunSummary,
     UploadCompleted,
@@ -257,7 +258,11 @@ class Engine:
     def _bucket_changed(self, stats: BucketStatistics) -> None:
         self._emit(
             RateChanged(
-                stats.requests_per_second, stats.input_tokens_per_second, trio.current_time()
+                stats.requests_per_second,
+                stats.input_tokens_per_second,
+                trio.current_time(),
+                stats.estimated_requests_per_second,
+                stats.estimated_input_tokens_per_second,
             )
         )
 
@@ -573,6 +578,7 @@ class Engine:
             tries = attrs.evolve(tries, attempt=tries.attempt + 1)
             # Every request, re-asks included, passes the bucket and is counted.
             ticket = await self._bucket.acquire(cost)
+            sent = _now()
             try:
                 analysis = await self._call(document, c)
             except DocumentError as exc:
@@ -582,6 +588,9 @@ class Engine:
             except ProviderError as exc:
                 c.requests += 1
                 _count_usage(c, exc.usage)
+                self._emit(
+                    RequestFinished(upload, _now() - sent, type(exc).__name__, exc.usage, _now())
+                )
                 if isinstance(exc, RateLimited):
                     c.rate_limited += 1
                     tries = attrs.evolve(tries, rate_limited=tries.rate_limited + 1)
@@ -617,6 +626,11 @@ class Engine:
                 continue
             c.requests += 1
             usage = getattr(analysis, "usage", None)
+            self._emit(
+                RequestFinished(
+                    upload, _now() - sent, None, usage if isinstance(usage, Usage) else None, _now()
+                )
+            )
             charged = None
             if isinstance(usage, Usage):
                 _count_usage(c, usage)
