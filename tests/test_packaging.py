@@ -52,7 +52,7 @@ def test_metrics_are_an_extra_that_the_tests_install() -> None:
     assert not requirement_names(None) & {"opentelemetry-api", "opentelemetry-sdk"}
     assert requirement_names("metrics") == {"opentelemetry-api", "opentelemetry-sdk"}
     assert "opentelemetry-exporter-otlp-proto-http" in requirement_names("otlp")
-    assert "cardmill[metrics]" in PYPROJECT["project"]["optional-dependencies"]["test"]
+    assert "cardmill[metrics,otlp]" in PYPROJECT["project"]["optional-dependencies"]["test"]
 
 
 def test_the_version_is_the_distributions() -> None:

@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import subprocess
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -172,3 +173,70 @@ async def test_metrics_off_by_default_and_the_run_unchanged_with_them(
     served = await _cardmill("analyze", "a.md", "-q", "--metrics-port", "0", env=env, cwd=tmp_path)
     assert served.returncode == 0, served.stderr
     assert re.fullmatch(rb"cardmill: metrics at http://127\.0\.0\.1:\d+/metrics\n", served.stderr)
+
+
+async def test_otel_exports_the_runs_metrics_to_the_endpoint(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+
+    for name in ("a.md", "b.md"):
+        (tmp_path / name).write_text(f"# {name}\n\nSome text here.\n")
+    received: list[tuple[bytes, bytes]] = []
+
+    async def collector(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                return
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+        assert length is not None, head
+        while len(body) < int(length.group(1)):
+            body += await stream.receive_some(65536)
+        received.append((head.split(b" ")[1], body))
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\n"
+            b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        await stream.aclose()
+
+    clean = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, collector, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        run_env = {
+            **clean,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20collector-secret-42",
+            # Far beyond the run: only the export when the command ends can carry it.
+            "OTEL_METRIC_EXPORT_INTERVAL": "600000",
+        }
+        done = await _cardmill("analyze", "a.md", "b.md", "-q", "--otel", env=run_env, cwd=tmp_path)
+        nursery.cancel_scope.cancel()
+    assert done.returncode == 0, done.stderr
+    assert b"collector-secret-42" not in done.stdout + done.stderr
+    assert received
+    assert {path for path, _ in received} == {b"/v1/metrics"}
+    uploads: dict[str, int] = {}
+    services = set()
+    for _, body in received:
+        request = ExportMetricsServiceRequest.FromString(body)
+        for rm in request.resource_metrics:
+            for a in rm.resource.attributes:
+                if a.key == "service.name":
+                    services.add(a.value.string_value)
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name != "cardmill.uploads":
+                        continue
+                    for point in metric.sum.data_points:
+                        labels = {a.key: a.value.string_value for a in point.attributes}
+                        status = labels["cardmill.upload.status"]
+                        uploads[status] = max(uploads.get(status, 0), point.as_int)
+    assert services == {"cardmill"}
+    assert uploads == {"completed": 2}
