@@ -48,6 +48,13 @@ def test_the_test_extra_brings_postgres_and_the_test_kit() -> None:
     assert "cardmill[postgres,testing]" in PYPROJECT["project"]["optional-dependencies"]["test"]
 
 
+def test_metrics_are_an_extra_that_the_tests_install() -> None:
+    assert not requirement_names(None) & {"opentelemetry-api", "opentelemetry-sdk"}
+    assert requirement_names("metrics") == {"opentelemetry-api", "opentelemetry-sdk"}
+    assert "opentelemetry-exporter-otlp-proto-http" in requirement_names("otlp")
+    assert "cardmill[metrics,otlp]" in PYPROJECT["project"]["optional-dependencies"]["test"]
+
+
 def test_the_version_is_the_distributions() -> None:
     assert cardmill.__version__ == metadata.version("cardmill")
     assert cardmill.__version__ == PYPROJECT["project"]["version"]

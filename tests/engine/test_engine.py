@@ -21,17 +21,21 @@ from cardmill import (
     MemoryStorage,
     Overloaded,
     PermanentError,
+    RateHint,
     RateLimited,
     RunStatus,
     Storage,
     StorageError,
     TransientError,
     UploadStatus,
+    Usage,
 )
 from cardmill.engine import (
     Engine,
     Event,
     Limits,
+    RateChanged,
+    RequestFinished,
     RetryPolicy,
     UploadCompleted,
     UploadFailed,
@@ -405,6 +409,77 @@ async def test_events_tell_the_story(autojump_clock: trio.testing.MockClock) -> 
     assert kinds.count("UploadCompleted") == 2
     assert kinds[-1] == "RunFinished"
     assert all(isinstance(e, UploadStarted) for e in events[:2])
+
+
+async def test_every_request_ends_in_one_event_with_its_time_error_and_usage(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    storage = MemoryStorage()
+    run = await storage.create_run(docs(2))
+    refused = Usage(input_tokens=7)
+    provider = ScriptedProvider(
+        {
+            "doc0000.txt": [
+                Step(2.0, error=Overloaded("busy")),
+                Step(0.5, error=RateLimited("slow down", limit=LimitKind.REQUESTS)),
+                Step(3.0, usage=Usage(input_tokens=11, output_tokens=5)),
+            ],
+            "doc0001.txt": [Step(1.5, error=PermanentError("no", usage=refused))],
+        },
+    )
+    events: list[Event] = []
+    policy = RetryPolicy(base_delay=0.1, max_delay=0.1)
+    summary = await Engine(
+        storage, provider, retry=policy, observer=events.append, rng=random.Random(3)
+    ).execute(run.id)
+    ended = [e for e in events if isinstance(e, RequestFinished)]
+    assert len(ended) == summary.requests == 4
+    mine = [
+        (round(e.duration, 9), e.error, e.usage) for e in ended if e.upload.name == "doc0000.txt"
+    ]
+    assert mine == [
+        (2.0, "Overloaded", None),
+        (0.5, "RateLimited", None),
+        (3.0, None, Usage(input_tokens=11, output_tokens=5)),
+    ]
+    assert [
+        (round(e.duration, 9), e.error, e.usage) for e in ended if e.upload.name == "doc0001.txt"
+    ] == [(1.5, "PermanentError", refused)]
+    # Each one comes before the upload's retry or end.
+    for e in ended:
+        after = events[events.index(e) + 1 :]
+        assert not any(isinstance(x, UploadStarted) and x.upload.id == e.upload.id for x in after)
+
+
+async def test_a_document_refused_before_sending_makes_no_request_event(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    storage = MemoryStorage()
+    run = await storage.create_run(docs(1))
+    provider = ScriptedProvider({"doc0000.txt": [Step(error=DocumentError("encrypted"))]})
+    events: list[Event] = []
+    await Engine(storage, provider, observer=events.append).execute(run.id)
+    assert not any(isinstance(e, RequestFinished) for e in events)
+    assert any(isinstance(e, UploadFailed) for e in events)
+
+
+async def test_rate_changes_carry_the_learnt_limits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    storage = MemoryStorage()
+    run = await storage.create_run(docs(6))
+    hint = RateHint(requests_limit=120, requests_remaining=100, requests_reset=1.0)
+    provider = ScriptedProvider(default=Step(1.0, hint=hint))
+    events: list[Event] = []
+    engine = Engine(storage, provider, observer=events.append)
+    await engine.execute(run.id)
+    changes = [e for e in events if isinstance(e, RateChanged)]
+    assert changes
+    stats = engine.bucket.statistics()
+    last = changes[-1]
+    assert last.estimated_requests_per_second == stats.estimated_requests_per_second
+    assert last.estimated_input_tokens_per_second == stats.estimated_input_tokens_per_second
+    assert any(e.estimated_requests_per_second is not None for e in changes)
 
 
 async def test_unknown_run_raises(autojump_clock: trio.testing.MockClock) -> None:

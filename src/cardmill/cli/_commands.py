@@ -16,6 +16,7 @@ from ..errors import InputError
 from ..model import Batch, Run, UploadStatus
 from ._batch import batches_of, batches_table
 from ._export import FORMATS, AsyncWriter, dumps, write_cards
+from ._metrics import metrics_options
 from ._pipe import exits_quietly_on_closed_pipe
 from ._runner import (
     Spend,
@@ -209,6 +210,7 @@ _recipe_help = "The recipe: a built-in's name (see `cardmill recipes`) or a .tom
 @_batch_option
 @_json_option
 @_verbose_option
+@metrics_options
 def analyze(
     paths: tuple[str, ...],
     db: str,
@@ -266,6 +268,7 @@ def analyze(
     metavar="NAME|FILE.toml",
     help="Check that the run was made with this recipe (a run always resumes with its own).",
 )
+@metrics_options
 def resume(
     run_id: str,
     db: str,
@@ -481,6 +484,7 @@ async def _load(spec: str) -> Any:
     "--worker-name", default=None, help="Name this worker in leases (default: the host name)."
 )
 @_verbose_option
+@metrics_options
 def worker(
     db: str,
     run_id: str | None,

@@ -39,6 +39,7 @@ from ._batch import batch_provider, batches_of, run_batches
 from ._collect import collect, read
 from ._dbpath import check_sqlite_path
 from ._export import dumps, jsonable
+from ._metrics import metrics_settings, observed, run_with_metrics
 from ._pipe import exit_closed_pipe, is_closed_pipe
 from ._progress import Progress
 from ._providers import make_provider, model_of, provider_warning
@@ -63,7 +64,10 @@ class UsageError(click.ClickException):
 
 
 def execute(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+    chosen = metrics_settings()
     try:
+        if chosen is not None:
+            return trio.run(partial(run_with_metrics, chosen, fn), *args)
         return trio.run(fn, *args)
     except BaseException as raw:
         exc = root_error(raw)
@@ -206,7 +210,7 @@ def make_engine(
         limits=limits,
         bucket=bucket,
         lease_seconds=lease,
-        observer=observer,
+        observer=observed(provider, observer),
         worker=worker,
         prices=prices,
         max_cost=max_cost,

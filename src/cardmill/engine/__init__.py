@@ -17,6 +17,7 @@ from ._events import Event as Event
 from ._events import Observer as Observer
 from ._events import RateChanged as RateChanged
 from ._events import RateLimitHit as RateLimitHit
+from ._events import RequestFinished as RequestFinished
 from ._events import RunFinished as RunFinished
 from ._events import RunSummary as RunSummary
 from ._events import UploadCompleted as UploadCompleted
@@ -50,6 +51,7 @@ __all__ = [
     "RateLimitHit",
     "RateLimiter",
     "RateStateStore",
+    "RequestFinished",
     "Retry",
     "RetryPolicy",
     "RunFinished",

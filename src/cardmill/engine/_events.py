@@ -6,7 +6,7 @@ from typing import Protocol, final
 
 import attrs
 
-from ..model import Batch, BatchCounts, LimitKind, Run, Upload
+from ..model import Batch, BatchCounts, LimitKind, Run, Upload, Usage
 
 __all__ = [
     "BatchEnded",
@@ -17,6 +17,7 @@ __all__ = [
     "Observer",
     "RateChanged",
     "RateLimitHit",
+    "RequestFinished",
     "RunFinished",
     "RunSummary",
     "UploadCompleted",
@@ -82,12 +83,36 @@ class RateLimitHit:
 
 @final
 @attrs.frozen
+class RequestFinished:
+    """A request to the provider ended, answered or not, after ``duration`` seconds.
+
+    ``error`` names the [error][cardmill.errors.ProviderError]'s class
+    (``"RateLimited"``, ``"Overloaded"``, ``"TransientError"``, ...), None for an answer;
+    ``usage`` is what the provider reported for it (None when it reported nothing).
+    A document refused before anything was sent makes no request, and no event.
+    """
+
+    upload: Upload
+    duration: float
+    error: str | None
+    usage: Usage | None
+    at: float
+
+
+@final
+@attrs.frozen
 class RateChanged:
-    """The bucket's pacing rate changed (requests per second; None = unpaced)."""
+    """The bucket's pacing rate changed (requests per second; None = unpaced).
+
+    ``estimated_*`` are the provider's limits as the bucket has learnt them (per
+    second; None while nothing is known).
+    """
 
     requests_per_second: float | None
     input_tokens_per_second: float | None
     at: float
+    estimated_requests_per_second: float | None = None
+    estimated_input_tokens_per_second: float | None = None
 
 
 @final
@@ -181,6 +206,7 @@ Event = (
     | UploadCompleted
     | UploadFailed
     | UploadRetrying
+    | RequestFinished
     | RateLimitHit
     | RateChanged
     | CostCapReached

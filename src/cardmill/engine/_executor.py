@@ -54,6 +54,7 @@ from ._events import (
     Observer,
     RateChanged,
     RateLimitHit,
+    RequestFinished,
     RunFinished,
     RunSummary,
     UploadCompleted,
@@ -314,7 +315,11 @@ class Engine:
     def _bucket_changed(self, stats: BucketStatistics) -> None:
         self._emit(
             RateChanged(
-                stats.requests_per_second, stats.input_tokens_per_second, trio.current_time()
+                stats.requests_per_second,
+                stats.input_tokens_per_second,
+                trio.current_time(),
+                stats.estimated_requests_per_second,
+                stats.estimated_input_tokens_per_second,
             )
         )
 
@@ -681,6 +686,7 @@ class Engine:
                 # check counts it. Retries of an upload in flight are not held back.
                 entry.reserved = self._estimate(document)
             ticket = await self._bucket.acquire(cost)
+            sent = _now()
             try:
                 analysis = await self._call(document, c)
             except DocumentError as exc:
@@ -694,6 +700,9 @@ class Engine:
                 _count_usage(c, exc.usage)
                 if isinstance(exc.usage, Usage):
                     entry.spend(exc.usage, self._cost_of(exc.usage))
+                self._emit(
+                    RequestFinished(upload, _now() - sent, type(exc).__name__, exc.usage, _now())
+                )
                 if isinstance(exc, RateLimited):
                     c.rate_limited += 1
                     tries = attrs.evolve(tries, rate_limited=tries.rate_limited + 1)
@@ -730,6 +739,11 @@ class Engine:
             entry.reserved = 0.0
             c.requests += 1
             usage = getattr(analysis, "usage", None)
+            self._emit(
+                RequestFinished(
+                    upload, _now() - sent, None, usage if isinstance(usage, Usage) else None, _now()
+                )
+            )
             charged = None
             if isinstance(usage, Usage):
                 entry.spend(usage, self._cost_of(usage))
