@@ -14,7 +14,7 @@ from .. import __version__
 from .._recipe import BUILTIN_RECIPES, load_recipe
 from ..errors import InputError
 from ..model import Run, UploadStatus
-from ._export import FORMATS, AsyncWriter, dumps, write_cards
+from .._export import FORMATS, AsyncWriter, dumps, write_cards
 from ._pipe import exits_quietly_on_closed_pipe
 from ._runner import (
     UsageError,

@@ -33,7 +33,7 @@ from ..providers import ExtractiveProvider, Provider, redact_url
 from ..storage import PostgresStorage, SQLiteStorage, Storage, redact_dsn
 from ._collect import collect, read
 from ._dbpath import check_sqlite_path
-from ._export import dumps, jsonable
+from .._export import dumps, jsonable
 from ._pipe import exit_closed_pipe, is_closed_pipe
 from ._progress import Progress
 from ._providers import make_provider, model_of, provider_warning
