@@ -20,6 +20,7 @@ MODULES = [
     "cardmill.storage",
     "cardmill.providers",
     "cardmill.testing",
+    "cardmill.web",
     "cardmill.model",
     "cardmill.errors",
 ]

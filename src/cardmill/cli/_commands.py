@@ -1,4 +1,5 @@
-"""The `cardmill` command: `analyze`, `resume`, `runs`, `show`, `export` and `worker`."""
+"""The `cardmill` command: `analyze`, `resume`, `runs`, `show`, `export`, `serve`,
+`recipes` and `worker`."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import click
 import trio
 
 from .. import __version__
+from .._export import FORMATS, AsyncWriter, dumps, write_cards
 from .._recipe import BUILTIN_RECIPES, load_recipe
 from ..errors import InputError
 from ..model import Run, UploadStatus
-from .._export import FORMATS, AsyncWriter, dumps, write_cards
 from ._pipe import exits_quietly_on_closed_pipe
 from ._runner import (
     UsageError,
@@ -25,6 +26,7 @@ from ._runner import (
     resume_run,
     run_record,
     run_worker,
+    serve_viewer,
     setup_logging,
     summary_table,
 )
@@ -344,6 +346,32 @@ class _PrintableWriter:
 
     def write(self, data: str, /) -> Awaitable[int]:
         return self._out.write(printable(data, lines=True))
+
+
+@main.command()
+@_db_option
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address to listen on; other than loopback only with --allow-remote.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="The TCP port (0: any free one).",
+)
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Serve beyond this machine. There is no login: whoever reaches the address "
+    "reads every run and card.",
+)
+def serve(db: str, host: str, port: int, allow_remote: bool) -> NoReturn:
+    """Open a read-only web viewer of the runs and cards (needs the web extra)."""
+    sys.exit(execute(serve_viewer, db, host, port, allow_remote))
 
 
 @main.group(invoke_without_command=True)
