@@ -38,14 +38,38 @@ def requirement_names(extra: str | None) -> set[str]:
 def test_the_core_installs_no_database_driver_and_no_http_server() -> None:
     core = requirement_names(None)
     assert {"trio", "httpx", "anthropic", "attrs"} <= core
-    assert not core & {"psycopg", "psycopg-pool", "h11"}
+    assert not core & {"psycopg", "psycopg-pool", "h11", "starlette", "hypercorn", "jinja2"}
     assert requirement_names("postgres") == {"psycopg", "psycopg-pool"}
     assert requirement_names("testing") == {"h11"}
+    assert requirement_names("web") == {"starlette", "hypercorn", "jinja2"}
 
 
-def test_the_test_extra_brings_postgres_and_the_test_kit() -> None:
-    # CI installs .[test] and must run the PostgreSQL tests, not skip them.
-    assert "cardmill[postgres,testing]" in PYPROJECT["project"]["optional-dependencies"]["test"]
+def test_the_test_extra_brings_postgres_the_test_kit_and_the_viewer() -> None:
+    # CI installs .[test] and must run the PostgreSQL and viewer tests, not skip them.
+    test = PYPROJECT["project"]["optional-dependencies"]["test"]
+    assert "cardmill[postgres,testing,web]" in test
+
+
+def test_the_viewer_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cardmill
+
+    monkeypatch.setitem(sys.modules, "starlette", None)
+    monkeypatch.delitem(sys.modules, "cardmill.web", raising=False)
+    monkeypatch.delattr(cardmill, "web", raising=False)
+    with pytest.raises(MissingExtra) as caught:
+        import cardmill.web
+    assert str(caught.value) == "The web viewer needs the web extra: pip install 'cardmill[web]'"
+    assert caught.value.extra == "web"
+
+
+def test_the_viewers_templates_and_static_files_are_in_the_package() -> None:
+    from importlib import resources
+
+    web = resources.files("cardmill.web")
+    for name in ("base.html", "runs.html", "run.html", "cards.html", "error.html"):
+        assert (web / "templates" / name).is_file(), name
+    for name in ("viewer.js", "viewer.css"):
+        assert (web / "static" / name).is_file(), name
 
 
 def test_metrics_are_an_extra_that_the_tests_install() -> None:

@@ -21,6 +21,7 @@ MODULES = [
     "cardmill.providers",
     "cardmill.testing",
     "cardmill.metrics",
+    "cardmill.web",
     "cardmill.model",
     "cardmill.errors",
 ]

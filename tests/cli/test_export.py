@@ -11,8 +11,8 @@ import trio
 from click.testing import CliRunner
 
 from cardmill import CardDraft, Document, MemoryStorage, SQLiteStorage, Storage, UploadStatus
+from cardmill._export import write_cards
 from cardmill.cli import main
-from cardmill.cli._export import write_cards
 
 from .conftest import EXAMPLES
 from .test_cli import cardmill, one_line_error

@@ -1,4 +1,5 @@
-"""The `cardmill` command: `analyze`, `resume`, `runs`, `show`, `export` and `worker`."""
+"""The `cardmill` command: `analyze`, `resume`, `runs`, `show`, `export`, `serve`,
+`recipes` and `worker`."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import click
 import trio
 
 from .. import __version__
+from .._export import FORMATS, AsyncWriter, dumps, write_cards
 from .._recipe import BUILTIN_RECIPES, load_recipe
 from ..errors import InputError
 from ..model import Batch, Run, UploadStatus
 from ._batch import batches_of, batches_table
-from ._export import FORMATS, AsyncWriter, dumps, write_cards
 from ._metrics import metrics_options
 from ._pipe import exits_quietly_on_closed_pipe
 from ._runner import (
@@ -30,6 +31,7 @@ from ._runner import (
     resume_run,
     run_record,
     run_worker,
+    serve_viewer,
     setup_logging,
     shown_cost,
     summary_table,
@@ -438,6 +440,32 @@ class _PrintableWriter:
 
     def write(self, data: str, /) -> Awaitable[int]:
         return self._out.write(printable(data, lines=True))
+
+
+@main.command()
+@_db_option
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address to listen on; other than loopback only with --allow-remote.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="The TCP port (0: any free one).",
+)
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Serve beyond this machine. There is no login: whoever reaches the address "
+    "reads every run and card.",
+)
+def serve(db: str, host: str, port: int, allow_remote: bool) -> NoReturn:
+    """Open a read-only web viewer of the runs and cards (needs the web extra)."""
+    sys.exit(execute(serve_viewer, db, host, port, allow_remote))
 
 
 @main.group(invoke_without_command=True)

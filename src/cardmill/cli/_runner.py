@@ -20,6 +20,7 @@ import click
 import trio
 
 from .._cost import DEFAULT_PRICES, FREE, PriceTable
+from .._export import dumps, jsonable
 from .._recipe import STUDY_CARDS, Recipe, load_recipe
 from ..engine import (
     BatchExecutor,
@@ -38,7 +39,6 @@ from ..storage import PostgresStorage, SQLiteStorage, Storage, redact_dsn
 from ._batch import batch_provider, batches_of, run_batches
 from ._collect import collect, read
 from ._dbpath import check_sqlite_path
-from ._export import dumps, jsonable
 from ._metrics import metrics_settings, observed, run_with_metrics
 from ._pipe import exit_closed_pipe, is_closed_pipe
 from ._progress import Progress
@@ -850,4 +850,33 @@ async def estimate_paths(
             f"prices as of {prices.as_of or 'the prices file'}",
             err=True,
         )
+    return EXIT_OK
+
+
+async def serve_viewer(db: str, host: str, port: int, allow_remote: bool) -> int:
+    """``cardmill serve``: the web viewer of ``db`` until Ctrl-C."""
+    from .. import web  # the web extra: MissingExtra names it when absent
+
+    web.check_address(host, port, allow_remote=allow_remote)
+    async with open_storage(db, create=False) as storage, trio.open_nursery() as nursery:
+        url = await nursery.start(
+            partial(
+                web.serve,
+                storage,
+                host=host,
+                port=port,
+                database=shown_db(db, absolute=True),
+                allow_remote=allow_remote,
+            )
+        )
+        if allow_remote:
+            click.echo(
+                printable(
+                    f"cardmill: warning: serving on {host} to other machines, without a "
+                    "login: whoever reaches it reads every run and card"
+                ),
+                err=True,
+            )
+        shown = printable(f"cardmill: viewer of {shown_db(db)} on {url} (Ctrl-C stops)")
+        click.echo(shown, err=True)
     return EXIT_OK

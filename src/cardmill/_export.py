@@ -1,4 +1,7 @@
-"""Writing a run's cards as JSON lines, CSV or Markdown, and records as JSON."""
+"""Writing a run's cards as JSON lines, CSV or Markdown, and records as JSON.
+
+The command line's ``export`` and the web viewer's export links share this code.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +9,18 @@ import csv
 import enum
 import io
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from datetime import datetime
 from typing import Any, Final, Protocol, TextIO, final
 
 import attrs
 
-from .._recipe import FieldType, Recipe
-from ..model import Card, FieldValue, Run, Upload
-from ..storage import Storage
+from ._recipe import FieldType, Recipe
+from .model import Card, FieldValue, Run, Upload
+from .storage import Storage
 
-__all__ = ["FORMATS", "AsyncWriter", "jsonable", "write_cards"]
+__all__ = ["FORMATS", "AsyncWriter", "card_chunks", "dumps", "jsonable", "write_cards"]
 
 FORMATS = ("jsonl", "csv", "md")
 _FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
@@ -91,6 +95,30 @@ async def write_cards(
     of one page. Cards of a recipe other than the study cards carry their fields: nested
     in JSON lines, one column each in CSV, one line each in Markdown.
     """
+    written = 0
+    async with aclosing(_chunks(fmt, storage, run, batch)) as chunks:
+        async for text, count in chunks:
+            await out.write(text)
+            written = count
+    return written
+
+
+async def card_chunks(
+    fmt: str, storage: Storage, run: Run, *, batch: int = 1000
+) -> AsyncGenerator[str]:
+    """The run's cards in ``fmt``, as `write_cards` writes them, in text chunks of
+    ``batch`` cards (the header, if the format has one, with the first): for a caller
+    that sends them on, such as a streamed HTTP response."""
+    async with aclosing(_chunks(fmt, storage, run, batch)) as chunks:
+        async for text, _ in chunks:
+            yield text
+
+
+async def _chunks(
+    fmt: str, storage: Storage, run: Run, batch: int
+) -> AsyncGenerator[tuple[str, int]]:
+    """Text of up to ``batch`` cards at a time, with the count of cards so far; the last
+    chunk (perhaps only the header, or nothing) comes even when the run has no cards."""
     start = _FORMATS.get(fmt)
     if start is None:
         raise ValueError(f"unknown format {fmt!r}")
@@ -103,11 +131,10 @@ async def write_cards(
         row(card, await names.of(card.upload_id))
         count += 1
         if count % batch == 0:
-            await out.write(text.getvalue())
+            yield text.getvalue(), count
             text.seek(0)
             text.truncate()
-    await out.write(text.getvalue())
-    return count
+    yield text.getvalue(), count
 
 
 def _jsonl(out: TextIO, run: Run, recipe: Recipe) -> _Row:

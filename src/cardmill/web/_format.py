@@ -1,0 +1,65 @@
+"""How numbers, times, money and links appear on the viewer's pages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from urllib.parse import quote, urlencode
+
+from ..model import FieldValue, Usage
+
+__all__ = ["duration", "field_text", "href", "money", "number", "query", "tokens", "when"]
+
+
+def number(value: int | float) -> str:
+    """A count with thousands separators: ``12,345``."""
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
+
+
+def money(cost_usd: float) -> str:
+    """Dollars, with the cents of a cent shown while the sum is small."""
+    return f"${cost_usd:,.4f}" if cost_usd < 1 else f"${cost_usd:,.2f}"
+
+
+def tokens(usage: Usage) -> str:
+    """Input and output tokens in one short line."""
+    return f"{number(usage.input_tokens)} in · {number(usage.output_tokens)} out"
+
+
+def when(moment: datetime | None) -> str:
+    """A stored time in the viewer's local time, to the second; a dash when unknown."""
+    if moment is None:
+        return "—"
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``2 h 01 min``."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+def field_text(value: FieldValue) -> str:
+    """A recipe field's value as text: lists joined, flags as yes/no."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, tuple):
+        return ", ".join(value)
+    return str(value)
+
+
+def href(*parts: str, **params: object) -> str:
+    """A path of the viewer: each part percent-encoded (ids come from a database and may
+    hold ``/``, ``?`` or anything else), then the query of the ``params`` that are set."""
+    path = "/" + "/".join(quote(part, safe="") for part in parts)
+    return path + query(params)
+
+
+def query(params: Mapping[str, object]) -> str:
+    """``?a=1&b=2`` of the params whose value is not None or empty, or nothing."""
+    kept = {k: str(v) for k, v in params.items() if v is not None and v != ""}
+    return "?" + urlencode(kept) if kept else ""

@@ -1,0 +1,84 @@
+"""Serving the viewer with hypercorn's trio worker."""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+
+from ..errors import InputError
+from ..storage import Storage
+from ._app import create_app
+from ._guard import is_loopback
+
+__all__ = ["check_address", "serve"]
+
+DEFAULT_PORT = 8765
+
+
+async def serve(
+    storage: Storage,
+    *,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    database: str = "",
+    allow_remote: bool = False,
+    poll_seconds: float = 1.0,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the viewer of ``storage`` on ``host``:``port`` until cancelled.
+
+    Start it in a nursery to learn its address: ``url = await nursery.start(serve,
+    storage)`` gives ``http://127.0.0.1:8765/`` (with ``port=0``, the port the system
+    chose).
+
+    Args:
+        storage: an open storage, read and never written; the caller closes it.
+        host: the address to listen on; a loopback address unless ``allow_remote``.
+        port: the TCP port, 0 for any free one.
+        database: how the pages name the database (never with a password).
+        allow_remote: listen on any address and answer any host name. The viewer has
+            no login: whoever reaches it reads every run and card.
+        poll_seconds: how often a run's page asks for fresh progress.
+
+    Raises:
+        InputError: ``host`` is not a loopback address and ``allow_remote`` is false,
+            ``port`` is out of range, or the address cannot be listened on.
+    """
+    check_address(host, port, allow_remote=allow_remote)
+    app = create_app(
+        storage, database=database, allow_remote=allow_remote, poll_seconds=poll_seconds
+    )
+    config = Config()
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    config.bind = [f"{shown}:{port}"]
+    config.accesslog = None
+    config.loglevel = "WARNING"
+    config.graceful_timeout = 1.0
+    logging.getLogger("hypercorn.error").setLevel(logging.WARNING)
+    async with trio.open_nursery() as nursery:
+        try:
+            binds: list[str] = await nursery.start(hypercorn_serve, app, config)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise InputError(f"cannot listen on {shown}:{port} ({reason})") from None
+        task_status.started(binds[0] + "/")
+
+
+def check_address(host: str, port: int, *, allow_remote: bool = False) -> None:
+    """Refuse an address [`serve`][cardmill.web.serve] would refuse, before anything
+    is opened.
+
+    Raises:
+        InputError: ``host`` is not a loopback address (``localhost``, ``127.0.0.0/8``,
+            ``::1``) and ``allow_remote`` is false, or ``port`` is not from 0 to 65535.
+    """
+    if not (allow_remote or is_loopback(host)):
+        raise InputError(
+            f"--host {host}: other machines could read every card; "
+            "pass --allow-remote to serve beyond this machine"
+        )
+    if not 0 <= port <= 65535:
+        raise InputError(f"--port {port}: not a TCP port (0 to 65535)")
