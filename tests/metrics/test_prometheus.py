@@ -113,7 +113,8 @@ def test_an_empty_reader_renders_nothing(otel: Otel) -> None:
 
 
 def test_numbers_render_as_the_format_spells_them() -> None:
-    from cardmill.metrics._prometheus import _metric_name, _number
+    from cardmill.metrics._prometheus import _metric_name
+    from cardmill.metrics._prometheus import number as _number
 
     assert [_number(v) for v in (3, 0.5, math.inf, -math.inf)] == ["3", "0.5", "+Inf", "-Inf"]
     assert _number(math.nan) == "NaN"

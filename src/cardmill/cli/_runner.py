@@ -853,7 +853,9 @@ async def estimate_paths(
     return EXIT_OK
 
 
-async def serve_viewer(db: str, host: str, port: int, allow_remote: bool) -> int:
+async def serve_viewer(
+    db: str, host: str, port: int, allow_remote: bool, metrics: bool = False
+) -> int:
     """``cardmill serve``: the web viewer of ``db`` until Ctrl-C."""
     from .. import web  # the web extra: MissingExtra names it when absent
 
@@ -867,6 +869,7 @@ async def serve_viewer(db: str, host: str, port: int, allow_remote: bool) -> int
                 port=port,
                 database=shown_db(db, absolute=True),
                 allow_remote=allow_remote,
+                metrics=metrics,
             )
         )
         if allow_remote:
@@ -877,6 +880,8 @@ async def serve_viewer(db: str, host: str, port: int, allow_remote: bool) -> int
                 ),
                 err=True,
             )
+        if metrics:
+            click.echo(printable(f"cardmill: Prometheus metrics at {url}metrics"), err=True)
         shown = printable(f"cardmill: viewer of {shown_db(db)} on {url} (Ctrl-C stops)")
         click.echo(shown, err=True)
     return EXIT_OK
