@@ -19,7 +19,8 @@ import attrs
 import click
 import trio
 
-from .._cost import DEFAULT_PRICES, FREE, PriceTable
+from .._cost import DEFAULT_PRICES, FREE, PriceTable, usd
+from .._cost import shown_cost as cost_text
 from .._export import dumps, jsonable
 from .._recipe import STUDY_CARDS, Recipe, load_recipe
 from ..engine import (
@@ -236,17 +237,10 @@ def _exit_code(run: Run, summary: RunSummary | None = None) -> int:
     return EXIT_OK if run.status == RunStatus.SUCCEEDED else EXIT_INCOMPLETE
 
 
-def usd(amount: float) -> str:
-    """``$0.00`` for nothing, else four decimals: ``$0.0123``."""
-    return "$0.00" if amount == 0 else f"${amount:.4f}"
-
-
 def shown_cost(run: Run) -> str:
     """A stored run's cost; "unknown" when tokens were used but nothing was priced
     (the model had no price)."""
-    if run.cost_usd == 0 and (run.usage.input_tokens or run.usage.output_tokens):
-        return "unknown"
-    return usd(run.cost_usd)
+    return cost_text(run.cost_usd, run.usage)
 
 
 # -- output ------------------------------------------------------------------------------

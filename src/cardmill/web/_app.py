@@ -113,7 +113,7 @@ class _Views:
         self._env.globals.update(database=database, href=_format.href, query=_format.query)
         self._env.filters.update(
             number=_format.number,
-            money=_format.money,
+            cost=lambda item: _format.cost(item.cost_usd, item.usage),
             tokens=_format.tokens,
             when=_format.when,
             duration=_format.duration,
@@ -291,7 +291,7 @@ def _progress_text(run: Run) -> dict[str, str]:
         "failed": _format.number(run.failed_items),
         "cards": _format.number(run.total_cards),
         "tokens": _format.tokens(run.usage),
-        "cost": _format.money(run.cost_usd),
+        "cost": _format.cost(run.cost_usd, run.usage),
         "finished": _format.when(run.finished_at),
     }
 
