@@ -1,6 +1,7 @@
 """Screenshots of the web viewer for the docs: docs/img/viewer-*.png.
 
-Analyses the bundled examples offline (the extractive provider) into a MemoryStorage,
+Analyses the bundled examples offline (the extractive provider), and again through the
+Message Batches API of the loopback FakeAnthropicServer, into a MemoryStorage,
 serves the viewer on a free loopback port and photographs three pages with Debian's
 headless Chromium (/usr/bin/chromium, never a downloaded browser)::
 
@@ -17,6 +18,9 @@ import attrs
 import trio
 
 from cardmill import Document, Engine, ExtractiveProvider, MemoryStorage
+from cardmill.engine import BatchExecutor
+from cardmill.providers import AnthropicProvider
+from cardmill.testing import FakeAnthropicServer
 from cardmill.web import serve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +36,7 @@ ARGS = [
 ]
 
 
-def photograph(url: str, run_id: str) -> None:
+def photograph(url: str, run_id: str, cards_run_id: str) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -41,7 +45,7 @@ def photograph(url: str, run_id: str) -> None:
         for name, path in (
             ("runs", ""),
             ("run", f"runs/{run_id}"),
-            ("cards", f"runs/{run_id}/cards?q=starter"),
+            ("cards", f"runs/{cards_run_id}/cards?q=starter"),
         ):
             page.goto(url + path)
             page.screenshot(path=str(ROOT / "docs" / "img" / f"viewer-{name}.png"))
@@ -56,12 +60,18 @@ async def main() -> None:
         if p.suffix in {".md", ".txt", ".html", ".pdf"}
     ]
     storage = MemoryStorage()
-    run = await storage.create_run(documents, name="examples/")
+    offline = await storage.create_run(documents, name="examples/ (offline)")
     async with ExtractiveProvider() as provider:
-        await Engine(storage, provider).execute(run.id)
+        await Engine(storage, provider).execute(offline.id)
+    # The same documents through the Message Batches API of the loopback fake: a run
+    # with tokens, a cost at the batch price, and its batch.
+    run = await storage.create_run(documents, name="examples/ (batch)")
+    server = FakeAnthropicServer()
+    async with server, AnthropicProvider(api_key="fake-key", base_url=server.url) as provider:
+        await BatchExecutor(storage, provider, poll_interval=0.05).execute(run.id)
     async with trio.open_nursery() as nursery:
         url: Any = await nursery.start(partial(serve, storage, port=0, database="cardmill.db"))
-        await trio.to_thread.run_sync(photograph, url, run.id)
+        await trio.to_thread.run_sync(photograph, url, run.id, offline.id)
         nursery.cancel_scope.cancel()
 
 

@@ -16,7 +16,7 @@ import attrs
 from ._rates import Usage
 from .errors import InputError
 
-__all__ = ["DEFAULT_PRICES", "Price", "PriceTable", "cost_of"]
+__all__ = ["DEFAULT_PRICES", "Price", "PriceTable", "cost_of", "shown_cost", "usd"]
 
 MAX_PRICES_BYTES: Final = 1_000_000
 """The largest prices file read (a price table is a few kilobytes)."""
@@ -110,6 +110,19 @@ def cost_of(usage: Usage, price: Price, *, batch: bool = False) -> float:
     )
     cost = millionths / 1_000_000
     return cost * price.batch_share if batch else cost
+
+
+def usd(amount: float) -> str:
+    """``$0.00`` for nothing, else four decimals: ``$0.0123``."""
+    return "$0.00" if amount == 0 else f"${amount:.4f}"
+
+
+def shown_cost(cost_usd: float, usage: Usage) -> str:
+    """A recorded cost as the command line and the viewer show it: "unknown" when tokens
+    were used but nothing was priced (the model had no price), else `usd`."""
+    if cost_usd == 0 and (usage.input_tokens or usage.output_tokens):
+        return "unknown"
+    return usd(cost_usd)
 
 
 def _frozen(prices: Mapping[str, Price]) -> Mapping[str, Price]:

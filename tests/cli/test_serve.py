@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from collections.abc import AsyncIterator
@@ -72,11 +73,36 @@ async def test_serve_shows_the_examples_run_until_ctrl_c(env: dict[str, str]) ->
         async with httpx.AsyncClient() as client:
             page = await client.get(url)
             refused = await client.get(url, headers={"host": "evil.example"})
+            metrics = await client.get(url + "metrics")
     assert page.status_code == 200
+    assert metrics.status_code == 404
     assert "SUCCEEDED" in page.text
     assert env["CARDMILL_DB"] in page.text
     assert refused.status_code == 400
     assert not [line for line in lines if "warning" in line]
+
+
+async def test_serve_metrics_answers_prometheus_text_of_the_database(
+    env: dict[str, str],
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    analysed = await cardmill("analyze", str(EXAMPLES), "--json", env=env)
+    assert analysed.returncode == 0, analysed.stderr.decode()
+    run_id = json.loads(analysed.stdout)["run"]["id"]
+    async with serving("--metrics", env=env) as (url, lines):
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(url + "metrics")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    cards = {
+        s.labels["cardmill_run_id"]: s.value
+        for f in text_string_to_metric_families(answer.text)
+        for s in f.samples
+        if s.name == "cardmill_run_cards"
+    }
+    assert cards == {run_id: json.loads(analysed.stdout)["run"]["total_cards"]}
+    assert f"cardmill: Prometheus metrics at {url}metrics" in lines
 
 
 async def test_allow_remote_warns_and_answers_any_host(env: dict[str, str]) -> None:
@@ -104,9 +130,11 @@ async def test_a_postgres_password_reaches_no_page_and_no_output(env: dict[str, 
     try:
         made = await cardmill("analyze", str(EXAMPLES), env=env)
         assert made.returncode == 0, made.stderr.decode()
-        async with serving(env=env) as (url, lines):
+        async with serving("--metrics", env=env) as (url, lines):
             async with httpx.AsyncClient() as client:
-                pages = [(await client.get(url + path)).text for path in ("", "runs/nope", "x")]
+                paths = ("", "runs/nope", "x", "metrics")
+                pages = [(await client.get(url + path)).text for path in paths]
+        assert "cardmill_run_cards{" in pages[3]
         assert all(secret not in page for page in pages)
         assert f"postgresql://{user_host[0]}:***@" in pages[0]
         assert all(secret not in line for line in lines)

@@ -8,7 +8,23 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from cardmill import Document
 from cardmill.metrics import EngineMetrics
+from cardmill.providers import Analysis
+from cardmill.testing import ScriptedProvider
+
+
+class Named:
+    """A scripted provider that names its model, so the engine prices its usage."""
+
+    name = "anthropic"
+
+    def __init__(self, inner: ScriptedProvider, model: str = "claude-haiku-4-5") -> None:
+        self._inner = inner
+        self.model = model
+
+    async def analyze(self, document: Document) -> Analysis:
+        return await self._inner.analyze(document)
 
 
 @attrs.define

@@ -24,7 +24,7 @@ from cardmill.engine import Engine, Event, RetryPolicy
 from cardmill.providers import AnthropicProvider
 from cardmill.testing import FakeAnthropicServer, ScriptedProvider, Step
 
-from .conftest import Otel
+from .conftest import Named, Otel
 
 MODEL = "claude-haiku-4-5"
 
@@ -44,21 +44,26 @@ async def test_a_run_with_429s_and_529s_gives_exact_counts(
         cache_read_input_tokens=30,
         cache_creation_input_tokens=5,
     )
-    provider = ScriptedProvider(
-        {
-            "doc0.md": [
-                Step(1.0, error=RateLimited("slow", retry_after=2.0, limit=LimitKind.INPUT_TOKENS)),
-                Step(1.0, error=RateLimited("slow", retry_after=2.0, limit=LimitKind.REQUESTS)),
-                Step(1.0, usage=used),
-            ],
-            "doc1.md": [Step(1.0, error=Overloaded("busy")), Step(1.0, usage=used)],
-            "doc2.md": [Step(1.0, error=RateLimited("slow")), Step(1.0, usage=used)],
-            "doc3.md": [
-                Step(1.0, error=TransientError("reset")),
-                Step(1.0, error=PermanentError("bad request", usage=Usage(input_tokens=9))),
-            ],
-        },
-        default=Step(1.0, usage=used),
+    provider = Named(
+        ScriptedProvider(
+            {
+                "doc0.md": [
+                    Step(
+                        1.0,
+                        error=RateLimited("slow", retry_after=2.0, limit=LimitKind.INPUT_TOKENS),
+                    ),
+                    Step(1.0, error=RateLimited("slow", retry_after=2.0, limit=LimitKind.REQUESTS)),
+                    Step(1.0, usage=used),
+                ],
+                "doc1.md": [Step(1.0, error=Overloaded("busy")), Step(1.0, usage=used)],
+                "doc2.md": [Step(1.0, error=RateLimited("slow")), Step(1.0, usage=used)],
+                "doc3.md": [
+                    Step(1.0, error=TransientError("reset")),
+                    Step(1.0, error=PermanentError("bad request", usage=Usage(input_tokens=9))),
+                ],
+            },
+            default=Step(1.0, usage=used),
+        )
     )
     events: list[Event] = []
     observer = otel.metrics.observer(provider="anthropic", model=MODEL, then=events.append)

@@ -22,7 +22,7 @@ from cardmill.errors import InputError
 from cardmill.metrics import PROMETHEUS_CONTENT_TYPE, otlp_reader, prometheus_text, serve_metrics
 from cardmill.testing import ScriptedProvider, Step
 
-from .conftest import Otel
+from .conftest import Named, Otel
 
 NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -31,11 +31,14 @@ LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 async def _run(otel: Otel, *, model: str = "claude-haiku-4-5") -> None:
     storage = MemoryStorage()
     run = await storage.create_run([Document(f"d{i}.md", b"# d\n\ntext\n") for i in range(3)])
-    provider = ScriptedProvider(
-        {"d0.md": [Step(0.5, error=RateLimited("slow", limit=LimitKind.REQUESTS))]},
-        default=Step(
-            0.25, usage=Usage(input_tokens=300, output_tokens=70, cache_read_input_tokens=1)
+    provider = Named(
+        ScriptedProvider(
+            {"d0.md": [Step(0.5, error=RateLimited("slow", limit=LimitKind.REQUESTS))]},
+            default=Step(
+                0.25, usage=Usage(input_tokens=300, output_tokens=70, cache_read_input_tokens=1)
+            ),
         ),
+        model,
     )
     observer = otel.metrics.observer(provider="anthropic", model=model)
     await Engine(storage, provider, observer=observer).execute(run.id)
@@ -110,7 +113,8 @@ def test_an_empty_reader_renders_nothing(otel: Otel) -> None:
 
 
 def test_numbers_render_as_the_format_spells_them() -> None:
-    from cardmill.metrics._prometheus import _metric_name, _number
+    from cardmill.metrics._prometheus import _metric_name
+    from cardmill.metrics._prometheus import number as _number
 
     assert [_number(v) for v in (3, 0.5, math.inf, -math.inf)] == ["3", "0.5", "+Inf", "-Inf"]
     assert _number(math.nan) == "NaN"

@@ -47,8 +47,10 @@ pytestmark = [
 
 def in_browser(script: Callable[[Any], T]) -> T:
     """Run ``script(page)`` in a fresh headless Chromium (call from a worker thread)."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # A shared machine can be slow: wait for what the page must show longer than 5 s.
+    expect.set_options(timeout=15_000)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
@@ -201,3 +203,196 @@ async def test_hostile_cards_run_no_script_and_inline_script_is_refused() -> Non
     }
     assert len(seen["violations"]) >= 2
     assert seen["console"]
+
+
+async def test_a_batch_runs_counts_advance_on_the_page_while_the_executor_works() -> None:
+    from cardmill._cost import DEFAULT_PRICES
+    from cardmill.cli._runner import shown_cost
+    from cardmill.engine import BatchExecutor
+
+    from ..engine.batch_fakes import FakeBatchAPI
+
+    storage = MemoryStorage()
+    run = await storage.create_run([doc(f"d{i}.md") for i in range(3)], name="batched")
+    # The fake API's own clock moves only when the test says: request i is processed at
+    # tick i + 1, so each step of the page follows one step of the provider.
+    ticks = [0.0]
+    api = FakeBatchAPI(seconds_per_request=1.0, clock=lambda: ticks[0])
+    executor = BatchExecutor(
+        storage,
+        api,
+        prices=DEFAULT_PRICES,
+        poll_interval=0.05,
+        max_poll_interval=0.1,
+    )
+
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(
+            lambda task_status: serve(storage, port=0, poll_seconds=0.2, task_status=task_status)
+        )
+
+        def tick(to: float) -> None:
+            trio.from_thread.run_sync(lambda: ticks.__setitem__(0, to))
+
+        def script(page: Any) -> dict[str, Any]:
+            from playwright.sync_api import expect
+
+            page.goto(f"{url}runs/{run.id}")
+            hidden = page.locator("#batches").is_hidden()
+            # The batch is submitted after the page was drawn: its row appears by itself.
+            trio.from_thread.run_sync(lambda: nursery.start_soon(executor.execute, run.id))
+            row = page.locator("tr[data-batch]")
+            text = row.locator("[data-batch-part=text]")
+            expect(text).to_have_text("0 / 3")
+            expect(row.locator("[data-batch-part=state]")).to_have_text("live")
+            seen = [text.text_content()]
+            provider_id = row.locator("[data-batch-part=provider_id]").text_content()
+            counts = []
+            for i in range(1, 4):
+                tick(float(i))
+                expect(text).to_have_text(f"{i} / 3")
+                seen.append(text.text_content())
+                counts.append(row.locator("[data-batch-part=counts]").text_content())
+            page.wait_for_selector("text=SUCCEEDED")
+            expect(row.locator("[data-batch-part=state]")).to_have_text("done")
+            return {
+                "hidden": hidden,
+                "seen": seen,
+                "provider_id": provider_id,
+                "counts": counts,
+                "cost": page.locator("[data-live=cost]").text_content(),
+                "tokens": page.locator("[data-live=tokens]").text_content(),
+            }
+
+        seen = await trio.to_thread.run_sync(in_browser, script)
+        nursery.cancel_scope.cancel()
+    finished = await storage.get_run(run.id)
+    assert seen["hidden"]
+    assert seen["seen"] == ["0 / 3", "1 / 3", "2 / 3", "3 / 3"]
+    assert seen["provider_id"] == "msgbatch_0001"
+    assert seen["counts"][0].startswith("1 succeeded · 0 errored · 2 processing")
+    assert finished.cost_usd > 0
+    assert seen["cost"] == shown_cost(finished)
+    assert seen["tokens"] == "3,000 in · 600 out"
+
+
+async def test_hostile_recipe_fields_names_and_errors_stay_inert_and_no_secret_shows() -> None:
+    from cardmill import Recipe
+    from cardmill.cli._runner import shown_db
+    from cardmill.engine import RetryPolicy
+    from cardmill.providers import AnthropicProvider
+    from cardmill.testing import FakeAnthropicServer
+
+    key = "sk-ant-api03-viewer-secret-key-0123456789"
+    password = "pg-viewer-secret-pw"
+    dsn = f"postgresql://cardmill:{password}@db.example:5432/cards"
+    storage = MemoryStorage()
+    # A run through the real SDK with the key: answers refused (401, 400) leave errors.
+    async with FakeAnthropicServer(api_key=key, hostile=True) as server:
+        server.inject("401", "400")
+        provider = AnthropicProvider(api_key=key, base_url=server.url)
+        sent = await storage.create_run(
+            [doc("refused-1.md"), doc("refused-2.md"), doc("answered.md")], name="sdk"
+        )
+        async with provider:
+            await Engine(
+                storage, provider, concurrency=1, retry=RetryPolicy(max_attempts=1)
+            ).execute(sent.id)
+    recipe = Recipe.from_toml(
+        """
+name = "links"
+instructions = "One card per link."
+[[fields]]
+name = "url"
+type = "string"
+[[fields]]
+name = "labels"
+type = "list"
+required = false
+"""
+    )
+    name = "javascript:window.__pwned=4//.md"
+    run = await storage.create_run(
+        [doc(name), doc("<b>err</b>.md")],
+        name="<i>run</i><script>window.__pwned=5</script>",
+        recipe=recipe,
+    )
+    first = await storage.claim_upload(run.id, worker="t", lease_seconds=60)
+    assert first is not None
+    await storage.complete_upload(
+        first.id,
+        [
+            CardDraft(
+                "javascript:window.__pwned=6",
+                "",
+                fields={
+                    "url": "javascript:window.__pwned=7",
+                    "labels": ("<img src=x onerror=window.__pwned=8>", "javascript:x"),
+                },
+            )
+        ],
+    )
+    second = await storage.claim_upload(run.id, worker="t", lease_seconds=60)
+    assert second is not None
+    await storage.fail_upload(second.id, "<script>window.__pwned=9</script> said no")
+    await storage.finish_run(run.id)
+
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(
+            partial(serve, storage, port=0, database=shown_db(dsn), metrics=True)
+        )
+
+        def script(page: Any) -> dict[str, Any]:
+            headers: list[dict[str, str]] = []
+            texts: dict[str, str] = {}
+            paths = [
+                "",
+                f"runs/{run.id}",
+                f"runs/{run.id}/cards",
+                f"runs/{run.id}/cards?field=url&value=javascript",
+                f"runs/{sent.id}",
+                f"runs/{sent.id}/cards",
+                f"runs/{sent.id}/progress.json",
+                "runs/nope",
+                "metrics",
+            ]
+            for path in paths:
+                answer = page.goto(url + path)
+                headers.append(answer.headers)
+                page.wait_for_load_state("load")
+                texts[path] = page.content()
+                assert page.evaluate("window.__pwned === undefined"), path
+            page.goto(f"{url}runs/{run.id}/cards?field=url&value=javascript")
+            links = page.evaluate("[...document.querySelectorAll('a')].map(a => a.href)")
+            fields = page.locator(".fields dd").all_text_contents()
+            page.goto(f"{url}runs/{run.id}")
+            return {
+                "headers": headers,
+                "texts": texts,
+                "links": links,
+                "fields": fields,
+                "title": page.title(),
+                "error": page.locator(".upload-error").text_content(),
+                "names": page.locator("table.uploads td:first-child").all_text_contents(),
+            }
+
+        seen = await trio.to_thread.run_sync(in_browser, script)
+        nursery.cancel_scope.cancel()
+    errors = [u.error for u in await storage.list_uploads(sent.id) if u.error]
+    assert len(errors) == 2  # the refused requests left their reasons on the pages
+    for path, text in seen["texts"].items():
+        assert key not in text, path
+        assert password not in text, path
+    assert "postgresql://cardmill:***@db.example:5432/cards" in seen["texts"][""]
+    assert all(
+        h.get("content-security-policy", "").startswith("default-src 'self'")
+        for h in seen["headers"]
+    )
+    assert all(link.startswith(url.rstrip("/")) for link in seen["links"]), seen["links"]
+    assert seen["fields"] == [
+        "javascript:window.__pwned=7",
+        "<img src=x onerror=window.__pwned=8>, javascript:x",
+    ]
+    assert seen["title"] == "<i>run</i><script>window.__pwned=5</script> · cardmill"
+    assert seen["error"] == "<script>window.__pwned=9</script> said no"
+    assert any(name in cell for cell in seen["names"])

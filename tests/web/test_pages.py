@@ -372,3 +372,44 @@ async def test_the_database_is_named_as_given(storage: MemoryStorage) -> None:
     async with client_of(storage, database="postgresql://app:***@db/cards") as client:
         page = (await client.get("/")).text
     assert "postgresql://app:***@db/cards" in page
+
+
+async def test_costs_read_as_the_command_line_shows_them(
+    storage: MemoryStorage, client: httpx.AsyncClient
+) -> None:
+    from cardmill.cli._runner import shown_cost
+
+    unpriced = await storage.create_run([doc("a.md")], name="unpriced")
+    await settle(storage, unpriced, {"a.md": [CardDraft("t", "b")]}, cost_usd=0.0)
+    dear = await storage.create_run([doc("a.md")], name="dear")
+    await settle(storage, dear, {"a.md": [CardDraft("t", "b")]}, cost_usd=1.5)
+    idle = await storage.create_run([doc("a.md")], name="idle")
+    runs = {r.name: r for r in await storage.list_runs()}
+    assert shown_cost(runs["unpriced"]) == "unknown"
+    assert shown_cost(runs["dear"]) == "$1.5000"
+    assert shown_cost(runs["idle"]) == "$0.00"
+
+    page = (await client.get("/")).text
+    rows = {name: page[page.index(f">{name}</a>") :].split("</tr>", 1)[0] for name in runs}
+    for name, run in runs.items():
+        assert f'<td class="num">{shown_cost(run)}</td>' in rows[name], name
+        assert f"<td>{run.recipe_name}</td>" in rows[name]
+    assert "1,200 in · 340 out" in rows["unpriced"]
+    assert "PENDING" in rows["idle"]
+
+    run_page = (await client.get(f"/runs/{unpriced.id}")).text
+    assert 'data-live="cost">unknown<' in run_page
+    assert '<td class="num">unknown</td>' in run_page  # the upload's own cost
+    progress = (await client.get(f"/runs/{dear.id}/progress.json")).json()
+    assert progress["text"]["cost"] == "$1.5000"
+    assert progress["text"]["tokens"] == "1,200 in · 340 out"
+    assert (await client.get(f"/runs/{idle.id}/progress.json")).json()["text"]["cost"] == "$0.00"
+
+
+async def test_a_run_without_batches_has_the_table_ready_and_hidden(
+    storage: MemoryStorage, client: httpx.AsyncClient
+) -> None:
+    run = await storage.create_run([doc("a.md")])
+    page = (await client.get(f"/runs/{run.id}")).text
+    assert '<section id="batches" hidden>' in page
+    assert '<tbody id="batch-rows">\n\n</tbody>' in page

@@ -463,9 +463,15 @@ class _PrintableWriter:
     help="Serve beyond this machine. There is no login: whoever reaches the address "
     "reads every run and card.",
 )
-def serve(db: str, host: str, port: int, allow_remote: bool) -> NoReturn:
+@click.option(
+    "--metrics",
+    is_flag=True,
+    help="Also answer /metrics: every run's uploads, cards, tokens, cost and open "
+    "batches from the database, in Prometheus's text format.",
+)
+def serve(db: str, host: str, port: int, allow_remote: bool, metrics: bool) -> NoReturn:
     """Open a read-only web viewer of the runs and cards (needs the web extra)."""
-    sys.exit(execute(serve_viewer, db, host, port, allow_remote))
+    sys.exit(execute(serve_viewer, db, host, port, allow_remote, metrics))
 
 
 @main.group(invoke_without_command=True)

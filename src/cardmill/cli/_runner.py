@@ -19,7 +19,8 @@ import attrs
 import click
 import trio
 
-from .._cost import DEFAULT_PRICES, FREE, PriceTable
+from .._cost import DEFAULT_PRICES, FREE, PriceTable, usd
+from .._cost import shown_cost as cost_text
 from .._export import dumps, jsonable
 from .._recipe import STUDY_CARDS, Recipe, load_recipe
 from ..engine import (
@@ -236,17 +237,10 @@ def _exit_code(run: Run, summary: RunSummary | None = None) -> int:
     return EXIT_OK if run.status == RunStatus.SUCCEEDED else EXIT_INCOMPLETE
 
 
-def usd(amount: float) -> str:
-    """``$0.00`` for nothing, else four decimals: ``$0.0123``."""
-    return "$0.00" if amount == 0 else f"${amount:.4f}"
-
-
 def shown_cost(run: Run) -> str:
     """A stored run's cost; "unknown" when tokens were used but nothing was priced
     (the model had no price)."""
-    if run.cost_usd == 0 and (run.usage.input_tokens or run.usage.output_tokens):
-        return "unknown"
-    return usd(run.cost_usd)
+    return cost_text(run.cost_usd, run.usage)
 
 
 # -- output ------------------------------------------------------------------------------
@@ -853,7 +847,9 @@ async def estimate_paths(
     return EXIT_OK
 
 
-async def serve_viewer(db: str, host: str, port: int, allow_remote: bool) -> int:
+async def serve_viewer(
+    db: str, host: str, port: int, allow_remote: bool, metrics: bool = False
+) -> int:
     """``cardmill serve``: the web viewer of ``db`` until Ctrl-C."""
     from .. import web  # the web extra: MissingExtra names it when absent
 
@@ -867,6 +863,7 @@ async def serve_viewer(db: str, host: str, port: int, allow_remote: bool) -> int
                 port=port,
                 database=shown_db(db, absolute=True),
                 allow_remote=allow_remote,
+                metrics=metrics,
             )
         )
         if allow_remote:
@@ -877,6 +874,8 @@ async def serve_viewer(db: str, host: str, port: int, allow_remote: bool) -> int
                 ),
                 err=True,
             )
+        if metrics:
+            click.echo(printable(f"cardmill: Prometheus metrics at {url}metrics"), err=True)
         shown = printable(f"cardmill: viewer of {shown_db(db)} on {url} (Ctrl-C stops)")
         click.echo(shown, err=True)
     return EXIT_OK

@@ -88,8 +88,11 @@ class RequestFinished:
 
     ``error`` names the [error][cardmill.errors.ProviderError]'s class
     (``"RateLimited"``, ``"Overloaded"``, ``"TransientError"``, ...), None for an answer;
-    ``usage`` is what the provider reported for it (None when it reported nothing).
-    A document refused before anything was sent makes no request, and no event.
+    ``usage`` is what the provider reported for it (None when it reported nothing);
+    ``cost_usd`` what the engine recorded that usage at, the same number added to the
+    upload's and the run's stored cost (None when the model has no price or nothing was
+    reported). A document refused before anything was sent makes no request, and no
+    event.
     """
 
     upload: Upload
@@ -97,6 +100,7 @@ class RequestFinished:
     error: str | None
     usage: Usage | None
     at: float
+    cost_usd: float | None = None
 
 
 @final

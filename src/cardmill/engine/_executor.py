@@ -698,10 +698,13 @@ class Engine:
                 entry.reserved = 0.0
                 c.requests += 1
                 _count_usage(c, exc.usage)
+                spent = self._priced(exc.usage)
                 if isinstance(exc.usage, Usage):
-                    entry.spend(exc.usage, self._cost_of(exc.usage))
+                    entry.spend(exc.usage, spent or 0.0)
                 self._emit(
-                    RequestFinished(upload, _now() - sent, type(exc).__name__, exc.usage, _now())
+                    RequestFinished(
+                        upload, _now() - sent, type(exc).__name__, exc.usage, _now(), spent
+                    )
                 )
                 if isinstance(exc, RateLimited):
                     c.rate_limited += 1
@@ -739,14 +742,12 @@ class Engine:
             entry.reserved = 0.0
             c.requests += 1
             usage = getattr(analysis, "usage", None)
-            self._emit(
-                RequestFinished(
-                    upload, _now() - sent, None, usage if isinstance(usage, Usage) else None, _now()
-                )
-            )
+            reported = usage if isinstance(usage, Usage) else None
+            spent = self._priced(reported)
+            self._emit(RequestFinished(upload, _now() - sent, None, reported, _now(), spent))
             charged = None
             if isinstance(usage, Usage):
-                entry.spend(usage, self._cost_of(usage))
+                entry.spend(usage, spent or 0.0)
                 _count_usage(c, usage)
                 charged = usage.rate_limited_input_tokens
                 self._tokens.observe(document, charged)
@@ -766,6 +767,13 @@ class Engine:
             return 0.0
         cost = cost_of(usage, self._price)
         return cost if math.isfinite(cost) and cost >= 0 else 0.0
+
+    def _priced(self, usage: object) -> float | None:
+        """What is recorded for a request's reported ``usage``; None when the model has
+        no price or nothing was reported."""
+        if self._price is None or not isinstance(usage, Usage):
+            return None
+        return self._cost_of(usage)
 
     def _estimate(self, document: Document) -> float:
         if self._price is None:

@@ -14,6 +14,7 @@ from ._otlp import otlp_reader as otlp_reader
 from ._prometheus import PROMETHEUS_CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from ._prometheus import prometheus_text as prometheus_text
 from ._serve import serve_metrics as serve_metrics
+from ._stored import storage_prometheus_text as storage_prometheus_text
 
 __all__ = [
     "PROMETHEUS_CONTENT_TYPE",
@@ -22,4 +23,5 @@ __all__ = [
     "otlp_reader",
     "prometheus_text",
     "serve_metrics",
+    "storage_prometheus_text",
 ]

@@ -7,9 +7,11 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Final, final
 
-from .._cost import DEFAULT_PRICES, Price, PriceTable, cost_of
 from .._extras import require
 from ..engine import (
+    BatchEnded,
+    BatchProgress,
+    BatchSubmitted,
     Event,
     Observer,
     RateChanged,
@@ -22,6 +24,7 @@ from ..engine import (
     UploadStarted,
 )
 from ..errors import Overloaded
+from ..model import BatchCounts
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
@@ -31,6 +34,9 @@ __all__ = ["EngineMetrics", "MetricsObserver"]
 log = logging.getLogger("cardmill.metrics")
 
 Attributes = tuple[tuple[str, str], ...]
+
+BATCH_REQUEST_STATES: Final = ("processing", "succeeded", "errored", "canceled", "expired")
+"""The states a provider tallies a batch's requests in (``cardmill.batch.request.state``)."""
 
 OPERATION: Final = "chat"
 """``gen_ai.operation.name`` of every request: a Messages or chat completions call."""
@@ -68,8 +74,6 @@ class EngineMetrics:
     Args:
         meter_provider: where the instruments live; the global one by default (which
             records nothing until an SDK is installed as the global provider).
-        prices: what each model's tokens cost, for ``cardmill.cost``; None records no
-            cost. A model the table does not price records no cost either.
 
     Raises:
         MissingExtra: OpenTelemetry is not installed (the ``metrics`` extra).
@@ -90,8 +94,6 @@ class EngineMetrics:
     def __init__(
         self,
         meter_provider: MeterProvider | None = None,
-        *,
-        prices: PriceTable | None = DEFAULT_PRICES,
     ) -> None:
         require("opentelemetry.metrics", extra="metrics", feature="metrics")
         from opentelemetry import metrics as otel
@@ -100,7 +102,6 @@ class EngineMetrics:
 
         provider = meter_provider if meter_provider is not None else otel.get_meter_provider()
         meter = provider.get_meter("cardmill", __version__)
-        self._prices = prices
         self._observers: weakref.WeakSet[MetricsObserver] = weakref.WeakSet()
         self.duration = meter.create_histogram(
             "gen_ai.client.operation.duration",
@@ -140,7 +141,7 @@ class EngineMetrics:
         self.cost = meter.create_counter(
             "cardmill.cost",
             unit="USD",
-            description="What the reported tokens cost at the price table's prices.",
+            description="What the engine recorded the reported tokens at (the stored cost).",
         )
         self.uploads = meter.create_counter(
             "cardmill.uploads",
@@ -150,7 +151,30 @@ class EngineMetrics:
         self.runs = meter.create_counter(
             "cardmill.runs", unit="{run}", description="Executions that ended, by run status."
         )
+        self.batches = meter.create_counter(
+            "cardmill.batches",
+            unit="{batch}",
+            description="Provider batches submitted (or re-attached after a restart).",
+        )
+        self.batch_uploads = meter.create_counter(
+            "cardmill.batch.uploads",
+            unit="{upload}",
+            description="Uploads of ended batches, by what became of them: "
+            "completed, failed or released (to go in a later batch).",
+        )
+        meter.create_observable_gauge(
+            "cardmill.batch.requests",
+            callbacks=[self._batch_requests],
+            unit="{request}",
+            description="Requests of open batches, by the state the provider last gave them.",
+        )
         gauges: list[tuple[str, str, str, Callable[[MetricsObserver], float | None]]] = [
+            (
+                "cardmill.batches.open",
+                "{batch}",
+                "Provider batches submitted and not yet collected.",
+                lambda o: float(len(o._batches)),
+            ),
             (
                 "cardmill.uploads.in_flight",
                 "{upload}",
@@ -207,11 +231,19 @@ class EngineMetrics:
         self._observers.add(observer)
         return observer
 
-    def price_for(self, model: str | None) -> Price | None:
-        """The price ``cardmill.cost`` counts ``model``'s tokens at, None when unknown."""
-        if self._prices is None or model is None:
-            return None
-        return self._prices.price_for(model)
+    def _batch_requests(self, options: CallbackOptions) -> Iterable[Observation]:
+        from opentelemetry.metrics import Observation
+
+        values: dict[Attributes, float] = {}
+        for observer in list(self._observers):
+            for _, counts in list(observer._batches.values()):
+                for state in BATCH_REQUEST_STATES:
+                    key = (
+                        *observer.attributes_key,
+                        ("cardmill.batch.request.state", state),
+                    )
+                    values[key] = values.get(key, 0.0) + getattr(counts, state)
+        return [Observation(v, dict(k)) for k, v in values.items()]
 
     def _gauge(
         self, read: Callable[[MetricsObserver], float | None]
@@ -255,10 +287,12 @@ class MetricsObserver:
         self.attributes: Mapping[str, str] = base
         self.attributes_key: Attributes = tuple(sorted(base.items()))
         self._metrics = metrics
-        self._price = metrics.price_for(model)
         self._then = then
         self._held: dict[str, str] = {}  # upload id -> run id, uploads in flight
         self._rate: RateChanged | None = None
+        # Open batch id -> its run id and the provider's last counts of it.
+        self._batches: dict[str, tuple[str, BatchCounts]] = {}
+        self._batches_seen: set[str] = set()
 
     def __call__(self, event: Event, /) -> None:
         try:
@@ -297,8 +331,9 @@ class MetricsObserver:
                     ("cache_write", usage.cache_creation_input_tokens),
                 ):
                     m.tokens.add(count, self._with("cardmill.token.type", kind))
-                if self._price is not None:
-                    m.cost.add(cost_of(usage, self._price), self.attributes)
+            if event.cost_usd is not None:
+                # The engine's own price of the request: the metric and the stored cost agree.
+                m.cost.add(event.cost_usd, self.attributes)
         elif isinstance(event, RateLimitHit):
             kind = event.limit.value if event.limit is not None else "unknown"
             m.rate_limited.add(1, self._with("cardmill.limit", kind))
@@ -310,6 +345,22 @@ class MetricsObserver:
             self._held.pop(event.upload.id, None)
             status = "completed" if isinstance(event, UploadCompleted) else "failed"
             m.uploads.add(1, self._with("cardmill.upload.status", status))
+        elif isinstance(event, BatchSubmitted):
+            if event.batch.id not in self._batches_seen:
+                self._batches_seen.add(event.batch.id)
+                m.batches.add(1, self.attributes)
+            self._batches[event.batch.id] = (event.batch.run_id, event.batch.counts)
+        elif isinstance(event, BatchProgress):
+            if event.batch.id in self._batches or event.batch.state.open:
+                self._batches[event.batch.id] = (event.batch.run_id, event.counts)
+        elif isinstance(event, BatchEnded):
+            self._batches.pop(event.batch.id, None)
+            for status, count in (
+                ("completed", event.completed),
+                ("failed", event.failed),
+                ("released", event.released),
+            ):
+                m.batch_uploads.add(count, self._with("cardmill.upload.status", status))
         elif isinstance(event, RateChanged):
             self._rate = event
         elif isinstance(event, RunFinished):
@@ -317,4 +368,7 @@ class MetricsObserver:
             # What is still held (a lost lease, a cancelled run) is no longer worked on.
             for upload_id in [u for u, r in self._held.items() if r == run.id]:
                 del self._held[upload_id]
+            # Batches left open (Ctrl-C) go on at the provider, watched by no one here.
+            for batch_id in [b for b, (r, _) in self._batches.items() if r == run.id]:
+                del self._batches[batch_id]
             m.runs.add(1, self._with("cardmill.run.status", run.status.value))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricReader
 
-__all__ = ["PROMETHEUS_CONTENT_TYPE", "prometheus_text"]
+__all__ = ["PROMETHEUS_CONTENT_TYPE", "escape", "help_text", "number", "prometheus_text"]
 
 PROMETHEUS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 """The ``Content-Type`` to serve [`prometheus_text`][cardmill.metrics.prometheus_text] with."""
@@ -74,10 +74,10 @@ def prometheus_text(reader: MetricReader) -> str:
                     if kind == "histogram":
                         lines.extend(_histogram(name, labels, point))
                     else:
-                        lines.append(f"{name}{suffix}{_braces(labels)} {_number(point.value)}")
+                        lines.append(f"{name}{suffix}{_braces(labels)} {number(point.value)}")
     out: list[str] = []
     for name, (kind, description, lines) in families.items():
-        out.append(f"# HELP {name}{'_total' if kind == 'counter' else ''} {_help(description)}")
+        out.append(f"# HELP {name}{'_total' if kind == 'counter' else ''} {help_text(description)}")
         out.append(f"# TYPE {name}{'_total' if kind == 'counter' else ''} {kind}")
         out.extend(lines)
     return "".join(line + "\n" for line in out)
@@ -119,7 +119,7 @@ def _labels(attributes: Mapping[str, object]) -> list[tuple[str, str]]:
 
 
 def _braces(labels: Iterable[tuple[str, str]]) -> str:
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+    inner = ",".join(f'{k}="{escape(v)}"' for k, v in labels)
     return f"{{{inner}}}" if inner else ""
 
 
@@ -130,29 +130,32 @@ def _histogram(name: str, labels: list[tuple[str, str]], point: object) -> list[
     total = 0
     for bound, count in zip([*bounds, math.inf], counts, strict=False):
         total += count
-        le = [*labels, ("le", _number(float(bound)))]
+        le = [*labels, ("le", number(float(bound)))]
         lines.append(f"{name}_bucket{_braces(le)} {total}")
-    lines.append(f"{name}_sum{_braces(labels)} {_number(getattr(point, 'sum', 0))}")
+    lines.append(f"{name}_sum{_braces(labels)} {number(getattr(point, 'sum', 0))}")
     lines.append(f"{name}_count{_braces(labels)} {getattr(point, 'count', total)}")
     return lines
 
 
-def _number(value: object) -> str:
+def number(value: object) -> str:
+    """A sample value as the text format spells it (``NaN``, ``+Inf``, ``-Inf``)."""
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, int):
         return str(value)
-    number = float(value)  # type: ignore[arg-type]
-    if math.isnan(number):
+    amount = float(value)  # type: ignore[arg-type]
+    if math.isnan(amount):
         return "NaN"
-    if math.isinf(number):
-        return "+Inf" if number > 0 else "-Inf"
-    return repr(number)
+    if math.isinf(amount):
+        return "+Inf" if amount > 0 else "-Inf"
+    return repr(amount)
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
+    """A label value, escaped for the text format."""
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _help(text: str) -> str:
+def help_text(text: str) -> str:
+    """A ``# HELP`` text, escaped for the text format."""
     return text.replace("\\", "\\\\").replace("\n", "\\n")

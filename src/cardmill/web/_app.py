@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 
 from .._export import FORMATS, card_chunks
 from ..errors import RunNotFound
+from ..metrics import PROMETHEUS_CONTENT_TYPE, storage_prometheus_text
 from ..model import Batch, Run, RunStatus, Upload, UploadStatus
 from ..storage import Storage
 from . import _format
@@ -50,6 +51,7 @@ def create_app(
     allow_remote: bool = False,
     poll_seconds: float = 1.0,
     clock: Callable[[], float] = time.time,
+    metrics: bool = False,
 ) -> ASGIApp:
     """The read-only web viewer of the runs and cards in ``storage``, as an ASGI app.
 
@@ -68,6 +70,10 @@ def create_app(
         poll_seconds: how often a run's page asks for fresh progress.
         clock: the wall clock (seconds since the epoch) that ends the chart of a
             run still going.
+        metrics: answer ``/metrics`` with what the database holds for every run, in
+            Prometheus's text format
+            ([`storage_prometheus_text`][cardmill.metrics.storage_prometheus_text]);
+            without it ``/metrics`` is a 404.
 
     Raises:
         ValueError: ``poll_seconds`` is not a number from 0.1 to 60.
@@ -83,6 +89,8 @@ def create_app(
         Route("/runs/{run_id}/export.{fmt}", views.export),
         Route("/static/{name}", views.static),
     ]
+    if metrics:
+        routes.append(Route("/metrics", views.metrics))
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: views.error, RunNotFound: views.not_found},
@@ -105,7 +113,7 @@ class _Views:
         self._env.globals.update(database=database, href=_format.href, query=_format.query)
         self._env.filters.update(
             number=_format.number,
-            money=_format.money,
+            cost=lambda item: _format.cost(item.cost_usd, item.usage),
             tokens=_format.tokens,
             when=_format.when,
             duration=_format.duration,
@@ -234,6 +242,12 @@ class _Views:
             headers={"content-disposition": disposition},
         )
 
+    async def metrics(self, request: Request) -> Response:
+        text = await storage_prometheus_text(self._storage)
+        return Response(
+            text, media_type=PROMETHEUS_CONTENT_TYPE, headers={"cache-control": "no-store"}
+        )
+
     async def static(self, request: Request) -> Response:
         name = request.path_params["name"]
         if name not in self._static:
@@ -277,7 +291,7 @@ def _progress_text(run: Run) -> dict[str, str]:
         "failed": _format.number(run.failed_items),
         "cards": _format.number(run.total_cards),
         "tokens": _format.tokens(run.usage),
-        "cost": _format.money(run.cost_usd),
+        "cost": _format.cost(run.cost_usd, run.usage),
         "finished": _format.when(run.finished_at),
     }
 

@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from urllib.parse import quote, urlencode
 
+from .._cost import shown_cost
 from ..model import FieldValue, Usage
 
-__all__ = ["duration", "field_text", "href", "money", "number", "query", "tokens", "when"]
+__all__ = ["cost", "duration", "field_text", "href", "number", "query", "tokens", "when"]
 
 
 def number(value: int | float) -> str:
@@ -16,9 +17,10 @@ def number(value: int | float) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
 
 
-def money(cost_usd: float) -> str:
-    """Dollars, with the cents of a cent shown while the sum is small."""
-    return f"${cost_usd:,.4f}" if cost_usd < 1 else f"${cost_usd:,.2f}"
+def cost(cost_usd: float, usage: Usage) -> str:
+    """A recorded cost as the command line shows it: ``$0.0123``, ``$0.00`` for
+    nothing, "unknown" when tokens were used but the model had no price."""
+    return shown_cost(cost_usd, usage)
 
 
 def tokens(usage: Usage) -> str:

@@ -26,6 +26,7 @@ async def serve(
     database: str = "",
     allow_remote: bool = False,
     poll_seconds: float = 1.0,
+    metrics: bool = False,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the viewer of ``storage`` on ``host``:``port`` until cancelled.
@@ -42,6 +43,8 @@ async def serve(
         allow_remote: listen on any address and answer any host name. The viewer has
             no login: whoever reaches it reads every run and card.
         poll_seconds: how often a run's page asks for fresh progress.
+        metrics: also answer ``/metrics`` in Prometheus's text format (see
+            [`create_app`][cardmill.web.create_app]).
 
     Raises:
         InputError: ``host`` is not a loopback address and ``allow_remote`` is false,
@@ -49,7 +52,11 @@ async def serve(
     """
     check_address(host, port, allow_remote=allow_remote)
     app = create_app(
-        storage, database=database, allow_remote=allow_remote, poll_seconds=poll_seconds
+        storage,
+        database=database,
+        allow_remote=allow_remote,
+        poll_seconds=poll_seconds,
+        metrics=metrics,
     )
     config = Config()
     shown = f"[{host}]" if ":" in host and not host.startswith("[") else host

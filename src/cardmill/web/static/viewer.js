@@ -27,6 +27,18 @@
       bar.max = Math.max(1, data.total);
       bar.value = data.done;
     }
+    const rows = document.getElementById("batch-rows");
+    if (rows) {
+      const shown = new Set([...rows.querySelectorAll("tr[data-batch]")].map((r) => r.dataset.batch));
+      for (const batch of data.batches) {
+        if (!shown.has(batch.id)) {
+          rows.appendChild(batchRow(batch.id));
+        }
+      }
+      if (data.batches.length) {
+        document.getElementById("batches").hidden = false;
+      }
+    }
     for (const row of document.querySelectorAll("tr[data-batch]")) {
       const batch = data.batches.find((b) => b.id === row.dataset.batch);
       if (!batch) {
@@ -39,6 +51,37 @@
       meter.max = Math.max(1, batch.size);
       meter.value = batch.done;
     }
+  }
+
+  // A batch submitted after the page was drawn: a row like the server's, filled in by
+  // show() through textContent (nothing from the server is ever parsed as HTML).
+  function batchRow(id) {
+    const row = document.createElement("tr");
+    row.dataset.batch = id;
+    const cell = (part) => {
+      const td = document.createElement("td");
+      if (part) {
+        td.dataset.batchPart = part;
+      }
+      row.appendChild(td);
+      return td;
+    };
+    const first = cell(null);
+    first.textContent = id;
+    const provider = document.createElement("div");
+    provider.className = "id";
+    provider.dataset.batchPart = "provider_id";
+    first.appendChild(provider);
+    cell("state");
+    const meter = cell(null);
+    meter.appendChild(document.createElement("progress"));
+    meter.appendChild(document.createTextNode(" "));
+    const text = document.createElement("span");
+    text.dataset.batchPart = "text";
+    meter.appendChild(text);
+    cell("counts");
+    cell("updated");
+    return row;
   }
 
   async function tick() {
