@@ -98,9 +98,8 @@ async def kill_then_resume(folder: Path, work: Path) -> None:
             await held.wait()
             process.send_signal(signal.SIGKILL)
         print(f"  killed (exit {process.returncode}); the server had made the batch and logged:")
-        print(
-            f"  {server.batch_calls['create']} create call(s), submissions {dict(_submitted(server))}"
-        )
+        made = server.batch_calls["create"]
+        print(f"  {made} create call(s), {len(_submitted(server))} uploads submitted")
         runs = json.loads((await _run(["runs", "--json"], env)).stdout)
         run_id = runs[0]["id"]
         print(f"  run {run_id} is {runs[0]['status']}")
