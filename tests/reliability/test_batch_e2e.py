@@ -272,6 +272,9 @@ async def test_max_cost_stops_then_a_higher_cap_finishes(
         data = json.loads(first.stdout)
         run_id = data["run"]["id"]
         assert data["summary"]["capped"] is True
+        if batch:
+            # the cap as given, not rounded to cents (a cap under a cent is not "$0.00")
+            assert data["summary"]["stopped"].startswith(f"cost cap of ${float(cap):.4f} ")
         spent = data["run"]["cost_usd"]
         assert spent <= float(cap)
         assert spent > 0 or not batch
