@@ -75,6 +75,17 @@ _batch_option = click.option(
     help="Send the uploads through the provider's batch API: half the price, results "
     "within 24 hours (Anthropic).",
 )
+_batch_poll_option = click.option(
+    "--batch-poll",
+    type=_Finite(min=0.01),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    envvar="CARDMILL_BATCH_POLL",
+    show_envvar=True,
+    help="Seconds between looks at open batches (doubling while nothing moves, up to "
+    "ten minutes, or this if longer).",
+)
 _lease_option = click.option(
     "--lease",
     type=_Finite(min=1),
@@ -210,6 +221,7 @@ _recipe_help = "The recipe: a built-in's name (see `cardmill recipes`) or a .tom
 )
 @_lease_option
 @_batch_option
+@_batch_poll_option
 @_json_option
 @_verbose_option
 @metrics_options
@@ -228,6 +240,7 @@ def analyze(
     dry_run: bool,
     lease: float,
     batch: bool,
+    batch_poll: float,
     as_json: bool,
     verbose: int,
     recipe: str | None,
@@ -252,6 +265,7 @@ def analyze(
         recipe,
         spend,
         batch,
+        batch_poll,
     )
     sys.exit(execute(analyze_paths, *args))
 
@@ -262,6 +276,7 @@ def analyze(
 @_provider_options
 @_lease_option
 @_batch_option
+@_batch_poll_option
 @_json_option
 @_verbose_option
 @click.option(
@@ -284,6 +299,7 @@ def resume(
     prices: str | None,
     lease: float,
     batch: bool,
+    batch_poll: float,
     as_json: bool,
     verbose: int,
     recipe: str | None,
@@ -309,6 +325,7 @@ def resume(
         recipe,
         spend,
         batch,
+        batch_poll,
     )
     sys.exit(execute(resume_run, *args))
 
@@ -324,15 +341,22 @@ def resume(
     help="The provider the run's batches were sent to.",
 )
 @click.option("--model", default=None, envvar="CARDMILL_MODEL", help="The model of the run.")
+@_batch_poll_option
 @_json_option
 @_verbose_option
 def cancel(
-    run_id: str, db: str, provider: str, model: str | None, as_json: bool, verbose: int
+    run_id: str,
+    db: str,
+    provider: str,
+    model: str | None,
+    batch_poll: float,
+    as_json: bool,
+    verbose: int,
 ) -> NoReturn:
     """Cancel a run's open batches at the provider; what they finished is kept, the rest
     can be sent again with `cardmill resume`."""
     setup_logging(verbose)
-    sys.exit(execute(cancel_run, run_id, db, provider, model, as_json))
+    sys.exit(execute(cancel_run, run_id, db, provider, model, as_json, batch_poll))
 
 
 @main.command()

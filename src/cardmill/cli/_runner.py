@@ -13,7 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, TextIO, TypeVar
+from typing import Any, Final, TextIO, TypeVar
 
 import attrs
 import click
@@ -48,6 +48,8 @@ from ._safe import printable
 from ._words import counted
 
 T = TypeVar("T")
+#: The longest wait between looks at open batches (unless ``--batch-poll`` is longer).
+MAX_BATCH_POLL: Final = 600.0
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_CAPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 log = logging.getLogger("cardmill")
 
@@ -359,6 +361,7 @@ async def _execute_run(
     prices: PriceTable = DEFAULT_PRICES,
     max_cost: float | None = None,
     batch: bool = False,
+    batch_poll: float = 30.0,
 ) -> RunSummary:
     try:
         opened = await batches_of(storage, run.id, open_only=True)
@@ -375,6 +378,8 @@ async def _execute_run(
                 cancel_hint=f"cardmill cancel {run.id}{_db_flag(db)}",
                 prices=prices,
                 max_cost=max_cost,
+                poll_interval=batch_poll,
+                max_poll_interval=max(batch_poll, MAX_BATCH_POLL),
             )
             if batch or summary.run.status.finished or summary.stopped is not None:
                 return summary
@@ -464,6 +469,7 @@ async def analyze_paths(
     recipe_spec: str | None = None,
     spend: Spend | None = None,
     batch: bool = False,
+    batch_poll: float = 30.0,
 ) -> int:
     spend = spend or Spend()
     recipe = await trio.to_thread.run_sync(read_recipe, recipe_spec) or STUDY_CARDS
@@ -522,6 +528,7 @@ async def analyze_paths(
                 prices=prices,
                 max_cost=spend.max_cost,
                 batch=batch,
+                batch_poll=batch_poll,
             )
     return _reported(summary, db, as_json, provider)
 
@@ -567,6 +574,7 @@ async def resume_run(
     recipe_spec: str | None = None,
     spend: Spend | None = None,
     batch: bool = False,
+    batch_poll: float = 30.0,
 ) -> int:
     spend = spend or Spend()
     given = await trio.to_thread.run_sync(read_recipe, recipe_spec)
@@ -616,12 +624,18 @@ async def resume_run(
                 prices=prices,
                 max_cost=spend.max_cost,
                 batch=batch,
+                batch_poll=batch_poll,
             )
     return _reported(summary, db, as_json, provider)
 
 
 async def cancel_run(
-    run_id: str, db: str, provider_choice: str, model: str | None, as_json: bool
+    run_id: str,
+    db: str,
+    provider_choice: str,
+    model: str | None,
+    as_json: bool,
+    batch_poll: float = 30.0,
 ) -> int:
     """Cancel the run's open batches at the provider and collect what they finished."""
     async with open_storage(db, create=False) as storage:
@@ -639,7 +653,12 @@ async def cancel_run(
             err=True,
         )
         try:
-            summary = await BatchExecutor(storage, provider).cancel(run.id)
+            summary = await BatchExecutor(
+                storage,
+                provider,
+                poll_interval=batch_poll,
+                max_poll_interval=max(batch_poll, MAX_BATCH_POLL),
+            ).cancel(run.id)
         finally:
             close = getattr(provider, "aclose", None)
             if close is not None:

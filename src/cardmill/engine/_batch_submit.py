@@ -123,7 +123,7 @@ class Submitter:
                 if not chunk:
                     self.capped = True
                     self.stopped = (
-                        f"cost cap of ${self.max_cost:.2f} reached: the next upload "
+                        f"cost cap of ${self.max_cost:.4f} reached: the next upload "
                         f"({upload.name}) may cost ${built.estimate:.4f}, "
                         f"${max(budget, 0.0):.4f} of the cap is left"
                     )

@@ -46,6 +46,9 @@ Fault = Literal[
     "hang",
 ]
 """The faults `FakeAnthropicServer.inject` takes: each answers one request that way."""
+BatchEndpoint = Literal["create", "retrieve", "list", "results", "cancel"]
+"""A Message Batches endpoint, as `FakeAnthropicServer.hold_batch_call` and
+`FakeAnthropicServer.batch_calls` name it."""
 _MAX_BODY: Final = 64 * 1024 * 1024
 
 
@@ -144,6 +147,7 @@ class FakeAnthropicServer:
         self.requests: list[RecordedRequest] = []
         self._batch_delay = batch_delay
         self._batch_faults: deque[Fault] = deque()
+        self._batch_holds: dict[str, tuple[int, trio.Event]] = {}
         self._book = _BatchBook(
             base_url=lambda: self.url,
             respond=self._respond,
@@ -190,6 +194,18 @@ class FakeAnthropicServer:
         with Retry-After, ``500``, ``529``, ``401``, ...)."""
         self._batch_faults.extend(faults)
 
+    def hold_batch_call(self, endpoint: BatchEndpoint, *, lines: int = 0) -> trio.Event:
+        """Hold the next call to a batch endpoint for good, as an answer lost on the way.
+
+        The call takes effect first (a held ``create`` makes the batch, a held ``cancel``
+        cancels it); a held ``results`` sends its first ``lines`` result lines, then
+        nothing more. The returned event is set when the call is held: a test can stop
+        the client at that exact point of its progress.
+        """
+        reached = trio.Event()
+        self._batch_holds[endpoint] = (lines, reached)
+        return reached
+
     def fail_batch_item(self, custom_id: str, fault: BatchItemFault) -> None:
         """The next batch holding a request with this ``custom_id`` answers it so."""
         self._book.pending_faults[custom_id] = fault
@@ -203,6 +219,15 @@ class FakeAnthropicServer:
             KeyError: no batch has this id.
         """
         self._book.finish(self._book.batches[batch_id], processed)
+
+    def batch_results(self, batch_id: str) -> list[dict[str, Any]]:
+        """The result lines of an ended batch, as its results endpoint sends them (each
+        succeeded one with the ``usage`` it was billed); empty while it runs.
+
+        Raises:
+            KeyError: no batch has this id.
+        """
+        return list(self._book.batches[batch_id].results or [])
 
     def batch_status(self, batch_id: str) -> str:
         """A batch's ``processing_status``.
@@ -317,10 +342,14 @@ class FakeAnthropicServer:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
+        hold: tuple[int, trio.Event] | None = None
         if path.startswith("/v1/messages/batches"):
             status, payload, extra, mode = self._decide_batch(
                 method, path, query, headers, body, raw
             )
+            endpoint = _endpoint(method, path)
+            if endpoint is not None:
+                hold = self._batch_holds.pop(endpoint, None)
         else:
             status, payload, extra, mode = self._decide(path, headers, body, raw, now)
         shown = {k: v for k, v in headers.items() if k not in ("x-api-key", "authorization")}
@@ -330,8 +359,11 @@ class FakeAnthropicServer:
             )
         )
         if mode == "jsonl":
-            await self._send_lines(conn, stream, payload)
+            await self._send_lines(conn, stream, payload, hold)
             return True
+        if hold is not None:
+            hold[1].set()
+            await trio.sleep_forever()
         if mode == "batch":
             await self._send(conn, stream, status, json.dumps(payload).encode(), extra)
             return True
@@ -363,15 +395,25 @@ class FakeAnthropicServer:
         return True
 
     async def _send_lines(
-        self, conn: h11.Connection, stream: trio.SocketStream, lines: list[dict[str, Any]]
+        self,
+        conn: h11.Connection,
+        stream: trio.SocketStream,
+        lines: list[dict[str, Any]],
+        hold: tuple[int, trio.Event] | None = None,
     ) -> None:
         # No content-length: h11 sends the JSONL chunked, a line at a time, as a file
         # download streams.
         head = [("content-type", "application/binary")]
         await stream.send_all(conn.send(h11.Response(status_code=200, headers=head)))
-        for line in lines:
+        for sent, line in enumerate(lines):
+            if hold is not None and sent == hold[0]:
+                hold[1].set()
+                await trio.sleep_forever()
             data = (json.dumps(line) + "\n").encode()
             await stream.send_all(conn.send(h11.Data(data=data)))
+        if hold is not None:
+            hold[1].set()
+            await trio.sleep_forever()
         await stream.send_all(conn.send(h11.EndOfMessage()))
 
     def _decide_batch(
@@ -388,16 +430,10 @@ class FakeAnthropicServer:
         rest = path.removeprefix("/v1/messages/batches").strip("/")
         batch_id, _, action = rest.partition("/")
         route = (method, bool(batch_id), action)
-        known = {
-            ("POST", False, ""): "create",
-            ("GET", False, ""): "list",
-            ("GET", True, ""): "retrieve",
-            ("GET", True, "results"): "results",
-            ("POST", True, "cancel"): "cancel",
-        }
-        if route not in known:
+        endpoint = _endpoint(method, path)
+        if endpoint is None:
             return self._error(404, "not_found_error", f"no route {method} {path}")
-        book.calls[known[route]] += 1
+        book.calls[endpoint] += 1
         if not self._authorized(headers):
             return self._error(401, "authentication_error", "invalid x-api-key")
         fault = self._batch_faults.popleft() if self._batch_faults else None
@@ -599,6 +635,20 @@ class FakeAnthropicServer:
             "stop_sequence": None,
             "usage": {**usage, "output_tokens": output_tokens},
         }
+
+
+def _endpoint(method: str, path: str) -> BatchEndpoint | None:
+    """The batch endpoint a call goes to, or None for no route."""
+    rest = path.removeprefix("/v1/messages/batches").strip("/")
+    batch_id, _, action = rest.partition("/")
+    known: dict[tuple[str, bool, str], BatchEndpoint] = {
+        ("POST", False, ""): "create",
+        ("GET", False, ""): "list",
+        ("GET", True, ""): "retrieve",
+        ("GET", True, "results"): "results",
+        ("POST", True, "cancel"): "cancel",
+    }
+    return known.get((method, bool(batch_id), action))
 
 
 def _request_text(body: dict[str, Any]) -> str:
