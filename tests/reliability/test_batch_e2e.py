@@ -212,12 +212,14 @@ async def _kill_then_resume(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_end_batches, server)
-            # --batch: what the dead process had not sent goes in batches too
-            resumed = await cardmill("resume", run.id, "--batch", "--quiet", *POLL, env=run_env)
+            # A plain resume: a run sent in batches goes on in batches, so what the dead
+            # process had not sent goes in a new batch, never one request at a time.
+            resumed = await cardmill("resume", run.id, "--quiet", *POLL, env=run_env)
             nursery.cancel_scope.cancel()
         assert resumed.returncode == 0, resumed.stderr.decode()
         await _finished(db, run.id)
         _once_each(server)
+        assert not [r for r in server.requests if r.path.rstrip("/") == "/v1/messages"]
         # adopted: the batch the dead process made is taken over, nothing is sent again
         assert server.batch_calls["create"] == creates + (0 if adopted else 1)
         async with _opened(db) as storage:

@@ -75,6 +75,12 @@ _batch_option = click.option(
     help="Send the uploads through the provider's batch API: half the price, results "
     "within 24 hours (Anthropic).",
 )
+_resume_batch_option = click.option(
+    "--batch/--no-batch",
+    default=None,
+    help="Send what is left through the provider's batch API (--batch) or one request at "
+    "a time (--no-batch).  [default: as the run was sent: in batches if it has any]",
+)
 _batch_poll_option = click.option(
     "--batch-poll",
     type=_Finite(min=0.01),
@@ -239,7 +245,7 @@ def analyze(
     name: str | None,
     dry_run: bool,
     lease: float,
-    batch: bool,
+    batch: bool | None,
     batch_poll: float,
     as_json: bool,
     verbose: int,
@@ -275,7 +281,7 @@ def analyze(
 @_db_option
 @_provider_options
 @_lease_option
-@_batch_option
+@_resume_batch_option
 @_batch_poll_option
 @_json_option
 @_verbose_option
@@ -298,7 +304,7 @@ def resume(
     max_cost: float | None,
     prices: str | None,
     lease: float,
-    batch: bool,
+    batch: bool | None,
     batch_poll: float,
     as_json: bool,
     verbose: int,
@@ -306,8 +312,9 @@ def resume(
 ) -> NoReturn:
     """Finish a run that was interrupted or left behind, with the run's own recipe.
 
-    Batches the run left open at the provider are collected first; with --batch the rest
-    is sent in batches too.
+    Batches the run left open at the provider are collected first. A run sent in batches
+    sends the rest in batches too (--no-batch: one request at a time); --batch sends the
+    rest of any run in batches.
     """
     setup_logging(verbose)
     limits = limits_from(rpm, itpm)

@@ -573,7 +573,7 @@ async def resume_run(
     lease: float,
     recipe_spec: str | None = None,
     spend: Spend | None = None,
-    batch: bool = False,
+    batch: bool | None = None,
     batch_poll: float = 30.0,
 ) -> int:
     spend = spend or Spend()
@@ -595,6 +595,10 @@ async def resume_run(
         provider, described = make_provider(provider_choice, model, recipe)
         _check_cap(provider, prices, spend)
         opened = await batches_of(storage, run.id, open_only=True)
+        if batch is None:
+            # A run sent in batches goes on in batches: what was never sent goes in a
+            # new one, at the batch price, as the run was started.
+            batch = bool(opened or await batches_of(storage, run.id))
         if batch or opened:
             batch_provider(provider)
         if opened:
