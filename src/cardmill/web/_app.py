@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from .._export import FORMATS, card_chunks
-from ..errors import RunNotFound
+from ..errors import InputError, RunNotFound
 from ..model import Batch, Run, RunStatus, Upload, UploadStatus
 from ..storage import Storage
 from . import _format
@@ -191,13 +191,17 @@ class _Views:
         if query.field is not None and query.field not in {f.name for f in recipe.fields}:
             raise HTTPException(400, f"the recipe {recipe.name} has no field {query.field!r}")
         page = _page_number(request)
-        found = await search_cards(
-            self._storage,
-            run.id,
-            query,
-            offset=(page - 1) * CARDS_PER_PAGE,
-            limit=CARDS_PER_PAGE,
-        )
+        try:
+            found = await search_cards(
+                self._storage,
+                run.id,
+                query,
+                page=page,
+                after=params.get("after") or None,
+                limit=CARDS_PER_PAGE,
+            )
+        except InputError as exc:
+            raise HTTPException(400, str(exc)) from None
         wanted = {card.upload_id for card in found.cards}
         if query.upload_id is not None:
             wanted.add(query.upload_id)
