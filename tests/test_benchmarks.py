@@ -26,6 +26,7 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
         ("engine.py", ["memory_uploads_per_s", "sqlite_uploads_per_s", "sqlite_vs_raw_ratio"]),
         ("http.py", ["speedup_c2", "speedup_c4", "goodput_ratio", "rate_limited_share"]),
         ("scaleout.py", ["goodput_ratio", "rate_limited_share"]),
+        ("search.py", ["cards", "sqlite", "sqlite_http"]),
     ],
 )
 def test_quick_mode_runs(script: str, keys: list[str]) -> None:

@@ -98,6 +98,10 @@ async def test_words_match_as_prefixes_case_aside_accents_kept(storage: Storage)
     every = ["Tide tables", "Bread", "Café au lait", "Moonlight", "Naïve set theory", "Sourdough"]
     assert await titles(storage, run) == every
     assert await titles(storage, run, text="  ,;  ") == every  # no words: no text filter
+    # The first twelve words count; a thirteenth is not looked for.
+    twelve = "the moon pulls sea tide tables spring tides life ti ta sp"
+    assert await titles(storage, run, text=twelve + " zebra") == ["Tide tables"]
+    assert await titles(storage, run, text="zebra " + twelve) == []
 
 
 async def test_tags_equal_case_aside_and_filters_combine(storage: Storage) -> None:

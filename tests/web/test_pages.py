@@ -395,3 +395,17 @@ async def test_the_database_is_named_as_given(storage: MemoryStorage) -> None:
     async with client_of(storage, database="postgresql://app:***@db/cards") as client:
         page = (await client.get("/")).text
     assert "postgresql://app:***@db/cards" in page
+
+
+async def test_a_card_deep_in_a_long_run_is_shown_with_its_document(
+    storage: MemoryStorage, client: httpx.AsyncClient
+) -> None:
+    names = [f"doc{i:03d}.md" for i in range(620)]
+    run = await storage.create_run([doc(n) for n in names])
+    answers = {
+        n: [CardDraft(f"card of {n}", "body", ("last",) if n == names[-1] else ())] for n in names
+    }
+    await settle(storage, run, answers)  # type: ignore[arg-type]
+    page = (await client.get(f"/runs/{run.id}/cards", params={"tag": "last"})).text
+    assert '<h2 class="card-title">card of doc619.md</h2>' in page
+    assert ">doc619.md</a> · #0" in page

@@ -212,6 +212,8 @@ class _Views:
                 names[upload.id] = upload.name
             if upload.card_count and len(choices) < _DOCUMENT_CHOICES:
                 choices.append(upload)
+            elif len(choices) == _DOCUMENT_CHOICES and wanted <= names.keys():
+                break  # the rest of a long run's uploads would change nothing shown
         return self._page(
             "cards.html",
             run=run,
