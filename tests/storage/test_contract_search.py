@@ -322,3 +322,27 @@ async def test_random_cards_and_queries_match_an_oracle(storage: Storage) -> Non
     ]
     for query in queries:
         assert await titles(storage, run, text=query, limit=7) == oracle(drafts, query), query
+
+
+async def test_every_letter_and_digit_is_a_word_character(storage: Storage) -> None:
+    # Words a text search parser would drop or cut differently: each backend finds them.
+    run = await settled_run(
+        storage,
+        [
+            [
+                CardDraft("Squares", "x² and ½ of it", ("Ω",)),
+                CardDraft("Numbers", "1e5x, 3rd, 0x1f and 1.5"),
+                CardDraft("Ligatures", "the ﬁne print; ǅemal"),
+            ]
+        ],
+    )
+    assert await titles(storage, run, text="x²") == ["Squares"]
+    assert await titles(storage, run, text="½") == ["Squares"]
+    assert await titles(storage, run, text="ω") == ["Squares"]
+    assert await titles(storage, run, tag="Ω") == ["Squares"]
+    assert await titles(storage, run, text="1e5x") == ["Numbers"]
+    assert await titles(storage, run, text="1e5") == ["Numbers"]
+    assert await titles(storage, run, text="3r 0x1") == ["Numbers"]
+    assert await titles(storage, run, text="5") == ["Numbers"]  # 1.5 is two words
+    assert await titles(storage, run, text="fine") == ["Ligatures"]  # ﬁ folds to fi
+    assert await titles(storage, run, text="ǄEMAL") == ["Ligatures"]

@@ -174,12 +174,13 @@ _DDL: Final = [
 
 
 # The card search index (schema 5): the cards' words (see _search.py, written with each
-# card) as a generated tsvector, A for every word and B for the tags', under a GIN index.
-# The 'simple' configuration folds case and keeps accents, like every backend.
+# card, already case-folded) as a generated tsvector under a GIN index. The words become
+# lexemes as they are, not through a text search parser, whose idea of a word differs
+# from the other backends' (it drops "²", splits "1e5x"); tag words carry a "#".
 _SEARCH_INDEX: Final = [
     """ALTER TABLE cards ADD COLUMN IF NOT EXISTS search tsvector GENERATED ALWAYS AS (
-        setweight(to_tsvector('simple'::regconfig, search_words), 'A')
-        || setweight(to_tsvector('simple'::regconfig, search_tags), 'B')) STORED""",
+        array_to_tsvector(string_to_array(btrim(search_words || ' ' || search_tags), ' '))
+        ) STORED""",
     "CREATE INDEX IF NOT EXISTS cards_search ON cards USING gin (search)",
 ]
 _BACKFILL_ROWS: Final = 1000

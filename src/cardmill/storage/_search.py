@@ -69,8 +69,10 @@ def search_words(title: str, body: str, quote: str | None, tags: Iterable[str], 
 
 
 def tag_words(tags: Iterable[str]) -> str:
-    """The words of a card's tags, which narrow a tag filter in an index."""
-    return " ".join(w for tag in tags for w in words(tag))
+    """The words of a card's tags, which narrow a tag filter in an index, each marked
+    with a ``#`` (FTS5 reads it as a separator; PostgreSQL keeps it apart from the
+    card's words)."""
+    return " ".join("#" + w for tag in tags for w in words(tag))
 
 
 def stored_search_words(
@@ -186,9 +188,10 @@ class CardFilter:
         return " AND ".join(parts) or None
 
     def tsquery(self) -> str | None:
-        """A ``to_tsquery`` text of quoted words (A: the card's words, B: its tags)."""
-        parts = [f"{_ts_lexeme(t)}:*A" for t in self.terms]
-        parts += [f"{_ts_lexeme(t)}:B" for t in self.tag_terms]
+        """A ``tsquery`` of quoted lexemes, taken as they are (``::tsquery``, no parser):
+        a prefix of a card's word for each term, each tag word with its ``#``."""
+        parts = [f"{_ts_lexeme(t)}:*" for t in self.terms]
+        parts += [_ts_lexeme("#" + t) for t in self.tag_terms]
         return " & ".join(parts) or None
 
 

@@ -28,7 +28,7 @@ def search_page(tx: Tx, run_id: str, flt: CardFilter, after: Key, limit: int) ->
     elif tx.search == "tsvector" and (query := flt.tsquery()) is not None:
         sql = (
             head + " FROM uploads u JOIN cards c ON c.upload_id = u.id"
-            " WHERE c.search @@ to_tsquery('simple', ?) AND"
+            " WHERE c.search @@ ?::tsquery AND"
         )
         args = (query,)
     else:
