@@ -27,6 +27,7 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
         ("http.py", ["speedup_c2", "speedup_c4", "goodput_ratio", "rate_limited_share"]),
         ("scaleout.py", ["goodput_ratio", "rate_limited_share"]),
         ("batch.py", ["cost_ratio", "sync_cost_per_1000", "batch_cost_per_1000", "sync_429"]),
+        ("search.py", ["cards", "sqlite", "sqlite_http"]),
     ],
 )
 def test_quick_mode_runs(script: str, keys: list[str]) -> None:

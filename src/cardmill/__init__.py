@@ -56,6 +56,7 @@ from .model import BatchItem as BatchItem
 from .model import BatchState as BatchState
 from .model import Card as Card
 from .model import CardDraft as CardDraft
+from .model import CardPage as CardPage
 from .model import Document as Document
 from .model import FieldValue as FieldValue
 from .model import LimitKind as LimitKind
@@ -101,6 +102,7 @@ __all__ = [
     "BatchStatus",
     "Card",
     "CardDraft",
+    "CardPage",
     "CardmillError",
     "DatabaseError",
     "Document",

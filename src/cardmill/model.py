@@ -40,6 +40,7 @@ __all__ = [
     "BatchState",
     "Card",
     "CardDraft",
+    "CardPage",
     "Document",
     "FieldValue",
     "LimitKind",
@@ -450,6 +451,21 @@ class Card:
     def draft(self) -> CardDraft:
         """The draft this card was stored from."""
         return CardDraft(self.title, self.body, self.tags, self.quote, fields=self.fields)
+
+
+@final
+@attrs.frozen
+class CardPage:
+    """One page of a card search (see [`Storage.search_cards`][cardmill.Storage.search_cards]).
+
+    ``cards`` come in the run's order (upload, then ordinal). ``next_cursor`` is None when
+    the search reached the end of the run; otherwise pass it as ``after`` to get the next
+    page. A page may hold fewer cards than asked for, even none, and still have a cursor:
+    a search stops after a bounded amount of work and says where to go on.
+    """
+
+    cards: tuple[Card, ...]
+    next_cursor: str | None = None
 
 
 class UploadStatus(StrEnum):

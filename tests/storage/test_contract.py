@@ -427,6 +427,8 @@ async def test_every_method_checkpoints(storage: Storage) -> None:
         await anext(storage.iter_uploads(run.id))
     with checkpoints("iter_cards"):
         await anext(storage.iter_cards(run.id))
+    with checkpoints("search_cards"):
+        await storage.search_cards(run.id, text="card")
     with checkpoints("finish_run"):
         await storage.finish_run(run.id)
     # The paths that change nothing or find nothing checkpoint as well.
@@ -519,6 +521,7 @@ async def test_every_method_is_a_cancel_point_that_changes_nothing(storage: Stor
     await cancelled("list_cards", lambda: storage.list_cards(run.id))
     await cancelled("iter_uploads", lambda: anext(storage.iter_uploads(run.id)))
     await cancelled("iter_cards", lambda: anext(storage.iter_cards(run.id)))
+    await cancelled("search_cards", lambda: storage.search_cards(run.id, text="x"))
     await cancelled("load_document", lambda: storage.load_document(b.id))
     await cancelled("load_document", lambda: storage.load_document(a.id))  # read with its claim
     await cancelled(

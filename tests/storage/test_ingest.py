@@ -255,6 +255,9 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_runs(tmp_path: Pat
     async with SQLiteStorage.open(path) as storage:
         old = await storage.create_run([Document("a.txt", b"a")], name="old")
     conn = sqlite3.connect(path)
+    for trigger in ("insert", "delete", "update"):
+        conn.execute(f"DROP TRIGGER cards_fts_{trigger}")
+    conn.execute("DROP TABLE cards_fts")
     conn.execute("ALTER TABLE runs DROP COLUMN creating")
     conn.execute("ALTER TABLE runs DROP COLUMN recipe_toml")
     conn.execute("ALTER TABLE runs DROP COLUMN recipe_digest")
@@ -273,7 +276,7 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_runs(tmp_path: Pat
         assert [r.name for r in await storage.list_runs()] == ["old", "new"]
         await check_invariants(storage, old.id)
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
     conn.close()
 
 
@@ -297,7 +300,7 @@ async def test_a_version_1_postgres_schema_is_migrated_and_keeps_its_runs() -> N
             assert [r.name for r in await storage.list_runs()] == ["old", "new"]
         with psycopg.connect(pg.DSN, autocommit=True) as conn:
             row = conn.execute(f'SELECT value FROM "{schema}".cardmill_meta').fetchone()
-            assert row == ("4",)
+            assert row == ("5",)
     finally:
         pg.drop_schema(schema)
 
@@ -330,6 +333,6 @@ async def test_a_version_2_postgres_schema_gains_recipes_in_place() -> None:
             await check_invariants(storage, new.id)
         with psycopg.connect(pg.DSN, autocommit=True) as conn:
             row = conn.execute(f'SELECT value FROM "{schema}".cardmill_meta').fetchone()
-            assert row == ("4",)
+            assert row == ("5",)
     finally:
         pg.drop_schema(schema)

@@ -69,6 +69,9 @@ async def check_upgraded_and_resume(storage: Storage) -> None:
         STUDY_CARDS.name,
     )
     assert [c.title for c in await storage.list_cards(finished.id)] == ["Alpha", "Beta"] * 2
+    # Cards stored before the search index are in it.
+    found = await storage.search_cards(finished.id, text="ALPH")
+    assert [c.title for c in found.cards] == ["Alpha"] * 2
     assert half.recipe_digest == FLASHCARDS.digest
     assert await storage.get_recipe(half.id) == FLASHCARDS
     for run in (finished, half):
@@ -130,15 +133,20 @@ async def test_a_schema_3_sqlite_file_upgrades_and_resumes(tmp_path: Path) -> No
     assert user_version(path) == 3
     async with SQLiteStorage.open(path, clock=lambda: LATER) as storage:
         await check_upgraded_and_resume(storage)
-    assert user_version(path) == 4
+    assert user_version(path) == 5
+    conn = sqlite3.connect(path)
+    try:  # the index built for the old cards holds exactly their words
+        conn.execute("INSERT INTO cards_fts(cards_fts, rank) VALUES ('integrity-check', 1)")
+    finally:
+        conn.close()
     # Reopening an upgraded file changes nothing.
     async with SQLiteStorage.open(path, clock=lambda: LATER) as storage:
         for run in await storage.list_runs():
             await check_invariants(storage, run.id)
-    assert user_version(path) == 4
+    assert user_version(path) == 5
 
 
-async def test_the_0_1_0_file_still_upgrades_to_schema_4(tmp_path: Path) -> None:
+async def test_the_0_1_0_file_still_upgrades_to_the_current_schema(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     shutil.copy(DATA / "cardmill-0.1.0.db", path)
     assert user_version(path) == 2
@@ -147,6 +155,11 @@ async def test_the_0_1_0_file_still_upgrades_to_schema_4(tmp_path: Path) -> None
         assert [r.name for r in runs] == ["finished", "half"]
         for run in runs:
             assert (run.usage, run.cost_usd) == (Usage(), 0)
+            every = [c.title for c in await storage.list_cards(run.id)]
+            assert [c.title for c in (await storage.search_cards(run.id)).cards] == every
+            for title in every:
+                hits = await storage.search_cards(run.id, text=title.upper())
+                assert title in [c.title for c in hits.cards]
             assert await storage.list_batches(run.id) == []
             await check_invariants(storage, run.id)
         half = runs[1]
@@ -164,7 +177,7 @@ async def test_the_0_1_0_file_still_upgrades_to_schema_4(tmp_path: Path) -> None
             )
         assert (await storage.get_run(half.id)).cost_usd == round(0.1 * len(items), 9)
         await check_invariants(storage, half.id)
-    assert user_version(path) == 4
+    assert user_version(path) == 5
 
 
 @pytest.fixture
@@ -194,7 +207,7 @@ async def test_a_schema_3_postgres_schema_upgrades_and_resumes(v3_schema: str) -
     assert pg_version(v3_schema) == "3"
     async with PostgresStorage.open(pg.DSN, schema=v3_schema, clock=lambda: LATER) as storage:
         await check_upgraded_and_resume(storage)
-    assert pg_version(v3_schema) == "4"
+    assert pg_version(v3_schema) == "5"
     async with PostgresStorage.open(pg.DSN, schema=v3_schema, clock=lambda: LATER) as storage:
         for run in await storage.list_runs():
             await check_invariants(storage, run.id)

@@ -19,7 +19,7 @@ async def test_new_file_is_wal_and_marked(tmp_path: Path) -> None:
         await storage.create_run([Document("a.txt", b"a")])
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
     assert conn.execute("PRAGMA application_id").fetchone()[0] == 0x43524D4C
     conn.close()
 
@@ -104,3 +104,37 @@ async def test_two_connections_share_one_run(tmp_path: Path) -> None:
             nursery.start_soon(work, b, "b")
         assert len(done) == len(set(done)) == 40
         await check_invariants(b, run.id)
+
+
+def fts_is_whole(path: Path) -> None:
+    """FTS5's own check: the index holds exactly the words of the cards table."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("INSERT INTO cards_fts(cards_fts, rank) VALUES ('integrity-check', 1)")
+    finally:
+        conn.close()
+
+
+async def test_the_search_index_follows_the_cards_through_vacuum(tmp_path: Path) -> None:
+    path = tmp_path / "search.db"
+    async with SQLiteStorage.open(path) as storage:
+        gone = await storage.create_run([Document("a.txt", b"a")])
+        run = await storage.create_run([Document("b.txt", b"b"), Document("c.txt", b"c")])
+        (a,) = await storage.list_uploads(gone.id)
+        b, c = await storage.list_uploads(run.id)
+        assert await storage.complete_upload(a.id, [CardDraft("zebra", "x")] * 5)
+        assert await storage.complete_upload(b.id, [CardDraft("moon", "tide")])
+        assert await storage.complete_upload(c.id, [CardDraft("sun", "moonrise")])
+    fts_is_whole(path)
+    # Rows deleted by hand leave gaps; VACUUM renumbers implicit rowids, never `seq`.
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM cards WHERE upload_id = ?", (a.id,))
+    conn.commit()
+    conn.execute("VACUUM")
+    conn.close()
+    fts_is_whole(path)
+    async with SQLiteStorage.open(path) as storage:
+        found = await storage.search_cards(run.id, text="moon")
+        assert [card.title for card in found.cards] == ["moon", "sun"]
+        assert (await storage.search_cards(run.id, text="tide")).cards[0].title == "moon"
+        assert (await storage.search_cards(gone.id, text="zebra")).cards == ()

@@ -243,6 +243,29 @@ async def test_cards_page_by_fifty(storage: MemoryStorage, client: httpx.AsyncCl
     assert 'rel="next"' not in evens
     beyond = (await client.get(path, params={"page": "3"})).text
     assert "No card matches on this page" in beyond
+    # The next link carries the cursor: following it is one search, from where page 1 ended.
+    link = first.split('rel="next" href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    assert "after=" in link
+    followed = (await client.get(link)).text
+    assert followed.count('<article class="card"') == 30
+    assert "Cards 51–80" in followed
+    assert '<h2 class="card-title">card 10</h2>' in followed  # b.md's eleventh card
+
+
+async def test_hostile_searches_and_cursors_are_answered_plainly(
+    storage: MemoryStorage, client: httpx.AsyncClient
+) -> None:
+    run = await storage.create_run([doc("a.md")])
+    await settle(storage, run, {"a.md": [CardDraft("Moon", "tide", ("sea",))]})
+    path = f"/runs/{run.id}/cards"
+    for q in ['"', "*", "AND OR NEAR(", "moon*", "x:* & !y", "\\", "'"]:
+        response = await client.get(path, params={"q": q})
+        assert response.status_code == 200, q
+    assert '<h2 class="card-title">Moon</h2>' in (await client.get(path, params={"q": "*"})).text
+    for cursor in ("x", "1:2:3", "-1:0", "9" * 40):
+        response = await client.get(path, params={"after": cursor})
+        assert response.status_code == 400, cursor
+        assert "after must be a cursor" in response.text
 
 
 async def test_cards_filter_by_recipe_field(
@@ -413,3 +436,17 @@ async def test_a_run_without_batches_has_the_table_ready_and_hidden(
     page = (await client.get(f"/runs/{run.id}")).text
     assert '<section id="batches" hidden>' in page
     assert '<tbody id="batch-rows">\n\n</tbody>' in page
+
+
+async def test_a_card_deep_in_a_long_run_is_shown_with_its_document(
+    storage: MemoryStorage, client: httpx.AsyncClient
+) -> None:
+    names = [f"doc{i:03d}.md" for i in range(620)]
+    run = await storage.create_run([doc(n) for n in names])
+    answers = {
+        n: [CardDraft(f"card of {n}", "body", ("last",) if n == names[-1] else ())] for n in names
+    }
+    await settle(storage, run, answers)  # type: ignore[arg-type]
+    page = (await client.get(f"/runs/{run.id}/cards", params={"tag": "last"})).text
+    assert '<h2 class="card-title">card of doc619.md</h2>' in page
+    assert ">doc619.md</a> · #0" in page

@@ -20,6 +20,7 @@ from ..model import (
     BatchState,
     Card,
     CardDraft,
+    CardPage,
     Document,
     Run,
     Upload,
@@ -119,6 +120,47 @@ class Storage(Protocol):
         an upload completed during the iteration appears in full if it lies ahead of the
         cursor, and not at all otherwise. An unknown ``upload_id`` has no cards. Raises
         RunNotFound (when iteration starts) and InputError (at once) for a ``batch`` below 1.
+        """
+        ...
+
+    async def search_cards(
+        self,
+        run_id: str,
+        *,
+        text: str | None = None,
+        upload_id: str | None = None,
+        tag: str | None = None,
+        field: tuple[str, str] | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> CardPage:
+        """One page of the run's cards that pass every filter given, in the run's order.
+
+        - ``text``: every word of it starts a word of the card's title, body, quote, tags
+          or text fields, case aside (accents count). Words are runs of letters and
+          digits; the first 12 count, and a text without any matches every card. The
+          text is never read as query syntax: quotes, ``*``, ``AND``, ``NEAR(`` are
+          plain characters (or words).
+        - ``upload_id``: the cards of that upload only (an unknown one has none).
+        - ``tag``: one of the card's tags equals it, case aside.
+        - ``field``: ``(name, value)``; the run's recipe field holds the value (text and
+          lists contain it, case aside; numbers equal it; flags read yes/no,
+          true/false or 1/0).
+
+        Pages are read by cursor, not offset: pass the page's ``next_cursor`` as
+        ``after`` for the next one, so a deep page costs what the first does. A page
+        holds at most ``limit`` cards (1 to 500); its ``next_cursor`` is None once the
+        end of the run is reached. A page may be short, even empty, and still have a
+        cursor, when the call stopped after a bounded amount of reading (a filter the
+        index cannot narrow, such as ``field``). Each call is one short read: cards of
+        an upload that completes meanwhile appear whole, or not at all, as in
+        `iter_cards`.
+
+        Raises:
+            RunNotFound: there is no such run.
+            InputError: ``limit`` is out of range, ``after`` is not a cursor this method
+                returned, an argument has the wrong type, or ``field`` names a field
+                the run's recipe does not have.
         """
         ...
 

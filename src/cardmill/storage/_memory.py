@@ -22,6 +22,7 @@ from ..model import (
     BatchState,
     Card,
     CardDraft,
+    CardPage,
     Document,
     Run,
     RunStatus,
@@ -50,6 +51,7 @@ from ._base import (
     to_usd,
 )
 from ._pages import Pages
+from ._search import CardFilter, collect, decode_cursor
 
 __all__ = ["MemoryStorage"]
 
@@ -230,6 +232,25 @@ class MemoryStorage:
                     if len(page) == limit:
                         return page
         return page
+
+    async def search_cards(
+        self,
+        run_id: str,
+        *,
+        text: str | None = None,
+        upload_id: str | None = None,
+        tag: str | None = None,
+        field: tuple[str, str] | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> CardPage:
+        flt = CardFilter.make(text=text, upload_id=upload_id, tag=tag, field=field, limit=limit)
+        start = decode_cursor(after)
+        await trio.lowlevel.checkpoint()
+        self._run(run_id)
+        flt.check_recipe(self._recipes[run_id])
+        fetch = partial(self._card_page, run_id, flt.upload_id)
+        return collect(fetch, flt, start, limit)
 
     async def load_document(self, upload_id: str) -> Document:
         await trio.lowlevel.checkpoint()

@@ -32,6 +32,7 @@ from ..errors import (
 )
 from ..model import Document
 from ._dsn import check_dsn, redact_dsn, redact_message, require_driver
+from ._search import stored_search_words, stored_tag_words
 from ._sqlbackend import SQLBackend
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStorage", "connection_string"]
 
 T = TypeVar("T")
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 
 # libpq parameters cardmill's connections get unless the DSN sets them: a peer that
 # stops answering (a half-dead TCP connection) is noticed within about a minute.
@@ -139,6 +140,8 @@ _DDL: Final = [
         quote TEXT,
         created_at DOUBLE PRECISION NOT NULL,
         fields_json TEXT,
+        search_words TEXT NOT NULL DEFAULT '',
+        search_tags TEXT NOT NULL DEFAULT '',
         UNIQUE (upload_id, ordinal))""",
     # Provider batches (schema 4): ``seq`` orders a run's batches oldest first.
     """CREATE TABLE IF NOT EXISTS batches (
@@ -170,8 +173,45 @@ _DDL: Final = [
 ]
 
 
-# Schema version -> the statements that bring a schema from it to the next one.
-_MIGRATIONS: Final = {
+# The card search index (schema 5): the cards' words (see _search.py, written with each
+# card, already case-folded) as a generated tsvector under a GIN index. The words become
+# lexemes as they are, not through a text search parser, whose idea of a word differs
+# from the other backends' (it drops "²", splits "1e5x"); tag words carry a "#".
+_SEARCH_INDEX: Final = [
+    """ALTER TABLE cards ADD COLUMN IF NOT EXISTS search tsvector GENERATED ALWAYS AS (
+        array_to_tsvector(string_to_array(btrim(search_words || ' ' || search_tags), ' '))
+        ) STORED""",
+    "CREATE INDEX IF NOT EXISTS cards_search ON cards USING gin (search)",
+]
+_BACKFILL_ROWS: Final = 1000
+
+
+def _backfill_search(conn: psycopg.Connection[Any]) -> None:
+    """Write the search words of every card stored before schema 5, a chunk at a time."""
+    after: tuple[str, int] = ("", -1)
+    while True:
+        rows = conn.execute(
+            "SELECT upload_id, ordinal, title, body, quote, tags, fields_json FROM cards"
+            " WHERE (upload_id, ordinal) > (%s, %s) ORDER BY upload_id, ordinal LIMIT %s",
+            (*after, _BACKFILL_ROWS),
+        ).fetchall()
+        if not rows:
+            return
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "UPDATE cards SET search_words = %s, search_tags = %s"
+                " WHERE upload_id = %s AND ordinal = %s",
+                [
+                    (stored_search_words(t, b, q, tags, f), stored_tag_words(tags), up, n)
+                    for up, n, t, b, q, tags, f in rows
+                ],
+            )
+        after = (rows[-1][0], rows[-1][1])
+
+
+# Schema version -> the steps (statements, or functions of the connection) that bring a
+# schema from it to the next one.
+_MIGRATIONS: Final[dict[int, list[str | Callable[[psycopg.Connection[Any]], None]]]] = {
     # Runs being created in chunks are marked until their last chunk commits.
     1: ["ALTER TABLE runs ADD COLUMN IF NOT EXISTS creating INTEGER NOT NULL DEFAULT 0"],
     # Recipes: a run's recipe (NULL: the study cards, as every run before them) and a
@@ -194,6 +234,13 @@ _MIGRATIONS: Final = {
             "cost_nanos",
         )
     ],
+    # Card search: the cards' words, written for the cards already stored, then indexed.
+    4: [
+        "ALTER TABLE cards ADD COLUMN IF NOT EXISTS search_words TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE cards ADD COLUMN IF NOT EXISTS search_tags TEXT NOT NULL DEFAULT ''",
+        _backfill_search,
+        *_SEARCH_INDEX,
+    ],
 }
 
 
@@ -203,6 +250,7 @@ class PostgresTx:
     lock = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
     share = " FOR KEY SHARE"
+    search = "tsvector"
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
@@ -328,6 +376,8 @@ def _migrate(conn: psycopg.Connection[Any], schema: str) -> None:
             "SELECT value FROM cardmill_meta WHERE key = 'schema_version'"
         ).fetchone()
         if row is None:
+            for statement in _SEARCH_INDEX:
+                conn.execute(statement)
             conn.execute(
                 "INSERT INTO cardmill_meta (key, value) VALUES ('schema_version', %s)",
                 (str(SCHEMA_VERSION),),
@@ -339,8 +389,11 @@ def _migrate(conn: psycopg.Connection[Any], schema: str) -> None:
             )
         elif int(row[0]) < SCHEMA_VERSION:
             for version in range(int(row[0]), SCHEMA_VERSION):
-                for statement in _MIGRATIONS[version]:
-                    conn.execute(statement)
+                for step in _MIGRATIONS[version]:
+                    if isinstance(step, str):
+                        conn.execute(step)
+                    else:
+                        step(conn)
             conn.execute(
                 "UPDATE cardmill_meta SET value = %s WHERE key = 'schema_version'",
                 (str(SCHEMA_VERSION),),

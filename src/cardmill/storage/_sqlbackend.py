@@ -19,6 +19,7 @@ from ..model import (
     BatchState,
     Card,
     CardDraft,
+    CardPage,
     Document,
     Run,
     Upload,
@@ -41,6 +42,8 @@ from ._base import (
     run_name,
 )
 from ._pages import Pages
+from ._search import CardFilter, decode_cursor
+from ._searchtx import search_page
 
 __all__ = ["SQLBackend"]
 
@@ -150,6 +153,21 @@ class SQLBackend:
     ) -> AsyncIterator[Card]:
         fetch = partial(self._call, sql.card_page, run_id, upload_id)
         return Pages(fetch, start=(-1, -1), batch=batch)
+
+    async def search_cards(
+        self,
+        run_id: str,
+        *,
+        text: str | None = None,
+        upload_id: str | None = None,
+        tag: str | None = None,
+        field: tuple[str, str] | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> CardPage:
+        flt = CardFilter.make(text=text, upload_id=upload_id, tag=tag, field=field, limit=limit)
+        start = decode_cursor(after)
+        return await self._call(search_page, run_id, flt, start, limit)
 
     async def load_document(self, upload_id: str) -> Document:
         document = self._prefetched.pop(upload_id, None)

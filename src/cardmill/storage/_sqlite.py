@@ -24,12 +24,13 @@ from ..errors import DatabaseError, StorageError, UnstorableData
 from ..model import (
     Document,
 )
+from ._search import stored_search_words, stored_tag_words
 from ._sqlbackend import SQLBackend
 from ._thread import ThreadBatcher
 
 __all__ = ["SQLiteStorage"]
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 APPLICATION_ID: Final = 0x43524D4C  # "CRML": marks the file as a cardmill database
 
 # Provider batches (schema 4): ``seq`` orders a run's batches oldest first.
@@ -60,7 +61,50 @@ _BATCH_TABLES: Final = [
 )""",
 ]
 
-_SCHEMA: Final = """
+# Cards (schema 5): ``seq`` names a card in the search index, so it must never change
+# (a VACUUM renumbers an implicit rowid); ``search_words`` and ``search_tags`` are the
+# words the index keeps (see _search.py), written with the card.
+_CARDS_TABLE: Final = """CREATE TABLE {name} (
+    seq INTEGER PRIMARY KEY,
+    upload_id TEXT NOT NULL REFERENCES uploads(id),
+    ordinal INTEGER NOT NULL,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    quote TEXT,
+    created_at REAL NOT NULL,
+    fields_json TEXT,
+    search_words TEXT NOT NULL DEFAULT '',
+    search_tags TEXT NOT NULL DEFAULT '',
+    UNIQUE (upload_id, ordinal)
+)"""
+
+# The card search index (schema 5): FTS5 over the cards' words, its content read from
+# the cards table and kept in step by triggers, inside the transaction that writes them.
+# Accents are kept, as every backend keeps them.
+_SEARCH_INDEX: Final = [
+    """CREATE VIRTUAL TABLE cards_fts USING fts5(
+    search_words, search_tags, content='cards', content_rowid='seq',
+    tokenize='unicode61 remove_diacritics 0'
+)""",
+    """CREATE TRIGGER cards_fts_insert AFTER INSERT ON cards BEGIN
+    INSERT INTO cards_fts(rowid, search_words, search_tags)
+    VALUES (new.seq, new.search_words, new.search_tags);
+END""",
+    """CREATE TRIGGER cards_fts_delete AFTER DELETE ON cards BEGIN
+    INSERT INTO cards_fts(cards_fts, rowid, search_words, search_tags)
+    VALUES ('delete', old.seq, old.search_words, old.search_tags);
+END""",
+    """CREATE TRIGGER cards_fts_update AFTER UPDATE ON cards BEGIN
+    INSERT INTO cards_fts(cards_fts, rowid, search_words, search_tags)
+    VALUES ('delete', old.seq, old.search_words, old.search_tags);
+    INSERT INTO cards_fts(rowid, search_words, search_tags)
+    VALUES (new.seq, new.search_words, new.search_tags);
+END""",
+]
+
+_SCHEMA: Final = (
+    """
 CREATE TABLE runs (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -110,18 +154,11 @@ CREATE TABLE documents (
     upload_id TEXT PRIMARY KEY REFERENCES uploads(id),
     data BLOB NOT NULL
 );
-CREATE TABLE cards (
-    upload_id TEXT NOT NULL REFERENCES uploads(id),
-    ordinal INTEGER NOT NULL,
-    title TEXT NOT NULL,
-    body TEXT NOT NULL,
-    tags TEXT NOT NULL,
-    quote TEXT,
-    created_at REAL NOT NULL,
-    fields_json TEXT,
-    UNIQUE (upload_id, ordinal)
-);
-""" + "".join(s + ";\n" for s in _BATCH_TABLES)
+"""
+    + _CARDS_TABLE.format(name="cards")
+    + ";\n"
+    + "".join(s + ";\n" for s in _BATCH_TABLES)
+)
 
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -138,6 +175,8 @@ def _connect(path: str, synchronous: Synchronous, busy_timeout: float) -> sqlite
         raise DatabaseError(f"{path}: cannot open database ({exc})") from exc
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        conn.create_function("cardmill_search_words", 5, stored_search_words, deterministic=True)
+        conn.create_function("cardmill_tag_words", 1, stored_tag_words, deterministic=True)
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if app_id == 0 and version == 0:
@@ -176,6 +215,8 @@ def _initialise(conn: sqlite3.Connection, path: str) -> None:
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
+        for statement in _SEARCH_INDEX:
+            conn.execute(statement)
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:
@@ -209,6 +250,20 @@ _MIGRATIONS: Final = {
         )
     ]
     + _BATCH_TABLES,
+    # Card search: the cards table gains a stable ``seq`` and its words (computed by the
+    # functions _connect registers), and the FTS5 index is built over every card.
+    4: [
+        _CARDS_TABLE.format(name="cards_v5"),
+        "INSERT INTO cards_v5 (upload_id, ordinal, title, body, tags, quote, created_at,"
+        " fields_json, search_words, search_tags) SELECT upload_id, ordinal, title, body,"
+        " tags, quote, created_at, fields_json,"
+        " cardmill_search_words(title, body, quote, tags, fields_json),"
+        " cardmill_tag_words(tags) FROM cards ORDER BY rowid",
+        "DROP TABLE cards",
+        "ALTER TABLE cards_v5 RENAME TO cards",
+        *_SEARCH_INDEX,
+        "INSERT INTO cards_fts(cards_fts) VALUES ('rebuild')",
+    ],
 }
 
 
@@ -335,6 +390,7 @@ class SQLiteTx:
     lock = ""
     skip_locked = ""
     share = ""
+    search = "fts5"
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn

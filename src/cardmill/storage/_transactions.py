@@ -28,6 +28,7 @@ from ..model import (
     final_status,
 )
 from ._base import card_id, check_against, holds, to_datetime, to_usd
+from ._search import search_words, tag_words
 
 __all__ = ["Tx"]
 
@@ -41,6 +42,8 @@ class Tx(Protocol):
     skip_locked: str
     #: appended to a claim's read of its run (" FOR KEY SHARE" or "")
     share: str
+    #: the card search index: "fts5" (SQLite) or "tsvector" (PostgreSQL)
+    search: str
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
 
@@ -187,25 +190,7 @@ def list_cards(tx: Tx, run_id: str, upload_id: str | None) -> list[Card]:
         sql += " AND u.id = ?"
         args += (upload_id,)
     rows = tx.all(sql + " ORDER BY u.position, c.ordinal", args)
-    cards = []
-    for up, ordinal, title, body, tags, quote, created, fields in rows:
-        created_at = to_datetime(created)
-        assert created_at is not None
-        cards.append(
-            Card(
-                card_id(up, ordinal),
-                run_id,
-                up,
-                ordinal,
-                title,
-                body,
-                tuple(json.loads(tags)),
-                quote,
-                created_at,
-                card_fields(fields),
-            )
-        )
-    return cards
+    return [card_row(run_id, row) for row in rows]
 
 
 def upload_page(tx: Tx, run_id: str, after: int, limit: int) -> list[tuple[int, Upload]]:
@@ -239,24 +224,26 @@ def card_page(
         sql += " AND u.id = ?"
         args += (upload_id,)
     rows = tx.all(sql + " ORDER BY u.position, c.ordinal LIMIT ?", (*args, limit))
-    page: list[tuple[tuple[int, int], Card]] = []
-    for at, up, number, title, body, tags, quote, created, fields in rows:
-        created_at = to_datetime(created)
-        assert created_at is not None
-        card = Card(
-            card_id(up, number),
-            run_id,
-            up,
-            number,
-            title,
-            body,
-            tuple(json.loads(tags)),
-            quote,
-            created_at,
-            card_fields(fields),
-        )
-        page.append(((at, number), card))
-    return page
+    return [((row[0], row[2]), card_row(run_id, row[1:])) for row in rows]
+
+
+def card_row(run_id: str, row: Sequence[Any]) -> Card:
+    """A card from ``upload_id, ordinal`` and the `CARD_COLUMNS` of its row."""
+    up, number, title, body, tags, quote, created, fields = row
+    created_at = to_datetime(created)
+    assert created_at is not None
+    return Card(
+        card_id(up, number),
+        run_id,
+        up,
+        number,
+        title,
+        body,
+        tuple(json.loads(tags)),
+        quote,
+        created_at,
+        card_fields(fields),
+    )
 
 
 def load_document(tx: Tx, upload_id: str) -> Document:
@@ -385,11 +372,24 @@ def complete(
     if run_id is None:
         return False
     check_against(get_recipe(tx, run_id), drafts)
+    # The search words go in the same transaction as the cards: the index (a trigger in
+    # SQLite, a generated column in PostgreSQL) is never behind the cards it covers.
     tx.many(
         "INSERT INTO cards (upload_id, ordinal, title, body, tags, quote, created_at,"
-        " fields_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " fields_json, search_words, search_tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            (upload_id, i, d.title, d.body, json.dumps(d.tags), d.quote, now, fields_text(d))
+            (
+                upload_id,
+                i,
+                d.title,
+                d.body,
+                json.dumps(d.tags),
+                d.quote,
+                now,
+                fields_text(d),
+                search_words(d.title, d.body, d.quote, d.tags, d.fields),
+                tag_words(d.tags),
+            )
             for i, d in enumerate(drafts)
         ],
     )

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from .._export import FORMATS, card_chunks
-from ..errors import RunNotFound
+from ..errors import InputError, RunNotFound
 from ..metrics import PROMETHEUS_CONTENT_TYPE, storage_prometheus_text
 from ..model import Batch, Run, RunStatus, Upload, UploadStatus
 from ..storage import Storage
@@ -199,13 +199,17 @@ class _Views:
         if query.field is not None and query.field not in {f.name for f in recipe.fields}:
             raise HTTPException(400, f"the recipe {recipe.name} has no field {query.field!r}")
         page = _page_number(request)
-        found = await search_cards(
-            self._storage,
-            run.id,
-            query,
-            offset=(page - 1) * CARDS_PER_PAGE,
-            limit=CARDS_PER_PAGE,
-        )
+        try:
+            found = await search_cards(
+                self._storage,
+                run.id,
+                query,
+                page=page,
+                after=params.get("after") or None,
+                limit=CARDS_PER_PAGE,
+            )
+        except InputError as exc:
+            raise HTTPException(400, str(exc)) from None
         wanted = {card.upload_id for card in found.cards}
         if query.upload_id is not None:
             wanted.add(query.upload_id)
@@ -216,6 +220,8 @@ class _Views:
                 names[upload.id] = upload.name
             if upload.card_count and len(choices) < _DOCUMENT_CHOICES:
                 choices.append(upload)
+            elif len(choices) == _DOCUMENT_CHOICES and wanted <= names.keys():
+                break  # the rest of a long run's uploads would change nothing shown
         return self._page(
             "cards.html",
             run=run,
