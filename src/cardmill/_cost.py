@@ -184,7 +184,10 @@ class PriceTable:
 
 def _read(name: str) -> bytes:
     try:
-        with open(name, "rb") as f:
+        # Non-blocking: opening a FIFO for reading would otherwise wait for a writer
+        # before the check below could refuse it.
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise InputError(f"{name}: the prices file is not a regular file")
             data = f.read(MAX_PRICES_BYTES + 1)
