@@ -400,22 +400,10 @@ class AnthropicProvider:
                 JSON lines.
             RateLimited, PermanentError: as for `analyze`.
         """
-        import anthropic
-
         _check_batch_id(provider_batch_id)
-        with self._errors():
-            try:
-                decoder = await self._client.messages.batches.results(provider_batch_id)
-            except anthropic.APIError:
-                raise
-            except anthropic.AnthropicError as exc:
-                # The SDK's own refusal: the batch has no results_url yet.
-                raise TransientError(
-                    f"batch {provider_batch_id} has no results yet: {self._hide(str(exc))}"
-                ) from None
+        response = await self._results_response(provider_batch_id)
         # The response's lines, split here: the SDK's decoder and httpx's aiter_lines
         # would leave generators to the garbage collector when the caller stops early.
-        response = decoder.http_response
         chunks = response.aiter_bytes()
         ended = False
         try:
@@ -446,6 +434,34 @@ class AnthropicProvider:
                         for _ in range(_DRAIN_READS):
                             await anext(chunks)
                 await chunks.aclose()
+
+    async def _results_response(self, provider_batch_id: str) -> Any:
+        """The streamed response of the batch's ``results_url``, which the API says may
+        be anywhere: any path of the API's own origin (the SDK would send the key to any
+        host it names, so another origin is refused)."""
+        import httpx2
+
+        with self._errors():
+            batch = await self._client.messages.batches.retrieve(provider_batch_id)
+        url = getattr(batch, "results_url", None)
+        if not url:
+            status = self._hide(str(getattr(batch, "processing_status", "") or "unknown"))
+            raise TransientError(f"batch {provider_batch_id} has no results yet ({status})")
+        url = str(url)
+        if not _same_origin(url, self._client.base_url):
+            raise PermanentError(
+                f"batch {provider_batch_id}: results_url {self._hide(_origin_of(url))} is not "
+                f"on the API's host; the API key is not sent there"
+            )
+        get: Any = self._client.get
+        with self._errors():
+            # The raw response, unread: its lines are split as they arrive.
+            return await get(
+                url,
+                cast_to=httpx2.Response,
+                options={"headers": {"Accept": "application/binary"}},
+                stream=True,
+            )
 
     def _result_line(self, line: bytes) -> Any:
         from anthropic.types.messages import MessageBatchIndividualResponse
@@ -510,6 +526,30 @@ def _check_batch_id(provider_batch_id: str) -> None:
             f"provider_batch_id must be 1 to 256 letters, digits, '_' or '-', "
             f"not {provider_batch_id!r}"
         )
+
+
+def _origin_of(url: str) -> str:
+    import httpx2
+
+    try:
+        parsed = httpx2.URL(url)
+    except (httpx2.InvalidURL, TypeError, ValueError):
+        return "(unreadable URL)"
+    return f"{parsed.scheme}://{parsed.netloc.decode('ascii', 'replace')}"
+
+
+def _same_origin(url: str, base: Any) -> bool:
+    """``url`` is relative, or has the scheme, host and port of ``base``."""
+    import httpx2
+
+    try:
+        parsed = httpx2.URL(url)
+        home = httpx2.URL(str(base))
+    except (httpx2.InvalidURL, TypeError, ValueError):  # unreadable: not the API's
+        return False
+    if parsed.is_relative_url:
+        return not parsed.netloc
+    return (parsed.scheme, parsed.host, parsed.port) == (home.scheme, home.host, home.port)
 
 
 def _usage(message: Any) -> Usage:
