@@ -65,3 +65,12 @@ async def test_a_results_url_on_another_port_or_scheme_is_not_sent_the_api_key()
         with pytest.raises(PermanentError):
             await round_trip(server.provider())
         assert all(r.url.port is None and r.url.scheme == "http" for r in server.seen)
+
+
+@pytest.mark.parametrize("shape", ["msgbatch.{n:08d}", "mb~{n}.v2", "{n:0200d}"])
+async def test_batch_ids_of_other_url_safe_shapes_are_followed(shape: str) -> None:
+    # "The format and length of IDs may change over time."
+    server = DocsBatchServer(batch_id=lambda n: shape.format(n=n))
+    batch_id, results = await round_trip(server.provider())
+    assert batch_id == shape.format(n=1)
+    assert titles(results) == {f"u{i}": f"card u{i}" for i in range(3)}

@@ -345,7 +345,8 @@ class AnthropicProvider:
         """The batch's current status and counts (one request).
 
         Raises:
-            ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``).
+            ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``,
+                ``.``, ``~``).
         """
         _check_batch_id(provider_batch_id)
         with self._errors():
@@ -357,7 +358,8 @@ class AnthropicProvider:
         was not processed is ``canceled``).
 
         Raises:
-            ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``).
+            ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``,
+                ``.``, ``~``).
         """
         _check_batch_id(provider_batch_id)
         with self._errors():
@@ -395,7 +397,8 @@ class AnthropicProvider:
         the `InvalidOutput` (with usage) its answer raises synchronously.
 
         Raises:
-            ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``).
+            ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``,
+                ``.``, ``~``).
             TransientError: the batch has not ended yet, or the stream broke or is not
                 JSON lines.
             RateLimited, PermanentError: as for `analyze`.
@@ -519,12 +522,17 @@ class AnthropicProvider:
 
 
 def _check_batch_id(provider_batch_id: str) -> None:
-    if not isinstance(provider_batch_id, str) or not re.fullmatch(
-        r"[A-Za-z0-9_-]{1,256}", provider_batch_id
+    # "The format and length of IDs may change": any id made of URL-safe characters
+    # (RFC 3986's unreserved set) is followed; one that would need escaping in a path, or
+    # is only dots, is not one the API gives.
+    if (
+        not isinstance(provider_batch_id, str)
+        or not re.fullmatch(r"[A-Za-z0-9._~-]{1,256}", provider_batch_id)
+        or not provider_batch_id.strip(".")
     ):
         raise ValueError(
-            f"provider_batch_id must be 1 to 256 letters, digits, '_' or '-', "
-            f"not {provider_batch_id!r}"
+            f"provider_batch_id must be 1 to 256 letters, digits, '_', '-', '.' or '~' "
+            f"(not only dots), not {provider_batch_id!r:.80}"
         )
 
 
