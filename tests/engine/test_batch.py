@@ -26,7 +26,7 @@ from cardmill.engine import (
 )
 from cardmill.errors import InputError, PermanentError, RateLimited, TransientError
 from cardmill.model import BatchState
-from cardmill.providers import ExtractiveProvider
+from cardmill.providers import BatchResult, ExtractiveProvider
 from cardmill.testing import ScriptedProvider, check_invariants
 
 from .batch_fakes import INVALID, NEVER, OK, PERMANENT, TRANSIENT, USAGE, FakeBatchAPI
@@ -548,3 +548,39 @@ async def test_cancel_goes_on_when_the_provider_refuses_to_cancel_an_ended_batch
     summary = await executor(storage, api).cancel(run.id)
     assert summary.run.status == RunStatus.SUCCEEDED
     assert summary.completed == 2
+
+
+@attrs.define
+class _DropsResults(FakeBatchAPI):
+    """An API whose results file leaves out one document's result, every time, answers
+    a request never sent, and answers each request twice (an error the second time)."""
+
+    dropped: str = "doc0001.txt"
+
+    async def batch_results(self, provider_batch_id: str):  # type: ignore[no-untyped-def]
+        async for result in super().batch_results(provider_batch_id):
+            if self.names[result.custom_id] != self.dropped:
+                yield BatchResult("never-sent", "errored", error=PermanentError("not ours"))
+                yield result
+                yield BatchResult(result.custom_id, "errored", error=PermanentError("again"))
+
+
+async def test_a_request_the_results_always_leave_out_fails_once_the_attempts_are_spent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    api = _DropsResults()
+    storage = memory()
+    run = await storage.create_run(docs(3))
+    with trio.fail_after(3600):  # virtual time: a loop that never ends fails here
+        summary = await executor(storage, api, retry=RetryPolicy(max_attempts=3)).execute(run.id)
+    assert summary.run.status == RunStatus.PARTIAL
+    assert [len(ids) for _, ids in api.submissions] == [3, 1, 1]
+    (failed,) = await storage.list_uploads(run.id, UploadStatus.FAILED)
+    assert failed.name == "doc0001.txt"
+    assert failed.error is not None
+    assert "no result" in failed.error
+    # the stranger's answer and the second answers changed nothing
+    for done in await storage.list_uploads(run.id, UploadStatus.COMPLETED):
+        assert done.card_count == 1
+        assert done.attempts == 1
+    await check_invariants(storage, run.id)

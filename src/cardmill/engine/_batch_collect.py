@@ -93,9 +93,10 @@ class Collector:
             upload = held.get(item.upload_id)
             if item.custom_id in seen or upload is None or upload.attempts != item.attempt:
                 continue
-            # No result for it (or not processed): it goes in a later batch.
-            if await self._release(batch, item):
-                tally.released += 1
+            # The ended batch gave no result for it: sent again while the retry policy
+            # allows (a results file that always leaves it out must not resend it forever).
+            missing = TransientError("the ended batch gave no result for this request")
+            await self._failed_request(batch, item, upload, missing, tally)
         done = await self.storage.update_batch(batch.id, state=BatchState.DONE)
         self.emit(
             BatchEnded(done, tally.completed, tally.failed, tally.released, trio.current_time())
