@@ -25,7 +25,7 @@ from cardmill.engine import (
     estimate_cost,
 )
 from cardmill.errors import InputError, PermanentError, RateLimited, TransientError
-from cardmill.model import BatchState
+from cardmill.model import BatchCounts, BatchState
 from cardmill.providers import BatchResult, ExtractiveProvider
 from cardmill.testing import ScriptedProvider, check_invariants
 
@@ -584,3 +584,52 @@ async def test_a_request_the_results_always_leave_out_fails_once_the_attempts_ar
         assert done.card_count == 1
         assert done.attempts == 1
     await check_invariants(storage, run.id)
+
+
+@attrs.define
+class _LaggingCounts(FakeBatchAPI):
+    """An API whose request_counts stay all zero for ``lag`` seconds after a batch is
+    created (batches created from ``lag_from`` on)."""
+
+    lag: float = 60.0
+    lag_from: float = -math.inf
+
+    def _status(self, batch):  # type: ignore[no-untyped-def]
+        status = super()._status(batch)
+        if batch.created >= self.lag_from and self.clock() - batch.created < self.lag:
+            return attrs.evolve(status, counts=BatchCounts())
+        return status
+
+
+async def test_a_lost_create_is_found_while_the_batch_counts_lag(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    storage, api = memory(), _LaggingCounts(lose_answers=1)
+    run = await storage.create_run(docs(3))
+    summary = await executor(storage, api).execute(run.id)
+    assert summary.run.status == RunStatus.SUCCEEDED
+    assert len(api.submissions) == 1  # not sent twice
+    [batch] = await storage.list_batches(run.id)
+    assert batch.provider_batch_id == "msgbatch_0001"
+
+
+async def test_a_batch_of_the_right_size_is_preferred_to_one_whose_counts_lag(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    storage, api = memory(), _LaggingCounts(lag=3600.0, lag_from=math.inf)
+    run = await storage.create_run(docs(3))
+    uploads = await storage.list_uploads(run.id)
+    made = await storage.create_batch(run.id, [u.id for u in uploads], lease_seconds=3600)
+    assert made is not None
+    batch, items = made
+    requests = [
+        await api.batch_request(await storage.load_document(i.upload_id), i.custom_id)
+        for i in items
+    ]
+    await api.create_batch(requests)  # ours, sent before the crash
+    await trio.sleep(1)
+    api.lag_from = trio.current_time()  # a batch created later, its counts zero: not ours
+    await api.create_batch([await api.batch_request(Document("other.txt", b"y"), "other-0")])
+    summary = await executor(storage, api).execute(run.id)
+    assert summary.run.status == RunStatus.SUCCEEDED
+    assert (await storage.get_batch(batch.id)).provider_batch_id == "msgbatch_0001"
