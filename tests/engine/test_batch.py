@@ -633,3 +633,42 @@ async def test_a_batch_of_the_right_size_is_preferred_to_one_whose_counts_lag(
     summary = await executor(storage, api).execute(run.id)
     assert summary.run.status == RunStatus.SUCCEEDED
     assert (await storage.get_batch(batch.id)).provider_batch_id == "msgbatch_0001"
+
+
+@attrs.define
+class _ForgetsResults(FakeBatchAPI):
+    """An API that archives each batch's results as soon as it ends, the first time a
+    document is sent (a run resumed after the provider's retention period)."""
+
+    archived: set[str] = attrs.field(factory=set)
+
+    def _status(self, batch):  # type: ignore[no-untyped-def]
+        status = super()._status(batch)
+        first = all(self.sent[self.names[c]] == 1 for c in batch.custom_ids)
+        if status.ended and first:
+            self.archived.add(batch.id)
+            return attrs.evolve(status, archived=True)
+        return status
+
+    async def batch_results(self, provider_batch_id: str):  # type: ignore[no-untyped-def]
+        if provider_batch_id in self.archived:
+            raise PermanentError(f"404 not_found_error: results of {provider_batch_id}")
+        async for result in super().batch_results(provider_batch_id):
+            yield result
+
+
+async def test_a_batch_whose_results_are_gone_is_sent_again_not_a_run_stuck(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    api = _ForgetsResults()
+    storage = memory()
+    run = await storage.create_run(docs(3))
+    summary = await executor(storage, api).execute(run.id)
+    assert summary.run.status == RunStatus.SUCCEEDED
+    assert [len(ids) for _, ids in api.submissions] == [3, 3]
+    first, second = await storage.list_batches(run.id)
+    assert first.state == BatchState.DONE
+    assert second.state == BatchState.DONE
+    for upload in await storage.list_uploads(run.id):
+        assert upload.attempts == 2
+    await check_invariants(storage, run.id)

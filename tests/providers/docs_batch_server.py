@@ -55,6 +55,7 @@ class DocsBatchServer:
     batch_id: Callable[[int], str] = lambda n: f"msgbatch_{n:024d}"
     results_url: Callable[[str], str] = lambda b: f"{BASE}/v1/messages/batches/{b}/results"
     order: Callable[[list[str]], list[str]] = lambda lines: list(reversed(lines))
+    archived_at: str | None = None
     batches: dict[str, list[str]] = attrs.field(factory=dict)  # id -> custom_ids
     seen: list[httpx2.Request] = attrs.field(factory=list)
 
@@ -75,7 +76,7 @@ class DocsBatchServer:
             "created_at": now.isoformat(),
             "ended_at": now.isoformat(),
             "expires_at": (now + timedelta(hours=24)).isoformat(),
-            "archived_at": None,
+            "archived_at": self.archived_at,
             "cancel_initiated_at": None,
             "results_url": self.results_url(batch_id),
             "a_field_added_later": True,

@@ -74,3 +74,18 @@ async def test_batch_ids_of_other_url_safe_shapes_are_followed(shape: str) -> No
     batch_id, results = await round_trip(server.provider())
     assert batch_id == shape.format(n=1)
     assert titles(results) == {f"u{i}": f"card u{i}" for i in range(3)}
+
+
+async def test_an_archived_batch_and_one_the_api_no_longer_knows_read_as_gone() -> None:
+    server = DocsBatchServer()
+    p = server.provider()
+    batch = await p.create_batch([await p.batch_request(doc(0), "u0")])
+    assert not (await p.retrieve_batch(batch.provider_batch_id)).archived
+    server.archived_at = "2026-12-29T00:00:00Z"
+    archived = await p.retrieve_batch(batch.provider_batch_id)
+    assert archived.ended
+    assert archived.archived
+    unknown = await p.retrieve_batch("msgbatch_deleted")  # 404 not_found_error
+    assert unknown.ended
+    assert unknown.archived
+    assert unknown.provider_batch_id == "msgbatch_deleted"

@@ -352,7 +352,7 @@ class BatchExecutor:
                     self._emit(BatchProgress(batch, status.counts, trio.current_time()))
                 if status.ended:
                     # Results that could not be read just now are read at the next look.
-                    ended |= await collector.collect(batch)
+                    ended |= await collector.collect(batch, archived=status.archived)
                 else:
                     await self._renew(batch)
             if submitter is not None:
