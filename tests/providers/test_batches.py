@@ -357,12 +357,10 @@ async def test_errors_of_the_batch_endpoints_are_classified_and_never_show_the_k
     assert KEY not in caplog.text
 
 
-async def test_an_unknown_batch_reads_as_gone_and_cannot_be_cancelled() -> None:
+async def test_an_unknown_batch_is_a_permanent_error() -> None:
     async with FakeAnthropicServer() as server, provider(server) as p:
-        status = await p.retrieve_batch("msgbatch_nope")
-        assert (status.ended, status.archived) == (True, True)
         with pytest.raises(PermanentError, match="404 not_found_error"):
-            await p.cancel_batch("msgbatch_nope")
+            await p.retrieve_batch("msgbatch_nope")
     assert server.batch_calls["retrieve"] == 1
 
 

@@ -33,7 +33,7 @@ from ._base import (
     BatchStatus,
     answered_with_error,
 )
-from ._batch_view import CUSTOM_ID, batch_status, errored, gone
+from ._batch_view import CUSTOM_ID, batch_status, errored
 from ._headers import check_api_key, is_spend_limit, limit_hit, rate_hint, retry_after, scrub
 from ._reading import read_off_loop
 from ._schema import TOOL_NAME, card_schema, drafts_from
@@ -342,22 +342,15 @@ class AnthropicProvider:
         return batch_status(batch)
 
     async def retrieve_batch(self, provider_batch_id: str) -> BatchStatus:
-        """The batch's current status and counts (one request). A batch the API answers
-        404 for (deleted, or archived and gone) reads as ended with ``archived`` set: its
-        results will never come.
+        """The batch's current status and counts (one request).
 
         Raises:
             ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``,
                 ``.``, ``~``).
         """
-        import anthropic
-
         _check_batch_id(provider_batch_id)
         with self._errors():
-            try:
-                batch = await self._client.messages.batches.retrieve(provider_batch_id)
-            except anthropic.NotFoundError:
-                return gone(provider_batch_id)
+            batch = await self._client.messages.batches.retrieve(provider_batch_id)
         return batch_status(batch)
 
     async def cancel_batch(self, provider_batch_id: str) -> BatchStatus:

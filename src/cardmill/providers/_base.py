@@ -87,7 +87,7 @@ class BatchStatus:
     ``processing_status`` is the provider's: ``in_progress``, ``canceling`` or ``ended``
     (results can be read once it has ended). ``created_at`` is its creation time.
     ``archived``: the provider no longer has its results (archived after its retention
-    period, or the batch itself is gone); it reads as ended.
+    period).
     """
 
     provider_batch_id: str

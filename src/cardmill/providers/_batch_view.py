@@ -10,7 +10,7 @@ from ..errors import Overloaded, PermanentError, ProviderError, TransientError
 from ..model import BatchCounts
 from ._base import BatchStatus, answered_with_error
 
-__all__ = ["CUSTOM_ID", "batch_status", "errored", "gone"]
+__all__ = ["CUSTOM_ID", "batch_status", "errored"]
 
 CUSTOM_ID: Final = r"[a-zA-Z0-9_-]{1,64}"
 """The pattern the API holds every ``custom_id`` of a batch to."""
@@ -41,11 +41,6 @@ def batch_status(batch: Any) -> BatchStatus:
         created_at=created if isinstance(created, datetime) else None,
         archived=getattr(batch, "archived_at", None) is not None,
     )
-
-
-def gone(provider_batch_id: str) -> BatchStatus:
-    """The status of a batch the API no longer knows (404): ended, its results gone."""
-    return BatchStatus(provider_batch_id, "ended", archived=True)
 
 
 def errored(result: Any, hide: Callable[[str], str]) -> ProviderError:
