@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from cardmill import Document, MemoryStorage, RunStatus, UploadStatus
-from cardmill._cost import DEFAULT_PRICES, cost_of
+from cardmill._cost import DEFAULT_PRICES, MAX_COST_USD, Price, PriceTable, cost_of
 from cardmill.engine import (
     BatchEnded,
     BatchExecutor,
@@ -671,4 +671,16 @@ async def test_a_batch_whose_results_are_gone_is_sent_again_not_a_run_stuck(
     assert second.state == BatchState.DONE
     for upload in await storage.list_uploads(run.id):
         assert upload.attempts == 2
+    await check_invariants(storage, run.id)
+
+
+async def test_an_absurd_price_does_not_leave_a_batch_uncollectable(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    absurd = PriceTable({"claude-haiku-4-5": Price(1e12, 1e12, 1e12, 1e12)})
+    storage, api = memory(), FakeBatchAPI()
+    run = await storage.create_run(docs(2))
+    summary = await executor(storage, api, prices=absurd).execute(run.id)
+    assert summary.run.status == RunStatus.SUCCEEDED
+    assert summary.run.cost_usd == 2 * MAX_COST_USD
     await check_invariants(storage, run.id)
