@@ -26,7 +26,7 @@ from cardmill.engine import (
 )
 from cardmill.errors import InputError, PermanentError, RateLimited, TransientError
 from cardmill.model import BatchCounts, BatchState
-from cardmill.providers import BatchResult, ExtractiveProvider
+from cardmill.providers import BatchResult, BatchStatus, ExtractiveProvider
 from cardmill.testing import ScriptedProvider, check_invariants
 
 from .batch_fakes import INVALID, NEVER, OK, PERMANENT, TRANSIENT, USAGE, FakeBatchAPI
@@ -684,3 +684,29 @@ async def test_an_absurd_price_does_not_leave_a_batch_uncollectable(
     assert summary.run.status == RunStatus.SUCCEEDED
     assert summary.run.cost_usd == 2 * MAX_COST_USD
     await check_invariants(storage, run.id)
+
+
+@attrs.define
+class _RefusesLooks(FakeBatchAPI):
+    """An API that answers the first look at a batch with a 429 and a Retry-After."""
+
+    retry_after: float = 300.0
+    refused: int = 0
+
+    async def retrieve_batch(self, provider_batch_id: str) -> BatchStatus:
+        if not self.refused:
+            self.refused += 1
+            self.polled.append(self.clock())
+            raise RateLimited("429 rate_limit_error", retry_after=self.retry_after)
+        return await super().retrieve_batch(provider_batch_id)
+
+
+async def test_a_rate_limited_look_waits_out_its_retry_after(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    api = _RefusesLooks()
+    storage = memory()
+    run = await storage.create_run(docs(2))
+    summary = await executor(storage, api).execute(run.id)
+    assert summary.run.status == RunStatus.SUCCEEDED
+    assert api.polled[1] - api.polled[0] == 300.0
