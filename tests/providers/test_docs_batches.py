@@ -50,11 +50,14 @@ async def test_results_are_read_from_the_batch_results_url_in_any_order(
 
 
 async def test_a_results_url_on_another_host_is_not_sent_the_api_key() -> None:
-    server = DocsBatchServer(results_url=lambda b: f"https://elsewhere.test/{b}/results")
+    server = DocsBatchServer(
+        results_url=lambda b: f"https://someone:pw-of-theirs@elsewhere.test/{b}/results"
+    )
     p = server.provider()
     with pytest.raises(PermanentError) as caught:
         await round_trip(p)
-    assert "elsewhere.test" in str(caught.value)
+    assert "https://elsewhere.test" in str(caught.value)
+    assert "pw-of-theirs" not in str(caught.value)
     assert KEY not in str(caught.value)
     assert all(r.url.host == "batches.test" for r in server.seen)
 

@@ -543,7 +543,9 @@ def _origin_of(url: str) -> str:
         parsed = httpx2.URL(url)
     except (httpx2.InvalidURL, TypeError, ValueError):
         return "(unreadable URL)"
-    return f"{parsed.scheme}://{parsed.netloc.decode('ascii', 'replace')}"
+    # Host and port only: the URL's user and password are nobody's business.
+    port = f":{parsed.port}" if parsed.port is not None else ""
+    return f"{parsed.scheme}://{parsed.host}{port}"
 
 
 def _same_origin(url: str, base: Any) -> bool:
