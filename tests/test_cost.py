@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import typing
 from pathlib import Path
 
@@ -73,3 +75,34 @@ def test_unreadable_prices_files_are_one_line_errors(tmp_path: Path, where: str)
         PriceTable.from_toml(path)
     assert str(path) in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_a_fifo_as_the_prices_file_is_refused_without_waiting_for_a_writer(
+    tmp_path: Path,
+) -> None:
+    # Opening a FIFO for reading blocks until something writes to it: nothing ever will.
+    path = tmp_path / "prices.toml"
+    os.mkfifo(path)
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            PriceTable.from_toml(path)
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    if reader.is_alive():
+        # Unblock the stuck open so the thread ends, then fail.
+        with open(path, "wb"):
+            pass
+        reader.join(timeout=10)
+        pytest.fail("reading a FIFO as the prices file waited for a writer")
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], InputError)
+    assert str(path) in str(outcome[0])
+    assert "not a regular file" in str(outcome[0])

@@ -16,8 +16,12 @@ import attrs
 from ._rates import Usage
 from .errors import InputError
 
-__all__ = ["DEFAULT_PRICES", "Price", "PriceTable", "cost_of", "shown_cost", "usd"]
+__all__ = ["DEFAULT_PRICES", "MAX_COST_USD", "Price", "PriceTable", "cost_of", "shown_cost", "usd"]
 
+MAX_COST_USD: Final = 1_000_000.0
+"""The most one request is taken to cost (and one settlement may record): a price table
+that says more (a hostile or mistyped prices file) is capped here, so the answer is
+still stored and the spending cap still stops the run."""
 MAX_PRICES_BYTES: Final = 1_000_000
 """The largest prices file read (a price table is a few kilobytes)."""
 
@@ -98,7 +102,8 @@ def cost_of(usage: Usage, price: Price, *, batch: bool = False) -> float:
     ``batch``).
 
     The prompt-length band of ``price`` is chosen from this usage, so price each request
-    on its own and add the costs up: the cost of summed usages may differ.
+    on its own and add the costs up: the cost of summed usages may differ. It is at most
+    `MAX_COST_USD`.
     """
     prompt = usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens
     band = price.for_prompt(prompt)
@@ -109,7 +114,9 @@ def cost_of(usage: Usage, price: Price, *, batch: bool = False) -> float:
         + usage.cache_read_input_tokens * band.cache_read
     )
     cost = millionths / 1_000_000
-    return cost * price.batch_share if batch else cost
+    if batch:
+        cost *= price.batch_share
+    return min(cost, MAX_COST_USD)
 
 
 def usd(amount: float) -> str:
@@ -197,7 +204,10 @@ class PriceTable:
 
 def _read(name: str) -> bytes:
     try:
-        with open(name, "rb") as f:
+        # Non-blocking: opening a FIFO for reading would otherwise wait for a writer
+        # before the check below could refuse it.
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise InputError(f"{name}: the prices file is not a regular file")
             data = f.read(MAX_PRICES_BYTES + 1)

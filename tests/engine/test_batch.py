@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from cardmill import Document, MemoryStorage, RunStatus, UploadStatus
-from cardmill._cost import DEFAULT_PRICES, cost_of
+from cardmill._cost import DEFAULT_PRICES, MAX_COST_USD, Price, PriceTable, cost_of
 from cardmill.engine import (
     BatchEnded,
     BatchExecutor,
@@ -25,8 +25,8 @@ from cardmill.engine import (
     estimate_cost,
 )
 from cardmill.errors import InputError, PermanentError, RateLimited, TransientError
-from cardmill.model import BatchState
-from cardmill.providers import ExtractiveProvider
+from cardmill.model import BatchCounts, BatchState
+from cardmill.providers import BatchResult, BatchStatus, ExtractiveProvider
 from cardmill.testing import ScriptedProvider, check_invariants
 
 from .batch_fakes import INVALID, NEVER, OK, PERMANENT, TRANSIENT, USAGE, FakeBatchAPI
@@ -548,3 +548,165 @@ async def test_cancel_goes_on_when_the_provider_refuses_to_cancel_an_ended_batch
     summary = await executor(storage, api).cancel(run.id)
     assert summary.run.status == RunStatus.SUCCEEDED
     assert summary.completed == 2
+
+
+@attrs.define
+class _DropsResults(FakeBatchAPI):
+    """An API whose results file leaves out one document's result, every time, answers
+    a request never sent, and answers each request twice (an error the second time)."""
+
+    dropped: str = "doc0001.txt"
+
+    async def batch_results(self, provider_batch_id: str):  # type: ignore[no-untyped-def]
+        async for result in super().batch_results(provider_batch_id):
+            if self.names[result.custom_id] != self.dropped:
+                yield BatchResult("never-sent", "errored", error=PermanentError("not ours"))
+                yield result
+                yield BatchResult(result.custom_id, "errored", error=PermanentError("again"))
+
+
+async def test_a_request_the_results_always_leave_out_fails_once_the_attempts_are_spent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    api = _DropsResults()
+    storage = memory()
+    run = await storage.create_run(docs(3))
+    with trio.fail_after(3600):  # virtual time: a loop that never ends fails here
+        summary = await executor(storage, api, retry=RetryPolicy(max_attempts=3)).execute(run.id)
+    assert summary.run.status == RunStatus.PARTIAL
+    assert [len(ids) for _, ids in api.submissions] == [3, 1, 1]
+    (failed,) = await storage.list_uploads(run.id, UploadStatus.FAILED)
+    assert failed.name == "doc0001.txt"
+    assert failed.error is not None
+    assert "no result" in failed.error
+    # the stranger's answer and the second answers changed nothing
+    for done in await storage.list_uploads(run.id, UploadStatus.COMPLETED):
+        assert done.card_count == 1
+        assert done.attempts == 1
+    await check_invariants(storage, run.id)
+
+
+@attrs.define
+class _LaggingCounts(FakeBatchAPI):
+    """An API whose request_counts stay all zero for ``lag`` seconds after a batch is
+    created (batches created from ``lag_from`` on)."""
+
+    lag: float = 60.0
+    lag_from: float = -math.inf
+
+    def _status(self, batch):  # type: ignore[no-untyped-def]
+        status = super()._status(batch)
+        if batch.created >= self.lag_from and self.clock() - batch.created < self.lag:
+            return attrs.evolve(status, counts=BatchCounts())
+        return status
+
+
+async def test_a_lost_create_is_found_while_the_batch_counts_lag(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    storage, api = memory(), _LaggingCounts(lose_answers=1)
+    run = await storage.create_run(docs(3))
+    summary = await executor(storage, api).execute(run.id)
+    assert summary.run.status == RunStatus.SUCCEEDED
+    assert len(api.submissions) == 1  # not sent twice
+    [batch] = await storage.list_batches(run.id)
+    assert batch.provider_batch_id == "msgbatch_0001"
+
+
+async def test_a_batch_of_the_right_size_is_preferred_to_one_whose_counts_lag(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    storage, api = memory(), _LaggingCounts(lag=3600.0, lag_from=math.inf)
+    run = await storage.create_run(docs(3))
+    uploads = await storage.list_uploads(run.id)
+    made = await storage.create_batch(run.id, [u.id for u in uploads], lease_seconds=3600)
+    assert made is not None
+    batch, items = made
+    requests = [
+        await api.batch_request(await storage.load_document(i.upload_id), i.custom_id)
+        for i in items
+    ]
+    await api.create_batch(requests)  # ours, sent before the crash
+    await trio.sleep(1)
+    api.lag_from = trio.current_time()  # a batch created later, its counts zero: not ours
+    await api.create_batch([await api.batch_request(Document("other.txt", b"y"), "other-0")])
+    summary = await executor(storage, api).execute(run.id)
+    assert summary.run.status == RunStatus.SUCCEEDED
+    assert (await storage.get_batch(batch.id)).provider_batch_id == "msgbatch_0001"
+
+
+@attrs.define
+class _ForgetsResults(FakeBatchAPI):
+    """An API that archives each batch's results as soon as it ends, the first time a
+    document is sent (a run resumed after the provider's retention period)."""
+
+    archived: set[str] = attrs.field(factory=set)
+
+    def _status(self, batch):  # type: ignore[no-untyped-def]
+        status = super()._status(batch)
+        first = all(self.sent[self.names[c]] == 1 for c in batch.custom_ids)
+        if status.ended and first:
+            self.archived.add(batch.id)
+            return attrs.evolve(status, archived=True)
+        return status
+
+    async def batch_results(self, provider_batch_id: str):  # type: ignore[no-untyped-def]
+        if provider_batch_id in self.archived:
+            raise PermanentError(f"404 not_found_error: results of {provider_batch_id}")
+        async for result in super().batch_results(provider_batch_id):
+            yield result
+
+
+async def test_a_batch_whose_results_are_gone_is_sent_again_not_a_run_stuck(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    api = _ForgetsResults()
+    storage = memory()
+    run = await storage.create_run(docs(3))
+    summary = await executor(storage, api).execute(run.id)
+    assert summary.run.status == RunStatus.SUCCEEDED
+    assert [len(ids) for _, ids in api.submissions] == [3, 3]
+    first, second = await storage.list_batches(run.id)
+    assert first.state == BatchState.DONE
+    assert second.state == BatchState.DONE
+    for upload in await storage.list_uploads(run.id):
+        assert upload.attempts == 2
+    await check_invariants(storage, run.id)
+
+
+async def test_an_absurd_price_does_not_leave_a_batch_uncollectable(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    absurd = PriceTable({"claude-haiku-4-5": Price(1e12, 1e12, 1e12, 1e12)})
+    storage, api = memory(), FakeBatchAPI()
+    run = await storage.create_run(docs(2))
+    summary = await executor(storage, api, prices=absurd).execute(run.id)
+    assert summary.run.status == RunStatus.SUCCEEDED
+    assert summary.run.cost_usd == 2 * MAX_COST_USD
+    await check_invariants(storage, run.id)
+
+
+@attrs.define
+class _RefusesLooks(FakeBatchAPI):
+    """An API that answers the first look at a batch with a 429 and a Retry-After."""
+
+    retry_after: float = 300.0
+    refused: int = 0
+
+    async def retrieve_batch(self, provider_batch_id: str) -> BatchStatus:
+        if not self.refused:
+            self.refused += 1
+            self.polled.append(self.clock())
+            raise RateLimited("429 rate_limit_error", retry_after=self.retry_after)
+        return await super().retrieve_batch(provider_batch_id)
+
+
+async def test_a_rate_limited_look_waits_out_its_retry_after(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    api = _RefusesLooks()
+    storage = memory()
+    run = await storage.create_run(docs(2))
+    summary = await executor(storage, api).execute(run.id)
+    assert summary.run.status == RunStatus.SUCCEEDED
+    assert api.polled[1] - api.polled[0] == 300.0

@@ -21,7 +21,7 @@ from cardmill import (
     UploadStatus,
     Usage,
 )
-from cardmill._cost import Price, PriceTable, cost_of
+from cardmill._cost import MAX_COST_USD, Price, PriceTable, cost_of
 from cardmill.engine import CostCapReached, Engine, Event, RetryPolicy, estimate_cost
 from cardmill.providers import Analysis, estimate_input_tokens
 from cardmill.testing import ScriptedProvider, Step, check_invariants
@@ -325,3 +325,20 @@ async def test_a_settlement_whose_answer_was_lost_records_the_cost_once(
     assert summary.run.cost_usd == pytest.approx(3 * cost_of(used, PRICE))
     assert summary.run.usage.input_tokens == 3000
     await check_invariants(inner, run.id)
+
+
+async def test_an_absurd_price_still_stores_the_answers_at_the_most_one_request_costs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A prices file in USD per token instead of per million, or a hostile one: every
+    # answer costs more than a settlement may record. The answers are stored all the
+    # same, each at the most one request is taken to cost.
+    absurd = PriceTable({"m": Price(1e12, 1e12, 1e12, 1e12)})
+    storage = MemoryStorage()
+    run = await storage.create_run(docs(2))
+    provider = Priced(ScriptedProvider(default=Step(1.0, usage=Usage(1600, 100))))
+    summary = await Engine(storage, provider, prices=absurd).execute(run.id)
+    assert summary.run.status == RunStatus.SUCCEEDED
+    assert summary.run.cost_usd == 2 * MAX_COST_USD
+    assert cost_of(Usage(1600, 100), absurd.prices["m"]) == MAX_COST_USD
+    await check_invariants(storage, run.id)

@@ -505,7 +505,7 @@ async def test_a_results_file_that_is_not_json_lines_is_a_transient_error(
     assert message in str(failure)
 
 
-@pytest.mark.parametrize("batch_id", ["", "a/b", "../x", "msgbatch x", "x" * 257])
+@pytest.mark.parametrize("batch_id", ["", "a/b", "../x", "..", "msgbatch x", "a%2F", "x" * 257])
 async def test_a_batch_id_the_api_never_gives_is_refused_without_a_request(
     batch_id: str,
 ) -> None:

@@ -340,11 +340,13 @@ class BatchExecutor:
             if not self._open:
                 return
             moved = ended = False
+            pause = 0.0  # the longest Retry-After of a refused look
             for batch in self._open:
                 if batch.provider_batch_id is None:
                     continue  # SUBMITTING: left by a cancelled submit; resolved below
                 status = await self._poll(batch)
-                if status is None:
+                if not isinstance(status, BatchStatus):
+                    pause = max(pause, status)
                     continue
                 if status.counts != batch.counts:
                     moved = True
@@ -352,7 +354,7 @@ class BatchExecutor:
                     self._emit(BatchProgress(batch, status.counts, trio.current_time()))
                 if status.ended:
                     # Results that could not be read just now are read at the next look.
-                    ended |= await collector.collect(batch)
+                    ended |= await collector.collect(batch, archived=status.archived)
                 else:
                     await self._renew(batch)
             if submitter is not None:
@@ -364,16 +366,20 @@ class BatchExecutor:
                 delay = self._poll_interval
                 continue
             delay = self._poll_interval if moved else min(2 * delay, self._max_poll_interval)
-            await trio.sleep(delay)
+            await trio.sleep(max(delay, pause))
 
-    async def _poll(self, batch: Batch) -> BatchStatus | None:
-        """The batch's status, or None when the provider could not say just now."""
+    async def _poll(self, batch: Batch) -> BatchStatus | float:
+        """The batch's status, or, when the provider could not say just now, how long it
+        asked to be left alone (its Retry-After, else 0)."""
         assert batch.provider_batch_id is not None
         try:
             return await self._provider.retrieve_batch(batch.provider_batch_id)
         except (RateLimited, Overloaded, TransientError) as exc:
             log.warning("could not look at batch %s: %s", batch.provider_batch_id, exc)
-            return None
+            retry_after = getattr(exc, "retry_after", None)
+            if isinstance(retry_after, int | float) and math.isfinite(retry_after):
+                return min(max(float(retry_after), 0.0), self._max_poll_interval * 6)
+            return 0.0
 
     async def _renew(self, batch: Batch) -> None:
         """Keep the batch's uploads held while it is processed: no claim may take them."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import attrs
@@ -55,10 +55,11 @@ class Collector:
     rng: random.Random
     emit: Callable[[Event], None]
 
-    async def collect(self, batch: Batch) -> bool:
-        """Settle every result of the ended ``batch``, release what has none, and mark it
-        DONE. False when the results could not be read just now (what was settled stays
-        settled; a later call settles the rest)."""
+    async def collect(self, batch: Batch, *, archived: bool = False) -> bool:
+        """Settle every result of the ended ``batch``, count a failed attempt for each
+        request it has none for, and mark it DONE. False when the results could not be
+        read just now (what was settled stays settled; a later call settles the rest).
+        ``archived``: the provider no longer has the results; none is read."""
         assert batch.provider_batch_id is not None
         items = await self.storage.batch_items(batch.id)
         by_custom_id = {item.custom_id: item for item in items}
@@ -69,7 +70,7 @@ class Collector:
         }
         tally = _Tally()
         seen: set[str] = set()
-        results = self.provider.batch_results(batch.provider_batch_id)
+        results = _nothing() if archived else self.provider.batch_results(batch.provider_batch_id)
         try:
             async for result in results:
                 item = by_custom_id.get(result.custom_id)
@@ -93,9 +94,14 @@ class Collector:
             upload = held.get(item.upload_id)
             if item.custom_id in seen or upload is None or upload.attempts != item.attempt:
                 continue
-            # No result for it (or not processed): it goes in a later batch.
-            if await self._release(batch, item):
-                tally.released += 1
+            # The ended batch gave no result for it: sent again while the retry policy
+            # allows (a results file that always leaves it out must not resend it forever).
+            missing = TransientError(
+                "the provider no longer has this batch's results"
+                if archived
+                else "the ended batch gave no result for this request"
+            )
+            await self._failed_request(batch, item, upload, missing, tally)
         done = await self.storage.update_batch(batch.id, state=BatchState.DONE)
         self.emit(
             BatchEnded(done, tally.completed, tally.failed, tally.released, trio.current_time())
@@ -209,6 +215,14 @@ class Collector:
         if usage is None or self.price is None:
             return 0.0
         return cost_of(usage, self.price, batch=True)
+
+
+async def _nothing() -> AsyncIterator[BatchResult]:
+    """No results: those of a batch the provider no longer has."""
+    await trio.lowlevel.checkpoint()
+    none: tuple[BatchResult, ...] = ()
+    for result in none:  # an async generator, like the provider's, that yields nothing
+        yield result
 
 
 def _invalid_cards(cards: object) -> str | None:

@@ -291,16 +291,26 @@ class Submitter:
 
     async def find(self, batch: Batch, size: int) -> BatchStatus | None:
         """The provider batch created for ``batch``: created at most a margin before it
-        was recorded, ``size`` requests, and not recorded by any batch of ours."""
+        was recorded, ``size`` requests, and not recorded by any batch of ours.
+
+        A batch whose counts are all still zero (the provider's tally lags its creation)
+        may be it too: sending ours again would pay for it twice, while adopting another
+        only leaves our requests without results, to be sent again. One of the right
+        size comes first."""
         since = batch.created_at - self.find_margin
         candidates = await self.provider.find_batches(since)
         known = await self._known_ids()
         matching = [
-            c for c in candidates if c.counts.total == size and c.provider_batch_id not in known
+            c
+            for c in candidates
+            if c.counts.total in (size, 0) and c.provider_batch_id not in known
         ]
         if not matching:
             return None
-        return min(matching, key=lambda c: _distance(c.created_at, batch.created_at))
+        return min(
+            matching,
+            key=lambda c: (c.counts.total != size, _distance(c.created_at, batch.created_at)),
+        )
 
     async def _known_ids(self) -> set[str]:
         known: set[str] = set()

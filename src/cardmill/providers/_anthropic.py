@@ -345,7 +345,8 @@ class AnthropicProvider:
         """The batch's current status and counts (one request).
 
         Raises:
-            ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``).
+            ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``,
+                ``.``, ``~``).
         """
         _check_batch_id(provider_batch_id)
         with self._errors():
@@ -357,7 +358,8 @@ class AnthropicProvider:
         was not processed is ``canceled``).
 
         Raises:
-            ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``).
+            ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``,
+                ``.``, ``~``).
         """
         _check_batch_id(provider_batch_id)
         with self._errors():
@@ -395,27 +397,16 @@ class AnthropicProvider:
         the `InvalidOutput` (with usage) its answer raises synchronously.
 
         Raises:
-            ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``).
+            ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``,
+                ``.``, ``~``).
             TransientError: the batch has not ended yet, or the stream broke or is not
                 JSON lines.
             RateLimited, PermanentError: as for `analyze`.
         """
-        import anthropic
-
         _check_batch_id(provider_batch_id)
-        with self._errors():
-            try:
-                decoder = await self._client.messages.batches.results(provider_batch_id)
-            except anthropic.APIError:
-                raise
-            except anthropic.AnthropicError as exc:
-                # The SDK's own refusal: the batch has no results_url yet.
-                raise TransientError(
-                    f"batch {provider_batch_id} has no results yet: {self._hide(str(exc))}"
-                ) from None
+        response = await self._results_response(provider_batch_id)
         # The response's lines, split here: the SDK's decoder and httpx's aiter_lines
         # would leave generators to the garbage collector when the caller stops early.
-        response = decoder.http_response
         chunks = response.aiter_bytes()
         ended = False
         try:
@@ -446,6 +437,34 @@ class AnthropicProvider:
                         for _ in range(_DRAIN_READS):
                             await anext(chunks)
                 await chunks.aclose()
+
+    async def _results_response(self, provider_batch_id: str) -> Any:
+        """The streamed response of the batch's ``results_url``, which the API says may
+        be anywhere: any path of the API's own origin (the SDK would send the key to any
+        host it names, so another origin is refused)."""
+        import httpx2
+
+        with self._errors():
+            batch = await self._client.messages.batches.retrieve(provider_batch_id)
+        url = getattr(batch, "results_url", None)
+        if not url:
+            status = self._hide(str(getattr(batch, "processing_status", "") or "unknown"))
+            raise TransientError(f"batch {provider_batch_id} has no results yet ({status})")
+        url = str(url)
+        if not _same_origin(url, self._client.base_url):
+            raise PermanentError(
+                f"batch {provider_batch_id}: results_url {self._hide(_origin_of(url))} is not "
+                f"on the API's host; the API key is not sent there"
+            )
+        get: Any = self._client.get
+        with self._errors():
+            # The raw response, unread: its lines are split as they arrive.
+            return await get(
+                url,
+                cast_to=httpx2.Response,
+                options={"headers": {"Accept": "application/binary"}},
+                stream=True,
+            )
 
     def _result_line(self, line: bytes) -> Any:
         from anthropic.types.messages import MessageBatchIndividualResponse
@@ -503,13 +522,44 @@ class AnthropicProvider:
 
 
 def _check_batch_id(provider_batch_id: str) -> None:
-    if not isinstance(provider_batch_id, str) or not re.fullmatch(
-        r"[A-Za-z0-9_-]{1,256}", provider_batch_id
+    # "The format and length of IDs may change": any id made of URL-safe characters
+    # (RFC 3986's unreserved set) is followed; one that would need escaping in a path, or
+    # is only dots, is not one the API gives.
+    if (
+        not isinstance(provider_batch_id, str)
+        or not re.fullmatch(r"[A-Za-z0-9._~-]{1,256}", provider_batch_id)
+        or not provider_batch_id.strip(".")
     ):
         raise ValueError(
-            f"provider_batch_id must be 1 to 256 letters, digits, '_' or '-', "
-            f"not {provider_batch_id!r}"
+            f"provider_batch_id must be 1 to 256 letters, digits, '_', '-', '.' or '~' "
+            f"(not only dots), not {provider_batch_id!r:.80}"
         )
+
+
+def _origin_of(url: str) -> str:
+    import httpx2
+
+    try:
+        parsed = httpx2.URL(url)
+    except (httpx2.InvalidURL, TypeError, ValueError):
+        return "(unreadable URL)"
+    # Host and port only: the URL's user and password are nobody's business.
+    port = f":{parsed.port}" if parsed.port is not None else ""
+    return f"{parsed.scheme}://{parsed.host}{port}"
+
+
+def _same_origin(url: str, base: Any) -> bool:
+    """``url`` is relative, or has the scheme, host and port of ``base``."""
+    import httpx2
+
+    try:
+        parsed = httpx2.URL(url)
+        home = httpx2.URL(str(base))
+    except (httpx2.InvalidURL, TypeError, ValueError):  # unreadable: not the API's
+        return False
+    if parsed.is_relative_url:
+        return not parsed.netloc
+    return (parsed.scheme, parsed.host, parsed.port) == (home.scheme, home.host, home.port)
 
 
 def _usage(message: Any) -> Usage:

@@ -86,12 +86,15 @@ class BatchStatus:
 
     ``processing_status`` is the provider's: ``in_progress``, ``canceling`` or ``ended``
     (results can be read once it has ended). ``created_at`` is its creation time.
+    ``archived``: the provider no longer has its results (archived after its retention
+    period).
     """
 
     provider_batch_id: str
     processing_status: str
     counts: BatchCounts = attrs.field(factory=BatchCounts)
     created_at: datetime | None = None
+    archived: bool = False
 
     @property
     def ended(self) -> bool:

@@ -39,6 +39,7 @@ def batch_status(batch: Any) -> BatchStatus:
             expired=_count(getattr(counts, "expired", 0)),
         ),
         created_at=created if isinstance(created, datetime) else None,
+        archived=getattr(batch, "archived_at", None) is not None,
     )
 
 

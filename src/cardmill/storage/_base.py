@@ -11,6 +11,7 @@ from typing import Final, Protocol, Self, runtime_checkable
 
 import attrs
 
+from .._cost import MAX_COST_USD
 from .._recipe import STUDY_CARDS, Recipe
 from ..errors import InputError, UnstorableData
 from ..model import (
@@ -411,9 +412,6 @@ def holds(
     )
 
 
-#: The most one settlement may add to an upload's cost: more is a bug or hostile input,
-#: and sums stay far inside a 64-bit count of nano-dollars.
-MAX_COST_USD: Final = 1_000_000.0
 NANOS_PER_USD: Final = 1_000_000_000
 MAX_PROVIDER_BATCH_ID_CHARS: Final = 256
 MAX_BATCH_COUNT: Final = 2**31 - 1
