@@ -112,8 +112,15 @@ async def kill_then_resume(folder: Path, work: Path) -> None:
         counts = _submitted(server)
         print(
             f"  server: {server.batch_calls['create']} create call(s) in all; "
-            f"{len(counts)} uploads submitted, each {set(counts.values())} time(s)"
+            f"{len(counts)} uploads submitted, {_times(counts)}"
         )
+
+
+def _times(counts: Counter[str]) -> str:
+    """How often the uploads were submitted: "each once", or the tally of how often."""
+    if set(counts.values()) == {1}:
+        return "each once"
+    return "submitted " + ", ".join(f"{n} time(s): {k}" for k, n in sorted(counts.items()))
 
 
 async def cap_then_finish(folder: Path, work: Path) -> None:
@@ -132,12 +139,12 @@ async def cap_then_finish(folder: Path, work: Path) -> None:
             f"{run['total_items']} documents, cost ${run['cost_usd']:.6f} (cap ${cap})"
         )
         print(f"  stopped: {data['summary']['stopped']}")
-        again = await _run(["resume", run["id"], "--batch", "--max-cost", "1", "--json"], env)
+        again = await _run(["resume", run["id"], "--max-cost", "1", "--json"], env)
         run = json.loads(again.stdout)["run"]
         print(
             f"  exit {again.returncode}: {run['status']}, {run['completed_items']} documents, "
-            f"cost ${run['cost_usd']:.6f}; submissions per upload "
-            f"{set(_submitted(server).values())}"
+            f"cost ${run['cost_usd']:.6f}; {len(_submitted(server))} uploads submitted, "
+            f"{_times(_submitted(server))}"
         )
 
 
