@@ -627,7 +627,8 @@ class BatchCounts:
 class Batch:
     """Uploads of a run sent together through a provider's batch API.
 
-    ``holder`` is the name its uploads are LOADING under; ``size`` the number of items.
+    ``holder`` is the name its uploads are LOADING under; ``size`` the number of items;
+    ``creator`` the worker id of the executor that recorded it (None on older rows).
     """
 
     id: str
@@ -638,6 +639,7 @@ class Batch:
     counts: BatchCounts = attrs.field(factory=BatchCounts)
     created_at: datetime = attrs.field(factory=_now)
     updated_at: datetime = attrs.field(factory=_now)
+    creator: str | None = None
 
     @property
     def holder(self) -> str:

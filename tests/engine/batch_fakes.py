@@ -84,6 +84,10 @@ class FakeBatchAPI:
     calls: list[str] = attrs.field(factory=list)
     polled: list[float] = attrs.field(factory=list)
     on_poll: Callable[[int], None] | None = None
+    #: While set and not yet fired, create calls wait for it (counted in ``held``)
+    #: before anything is created: a create call in flight.
+    hold_creates: trio.Event | None = None
+    held: int = 0
     #: Its own time: trio's (virtual in tests), or a process-wide clock when it lives
     #: across several trio.run calls (each has a time base of its own).
     clock: Callable[[], float] = trio.current_time
@@ -103,6 +107,9 @@ class FakeBatchAPI:
     async def create_batch(self, requests: Sequence[Mapping[str, Any]]) -> BatchStatus:
         await trio.lowlevel.checkpoint()
         self.calls.append("create")
+        if self.hold_creates is not None and not self.hold_creates.is_set():
+            self.held += 1
+            await self.hold_creates.wait()
         if self.create_errors:
             raise self.create_errors.pop(0)
         body = json.dumps({"requests": list(requests)}).encode()

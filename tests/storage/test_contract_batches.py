@@ -306,3 +306,35 @@ async def test_batches_survive_reopen(backend: Backend) -> None:
         assert await storage.list_batches(run.id, open_only=True) == [batch]
         assert await storage.batch_items(batch.id) == list(made[1])
         await check_invariants(storage, run.id)
+
+
+async def test_a_batch_keeps_its_creator(storage: Storage) -> None:
+    run = await storage.create_run(DOCS[:3])
+    a, b, c = await storage.list_uploads(run.id)
+    made = await storage.create_batch(run.id, [a.id], lease_seconds=100, creator="h:12:ab@x.1")
+    unnamed = await storage.create_batch(run.id, [b.id], lease_seconds=100)
+    assert made is not None
+    assert unnamed is not None
+    assert made[0].creator == "h:12:ab@x.1"
+    assert (await storage.get_batch(made[0].id)).creator == "h:12:ab@x.1"
+    assert [x.creator for x in await storage.list_batches(run.id)] == ["h:12:ab@x.1", None]
+    for bad in ("", "x" * 257, "a\nb", 7):
+        with pytest.raises(InputError, match="creator"):
+            await storage.create_batch(run.id, [c.id], lease_seconds=100, creator=bad)  # type: ignore[arg-type]
+    assert (await storage.list_uploads(run.id, UploadStatus.PENDING)) == [c]
+
+
+async def test_a_batch_cancelled_before_its_create_answered_stays_canceling(
+    storage: Storage,
+) -> None:
+    run = await storage.create_run(DOCS[:1])
+    [a] = await storage.list_uploads(run.id)
+    made = await storage.create_batch(run.id, [a.id], lease_seconds=100)
+    assert made is not None
+    await storage.update_batch(made[0].id, state=BatchState.CANCELING)
+    recorded = await storage.set_batch_submitted(made[0].id, "msgbatch_09")
+    assert (recorded.state, recorded.provider_batch_id) == (BatchState.CANCELING, "msgbatch_09")
+    assert await storage.set_batch_submitted(made[0].id, "msgbatch_09") == recorded
+    with pytest.raises(InputError, match="msgbatch_09"):
+        await storage.set_batch_submitted(made[0].id, "msgbatch_10")
+    await check_invariants(storage, run.id)

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 import random
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
@@ -40,6 +41,7 @@ from ._events import (
 )
 from ._patience import cleanup_scope, patiently
 from ._retry import RetryPolicy
+from ._worker import default_worker_id
 
 __all__ = ["BatchExecutor"]
 
@@ -48,6 +50,13 @@ log = logging.getLogger("cardmill.engine")
 #: How far before a SUBMITTING batch was recorded a provider batch may say it was created
 #: and still be taken for it (the two clocks differ).
 FIND_MARGIN: Final = timedelta(minutes=10)
+#: How long a batch's create call may go on: it is given up after this long (each try
+#: lasting at most the provider's timeout, 120 s by default, plus a backoff of at most
+#: 60 s).
+CREATE_BUDGET: Final = 30 * 60.0
+#: How old a SUBMITTING batch of another live executor must be before it is taken for
+#: lost: its create call (`CREATE_BUDGET` and one last try) has ended by then.
+SUBMIT_MARGIN: Final = timedelta(hours=1)
 
 
 @attrs.define
@@ -79,7 +88,10 @@ class BatchExecutor:
     held by their batch, and the next `execute` re-attaches to it instead of sending
     them again. Results settle through the same fenced, one-transaction
     ``complete_upload`` as the [`Engine`][cardmill.Engine]'s, with their usage and cost.
-    Run one batch executor per run at a time.
+    Several executors may work on one run at once (two ``resume`` in two terminals):
+    each batch records its creator, and a batch whose create call another live executor
+    is still making is left to it. A run being cancelled by another executor (one of
+    its batches CANCELING) makes this one send nothing more.
 
     Args:
         storage: where the run lives.
@@ -98,6 +110,11 @@ class BatchExecutor:
             outlast the provider's processing window (24 hours).
         cancel_timeout: how long `cancel` waits for cancelled batches to end.
         rng: randomness for jitter.
+        worker: this executor's name on the batches it records; by default
+            ``host:pid:token@scope``, from which another process on the same host can
+            tell that it died.
+        clock: wall-clock seconds, as the storage stamps batches with (injectable for
+            tests): how old another executor's SUBMITTING batch is.
 
     Example:
         ```python
@@ -120,6 +137,8 @@ class BatchExecutor:
         lease_seconds: float = 7 * 24 * 3600.0,
         cancel_timeout: float = 600.0,
         rng: random.Random | None = None,
+        worker: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not isinstance(provider, BatchProvider):
             raise InputError(
@@ -153,6 +172,10 @@ class BatchExecutor:
         self._rng = rng if rng is not None else random.Random()
         self._renewed: dict[str, float] = {}
         self._open: list[Batch] = []
+        self.worker = worker if worker is not None else default_worker_id()
+        self._clock = clock
+        #: The batches this executor set CANCELING; any other means another cancels.
+        self._cancelled: set[str] = set()
 
     def _emit(self, event: Event) -> None:
         if self._observer is not None:
@@ -220,8 +243,14 @@ class BatchExecutor:
         submitter = self._submitter(run_id, counters)
         await self._storage.get_run(run_id)
         for batch in await self._storage.list_batches(run_id, open_only=True):
-            if batch.state == BatchState.SUBMITTING:
+            if batch.provider_batch_id is None:
                 batch = await submitter.reattach(batch)
+            if batch.state == BatchState.SUBMITTING:
+                # Another executor's create call is in flight: marked so, it cancels
+                # the batch itself once the provider has taken it.
+                self._cancelled.add(batch.id)
+                await self._storage.update_batch(batch.id, state=BatchState.CANCELING)
+                continue
             if batch.state == BatchState.LIVE and batch.provider_batch_id is not None:
                 try:
                     await self._call(partial(self._provider.cancel_batch, batch.provider_batch_id))
@@ -229,6 +258,7 @@ class BatchExecutor:
                     # It may have ended meanwhile: it is collected all the same.
                     log.warning("could not cancel batch %s: %s", batch.provider_batch_id, exc)
                     continue
+                self._cancelled.add(batch.id)
                 await self._storage.update_batch(batch.id, state=BatchState.CANCELING)
         collector = self._collector(run_id, counters)
         stopped = None
@@ -262,6 +292,11 @@ class BatchExecutor:
             retry=self._retry,
             lease_seconds=self._lease_seconds,
             find_margin=FIND_MARGIN,
+            submit_margin=SUBMIT_MARGIN,
+            create_budget=CREATE_BUDGET,
+            creator=self.worker,
+            clock=self._clock,
+            cancelled=self._cancelled,
             counters=counters,
             rng=self._rng,
             emit=self._emit,
@@ -319,8 +354,9 @@ class BatchExecutor:
     async def _loop(
         self, run_id: str, counters: BatchCounters, submitter: Submitter, *, submit: bool
     ) -> None:
+        await submitter.note_batches()
         for batch in await self._storage.list_batches(run_id, open_only=True):
-            if batch.state == BatchState.SUBMITTING:
+            if batch.provider_batch_id is None:
                 await submitter.reattach(batch)
             else:
                 self._emit(BatchSubmitted(batch, trio.current_time()))
@@ -359,9 +395,9 @@ class BatchExecutor:
                     await self._renew(batch)
             if submitter is not None:
                 for batch in self._open:
-                    if batch.state == BatchState.SUBMITTING:
-                        await submitter.reattach(batch)
-                        ended = True
+                    if batch.provider_batch_id is None:
+                        # Another live executor's batch is left alone (unchanged).
+                        ended |= await submitter.reattach(batch) != batch
             if ended:
                 delay = self._poll_interval
                 continue

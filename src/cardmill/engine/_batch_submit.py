@@ -7,7 +7,7 @@ import json
 import logging
 import random
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from ._estimate import estimate_cost
 from ._events import BatchSubmitted, Event, UploadFailed
 from ._patience import patiently
 from ._retry import RetryPolicy
+from ._worker import dead_local_worker
 
 if TYPE_CHECKING:
     from ._batch import BatchCounters
@@ -76,6 +77,11 @@ class Submitter:
     retry: RetryPolicy
     lease_seconds: float
     find_margin: timedelta
+    submit_margin: timedelta
+    create_budget: float
+    creator: str
+    clock: Callable[[], float]
+    cancelled: set[str]
     counters: BatchCounters
     rng: random.Random
     emit: Callable[[Event], None]
@@ -84,18 +90,52 @@ class Submitter:
     _built: dict[str, _Built] = attrs.field(factory=dict)
     _estimates: dict[str, float] = attrs.field(factory=dict)
     _run: Run | None = None
+    #: Batches cancelled or ended before this execution began: their cancellation is
+    #: not news to it.
+    _before: set[str] | None = None
 
     # -- choosing --------------------------------------------------------------------
 
     async def submit_pending(self) -> None:
         """Send the run's PENDING uploads, in order, in as many batches as it takes."""
         while self.stopped is None:
+            if await self.cancelled_elsewhere():
+                return
             pending = await self.storage.list_uploads(self.run_id, UploadStatus.PENDING)
             if not pending:
                 return
             chunk = await self._choose(pending)
             if not chunk or not await self._send(chunk):
                 return
+
+    async def note_batches(self) -> None:
+        """Remember the run's batches that were cancelled or had ended already."""
+        self._before = {
+            b.id
+            for b in await self.storage.list_batches(self.run_id)
+            if b.state not in (BatchState.SUBMITTING, BatchState.LIVE)
+        }
+
+    async def cancelled_elsewhere(self) -> bool:
+        """Whether another executor cancelled the run since this execution began (a
+        batch of it CANCELING, or ended with canceled requests, that this one did not
+        cancel); then ``stopped`` says so and nothing more is sent."""
+        if self.stopped is not None:
+            return True
+        if self._before is None:
+            await self.note_batches()
+            assert self._before is not None
+        for batch in await self.storage.list_batches(self.run_id):
+            if batch.id in self._before or batch.id in self.cancelled:
+                continue
+            if batch.state == BatchState.CANCELING or batch.counts.canceled:
+                self.stopped = (
+                    f"run {self.run_id} is being cancelled: nothing more is sent; "
+                    "resume it to send the rest"
+                )
+                log.warning("%s", self.stopped)
+                return True
+        return False
 
     async def _choose(self, pending: list[Upload]) -> list[Upload]:
         """The longest prefix of ``pending`` that fits one batch and the cost cap."""
@@ -187,7 +227,10 @@ class Submitter:
         """Record the batch (the claim), fail the uploads that cannot be sent, send the
         rest. False when nothing could be claimed."""
         made = await self.storage.create_batch(
-            self.run_id, [u.id for u in chunk], lease_seconds=self.lease_seconds
+            self.run_id,
+            [u.id for u in chunk],
+            lease_seconds=self.lease_seconds,
+            creator=self.creator,
         )
         if made is None:
             return False
@@ -219,7 +262,12 @@ class Submitter:
         its Retry-After; an error that may have created it first looks for it; a refusal
         abandons it (its uploads go back to PENDING) and stops the sending."""
         tries = limited = 0
+        started = trio.current_time()
         while True:
+            if trio.current_time() - started > self.create_budget:
+                # Past this, another executor may take the batch for lost.
+                await self._abandon(batch, f"gave up after {self.create_budget:.0f} s of tries")
+                return
             try:
                 status = await self.provider.create_batch(requests)
                 break
@@ -259,6 +307,18 @@ class Submitter:
         )
         self.counters.requests += size
         self.emit(BatchSubmitted(recorded, trio.current_time()))
+        await self._cancel_if_asked(recorded)
+
+    async def _cancel_if_asked(self, batch: Batch) -> None:
+        """A batch cancelled while its create call was in flight: cancel it at the
+        provider now that it has an id; what it finished is still collected."""
+        if batch.state != BatchState.CANCELING or batch.provider_batch_id is None:
+            return
+        await self.cancelled_elsewhere()
+        try:
+            await self.provider.cancel_batch(batch.provider_batch_id)
+        except ProviderError as exc:
+            log.warning("could not cancel batch %s: %s", batch.provider_batch_id, exc)
 
     async def _abandon(self, batch: Batch, why: str) -> None:
         await self.storage.update_batch(batch.id, state=BatchState.ABANDONED)
@@ -277,9 +337,21 @@ class Submitter:
         items = await self.storage.batch_items(batch.id)
         return [i for i in items if held.get(i.upload_id) == i.attempt]
 
+    def _left_to_creator(self, batch: Batch) -> bool:
+        """Whether another executor that still lives may be making the batch's create
+        call: not this one, not a dead local process, and not long enough ago."""
+        creator = batch.creator
+        if creator is None or creator == self.creator or dead_local_worker(creator):
+            return False
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        return now - batch.created_at <= self.submit_margin
+
     async def reattach(self, batch: Batch) -> Batch:
-        """A SUBMITTING batch (its create call's answer was never recorded): adopt the
-        provider batch that matches it, or abandon it (its uploads go back to PENDING)."""
+        """A batch without a provider id (its create call's answer was never recorded):
+        adopt the provider batch that matches it, or abandon it (its uploads go back to
+        PENDING). Left as it is while its creator may still be making the call."""
+        if self._left_to_creator(batch):
+            return batch
         held = await self._held(batch)
         found = await self.find(batch, len(held)) if held else None
         if found is None:
@@ -287,6 +359,7 @@ class Submitter:
             return await self.storage.update_batch(batch.id, state=BatchState.ABANDONED)
         recorded = await self.storage.set_batch_submitted(batch.id, found.provider_batch_id)
         self.emit(BatchSubmitted(recorded, trio.current_time()))
+        await self._cancel_if_asked(recorded)
         return recorded
 
     async def find(self, batch: Batch, size: int) -> BatchStatus | None:

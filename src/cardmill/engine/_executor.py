@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
-import os
 import random
-import secrets
-import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, final
@@ -67,60 +63,11 @@ from ._patience import cleanup_scope, patiently
 from ._retry import GiveUp, RetryPolicy, Tries
 from ._shared import RateLimiter
 from ._tokens import TokenEstimator
+from ._worker import dead_local_worker, default_worker_id
 
 __all__ = ["Engine", "default_worker_id"]
 
 log = logging.getLogger("cardmill.engine")
-
-
-def default_worker_id() -> str:
-    """``host:pid:random@scope``: unique, and lets a later process tell that it died.
-
-    ``scope`` names the kernel boot and the PID namespace the pid belongs to, so only a
-    process that sees the same pids judges whether it is alive: containers that share a
-    hostname but not a PID namespace never take each other's uploads. Where the scope
-    cannot be read (no ``/proc``), it is left out and liveness is never judged.
-    """
-    scope = _pid_scope()
-    suffix = f"@{scope}" if scope else ""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}{suffix}"
-
-
-@functools.cache
-def _pid_scope() -> str:
-    """This process's boot id and PID namespace, or "" where they cannot be read."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip().replace("-", "")[:12]
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return ""
-    return f"{boot}.{namespace}" if boot else ""
-
-
-def _dead_local_worker(worker: str | None) -> bool:
-    """True when ``worker`` names a process of our PID namespace that no longer exists.
-
-    Ids without a scope (from older versions) or from another scope are never judged.
-    """
-    if worker is None:
-        return False
-    head, _, scope = worker.rpartition("@")
-    if not scope or scope != _pid_scope():
-        return False
-    parts = head.rsplit(":", 2)
-    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
-        return False
-    pid = int(parts[1])
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
 
 
 @attrs.define
@@ -415,7 +362,7 @@ class Engine:
         released = False
         for u in loading:
             ours = u.worker == self.worker
-            if not ours and (everyone or _dead_local_worker(u.worker)):
+            if not ours and (everyone or dead_local_worker(u.worker)):
                 released |= await self._storage.release_upload(u.id, worker=u.worker)
                 log.info("reclaimed %s from %s", u.name, u.worker)
         return released

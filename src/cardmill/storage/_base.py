@@ -269,7 +269,12 @@ class Storage(Protocol):
     # -- provider batches ------------------------------------------------------------
 
     async def create_batch(
-        self, run_id: str, upload_ids: Sequence[str], *, lease_seconds: float
+        self,
+        run_id: str,
+        upload_ids: Sequence[str],
+        *,
+        lease_seconds: float,
+        creator: str | None = None,
     ) -> tuple[Batch, tuple[BatchItem, ...]] | None:
         """In ONE transaction: take those of ``upload_ids`` (uploads of ``run_id``) that are
         PENDING, or LOADING with an expired lease, and record a SUBMITTING batch of them.
@@ -278,15 +283,17 @@ class Storage(Protocol):
         ``lease_seconds``, attempts + 1 (its item's ``attempt``); its ``custom_id`` is the
         upload id. The run becomes RUNNING. Items come in the order of ``upload_ids``;
         uploads that cannot be taken are left out, and when none can, nothing is recorded
-        and the result is None. Raises RunNotFound.
+        and the result is None. ``creator`` (the recording executor's worker id) is kept
+        on the batch. Raises RunNotFound.
         """
         ...
 
     async def set_batch_submitted(self, batch_id: str, provider_batch_id: str) -> Batch:
-        """The provider accepted the batch: record its id; SUBMITTING becomes LIVE.
+        """The provider accepted the batch: record its id; SUBMITTING becomes LIVE, and a
+        batch already CANCELING (cancelled while its create call was in flight) stays so.
 
         Idempotent for the same ``provider_batch_id``; InputError for another one, or for
-        a batch that is no longer SUBMITTING. Raises BatchNotFound.
+        a batch that has one or has ended. Raises BatchNotFound.
         """
         ...
 
@@ -513,6 +520,26 @@ def check_batch_update(state: object, counts: object) -> BatchState | None:
     if isinstance(state, str) and state in BatchState.__members__.values():
         return BatchState(state)
     raise InputError(f"state must be a BatchState, not {state!r:.80}")
+
+
+#: A batch may get its provider id while SUBMITTING, or CANCELING when it was cancelled
+#: while its create call was in flight.
+SUBMITTED_FROM: Final = (BatchState.SUBMITTING, BatchState.CANCELING)
+
+
+def check_creator(creator: object) -> str | None:
+    """Refuse a batch creator that is not None or a short printable string."""
+    if creator is not None and (
+        not isinstance(creator, str)
+        or not creator
+        or len(creator) > MAX_PROVIDER_BATCH_ID_CHARS
+        or not creator.isprintable()
+    ):
+        raise InputError(
+            "creator must be None or a printable string of 1 to "
+            f"{MAX_PROVIDER_BATCH_ID_CHARS} characters, not {creator!r:.80}"
+        )
+    return creator
 
 
 def check_lease(lease_seconds: float) -> None:

@@ -21,14 +21,14 @@ from ..model import (
     RunStatus,
     UploadStatus,
 )
-from ._base import to_datetime
+from ._base import SUBMITTED_FROM, to_datetime
 from ._transactions import VISIBLE, Tx, require_run
 
 __all__ = ["create_batch"]
 
 BATCH_COLUMNS: Final = (
     "id, run_id, state, provider_batch_id, size, processing, succeeded, errored, canceled,"
-    " expired, created_at, updated_at"
+    " expired, created_at, updated_at, creator"
 )
 # Few enough placeholders for any SQLite build and for PostgreSQL.
 _CHUNK: Final = 500
@@ -48,6 +48,7 @@ def batch_row(row: Any) -> Batch:
         BatchCounts(row[5], row[6], row[7], row[8], row[9]),
         created,
         updated,
+        row[12],
     )
 
 
@@ -66,6 +67,7 @@ def create_batch(
     batch_id: str,
     lease_seconds: float,
     now: float,
+    creator: str | None = None,
 ) -> tuple[Batch, tuple[BatchItem, ...]] | None:
     """Take the claimable ones of ``upload_ids`` (distinct, in order) and record a batch."""
     # The run row is held as a claim holds it (see _transactions.claim): a finish_run
@@ -89,8 +91,9 @@ def create_batch(
     holder = f"{BATCH_HOLDER_PREFIX}{batch_id}"
     tx.run(
         "INSERT INTO batches (id, run_id, state, size, processing, succeeded, errored,"
-        " canceled, expired, created_at, updated_at) VALUES (?, ?, ?, ?, 0, 0, 0, 0, 0, ?, ?)",
-        (batch_id, run_id, BatchState.SUBMITTING.value, len(taken), now, now),
+        " canceled, expired, created_at, updated_at, creator)"
+        " VALUES (?, ?, ?, ?, 0, 0, 0, 0, 0, ?, ?, ?)",
+        (batch_id, run_id, BatchState.SUBMITTING.value, len(taken), now, now, creator),
     )
     tx.many(
         "UPDATE uploads SET status = ?, attempts = ?, worker = ?, lease_expires = ?,"
@@ -119,16 +122,17 @@ def set_batch_submitted(tx: Tx, batch_id: str, provider_batch_id: str, now: floa
     batch = _batch(tx, batch_id, lock=True)
     if batch.provider_batch_id == provider_batch_id:
         return batch
-    if batch.provider_batch_id is not None or batch.state != BatchState.SUBMITTING:
+    if batch.provider_batch_id is not None or batch.state not in SUBMITTED_FROM:
         raise InputError(
             f"batch {batch_id} is {batch.state} with provider id {batch.provider_batch_id!r}"
         )
     other = tx.one("SELECT id FROM batches WHERE provider_batch_id = ?", (provider_batch_id,))
     if other is not None:
         raise InputError(f"provider batch {provider_batch_id!r} is already batch {other[0]}")
+    state = BatchState.LIVE if batch.state == BatchState.SUBMITTING else batch.state
     tx.run(
         "UPDATE batches SET state = ?, provider_batch_id = ?, updated_at = ? WHERE id = ?",
-        (BatchState.LIVE.value, provider_batch_id, now, batch_id),
+        (state.value, provider_batch_id, now, batch_id),
     )
     return _batch(tx, batch_id)
 

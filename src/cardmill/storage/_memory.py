@@ -33,10 +33,12 @@ from ..model import (
 )
 from ._base import (
     NANOS_PER_USD,
+    SUBMITTED_FROM,
     add_usage,
     card_id,
     check_against,
     check_batch_update,
+    check_creator,
     check_drafts,
     check_lease,
     check_provider_batch_id,
@@ -504,10 +506,16 @@ class MemoryStorage:
             raise BatchNotFound(batch_id) from None
 
     async def create_batch(
-        self, run_id: str, upload_ids: Sequence[str], *, lease_seconds: float
+        self,
+        run_id: str,
+        upload_ids: Sequence[str],
+        *,
+        lease_seconds: float,
+        creator: str | None = None,
     ) -> tuple[Batch, tuple[BatchItem, ...]] | None:
         await trio.lowlevel.checkpoint()
         check_lease(lease_seconds)
+        check_creator(creator)
         wanted = check_upload_ids(upload_ids)
         run = self._run(run_id)
         now = self._now()
@@ -543,7 +551,14 @@ class MemoryStorage:
             items.append(BatchItem(batch_id, u.id, u.id, u.attempts + 1))
         when = to_datetime(now)
         assert when is not None
-        batch = Batch(batch_id, run_id, size=len(items), created_at=when, updated_at=when)
+        batch = Batch(
+            batch_id,
+            run_id,
+            size=len(items),
+            created_at=when,
+            updated_at=when,
+            creator=creator,
+        )
         self._batches[batch_id] = batch
         self._batch_items[batch_id] = tuple(items)
         self._run_batches.setdefault(run_id, []).append(batch_id)
@@ -559,7 +574,7 @@ class MemoryStorage:
         batch = self._batch(batch_id)
         if batch.provider_batch_id == provider_batch_id:
             return batch
-        if batch.provider_batch_id is not None or batch.state != BatchState.SUBMITTING:
+        if batch.provider_batch_id is not None or batch.state not in SUBMITTED_FROM:
             raise InputError(
                 f"batch {batch_id} is {batch.state} with provider id {batch.provider_batch_id!r}"
             )
@@ -570,7 +585,7 @@ class MemoryStorage:
                 )
         batch = attrs.evolve(
             batch,
-            state=BatchState.LIVE,
+            state=BatchState.LIVE if batch.state == BatchState.SUBMITTING else batch.state,
             provider_batch_id=provider_batch_id,
             updated_at=self._stamp(),
         )

@@ -157,7 +157,8 @@ _DDL: Final = [
         canceled INTEGER NOT NULL DEFAULT 0,
         expired INTEGER NOT NULL DEFAULT 0,
         created_at DOUBLE PRECISION NOT NULL,
-        updated_at DOUBLE PRECISION NOT NULL)""",
+        updated_at DOUBLE PRECISION NOT NULL,
+        creator TEXT)""",
     "CREATE INDEX IF NOT EXISTS batches_by_run ON batches(run_id, state)",
     """CREATE TABLE IF NOT EXISTS batch_items (
         batch_id TEXT NOT NULL REFERENCES batches(id),

@@ -31,6 +31,7 @@ from . import _ingest as ingest
 from . import _transactions as sql
 from ._base import (
     check_batch_update,
+    check_creator,
     check_drafts,
     check_lease,
     check_provider_batch_id,
@@ -278,12 +279,24 @@ class SQLBackend:
     # -- provider batches ------------------------------------------------------------
 
     async def create_batch(
-        self, run_id: str, upload_ids: Sequence[str], *, lease_seconds: float
+        self,
+        run_id: str,
+        upload_ids: Sequence[str],
+        *,
+        lease_seconds: float,
+        creator: str | None = None,
     ) -> tuple[Batch, tuple[BatchItem, ...]] | None:
         check_lease(lease_seconds)
+        check_creator(creator)
         wanted = check_upload_ids(upload_ids)
         return await self._write(
-            batches.create_batch, run_id, wanted, new_id("batch"), lease_seconds, self._clock()
+            batches.create_batch,
+            run_id,
+            wanted,
+            new_id("batch"),
+            lease_seconds,
+            self._clock(),
+            creator,
         )
 
     async def set_batch_submitted(self, batch_id: str, provider_batch_id: str) -> Batch:

@@ -48,7 +48,8 @@ _BATCH_TABLES: Final = [
     canceled INTEGER NOT NULL DEFAULT 0,
     expired INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    creator TEXT
 )""",
     "CREATE INDEX batches_by_run ON batches(run_id, state)",
     """CREATE TABLE batch_items (
