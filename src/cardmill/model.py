@@ -505,7 +505,8 @@ class Upload:
 
     ``worker`` and ``lease_expires_at`` say who holds a LOADING upload and until when (an
     upload in a provider's batch is held by its batch, ``batch:<batch id>``). ``usage`` and
-    ``cost_usd`` add up every request made for it that was recorded with a settlement.
+    ``cost_usd`` add up every request made for it that was recorded with a settlement;
+    ``requests`` counts those requests and ``rate_limited`` those answered 429.
     """
 
     id: str
@@ -525,6 +526,8 @@ class Upload:
     lease_expires_at: datetime | None = None
     usage: Usage = attrs.field(factory=Usage)
     cost_usd: float = 0.0
+    requests: int = 0
+    rate_limited: int = 0
 
 
 @final
@@ -535,8 +538,9 @@ class Run:
     The counters always equal what is persisted: ``total_cards`` is the number of stored
     cards, ``completed_items`` and ``failed_items`` the COMPLETED and FAILED uploads.
     ``recipe_name`` and ``recipe_digest`` name the [`Recipe`][cardmill.Recipe] the run
-    was created with (``Storage.get_recipe`` gives the recipe itself). ``usage`` and
-    ``cost_usd`` are the sums of its uploads' (kept in the same transactions).
+    was created with (``Storage.get_recipe`` gives the recipe itself). ``usage``,
+    ``cost_usd``, ``requests`` and ``rate_limited`` (requests answered 429) are the sums
+    of its uploads' (kept in the same transactions).
     """
 
     id: str
@@ -553,6 +557,8 @@ class Run:
     recipe_digest: str = ""
     usage: Usage = attrs.field(factory=Usage)
     cost_usd: float = 0.0
+    requests: int = 0
+    rate_limited: int = 0
 
     @property
     def recipe_label(self) -> str:

@@ -182,6 +182,11 @@ async def test_errored_requests_go_in_a_new_batch_until_the_policy_gives_up(
         "doc0004.txt": UploadStatus.COMPLETED,
     }
     assert api.sent == {n: len(s) for n, s in script.items()}
+    # Every answered request is recorded, errored ones too.
+    assert {n: (u.requests, u.rate_limited) for n, u in by_name.items()} == {
+        n: (len(s), 0) for n, s in script.items()
+    }
+    assert summary.run.requests == sum(api.sent.values())
     assert by_name["doc0002.txt"].error == "invalid_request_error: bad image"
     assert by_name["doc0001.txt"].error == "model output invalid after 3 tries: output cut off"
     assert by_name["doc0003.txt"].error == "gave up after 3 attempts: api_error: boom"
@@ -204,6 +209,9 @@ async def test_expired_requests_are_sent_again(autojump_clock: trio.testing.Mock
     assert first[0].counts.succeeded == 2
     assert [len(ids) for _, ids in api.submissions] == [3, 1]
     assert trio.current_time() >= api.expires_after
+    # An expired request was never processed: only the answered ones count.
+    assert [u.requests for u in await storage.list_uploads(run.id)] == [1, 1, 1]
+    assert summary.run.requests == 3
 
 
 async def test_never_processed_requests_fail_once_the_attempts_are_spent(
@@ -219,7 +227,9 @@ async def test_never_processed_requests_fail_once_the_attempts_are_spent(
             u.error
             == "gave up after 2 attempts: the batch expired before this request was processed"
         )
+        assert u.requests == 0
     assert len(api.submissions) == 2
+    assert summary.run.requests == 0
 
 
 async def test_an_interrupted_execution_leaves_the_batch_live_and_the_next_one_collects_it(
@@ -292,6 +302,8 @@ async def test_cancel_collects_what_finished_and_releases_the_rest(
     assert "cancel" in api.calls
     by_status = Counter(u.status for u in await storage.list_uploads(run.id))
     assert by_status == {UploadStatus.COMPLETED: 2, UploadStatus.PENDING: 2}
+    requests = Counter((u.status, u.requests) for u in await storage.list_uploads(run.id))
+    assert requests == {(UploadStatus.COMPLETED, 1): 2, (UploadStatus.PENDING, 0): 2}
     assert summary.run.status == RunStatus.CANCELLED
     assert summary.stopped is None
     [batch] = await storage.list_batches(run.id)

@@ -180,3 +180,122 @@ async def test_usage_and_cost_survive_reopen(backend: Backend) -> None:
         assert (u.usage, u.cost_usd) == (usage(3), 0.123456789)
         got = await storage.get_run(run.id)
         assert (got.usage, got.cost_usd) == (usage(3), 0.123456789)
+
+
+async def test_settlements_add_requests_and_429s_to_the_upload_and_the_run(
+    storage: Storage,
+) -> None:
+    run = await storage.create_run(DOCS)
+    a, b, c, d = await storage.list_uploads(run.id)
+    assert (run.requests, run.rate_limited) == (0, 0)
+    await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert await storage.release_upload(a.id, worker="w", requests=3, rate_limited=2)
+    assert await storage.complete_upload(a.id, CARD, requests=2, rate_limited=1)
+    assert await storage.fail_upload(b.id, "bad", requests=5, rate_limited=5)
+    third = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert third is not None
+    assert third.id == c.id
+    done, _ = await storage.complete_and_claim(
+        c.id,
+        CARD,
+        worker="w",
+        attempt=third.attempts,
+        run_id=run.id,
+        lease_seconds=30,
+        requests=1,
+    )
+    assert done
+    # Counts without usage or cost record, and a settlement without counts adds none.
+    assert await storage.complete_upload(d.id, CARD, usage=usage(1), cost_usd=0.5)
+    by_id = {u.id: u for u in await storage.list_uploads(run.id)}
+    got = [(by_id[u.id].requests, by_id[u.id].rate_limited) for u in (a, b, c, d)]
+    assert got == [(5, 3), (5, 5), (1, 0), (0, 0)]
+    again = await storage.get_run(run.id)
+    assert (again.requests, again.rate_limited) == (11, 8)
+    assert [(r.requests, r.rate_limited) for r in await storage.list_runs()] == [(11, 8)]
+    await check_invariants(storage, run.id)
+
+
+async def test_fenced_out_and_repeated_settlements_add_no_requests(
+    storage: Storage, clock: FakeClock
+) -> None:
+    run = await storage.create_run(DOCS[:1])
+    (a,) = await storage.list_uploads(run.id)
+    first = await storage.claim_upload(run.id, worker="old", lease_seconds=10)
+    assert first is not None
+    clock.advance(11)
+    second = await storage.claim_upload(run.id, worker="new", lease_seconds=10)
+    assert second is not None
+    assert not await storage.complete_upload(a.id, CARD, worker="old", requests=4, rate_limited=3)
+    assert not await storage.fail_upload(
+        a.id, "x", attempt=first.attempts, requests=4, rate_limited=3
+    )
+    assert not await storage.release_upload(a.id, worker="old", requests=4, rate_limited=3)
+    done, _ = await storage.complete_and_claim(
+        a.id, CARD, worker="old", run_id=run.id, lease_seconds=10, requests=4, rate_limited=3
+    )
+    assert not done
+    assert await storage.complete_upload(
+        a.id, CARD, worker="new", attempt=second.attempts, requests=2, rate_limited=1
+    )
+    assert not await storage.complete_upload(a.id, CARD, requests=4, rate_limited=3)
+    assert not await storage.fail_upload(a.id, "late", requests=4, rate_limited=3)
+    assert not await storage.release_upload(a.id, requests=4, rate_limited=3)
+    (a,) = await storage.list_uploads(run.id)
+    got = await storage.get_run(run.id)
+    assert (a.requests, a.rate_limited, got.requests, got.rate_limited) == (2, 1, 2, 1)
+    await check_invariants(storage, run.id)
+
+
+@pytest.mark.parametrize(
+    ("counts", "named"),
+    [
+        ({"requests": -1}, "requests"),
+        ({"requests": 1_000_001}, "requests"),
+        ({"requests": 2**63}, "requests"),
+        ({"requests": 1.0}, "requests"),
+        ({"requests": True}, "requests"),
+        ({"requests": "3"}, "requests"),
+        ({"requests": 2, "rate_limited": -1}, "rate_limited"),
+        ({"requests": 2, "rate_limited": 3}, "rate_limited"),
+        ({"rate_limited": 1}, "rate_limited"),
+        ({"requests": 2, "rate_limited": math.nan}, "rate_limited"),
+    ],
+)
+async def test_request_counts_that_cannot_be_added_up_are_refused_naming_them(
+    storage: Storage, counts: dict[str, object], named: str
+) -> None:
+    run = await storage.create_run(DOCS[:1])
+    (u,) = await storage.list_uploads(run.id)
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: storage.complete_upload(u.id, CARD, **counts),  # type: ignore[arg-type]
+        lambda: storage.fail_upload(u.id, "x", **counts),  # type: ignore[arg-type]
+        lambda: storage.release_upload(u.id, **counts),  # type: ignore[arg-type]
+        lambda: storage.complete_and_claim(
+            u.id,
+            CARD,
+            worker="w",
+            run_id=run.id,
+            lease_seconds=1,
+            **counts,  # type: ignore[arg-type]
+        ),
+    ]
+    await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    for call in calls:
+        with pytest.raises(InputError, match=f"^{named} "):
+            await call()
+    (u,) = await storage.list_uploads(run.id)
+    assert (u.status, u.requests, u.rate_limited) == (UploadStatus.LOADING, 0, 0)
+    got = await storage.get_run(run.id)
+    assert (got.requests, got.rate_limited) == (0, 0)
+
+
+async def test_request_counts_survive_reopen(backend: Backend) -> None:
+    async with backend.open() as storage:
+        run = await storage.create_run(DOCS[:1])
+        (u,) = await storage.list_uploads(run.id)
+        await storage.complete_upload(u.id, CARD, requests=7, rate_limited=6)
+    async with backend.open() as storage:
+        (u,) = await storage.list_uploads(run.id)
+        got = await storage.get_run(run.id)
+        assert (u.requests, u.rate_limited, got.requests, got.rate_limited) == (7, 6, 7, 6)

@@ -43,6 +43,8 @@ SPENT_COLUMNS = (
     "cache_write_tokens",
     "cost_nanos",
 )
+# What schema 5 added to runs and uploads.
+COUNT_COLUMNS = ("requests", "rate_limited")
 
 
 @contextmanager
@@ -265,7 +267,7 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_runs(tmp_path: Pat
     conn.execute("DROP TABLE batch_items")
     conn.execute("DROP TABLE batches")
     for table in ("runs", "uploads"):
-        for column in SPENT_COLUMNS:
+        for column in (*SPENT_COLUMNS, *COUNT_COLUMNS):
             conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()

@@ -21,11 +21,14 @@ def tampered(path: Path, sql: str, *args: object) -> None:
 
 
 async def prepared(path: Path) -> tuple[str, str]:
-    """A run with one upload completed at a cost and one held by a batch."""
+    """A run with one upload completed at a cost (3 requests, 2 of them 429s) and one held
+    by a batch."""
     async with SQLiteStorage.open(path) as storage:
         run = await storage.create_run(DOCS)
         a, b = await storage.list_uploads(run.id)
-        await storage.complete_upload(a.id, [CardDraft("t", "b")], usage=Usage(3, 4), cost_usd=0.2)
+        await storage.complete_upload(
+            a.id, [CardDraft("t", "b")], usage=Usage(3, 4), cost_usd=0.2, requests=3, rate_limited=2
+        )
         made = await storage.create_batch(run.id, [b.id], lease_seconds=60)
         assert made is not None
         await check_invariants(storage, run.id)
@@ -39,6 +42,10 @@ async def prepared(path: Path) -> tuple[str, str]:
         ("UPDATE uploads SET cost_nanos = 0", "uploads add up to 0.0"),
         ("UPDATE runs SET output_tokens = 5", "run usage"),
         ("UPDATE uploads SET cache_read_tokens = 1", "run usage"),
+        ("UPDATE runs SET requests = requests + 1", "run requests=4 but its uploads add up to 3"),
+        ("UPDATE uploads SET rate_limited = 0", "run rate_limited=2 but its uploads add up to 0"),
+        ("UPDATE uploads SET requests = 1 WHERE requests = 3", "rate_limited=2 above requests=1"),
+        ("UPDATE runs SET rate_limited = 5", "run rate_limited=5 above requests=3"),
         ("UPDATE batch_items SET attempt = 9", "lists attempt 9"),
         ("DELETE FROM batch_items", "which does not list it"),
         ("UPDATE batches SET state = 'done'", "which is done"),

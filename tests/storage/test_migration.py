@@ -75,9 +75,10 @@ async def check_upgraded_and_resume(storage: Storage) -> None:
     assert half.recipe_digest == FLASHCARDS.digest
     assert await storage.get_recipe(half.id) == FLASHCARDS
     for run in (finished, half):
-        assert (run.usage, run.cost_usd) == (Usage(), 0)
+        assert (run.usage, run.cost_usd, run.requests, run.rate_limited) == (Usage(), 0, 0, 0)
         assert all(
-            (u.usage, u.cost_usd) == (Usage(), 0) for u in await storage.list_uploads(run.id)
+            (u.usage, u.cost_usd, u.requests, u.rate_limited) == (Usage(), 0, 0, 0)
+            for u in await storage.list_uploads(run.id)
         )
         assert await storage.list_batches(run.id) == []
         await check_invariants(storage, run.id)
@@ -104,6 +105,7 @@ async def check_upgraded_and_resume(storage: Storage) -> None:
             attempt=item.attempt,
             usage=Usage(100, 10),
             cost_usd=cost,
+            requests=1,
         )
     assert (await storage.update_batch(batch.id, state=BatchState.DONE)).state == BatchState.DONE
     done = await storage.finish_run(half.id)
@@ -114,6 +116,7 @@ async def check_upgraded_and_resume(storage: Storage) -> None:
         3,
     )
     assert (done.usage, done.cost_usd) == (Usage(200, 20), 0.75)
+    assert (done.requests, done.rate_limited) == (2, 0)
     await check_invariants(storage, half.id)
     assert (await storage.get_run(finished.id)).cost_usd == 0
 

@@ -262,6 +262,8 @@ async def test_a_batch_runs_counts_advance_on_the_page_while_the_executor_works(
                 "counts": counts,
                 "cost": page.locator("[data-live=cost]").text_content(),
                 "tokens": page.locator("[data-live=tokens]").text_content(),
+                "requests": page.locator("[data-live=requests]").text_content(),
+                "rate_limited": page.locator("[data-live=rate_limited]").text_content(),
             }
 
         seen = await trio.to_thread.run_sync(in_browser, script)
@@ -274,6 +276,9 @@ async def test_a_batch_runs_counts_advance_on_the_page_while_the_executor_works(
     assert finished.cost_usd > 0
     assert seen["cost"] == shown_cost(finished)
     assert seen["tokens"] == "3,000 in · 600 out"
+    # Drawn at 0 before the batch was sent; one request per answer, live.
+    assert (seen["requests"], seen["rate_limited"]) == ("3", "0")
+    assert (finished.requests, finished.rate_limited) == (3, 0)
 
 
 async def test_hostile_recipe_fields_names_and_errors_stay_inert_and_no_secret_shows() -> None:

@@ -418,11 +418,14 @@ def show(run_id: str, db: str, as_json: bool) -> None:
         return
     summary_table(None, run, db, sys.stdout)
     click.echo("")
-    click.echo(f"{'STATUS':<10} {'TRIES':>5} {'CARDS':>5}  DOCUMENT")
+    click.echo(f"{'STATUS':<10} {'TRIES':>5} {'CARDS':>5} {'REQS':>5} {'429S':>5}  DOCUMENT")
     for u in uploads:
-        click.echo(f"{u.status.name:<10} {u.attempts:>5} {u.card_count:>5}  {printable(u.name)}")
+        click.echo(
+            f"{u.status.name:<10} {u.attempts:>5} {u.card_count:>5} {u.requests:>5} "
+            f"{u.rate_limited:>5}  {printable(u.name)}"
+        )
         if u.status == UploadStatus.FAILED and u.error:
-            click.echo(f"{'':<24}{printable(u.error)}")
+            click.echo(f"{'':<36}{printable(u.error)}")
     if batches:
         click.echo("")
         for line in batches_table(batches):

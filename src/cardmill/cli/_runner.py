@@ -278,6 +278,8 @@ def summary_table(
             ),
             ("elapsed", f"{summary.elapsed:.1f} s"),
         ]
+    else:
+        rows.append(("requests", f"{run.requests:,} ({run.rate_limited:,} × 429)"))
     rows.append(("tokens", f"{run.usage.input_tokens:,} in, {run.usage.output_tokens:,} out"))
     if summary is not None and summary.cost_usd is None:
         model = model_of(provider) if provider is not None else None

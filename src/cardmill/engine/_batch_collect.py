@@ -101,7 +101,7 @@ class Collector:
                 if archived
                 else "the ended batch gave no result for this request"
             )
-            await self._failed_request(batch, item, upload, missing, tally)
+            await self._failed_request(batch, item, upload, missing, tally, requests=0)
         done = await self.storage.update_batch(batch.id, state=BatchState.DONE)
         self.emit(
             BatchEnded(done, tally.completed, tally.failed, tally.released, trio.current_time())
@@ -126,9 +126,13 @@ class Collector:
             error = result.error
         elif result.kind == "expired":
             error = TransientError("the batch expired before this request was processed")
+            await self._failed_request(batch, item, upload, error, tally, requests=0)
+            return
         else:
             error = TransientError(f"no answer in the result ({result.kind!r})")
-        await self._failed_request(batch, item, upload, error, tally)
+            await self._failed_request(batch, item, upload, error, tally, requests=0)
+            return
+        await self._failed_request(batch, item, upload, error, tally, requests=1)
 
     async def _complete(
         self,
@@ -149,9 +153,10 @@ class Collector:
                 attempt=item.attempt,
                 usage=usage,
                 cost_usd=cost,
+                requests=1,
             )
         except UnstorableData as exc:
-            await self._fail(batch, item, upload, one_line(str(exc)), usage, tally)
+            await self._fail(batch, item, upload, one_line(str(exc)), usage, tally, requests=1)
             return
         if completed:
             tally.completed += 1
@@ -159,7 +164,14 @@ class Collector:
             self.emit(UploadCompleted(upload, len(cards), item.attempt, trio.current_time()))
 
     async def _failed_request(
-        self, batch: Batch, item: BatchItem, upload: Upload, error: ProviderError, tally: _Tally
+        self,
+        batch: Batch,
+        item: BatchItem,
+        upload: Upload,
+        error: ProviderError,
+        tally: _Tally,
+        *,
+        requests: int,
     ) -> None:
         """An errored request: sent again in a later batch while the retry policy allows
         (each batch it goes in is one more attempt of the upload), else FAILED."""
@@ -171,9 +183,11 @@ class Collector:
         else:
             decision = self.retry.decide(error, tries, self.rng)
         if isinstance(decision, GiveUp):
-            await self._fail(batch, item, upload, decision.reason, error.usage, tally)
+            await self._fail(
+                batch, item, upload, decision.reason, error.usage, tally, requests=requests
+            )
             return
-        if await self._release(batch, item, error.usage):
+        if await self._release(batch, item, error.usage, requests=requests):
             tally.released += 1
             self.counters.retries += 1
             reason = one_line(str(error)) or type(error).__name__
@@ -187,6 +201,8 @@ class Collector:
         reason: str,
         usage: Usage | None,
         tally: _Tally,
+        *,
+        requests: int,
     ) -> None:
         reason = one_line(reason) or "failed"
         failed = await self.storage.fail_upload(
@@ -196,19 +212,23 @@ class Collector:
             attempt=item.attempt,
             usage=usage,
             cost_usd=self._cost(usage),
+            requests=requests,
         )
         if failed:
             tally.failed += 1
             self.counters.failed += 1
             self.emit(UploadFailed(upload, reason, item.attempt, trio.current_time()))
 
-    async def _release(self, batch: Batch, item: BatchItem, usage: Usage | None = None) -> bool:
+    async def _release(
+        self, batch: Batch, item: BatchItem, usage: Usage | None = None, *, requests: int = 0
+    ) -> bool:
         return await self.storage.release_upload(
             item.upload_id,
             worker=batch.holder,
             attempt=item.attempt,
             usage=usage,
             cost_usd=self._cost(usage),
+            requests=requests,
         )
 
     def _cost(self, usage: Usage | None) -> float:

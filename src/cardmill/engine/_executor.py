@@ -114,6 +114,9 @@ class _Held:
     usage: Usage = attrs.field(factory=Usage)
     cost: float = 0.0
     reserved: float = 0.0
+    # The requests made under this claim, and how many of them were answered 429.
+    requests: int = 0
+    rate_limited: int = 0
 
     def spend(self, usage: Usage, cost: float) -> None:
         self.usage = self.usage + usage
@@ -644,6 +647,7 @@ class Engine:
             except ProviderError as exc:
                 entry.reserved = 0.0
                 c.requests += 1
+                entry.requests += 1
                 _count_usage(c, exc.usage)
                 spent = self._priced(exc.usage)
                 if isinstance(exc.usage, Usage):
@@ -655,6 +659,7 @@ class Engine:
                 )
                 if isinstance(exc, RateLimited):
                     c.rate_limited += 1
+                    entry.rate_limited += 1
                     tries = attrs.evolve(tries, rate_limited=tries.rate_limited + 1)
                     await self._bucket.report_rate_limited(
                         ticket, retry_after=exc.retry_after, limit=exc.limit, hint=exc.hint
@@ -688,6 +693,7 @@ class Engine:
                 continue
             entry.reserved = 0.0
             c.requests += 1
+            entry.requests += 1
             usage = getattr(analysis, "usage", None)
             reported = usage if isinstance(usage, Usage) else None
             spent = self._priced(reported)
@@ -776,10 +782,15 @@ def _price_of(provider: Provider, prices: PriceTable) -> Price | None:
 
 
 def _spent(entry: _Held | None) -> dict[str, Any]:
-    """The usage and cost to record with a settlement or release."""
+    """The usage, cost, requests and 429s to record with a settlement or release."""
     if entry is None:
         return {}
-    return {"usage": entry.usage, "cost_usd": entry.cost}
+    return {
+        "usage": entry.usage,
+        "cost_usd": entry.cost,
+        "requests": entry.requests,
+        "rate_limited": entry.rate_limited,
+    }
 
 
 def _usd(amount: float) -> str:

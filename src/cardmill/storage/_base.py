@@ -197,13 +197,17 @@ class Storage(Protocol):
         attempt: int | None = None,
         usage: Usage | None = None,
         cost_usd: float = 0.0,
+        requests: int = 0,
+        rate_limited: int = 0,
     ) -> bool:
         """In ONE transaction: store the cards, mark the upload COMPLETED, add to the counters.
 
         ``usage`` and ``cost_usd`` (what the requests for this upload used and cost, not yet
-        recorded) are added to the upload's and the run's totals in the same transaction,
-        only when the call changes something. A negative or non-finite ``cost_usd`` is an
-        `InputError`.
+        recorded), ``requests`` (how many requests this claim made) and ``rate_limited``
+        (how many of them were answered 429) are added to the upload's and the run's
+        totals in the same transaction, only when the call changes something. A negative
+        or non-finite ``cost_usd``, or a count that is negative, not a whole number, above
+        a million, or a ``rate_limited`` above ``requests``, is an `InputError`.
 
         Cards must fit the run's recipe (see [`Recipe.check`][cardmill.Recipe.check]):
         otherwise `UnstorableData` naming the upload and the field, and nothing changes.
@@ -224,6 +228,8 @@ class Storage(Protocol):
         lease_seconds: float,
         usage: Usage | None = None,
         cost_usd: float = 0.0,
+        requests: int = 0,
+        rate_limited: int = 0,
     ) -> tuple[bool, Upload | None]:
         """``complete_upload(upload_id, drafts, worker=..., attempt=...)``, then
         ``claim_upload(run_id, worker=..., lease_seconds=...)``; returns what each did.
@@ -243,10 +249,13 @@ class Storage(Protocol):
         attempt: int | None = None,
         usage: Usage | None = None,
         cost_usd: float = 0.0,
+        requests: int = 0,
+        rate_limited: int = 0,
     ) -> bool:
         """Mark a non-terminal upload FAILED with a one-line reason; False if nothing changed.
 
-        ``usage`` and ``cost_usd`` are recorded as `complete_upload` records them.
+        ``usage``, ``cost_usd``, ``requests`` and ``rate_limited`` are recorded as
+        `complete_upload` records them.
         """
         ...
 
@@ -258,11 +267,13 @@ class Storage(Protocol):
         attempt: int | None = None,
         usage: Usage | None = None,
         cost_usd: float = 0.0,
+        requests: int = 0,
+        rate_limited: int = 0,
     ) -> bool:
         """Put a LOADING upload back to PENDING; False if it was not LOADING (or not ours).
 
-        ``usage`` and ``cost_usd`` (requests made under this claim) are recorded as
-        `complete_upload` records them.
+        ``usage``, ``cost_usd``, ``requests`` and ``rate_limited`` (of the requests made
+        under this claim) are recorded as `complete_upload` records them.
         """
         ...
 
@@ -443,14 +454,59 @@ def check_usage(usage: object) -> None:
         raise InputError(f"usage must be a Usage or None, not {type(usage).__name__}")
 
 
-def check_spend(usage: object, cost_usd: float) -> int:
-    """Check a settlement's ``usage`` and ``cost_usd``; the cost in whole nano-dollars.
+# The most requests one settlement may record: far more than any retry policy makes
+# for one claim, far less than the stored sums can hold.
+MAX_SETTLED_REQUESTS: Final = 1_000_000
 
-    Costs are kept as integers so that sums are exact and the same on every backend.
+
+@attrs.frozen
+class Spent:
+    """What one settlement adds to its upload and run: tokens, the cost in whole
+    nano-dollars, the requests made and how many of them were answered 429."""
+
+    usage: Usage | None = None
+    nanos: int = 0
+    requests: int = 0
+    rate_limited: int = 0
+
+    @property
+    def nothing(self) -> bool:
+        """Whether there is nothing to add."""
+        return self.usage is None and not (self.nanos or self.requests or self.rate_limited)
+
+
+def check_count(name: str, value: object) -> int:
+    """Refuse a request count that is not a whole number from 0 to MAX_SETTLED_REQUESTS."""
+    if not (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and 0 <= value <= MAX_SETTLED_REQUESTS
+    ):
+        raise InputError(
+            f"{name} must be a whole number from 0 to {MAX_SETTLED_REQUESTS:,}, not {value!r}"
+        )
+    return value
+
+
+def check_spend(
+    usage: object, cost_usd: float, requests: object = 0, rate_limited: object = 0
+) -> Spent:
+    """Check a settlement's ``usage``, ``cost_usd``, ``requests`` and ``rate_limited``.
+
+    Costs are kept as integers (nano-dollars) so that sums are exact and the same on
+    every backend. A 429 is the answer to a request: ``rate_limited`` is at most
+    ``requests``.
     """
     check_cost(cost_usd)
     check_usage(usage)
-    return round(cost_usd * NANOS_PER_USD)
+    made = check_count("requests", requests)
+    refused = check_count("rate_limited", rate_limited)
+    if refused > made:
+        raise InputError(
+            f"rate_limited ({refused}) must not exceed requests ({made}): a 429 answers a request"
+        )
+    assert usage is None or isinstance(usage, Usage)
+    return Spent(usage, round(cost_usd * NANOS_PER_USD), made, refused)
 
 
 def to_usd(nanos: int) -> float:

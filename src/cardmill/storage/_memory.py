@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from datetime import UTC, datetime
 from functools import partial
 from types import TracebackType
-from typing import Any, Self, TypeVar, final
+from typing import Any, Final, Self, TypeVar, final
 
 import attrs
 import trio
@@ -34,6 +34,7 @@ from ..model import (
 from ._base import (
     NANOS_PER_USD,
     SUBMITTED_FROM,
+    Spent,
     add_usage,
     card_id,
     check_against,
@@ -58,6 +59,7 @@ from ._search import CardFilter, collect, decode_cursor
 __all__ = ["MemoryStorage"]
 
 T = TypeVar("T")
+_NOTHING: Final = Spent()
 
 
 @final
@@ -327,27 +329,25 @@ class MemoryStorage:
         attempt: int | None = None,
         usage: Usage | None = None,
         cost_usd: float = 0.0,
+        requests: int = 0,
+        rate_limited: int = 0,
     ) -> bool:
         await trio.lowlevel.checkpoint()
-        nanos = check_spend(usage, cost_usd)
-        return self._complete(upload_id, check_drafts(drafts), worker, attempt, usage, nanos)
+        spent = check_spend(usage, cost_usd, requests, rate_limited)
+        return self._complete(upload_id, check_drafts(drafts), worker, attempt, spent)
 
-    def _spend(self, upload_id: str, usage: Usage | None, nanos: int) -> None:
-        """Add to the upload's and its run's usage and cost (the caller changed it).
+    def _spend(self, upload_id: str, spent: Spent) -> None:
+        """Add to the upload's and its run's usage, cost, requests and 429s (the caller
+        changed it).
 
         Costs add up in whole nano-dollars, as the SQL backends store them, so every
         backend reports the same ``cost_usd`` for the same calls.
         """
-        if usage is None and not nanos:
+        if spent.nothing:
             return
         u = self._uploads[upload_id]
-        self._uploads[upload_id] = attrs.evolve(
-            u, usage=add_usage(u.usage, usage), cost_usd=_add_nanos(u.cost_usd, nanos)
-        )
-        run = self._runs[u.run_id]
-        self._runs[u.run_id] = attrs.evolve(
-            run, usage=add_usage(run.usage, usage), cost_usd=_add_nanos(run.cost_usd, nanos)
-        )
+        self._uploads[upload_id] = _added(u, spent)
+        self._runs[u.run_id] = _added(self._runs[u.run_id], spent)
 
     def _complete(
         self,
@@ -355,8 +355,7 @@ class MemoryStorage:
         checked: tuple[CardDraft, ...],
         worker: str | None,
         attempt: int | None,
-        usage: Usage | None = None,
-        nanos: int = 0,
+        spent: Spent = _NOTHING,
     ) -> bool:
         u = self._upload(upload_id)
         if u.status.terminal or not self._holds(u, worker, attempt):
@@ -389,7 +388,7 @@ class MemoryStorage:
             completed_items=run.completed_items + 1,
             total_cards=run.total_cards + len(checked),
         )
-        self._spend(upload_id, usage, nanos)
+        self._spend(upload_id, spent)
         return True
 
     def _finish_upload(
@@ -425,14 +424,16 @@ class MemoryStorage:
         lease_seconds: float,
         usage: Usage | None = None,
         cost_usd: float = 0.0,
+        requests: int = 0,
+        rate_limited: int = 0,
     ) -> tuple[bool, Upload | None]:
         """`complete_upload`, then `claim_upload` (atomic: nothing awaits
         between them)."""
         await trio.lowlevel.checkpoint()
         check_lease(lease_seconds)
-        nanos = check_spend(usage, cost_usd)
+        spent = check_spend(usage, cost_usd, requests, rate_limited)
         checked = check_drafts(drafts)
-        completed = self._complete(upload_id, checked, worker, attempt, usage, nanos)
+        completed = self._complete(upload_id, checked, worker, attempt, spent)
         return completed, self._claim(run_id, worker, lease_seconds)
 
     async def fail_upload(
@@ -444,16 +445,18 @@ class MemoryStorage:
         attempt: int | None = None,
         usage: Usage | None = None,
         cost_usd: float = 0.0,
+        requests: int = 0,
+        rate_limited: int = 0,
     ) -> bool:
         await trio.lowlevel.checkpoint()
-        nanos = check_spend(usage, cost_usd)
+        spent = check_spend(usage, cost_usd, requests, rate_limited)
         u = self._upload(upload_id)
         if u.status.terminal or not self._holds(u, worker, attempt):
             return False
         self._finish_upload(u, UploadStatus.FAILED, to_datetime(self._now()), error=one_line(error))
         run = self._runs[u.run_id]
         self._runs[u.run_id] = attrs.evolve(run, failed_items=run.failed_items + 1)
-        self._spend(upload_id, usage, nanos)
+        self._spend(upload_id, spent)
         return True
 
     async def release_upload(
@@ -464,14 +467,16 @@ class MemoryStorage:
         attempt: int | None = None,
         usage: Usage | None = None,
         cost_usd: float = 0.0,
+        requests: int = 0,
+        rate_limited: int = 0,
     ) -> bool:
         await trio.lowlevel.checkpoint()
-        nanos = check_spend(usage, cost_usd)
+        spent = check_spend(usage, cost_usd, requests, rate_limited)
         u = self._upload(upload_id)
         if u.status != UploadStatus.LOADING or not self._holds(u, worker, attempt):
             return False
         self._release(u)
-        self._spend(upload_id, usage, nanos)
+        self._spend(upload_id, spent)
         return True
 
     def _release(self, u: Upload) -> None:
@@ -642,3 +647,17 @@ class MemoryStorage:
 
 def _add_nanos(cost_usd: float, nanos: int) -> float:
     return to_usd(round(cost_usd * NANOS_PER_USD) + nanos)
+
+
+_Totals = TypeVar("_Totals", Upload, Run)
+
+
+def _added(totals: _Totals, spent: Spent) -> _Totals:
+    """An upload or run with a settlement's usage, cost, requests and 429s added."""
+    return attrs.evolve(
+        totals,
+        usage=add_usage(totals.usage, spent.usage),
+        cost_usd=_add_nanos(totals.cost_usd, spent.nanos),
+        requests=totals.requests + spent.requests,
+        rate_limited=totals.rate_limited + spent.rate_limited,
+    )

@@ -104,6 +104,8 @@ _DDL: Final = [
         cache_read_tokens BIGINT NOT NULL DEFAULT 0,
         cache_write_tokens BIGINT NOT NULL DEFAULT 0,
         cost_nanos BIGINT NOT NULL DEFAULT 0,
+        requests BIGINT NOT NULL DEFAULT 0,
+        rate_limited BIGINT NOT NULL DEFAULT 0,
         CHECK (completed_items + failed_items <= total_items))""",
     """CREATE TABLE IF NOT EXISTS uploads (
         id TEXT PRIMARY KEY,
@@ -126,6 +128,8 @@ _DDL: Final = [
         cache_read_tokens BIGINT NOT NULL DEFAULT 0,
         cache_write_tokens BIGINT NOT NULL DEFAULT 0,
         cost_nanos BIGINT NOT NULL DEFAULT 0,
+        requests BIGINT NOT NULL DEFAULT 0,
+        rate_limited BIGINT NOT NULL DEFAULT 0,
         UNIQUE (run_id, position))""",
     "CREATE INDEX IF NOT EXISTS uploads_by_status ON uploads(run_id, status, position)",
     """CREATE TABLE IF NOT EXISTS documents (
@@ -210,6 +214,14 @@ def _backfill_search(conn: psycopg.Connection[Any]) -> None:
         after = (rows[-1][0], rows[-1][1])
 
 
+# The request counts of uploads and runs, added in schema 5.
+_COUNT_COLUMNS: Final = [
+    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} BIGINT NOT NULL DEFAULT 0"
+    for table in ("runs", "uploads")
+    for column in ("requests", "rate_limited")
+]
+
+
 # Schema version -> the steps (statements, or functions of the connection) that bring a
 # schema from it to the next one.
 _MIGRATIONS: Final[dict[int, list[str | Callable[[psycopg.Connection[Any]], None]]]] = {
@@ -236,7 +248,9 @@ _MIGRATIONS: Final[dict[int, list[str | Callable[[psycopg.Connection[Any]], None
         )
     ],
     # Card search: the cards' words, written for the cards already stored, then indexed.
+    # Uploads and runs count their requests and the 429s among them (0 for older rows).
     4: [
+        *_COUNT_COLUMNS,
         "ALTER TABLE cards ADD COLUMN IF NOT EXISTS search_words TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE cards ADD COLUMN IF NOT EXISTS search_tags TEXT NOT NULL DEFAULT ''",
         _backfill_search,

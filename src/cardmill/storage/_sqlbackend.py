@@ -205,12 +205,14 @@ class SQLBackend:
         lease_seconds: float,
         usage: Usage | None = None,
         cost_usd: float = 0.0,
+        requests: int = 0,
+        rate_limited: int = 0,
     ) -> tuple[bool, Upload | None]:
         """`complete_upload`, then `claim_upload`, in one transaction: one
         trip to the database per upload instead of two."""
         checked = check_drafts(drafts)
         check_lease(lease_seconds)
-        nanos = check_spend(usage, cost_usd)
+        spent = check_spend(usage, cost_usd, requests, rate_limited)
         completed, claimed = await self._settle(
             upload_id,
             sql.complete_and_claim,
@@ -220,8 +222,7 @@ class SQLBackend:
             run_id,
             lease_seconds,
             self._clock(),
-            usage,
-            nanos,
+            spent,
         )
         return completed, self._prefetch(claimed)
 
@@ -242,11 +243,13 @@ class SQLBackend:
         attempt: int | None = None,
         usage: Usage | None = None,
         cost_usd: float = 0.0,
+        requests: int = 0,
+        rate_limited: int = 0,
     ) -> bool:
         checked = check_drafts(drafts)
-        nanos = check_spend(usage, cost_usd)
+        spent = check_spend(usage, cost_usd, requests, rate_limited)
         return await self._settle(
-            upload_id, sql.complete, checked, worker, attempt, self._clock(), usage, nanos
+            upload_id, sql.complete, checked, worker, attempt, self._clock(), spent
         )
 
     async def fail_upload(
@@ -258,10 +261,12 @@ class SQLBackend:
         attempt: int | None = None,
         usage: Usage | None = None,
         cost_usd: float = 0.0,
+        requests: int = 0,
+        rate_limited: int = 0,
     ) -> bool:
-        nanos = check_spend(usage, cost_usd)
+        spent = check_spend(usage, cost_usd, requests, rate_limited)
         return await self._settle(
-            upload_id, sql.fail, one_line(error), worker, attempt, self._clock(), usage, nanos
+            upload_id, sql.fail, one_line(error), worker, attempt, self._clock(), spent
         )
 
     async def release_upload(
@@ -272,9 +277,11 @@ class SQLBackend:
         attempt: int | None = None,
         usage: Usage | None = None,
         cost_usd: float = 0.0,
+        requests: int = 0,
+        rate_limited: int = 0,
     ) -> bool:
-        nanos = check_spend(usage, cost_usd)
-        return await self._write(sql.release, upload_id, worker, attempt, usage, nanos)
+        spent = check_spend(usage, cost_usd, requests, rate_limited)
+        return await self._write(sql.release, upload_id, worker, attempt, spent)
 
     # -- provider batches ------------------------------------------------------------
 

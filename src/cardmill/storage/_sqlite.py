@@ -125,6 +125,8 @@ CREATE TABLE runs (
     cache_read_tokens INTEGER NOT NULL DEFAULT 0,
     cache_write_tokens INTEGER NOT NULL DEFAULT 0,
     cost_nanos INTEGER NOT NULL DEFAULT 0,
+    requests INTEGER NOT NULL DEFAULT 0,
+    rate_limited INTEGER NOT NULL DEFAULT 0,
     CHECK (completed_items + failed_items <= total_items)
 );
 CREATE TABLE uploads (
@@ -148,6 +150,8 @@ CREATE TABLE uploads (
     cache_read_tokens INTEGER NOT NULL DEFAULT 0,
     cache_write_tokens INTEGER NOT NULL DEFAULT 0,
     cost_nanos INTEGER NOT NULL DEFAULT 0,
+    requests INTEGER NOT NULL DEFAULT 0,
+    rate_limited INTEGER NOT NULL DEFAULT 0,
     UNIQUE (run_id, position)
 );
 CREATE INDEX uploads_by_status ON uploads(run_id, status, position);
@@ -226,6 +230,14 @@ def _initialise(conn: sqlite3.Connection, path: str) -> None:
     conn.execute("COMMIT")
 
 
+# The request counts of uploads and runs, added in schema 5.
+_COUNT_COLUMNS: Final = [
+    f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+    for table in ("runs", "uploads")
+    for column in ("requests", "rate_limited")
+]
+
+
 # Schema version -> the statements that bring a database from it to the next one.
 _MIGRATIONS: Final = {
     # Runs being created in chunks are marked until their last chunk commits.
@@ -252,8 +264,10 @@ _MIGRATIONS: Final = {
     ]
     + _BATCH_TABLES,
     # Card search: the cards table gains a stable ``seq`` and its words (computed by the
-    # functions _connect registers), and the FTS5 index is built over every card.
+    # functions _connect registers), and the FTS5 index is built over every card. Uploads
+    # and runs count their requests and the 429s among them (0 for older rows).
     4: [
+        *_COUNT_COLUMNS,
         _CARDS_TABLE.format(name="cards_v5"),
         "INSERT INTO cards_v5 (upload_id, ordinal, title, body, tags, quote, created_at,"
         " fields_json, search_words, search_tags) SELECT upload_id, ordinal, title, body,"

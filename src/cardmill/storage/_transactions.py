@@ -27,7 +27,7 @@ from ..model import (
     Usage,
     final_status,
 )
-from ._base import card_id, check_against, holds, to_datetime, to_usd
+from ._base import Spent, card_id, check_against, holds, to_datetime, to_usd
 from ._search import search_words, tag_words
 
 __all__ = ["Tx"]
@@ -54,9 +54,11 @@ class Tx(Protocol):
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
 
-# What a settlement adds to an upload and to its run: tokens, and the cost in nano-dollars.
+# What a settlement adds to an upload and to its run: tokens, the cost in nano-dollars,
+# the requests and their 429s.
 SPENT_COLUMNS: Final = (
-    "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos"
+    "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos,"
+    " requests, rate_limited"
 )
 UPLOAD_COLUMNS: Final = (
     "id, run_id, name, media_type, size, sha256, status, attempts, error, card_count,"
@@ -122,6 +124,8 @@ def run_row(row: Any) -> Run:
         recipe.digest,
         Usage(row[11], row[12], row[13], row[14]),
         to_usd(row[15]),
+        row[16],
+        row[17],
     )
 
 
@@ -144,6 +148,8 @@ def upload_row(row: Any) -> Upload:
         to_datetime(row[14]),
         Usage(row[15], row[16], row[17], row[18]),
         to_usd(row[19]),
+        row[20],
+        row[21],
     )
 
 
@@ -335,24 +341,27 @@ def renew(
     return True
 
 
-def spend(tx: Tx, upload_id: str, run_id: str, usage: Usage | None, nanos: int) -> None:
-    """Add a settlement's usage and cost to the upload and its run (lock order: the
-    upload, then the run, as every settlement takes them)."""
-    if usage is None and not nanos:
+def spend(tx: Tx, upload_id: str, run_id: str, spent: Spent | None) -> None:
+    """Add a settlement's usage, cost, requests and 429s to the upload and its run (lock
+    order: the upload, then the run, as every settlement takes them)."""
+    if spent is None or spent.nothing:
         return
-    u = usage or Usage()
+    u = spent.usage or Usage()
     added = (
         u.input_tokens,
         u.output_tokens,
         u.cache_read_input_tokens,
         u.cache_creation_input_tokens,
-        nanos,
+        spent.nanos,
+        spent.requests,
+        spent.rate_limited,
     )
     for table, key in (("uploads", upload_id), ("runs", run_id)):
         tx.run(
             f"UPDATE {table} SET input_tokens = input_tokens + ?,"
             " output_tokens = output_tokens + ?, cache_read_tokens = cache_read_tokens + ?,"
-            " cache_write_tokens = cache_write_tokens + ?, cost_nanos = cost_nanos + ?"
+            " cache_write_tokens = cache_write_tokens + ?, cost_nanos = cost_nanos + ?,"
+            " requests = requests + ?, rate_limited = rate_limited + ?"
             " WHERE id = ?",
             (*added, key),
         )
@@ -365,8 +374,7 @@ def complete(
     worker: str | None,
     attempt: int | None,
     now: float,
-    usage: Usage | None = None,
-    nanos: int = 0,
+    spent: Spent | None = None,
 ) -> bool:
     run_id = may_settle(tx, upload_id, worker, attempt)
     if run_id is None:
@@ -404,7 +412,7 @@ def complete(
         " total_cards = total_cards + ? WHERE id = ?",
         (len(drafts), run_id),
     )
-    spend(tx, upload_id, run_id, usage, nanos)
+    spend(tx, upload_id, run_id, spent)
     return True
 
 
@@ -417,15 +425,14 @@ def complete_and_claim(
     run_id: str,
     lease_seconds: float,
     now: float,
-    usage: Usage | None = None,
-    nanos: int = 0,
+    spent: Spent | None = None,
 ) -> tuple[bool, tuple[Upload, Document] | None]:
     """`complete`, then `claim` of the run's next upload, in one transaction.
 
     Lock order: the upload, then the run (its counters), then — skipping any locked —
     the next upload; a claimer never waits on an upload, so no cycle can form.
     """
-    completed = complete(tx, upload_id, drafts, worker, attempt, now, usage, nanos)
+    completed = complete(tx, upload_id, drafts, worker, attempt, now, spent)
     return completed, claim(tx, run_id, worker, lease_seconds, now)
 
 
@@ -436,8 +443,7 @@ def fail(
     worker: str | None,
     attempt: int | None,
     now: float,
-    usage: Usage | None = None,
-    nanos: int = 0,
+    spent: Spent | None = None,
 ) -> bool:
     run_id = may_settle(tx, upload_id, worker, attempt)
     if run_id is None:
@@ -448,7 +454,7 @@ def fail(
         (UploadStatus.FAILED.value, error, now, now, upload_id),
     )
     tx.run("UPDATE runs SET failed_items = failed_items + 1 WHERE id = ?", (run_id,))
-    spend(tx, upload_id, run_id, usage, nanos)
+    spend(tx, upload_id, run_id, spent)
     return True
 
 
@@ -457,8 +463,7 @@ def release(
     upload_id: str,
     worker: str | None,
     attempt: int | None,
-    usage: Usage | None = None,
-    nanos: int = 0,
+    spent: Spent | None = None,
 ) -> bool:
     run_id, status, holder, attempts = upload_state(tx, upload_id)
     if status != UploadStatus.LOADING or not holds(status, holder, attempts, worker, attempt):
@@ -467,7 +472,7 @@ def release(
         "UPDATE uploads SET status = ?, worker = NULL, lease_expires = NULL WHERE id = ?",
         (UploadStatus.PENDING.value, upload_id),
     )
-    spend(tx, upload_id, run_id, usage, nanos)
+    spend(tx, upload_id, run_id, spent)
     return True
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ..errors import BatchNotFound
-from ..model import BATCH_HOLDER_PREFIX, RunStatus, Upload, UploadStatus, Usage
+from ..model import BATCH_HOLDER_PREFIX, Run, RunStatus, Upload, UploadStatus, Usage
 from ..storage import Storage
 
 __all__ = ["InvariantViolation", "check_invariants"]
@@ -22,8 +22,9 @@ async def check_invariants(storage: Storage, run_id: str) -> None:
     equal the COMPLETED / FAILED uploads; 3. an upload has cards iff it is COMPLETED,
     exactly ``card_count`` of them, with distinct ordinals; 4. ``completed_items +
     failed_items <= total_items``, equal once the run is finished. Also: the run's
-    ``usage`` and ``cost_usd`` are the sums of its uploads' (costs compared in whole
-    nano-dollars, as they are stored), and every upload LOADING under a batch
+    ``usage``, ``cost_usd``, ``requests`` and ``rate_limited`` are the sums of its
+    uploads' (costs compared in whole nano-dollars, as they are stored), no upload or
+    run has more 429s than requests, and every upload LOADING under a batch
     (``batch:<id>``) belongs to an open batch of the run that lists it with its current
     attempt.
 
@@ -77,6 +78,7 @@ async def check_invariants(storage: Storage, run_id: str) -> None:
     if run.status == RunStatus.SUCCEEDED and run.failed_items:
         problems.append(f"run SUCCEEDED with {run.failed_items} failed uploads")
     problems += _spend_problems(run.usage, run.cost_usd, uploads)
+    problems += _request_problems(run, uploads)
     problems += await _batch_problems(storage, run_id, uploads)
     if problems:
         raise InvariantViolation(f"run {run_id}: " + "; ".join(problems))
@@ -96,6 +98,22 @@ def _spend_problems(usage: Usage, cost_usd: float, uploads: list[Upload]) -> lis
     nanos = sum(_nanos(u.cost_usd) for u in uploads)
     if _nanos(cost_usd) != nanos:
         problems.append(f"run cost_usd={cost_usd} but its uploads add up to {nanos / 1e9}")
+    return problems
+
+
+def _request_problems(run: Run, uploads: list[Upload]) -> list[str]:
+    problems = []
+    for name in ("requests", "rate_limited"):
+        total = sum(getattr(u, name) for u in uploads)
+        if getattr(run, name) != total:
+            problems.append(f"run {name}={getattr(run, name)} but its uploads add up to {total}")
+    for u in uploads:
+        if u.rate_limited > u.requests:
+            problems.append(
+                f"upload {u.id} has rate_limited={u.rate_limited} above requests={u.requests}"
+            )
+    if run.rate_limited > run.requests:
+        problems.append(f"run rate_limited={run.rate_limited} above requests={run.requests}")
     return problems
 
 

@@ -180,6 +180,8 @@ class _Views:
             "failed": run.failed_items,
             "cards": run.total_cards,
             "cost_usd": run.cost_usd,
+            "requests": run.requests,
+            "rate_limited": run.rate_limited,
             "text": _progress_text(run),
             "batches": [_batch_record(b) for b in batches],
         }
@@ -298,6 +300,8 @@ def _progress_text(run: Run) -> dict[str, str]:
         "cards": _format.number(run.total_cards),
         "tokens": _format.tokens(run.usage),
         "cost": _format.cost(run.cost_usd, run.usage),
+        "requests": _format.number(run.requests),
+        "rate_limited": _format.number(run.rate_limited),
         "finished": _format.when(run.finished_at),
     }
 
