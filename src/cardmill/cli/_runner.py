@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import shlex
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
@@ -875,32 +876,42 @@ async def estimate_paths(
 async def serve_viewer(
     db: str, host: str, port: int, allow_remote: bool, metrics: bool = False
 ) -> int:
-    """``cardmill serve``: the web viewer of ``db`` until Ctrl-C."""
+    """``cardmill serve``: the web viewer of ``db`` until Ctrl-C.
+
+    Ctrl-C is received here, not raised wherever the server happens to be: the server
+    stops gracefully, then the command ends as every interrupted command does (130).
+    """
     from .. import web  # the web extra: MissingExtra names it when absent
 
     web.check_address(host, port, allow_remote=allow_remote)
-    async with open_storage(db, create=False) as storage, trio.open_nursery() as nursery:
-        url = await nursery.start(
-            partial(
-                web.serve,
-                storage,
-                host=host,
-                port=port,
-                database=shown_db(db, absolute=True),
-                allow_remote=allow_remote,
-                metrics=metrics,
+    stop = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT) as interrupts:
+        async with open_storage(db, create=False) as storage, trio.open_nursery() as nursery:
+            url = await nursery.start(
+                partial(
+                    web.serve,
+                    storage,
+                    host=host,
+                    port=port,
+                    database=shown_db(db, absolute=True),
+                    allow_remote=allow_remote,
+                    metrics=metrics,
+                    shutdown_trigger=stop.wait,
+                )
             )
-        )
-        if allow_remote:
-            click.echo(
-                printable(
-                    f"cardmill: warning: serving on {host} to other machines, without a "
-                    "login: whoever reaches it reads every run and card"
-                ),
-                err=True,
-            )
-        if metrics:
-            click.echo(printable(f"cardmill: Prometheus metrics at {url}metrics"), err=True)
-        shown = printable(f"cardmill: viewer of {shown_db(db)} on {url} (Ctrl-C stops)")
-        click.echo(shown, err=True)
-    return EXIT_OK
+            if allow_remote:
+                click.echo(
+                    printable(
+                        f"cardmill: warning: serving on {host} to other machines, without a "
+                        "login: whoever reaches it reads every run and card"
+                    ),
+                    err=True,
+                )
+            if metrics:
+                click.echo(printable(f"cardmill: Prometheus metrics at {url}metrics"), err=True)
+            shown = printable(f"cardmill: viewer of {shown_db(db)} on {url} (Ctrl-C stops)")
+            click.echo(shown, err=True)
+            async for _ in interrupts:
+                stop.set()
+                break
+    raise KeyboardInterrupt

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import trio
 from hypercorn.config import Config
@@ -27,6 +29,7 @@ async def serve(
     allow_remote: bool = False,
     poll_seconds: float = 1.0,
     metrics: bool = False,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the viewer of ``storage`` on ``host``:``port`` until cancelled.
@@ -45,6 +48,8 @@ async def serve(
         poll_seconds: how often a run's page asks for fresh progress.
         metrics: also answer ``/metrics`` in Prometheus's text format (see
             [`create_app`][cardmill.web.create_app]).
+        shutdown_trigger: when it returns, the server stops gracefully (answers in
+            progress get a second) and `serve` returns; without it, cancel the caller.
 
     Raises:
         InputError: ``host`` is not a loopback address and ``allow_remote`` is false,
@@ -67,7 +72,14 @@ async def serve(
     logging.getLogger("hypercorn.error").setLevel(logging.WARNING)
     async with trio.open_nursery() as nursery:
         try:
-            binds: list[str] = await nursery.start(hypercorn_serve, app, config)
+            binds: list[str] = await nursery.start(
+                partial(
+                    hypercorn_serve,
+                    app,  # type: ignore[arg-type]  # Starlette's ASGI types are looser
+                    config,
+                    shutdown_trigger=shutdown_trigger,
+                )
+            )
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
             raise InputError(f"cannot listen on {shown}:{port} ({reason})") from None
