@@ -126,12 +126,19 @@ class _Views:
         html = self._env.get_template(template).render(code=code, **context)
         return HTMLResponse(html, status_code=code)
 
+    async def _run(self, request: Request) -> Run:
+        run_id: str = request.path_params["run_id"]
+        if "\x00" in run_id:
+            # No run id holds NUL, and PostgreSQL refuses to even compare one.
+            raise RunNotFound(run_id)
+        return await self._storage.get_run(run_id)
+
     async def runs(self, request: Request) -> Response:
         runs = await self._storage.list_runs()
         return self._page("runs.html", runs=list(reversed(runs)))
 
     async def run(self, request: Request) -> Response:
-        run = await self._storage.get_run(request.path_params["run_id"])
+        run = await self._run(request)
         status = _status(request.query_params.get("status"))
         page = _page_number(request)
         recipe = await self._storage.get_recipe(run.id)
@@ -169,7 +176,7 @@ class _Views:
         )
 
     async def progress(self, request: Request) -> Response:
-        run = await self._storage.get_run(request.path_params["run_id"])
+        run = await self._run(request)
         batches = await self._storage.list_batches(run.id)
         body = {
             "status": run.status.value,
@@ -188,7 +195,7 @@ class _Views:
         return JSONResponse(body, headers={"cache-control": "no-store"})
 
     async def cards(self, request: Request) -> Response:
-        run = await self._storage.get_run(request.path_params["run_id"])
+        run = await self._run(request)
         recipe = await self._storage.get_recipe(run.id)
         params = request.query_params
         query = CardQuery(
@@ -240,7 +247,7 @@ class _Views:
         fmt = request.path_params["fmt"]
         if fmt not in FORMATS:
             raise HTTPException(404, f"no export format {fmt!r}: {', '.join(FORMATS)}")
-        run = await self._storage.get_run(request.path_params["run_id"])
+        run = await self._run(request)
         # The run id names the file: keep it to characters every header and file system take.
         stem = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in run.id)
         disposition = f'attachment; filename="{stem}.{fmt}"'
