@@ -288,7 +288,7 @@ async def test_hostile_recipe_fields_names_and_errors_stay_inert_and_no_secret_s
     from cardmill.providers import AnthropicProvider
     from cardmill.testing import FakeAnthropicServer
 
-    key = "sk-ant-api03-viewer-secret-key-0123456789"
+    key = "fake-viewer-secret-key-0123456789"
     password = "pg-viewer-secret-pw"
     dsn = f"postgresql://cardmill:{password}@db.example:5432/cards"
     storage = MemoryStorage()

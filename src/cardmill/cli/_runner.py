@@ -399,10 +399,15 @@ async def _execute_run(
             max_cost=max_cost,
         )
     finally:
-        close = getattr(provider, "aclose", None)
-        if close is not None:
-            with trio.CancelScope(shield=True):
-                await close()
+        await _close(provider)
+
+
+async def _close(provider: object) -> None:
+    """Close a provider that holds resources (an HTTP client), even while cancelled."""
+    close = getattr(provider, "aclose", None)
+    if close is not None:
+        with trio.CancelScope(shield=True):
+            await close()
 
 
 async def _execute_sync(
@@ -667,10 +672,7 @@ async def cancel_run(
                 max_poll_interval=max(batch_poll, MAX_BATCH_POLL),
             ).cancel(run.id)
         finally:
-            close = getattr(provider, "aclose", None)
-            if close is not None:
-                with trio.CancelScope(shield=True):
-                    await close()
+            await _close(provider)
     if summary.stopped is not None:
         click.echo(printable(f"cardmill: {summary.stopped}"), err=True)
     report(summary, summary.run, db, as_json, made)
@@ -760,11 +762,8 @@ async def run_worker(
                     return EXIT_OK
                 await trio.sleep(poll)
     finally:
-        with trio.CancelScope(shield=True):
-            for each in providers.values():
-                close = getattr(each, "aclose", None)
-                if close is not None:
-                    await close()
+        for each in providers.values():
+            await _close(each)
 
 
 # -- dry run -----------------------------------------------------------------------------
@@ -809,10 +808,7 @@ async def estimate_paths(
                     )
             rows.append(row)
     finally:
-        close = getattr(provider, "aclose", None)
-        if close is not None:
-            with trio.CancelScope(shield=True):
-                await close()
+        await _close(provider)
     total = {
         "documents": len(rows),
         "input_tokens": sum(r["input_tokens"] for r in rows),

@@ -412,10 +412,9 @@ class BatchExecutor:
             return await self._provider.retrieve_batch(batch.provider_batch_id)
         except (RateLimited, Overloaded, TransientError) as exc:
             log.warning("could not look at batch %s: %s", batch.provider_batch_id, exc)
-            retry_after = getattr(exc, "retry_after", None)
-            if isinstance(retry_after, int | float) and math.isfinite(retry_after):
-                return min(max(float(retry_after), 0.0), self._max_poll_interval * 6)
-            return 0.0
+            # RateLimited and Overloaded hold a finite, non-negative Retry-After or None.
+            retry_after: float | None = getattr(exc, "retry_after", None)
+            return 0.0 if retry_after is None else min(retry_after, self._max_poll_interval * 6)
 
     async def _renew(self, batch: Batch) -> None:
         """Keep the batch's uploads held while it is processed: no claim may take them."""

@@ -23,7 +23,8 @@ from ..errors import (
 from ..model import Batch, BatchItem, BatchState, CardDraft, Upload, UploadStatus, Usage
 from ..providers import BatchProvider, BatchResult
 from ..storage import Storage
-from ._batch_submit import one_line
+from ._answers import clean_reason, invalid_cards
+from ._answers import reason as reason_of
 from ._events import BatchEnded, Event, UploadCompleted, UploadFailed, UploadRetrying
 from ._retry import GiveUp, RetryPolicy, Tries
 
@@ -116,7 +117,7 @@ class Collector:
             return
         analysis = result.analysis
         if result.kind == "succeeded" and analysis is not None and result.error is None:
-            problem = _invalid_cards(analysis.cards)
+            problem = invalid_cards(analysis.cards)
             if problem is None:
                 await self._complete(batch, item, upload, analysis.cards, analysis.usage, tally)
                 return
@@ -156,7 +157,7 @@ class Collector:
                 requests=1,
             )
         except UnstorableData as exc:
-            await self._fail(batch, item, upload, one_line(str(exc)), usage, tally, requests=1)
+            await self._fail(batch, item, upload, reason_of(exc), usage, tally, requests=1)
             return
         if completed:
             tally.completed += 1
@@ -179,7 +180,7 @@ class Collector:
         n = item.attempt
         tries = Tries(attempt=n, failures=n, rate_limited=n, invalid=n)
         if isinstance(error, PermanentError):
-            decision: object = GiveUp(one_line(str(error)) or type(error).__name__)
+            decision: object = GiveUp(reason_of(error))
         else:
             decision = self.retry.decide(error, tries, self.rng)
         if isinstance(decision, GiveUp):
@@ -190,7 +191,7 @@ class Collector:
         if await self._release(batch, item, error.usage, requests=requests):
             tally.released += 1
             self.counters.retries += 1
-            reason = one_line(str(error)) or type(error).__name__
+            reason = reason_of(error)
             self.emit(UploadRetrying(upload, n, reason, 0.0, trio.current_time()))
 
     async def _fail(
@@ -204,7 +205,7 @@ class Collector:
         *,
         requests: int,
     ) -> None:
-        reason = one_line(reason) or "failed"
+        reason = clean_reason(reason) or "failed"
         failed = await self.storage.fail_upload(
             item.upload_id,
             reason,
@@ -243,14 +244,3 @@ async def _nothing() -> AsyncIterator[BatchResult]:
     none: tuple[BatchResult, ...] = ()
     for result in none:  # an async generator, like the provider's, that yields nothing
         yield result
-
-
-def _invalid_cards(cards: object) -> str | None:
-    """What is wrong with a result's cards before they reach storage (providers are
-    user code: a bad answer fails its upload, not the run)."""
-    if not isinstance(cards, tuple | list):
-        return f"expected a sequence of cards, got {type(cards).__name__}"
-    for i, card in enumerate(cards):
-        if not isinstance(card, CardDraft):
-            return f"cards[{i}] is a {type(card).__name__}, not a CardDraft"
-    return None

@@ -22,9 +22,10 @@ from ..errors import (
     RateLimited,
     TransientError,
 )
-from ..model import Batch, BatchItem, BatchState, Run, Upload, UploadStatus, clean_text
+from ..model import Batch, BatchItem, BatchState, Run, Upload, UploadStatus
 from ..providers import BatchProvider, BatchStatus
 from ..storage import Storage
+from ._answers import clean_reason, reason
 from ._estimate import estimate_cost
 from ._events import BatchSubmitted, Event, UploadFailed
 from ._patience import patiently
@@ -34,7 +35,7 @@ from ._worker import dead_local_worker
 if TYPE_CHECKING:
     from ._batch import BatchCounters
 
-__all__ = ["Submitter", "one_line"]
+__all__ = ["Submitter"]
 
 log = logging.getLogger("cardmill.engine")
 
@@ -42,15 +43,6 @@ log = logging.getLogger("cardmill.engine")
 _BODY_OVERHEAD = 64
 #: Output budget assumed for cost estimates when the provider does not say its own.
 _DEFAULT_MAX_TOKENS = 4096
-
-
-def one_line(text: str) -> str:
-    """A reason on one line that every store can hold."""
-    return " ".join(clean_text(text).split())
-
-
-def _reason(exc: BaseException) -> str:
-    return one_line(str(exc)) or type(exc).__name__
 
 
 @attrs.frozen
@@ -214,7 +206,7 @@ class Submitter:
         try:
             request = await self.provider.batch_request(document, upload.id)
         except DocumentError as exc:
-            built = _Built(None, 0, 0.0, _reason(exc))
+            built = _Built(None, 0, 0.0, reason(exc))
         else:
             size = len(json.dumps(request, default=str).encode())
             built = _Built(request, size, estimate)
@@ -295,7 +287,7 @@ class Submitter:
                     return
                 log.warning("could not send a batch: %s; trying again", exc)
             except ProviderError as exc:
-                await self._abandon(batch, _reason(exc))
+                await self._abandon(batch, reason(exc))
                 return
         await self._submitted(batch, status, len(requests))
 
@@ -322,7 +314,7 @@ class Submitter:
 
     async def _abandon(self, batch: Batch, why: str) -> None:
         await self.storage.update_batch(batch.id, state=BatchState.ABANDONED)
-        self.stopped = f"the provider did not take a batch: {one_line(why)}"
+        self.stopped = f"the provider did not take a batch: {clean_reason(why)}"
         log.warning("%s", self.stopped)
 
     # -- re-attaching ----------------------------------------------------------------

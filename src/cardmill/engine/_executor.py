@@ -30,7 +30,6 @@ from ..errors import (
 )
 from ..model import (
     BATCH_HOLDER_PREFIX,
-    CardDraft,
     Document,
     LimitKind,
     Run,
@@ -38,10 +37,10 @@ from ..model import (
     Upload,
     UploadStatus,
     Usage,
-    clean_text,
 )
 from ..providers import Analysis, ExtractiveProvider, Provider
 from ..storage import Storage
+from ._answers import clean_reason, invalid_answer, reason
 from ._bucket import AdaptiveBucket, BucketStatistics, Limits
 from ._estimate import estimate_cost
 from ._events import (
@@ -551,7 +550,7 @@ class Engine:
                 )
             except UnstorableData as exc:
                 # The storage cannot hold these cards: this upload fails, not the run.
-                outcome = _Failed(_reason(exc), outcome.attempts)
+                outcome = _Failed(reason(exc), outcome.attempts)
             else:
                 if completed:
                     c.completed += 1
@@ -568,7 +567,7 @@ class Engine:
         fail = partial(
             self._storage.fail_upload,
             upload.id,
-            _clean_reason(outcome.reason),
+            clean_reason(outcome.reason),
             worker=self.worker,
             attempt=upload.attempts,
             **spent,
@@ -578,9 +577,7 @@ class Engine:
         )
         if failed:
             c.failed += 1
-            self._emit(
-                UploadFailed(upload, _clean_reason(outcome.reason), outcome.attempts, _now())
-            )
+            self._emit(UploadFailed(upload, clean_reason(outcome.reason), outcome.attempts, _now()))
         return following
 
     async def _write(
@@ -643,7 +640,7 @@ class Engine:
                 # Refused before any request: give the slot back, count no request.
                 entry.reserved = 0.0
                 await self._bucket.report_failure(ticket, input_tokens=0, hint=None, sent=False)
-                return _Failed(_reason(exc), tries.attempt)
+                return _Failed(reason(exc), tries.attempt)
             except ProviderError as exc:
                 entry.reserved = 0.0
                 c.requests += 1
@@ -687,7 +684,7 @@ class Engine:
                     return _Failed(decision.reason, tries.attempt)
                 c.retries += 1
                 self._emit(
-                    UploadRetrying(upload, tries.attempt, _reason(exc), decision.delay, _now())
+                    UploadRetrying(upload, tries.attempt, reason(exc), decision.delay, _now())
                 )
                 await trio.sleep(decision.delay)
                 continue
@@ -707,7 +704,7 @@ class Engine:
             await self._bucket.report_success(
                 ticket, input_tokens=charged or None, hint=getattr(analysis, "hint", None)
             )
-            problem = _invalid_answer(analysis)
+            problem = invalid_answer(analysis)
             if problem is not None:
                 return _Failed(f"provider answered badly: {problem}", tries.attempt)
             return _Done(analysis, tries.attempt)
@@ -822,29 +819,8 @@ def _count_usage(c: _Counters, usage: Usage | None) -> None:
         c.output_tokens += usage.output_tokens
 
 
-def _invalid_answer(analysis: object) -> str | None:
-    """What is wrong with a provider's answer, before it reaches storage (providers are
-    user code: a bad answer fails its upload, not the run)."""
-    cards = getattr(analysis, "cards", None)
-    if not isinstance(cards, tuple | list):
-        return f"expected an Analysis with a sequence of cards, got {type(analysis).__name__}"
-    for i, card in enumerate(cards):
-        if not isinstance(card, CardDraft):
-            return f"cards[{i}] is a {type(card).__name__}, not a CardDraft"
-    return None
-
-
 def _now() -> float:
     return trio.current_time()
-
-
-def _reason(exc: BaseException) -> str:
-    return _clean_reason(str(exc)) or type(exc).__name__
-
-
-def _clean_reason(text: str) -> str:
-    """A reason on one line that every store can hold (providers quote bad text)."""
-    return " ".join(clean_text(text).split())
 
 
 def _unwrap(exc: BaseException) -> BaseException:
