@@ -132,3 +132,31 @@ def test_the_loopback_server_without_h11_names_the_testing_extra(
         "cardmill.testing.FakeAnthropicServer needs the testing extra: "
         "pip install 'cardmill[testing]'"
     )
+
+
+def test_the_lock_ci_installs_from_satisfies_every_declared_range() -> None:
+    # .ci/run installs from requirements/constraints.txt; a range changed in pyproject.toml
+    # without refreshing the lock (tools/refresh-constraints.sh) is caught here.
+    pins = {}
+    for line in (ROOT / "requirements" / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[Requirement(name).name.lower().replace("_", "-")] = version
+    project = PYPROJECT["project"]
+    declared = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        declared += [r for r in extra if not r.startswith("cardmill[")]
+    assert len(declared) > 20
+    for line in declared:
+        requirement = Requirement(line)
+        name = requirement.name.lower().replace("_", "-")
+        assert name in pins, f"{name} is not in the lock"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (line, pins[name])
+
+
+def test_every_core_requirement_has_an_upper_bound_but_calendar_versions() -> None:
+    # A next major is untested until the lock is refreshed onto it.
+    for line in PYPROJECT["project"]["dependencies"]:
+        requirement = Requirement(line)
+        if requirement.name != "attrs":  # attrs numbers its releases by year
+            assert any(s.operator == "<" for s in requirement.specifier), line

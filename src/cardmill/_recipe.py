@@ -339,7 +339,8 @@ class Recipe:
         ...     "name": "flash", "instructions": "Make flashcards.",
         ...     "fields": [{"name": "question"}, {"name": "answer"}],
         ... })
-        >>> sorted(r.schema()["properties"]["cards"]["items"]["properties"])
+        >>> cards = r.schema()["properties"].get("cards")
+        >>> sorted(cards["items"].get("properties"))
         ['answer', 'question']
 
     A card's title is its first required string field and its body the next string

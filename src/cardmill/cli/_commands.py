@@ -118,7 +118,7 @@ def _provider_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                 envvar="CARDMILL_MODEL",
                 show_envvar=True,
                 help="The model to ask (default: the provider's own, e.g. the newest fast "
-                "Claude the installed SDK lists).",
+                "Claude when this release was made).",
             ),
             click.option(
                 "--concurrency",

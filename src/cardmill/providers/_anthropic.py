@@ -50,8 +50,9 @@ _DRAIN_READS: Final = 10_000  # reads of a closed results stream, at most
 _LIST_PAGE: Final = 100  # batches per page when looking for recent ones
 
 DEFAULT_ANTHROPIC_MODEL: Final = "claude-haiku-5-5"
-"""The newest Haiku, Anthropic's fast family, that the installed SDK lists in
-`anthropic.types.Model` (a test checks it still is). `model=` or `CARDMILL_MODEL` (the
+"""The newest Haiku, Anthropic's fast family, when this release was made. The name is
+sent as it is, whether or not the installed SDK still lists it in
+`anthropic.types.Model` (the API decides which names it takes). `model=` or `CARDMILL_MODEL` (the
 CLI's `--model`) chooses another."""
 
 
