@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -45,7 +46,12 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_ANTHROPIC_MODEL", "AnthropicProvider"]
 
+log = logging.getLogger("cardmill.providers")
+
 _MAX_RESULT_LINE: Final = 64 * 1024 * 1024  # one result: a message, far below this
+_HEAD_BYTES: Final = 256  # where a results line's custom_id is looked for
+# A results line starts with its custom_id; an answer cannot forge what precedes it.
+_CUSTOM_ID_AT_START: Final = re.compile(rb'\s*\{\s*"custom_id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
 _DRAIN_READS: Final = 10_000  # reads of a closed results stream, at most
 _LIST_PAGE: Final = 100  # batches per page when looking for recent ones
 
@@ -399,8 +405,9 @@ class AnthropicProvider:
         Raises:
             ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``,
                 ``.``, ``~``).
-            TransientError: the batch has not ended yet, or the stream broke or is not
-                JSON lines.
+            TransientError: the batch has not ended yet, or the stream broke. A line
+                that cannot be read is not raised: it is the `TransientError` result of
+                the request it names (one that names none is logged and skipped).
             RateLimited, PermanentError: as for `analyze`.
         """
         _check_batch_id(provider_batch_id)
@@ -411,6 +418,8 @@ class AnthropicProvider:
         ended = False
         try:
             buffer = b""
+            #: The start of a line too long to hold, while the rest of it is skipped.
+            head: bytes | None = None
             while not ended:
                 with self._errors():
                     try:
@@ -419,11 +428,20 @@ class AnthropicProvider:
                         chunk, ended = b"\n", True
                 lines = (buffer + chunk).split(b"\n")
                 buffer = lines.pop()
-                if len(buffer) > _MAX_RESULT_LINE:
-                    raise TransientError("malformed response: a results line is too long")
+                if head is not None and lines:
+                    # The end of the long line: the rest of it is dropped.
+                    long = self._unreadable(provider_batch_id, head, "is too long")
+                    if long is not None:
+                        yield long
+                    head, lines = None, lines[1:]
                 for line in lines:
-                    if line.strip():
-                        yield self._result(self._result_line(line))
+                    result = self._result_of(provider_batch_id, line) if line.strip() else None
+                    if result is not None:
+                        yield result
+                if head is not None:
+                    buffer = b""
+                elif len(buffer) > _MAX_RESULT_LINE:
+                    head, buffer = buffer[:_HEAD_BYTES], b""
         finally:
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + 5
@@ -466,16 +484,40 @@ class AnthropicProvider:
                 stream=True,
             )
 
-    def _result_line(self, line: bytes) -> Any:
+    def _result_of(self, provider_batch_id: str, line: bytes) -> BatchResult | None:
+        """One results line as its result. A line that cannot be read (not JSON, nested
+        or numbered past what the parser takes, not a result) is an error of its own
+        request, a `TransientError` as the same answer is in `analyze`; the other lines
+        are read as usual."""
         from anthropic.types.messages import MessageBatchIndividualResponse
 
         try:
             value = json.loads(line)
-        except ValueError:
-            raise TransientError("malformed response: a results line is not JSON") from None
+        except (ValueError, RecursionError):
+            # ValueError: not JSON, or an integer longer than int() reads; RecursionError:
+            # arrays or objects nested deeper than the parser goes.
+            return self._unreadable(provider_batch_id, line, "is not JSON the parser reads")
         if not isinstance(value, dict):
-            raise TransientError("malformed response: a results line is not a JSON object")
-        return MessageBatchIndividualResponse.construct(**value)
+            return self._unreadable(provider_batch_id, line, "is not a JSON object")
+        try:
+            return self._result(MessageBatchIndividualResponse.construct(**value))
+        except (ValueError, TypeError, RecursionError):
+            return self._unreadable(provider_batch_id, line, "is not a result cardmill reads")
+
+    def _unreadable(self, provider_batch_id: str, line: bytes, why: str) -> BatchResult | None:
+        """The result for a line that cannot be read: an error of the request its
+        ``custom_id`` names, read from the start of the line, where the API puts it. A line
+        that names none is logged and skipped (its request is then missing)."""
+        found = _CUSTOM_ID_AT_START.match(line[:_HEAD_BYTES])
+        if found is None:
+            log.warning(
+                "batch %s: a results line %s and names no request; it is skipped",
+                provider_batch_id,
+                why,
+            )
+            return None
+        error = TransientError(f"malformed response: the results line {why}")
+        return BatchResult(found.group(1).decode("ascii"), "errored", error=error)
 
     def _result(self, line: Any) -> BatchResult:
         custom_id = str(getattr(line, "custom_id", ""))
