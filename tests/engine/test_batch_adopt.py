@@ -25,7 +25,7 @@ def docs(n: int) -> list[Document]:
 
 
 def executor(storage: MemoryStorage, api: FakeBatchAPI) -> BatchExecutor:
-    return BatchExecutor(storage, api, poll_interval=5.0, max_poll_interval=60.0)  # type: ignore[arg-type]
+    return BatchExecutor(storage, api, poll_interval=5.0, max_poll_interval=60.0)
 
 
 @attrs.define

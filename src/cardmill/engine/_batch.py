@@ -247,10 +247,15 @@ class BatchExecutor:
                 batch = await submitter.reattach(batch)
             if batch.state == BatchState.SUBMITTING:
                 # Another executor's create call is in flight: marked so, it cancels
-                # the batch itself once the provider has taken it.
+                # the batch itself once the provider has taken it. Only if it is still
+                # SUBMITTING: when the answer was recorded meanwhile, the creator has
+                # seen it LIVE and will not, so it is cancelled here.
                 self._cancelled.add(batch.id)
-                await self._storage.update_batch(batch.id, state=BatchState.CANCELING)
-                continue
+                batch = await self._storage.update_batch(
+                    batch.id, state=BatchState.CANCELING, expect=BatchState.SUBMITTING
+                )
+                if batch.state != BatchState.LIVE:
+                    continue
             if batch.state == BatchState.LIVE and batch.provider_batch_id is not None:
                 try:
                     await self._call(partial(self._provider.cancel_batch, batch.provider_batch_id))
@@ -259,7 +264,9 @@ class BatchExecutor:
                     log.warning("could not cancel batch %s: %s", batch.provider_batch_id, exc)
                     continue
                 self._cancelled.add(batch.id)
-                await self._storage.update_batch(batch.id, state=BatchState.CANCELING)
+                await self._storage.update_batch(
+                    batch.id, state=BatchState.CANCELING, expect=BatchState.LIVE
+                )
         collector = self._collector(run_id, counters)
         stopped = None
         with trio.move_on_after(self._cancel_timeout):
