@@ -3,6 +3,7 @@ same API key made a batch of the same size meanwhile: ours is adopted, theirs ne
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,8 +15,8 @@ from cardmill import Document, MemoryStorage, RunStatus
 from cardmill.engine import BatchExecutor
 from cardmill.errors import RateLimited, TransientError
 from cardmill.model import BatchState
-from cardmill.providers import BatchStatus
-from cardmill.testing import check_invariants
+from cardmill.providers import AnthropicProvider, BatchStatus
+from cardmill.testing import FakeAnthropicServer, check_invariants
 
 from .batch_fakes import FakeBatchAPI
 
@@ -117,3 +118,37 @@ async def test_a_batch_made_after_the_record_is_preferred_to_one_made_just_befor
     api.crash = None
     await executor(storage, api).execute(run.id)
     await _check_ours_adopted(storage, api, run.id)
+
+
+async def test_through_the_sdk_resume_adopts_our_batch_not_a_foreign_one_made_meanwhile() -> None:
+    storage = MemoryStorage()
+    run = await storage.create_run(docs(3))
+    uploads = await storage.list_uploads(run.id)
+    async with FakeAnthropicServer() as server:
+        provider = AnthropicProvider(api_key="fake-key-adopt-0123456789", base_url=server.url)
+        async with provider:
+            # our process recorded a batch; its first create was refused; another client
+            # of the key made a batch of the same size; ours was created, the answer lost
+            made = await storage.create_batch(run.id, [u.id for u in uploads], lease_seconds=3600)
+            assert made is not None
+            batch, items = made
+            theirs = [
+                await provider.batch_request(
+                    Document(f"theirs{i}.md", b"# T\n\nTheirs.\n"), f"t{i}"
+                )
+                for i in range(3)
+            ]
+            foreign = (await provider.create_batch(theirs)).provider_batch_id
+            requests = [
+                await provider.batch_request(await storage.load_document(i.upload_id), i.custom_id)
+                for i in items
+            ]
+            ours = (await provider.create_batch(requests)).provider_batch_id
+            executor = BatchExecutor(storage, provider, poll_interval=0.01, max_poll_interval=0.05)
+            with trio.fail_after(30):
+                summary = await executor.execute(run.id)
+        assert summary.run.status == RunStatus.SUCCEEDED
+        assert (await storage.get_batch(batch.id)).provider_batch_id == ours != foreign
+        sent = Counter(s.custom_id for s in server.batch_log)
+        assert sent == Counter({**{u.id: 1 for u in uploads}, "t0": 1, "t1": 1, "t2": 1})
+        await check_invariants(storage, run.id)
