@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+import pytest
 import trio
 import trio.testing
 
@@ -83,8 +84,9 @@ async def _check_ours_adopted(storage: MemoryStorage, api: _ForeignBetween, run_
     await check_invariants(storage, run_id)
 
 
+@pytest.mark.parametrize("submit", [True, False], ids=["resume", "resume-no-batch"])
 async def test_resume_after_a_crash_adopts_our_batch_not_a_foreign_one_made_meanwhile(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, submit: bool
 ) -> None:
     storage, api = MemoryStorage(clock=trio.current_time), _ForeignBetween()
     run = await storage.create_run(docs(3))
@@ -95,7 +97,9 @@ async def test_resume_after_a_crash_adopts_our_batch_not_a_foreign_one_made_mean
     [batch] = await storage.list_batches(run.id)
     assert batch.state == BatchState.SUBMITTING
     api.crash = None
-    await executor(storage, api).execute(run.id)  # resume
+    # resume (without sending, as `resume --no-batch` first collects the open batches)
+    with trio.fail_after(24 * 3600):
+        await executor(storage, api).execute(run.id, submit=submit)
     await _check_ours_adopted(storage, api, run.id)
 
 
