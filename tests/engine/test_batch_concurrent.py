@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import trio
@@ -13,7 +14,7 @@ import trio.testing
 
 from cardmill import Document, MemoryStorage, RunStatus, SQLiteStorage, Storage
 from cardmill.engine import BatchExecutor, RunSummary
-from cardmill.model import BatchState
+from cardmill.model import Batch, BatchState
 from cardmill.testing import check_invariants
 
 from .batch_fakes import FakeBatchAPI
@@ -165,4 +166,61 @@ async def test_cancel_of_a_live_batch_stops_another_executor_resending_its_uploa
     assert "is being cancelled" in summaries["run"].stopped
     assert (await storage.get_run(run.id)).status == RunStatus.CANCELLED
     assert (await storage.get_run(run.id)).completed_items == 1
+    await check_invariants(storage, run.id)
+
+
+class _RecordedBeforeCancelWrites:
+    """MemoryStorage where, once armed, the cancel's write of CANCELING waits until the
+    create call's answer has been recorded (the cancel read the batch SUBMITTING, stale
+    by the time it writes)."""
+
+    def __init__(self, inner: MemoryStorage) -> None:
+        self.inner = inner
+        self.armed: trio.Event | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def update_batch(self, batch_id: str, **kw: Any) -> Batch:
+        if kw.get("state") == BatchState.CANCELING and self.armed is not None:
+            armed, self.armed = self.armed, None
+            armed.set()  # the held create call goes on
+            for _ in range(100_000):  # virtual seconds
+                if (await self.inner.get_batch(batch_id)).provider_batch_id is not None:
+                    break
+                await trio.sleep(1)
+            for _ in range(50):  # and the creator past its look at the state
+                await trio.lowlevel.checkpoint()
+        return await self.inner.update_batch(batch_id, **kw)
+
+
+async def test_a_cancel_that_lost_the_race_with_the_create_call_cancels_at_the_provider(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    racing = _RecordedBeforeCancelWrites(MemoryStorage(clock=trio.current_time))
+    storage = cast(Storage, racing)
+    api = FakeBatchAPI(hold_creates=trio.Event(), seconds_per_request=1000.0)
+    racing.armed = api.hold_creates
+    run = await storage.create_run(docs(2))
+    summaries: dict[str, RunSummary] = {}
+
+    async def execute() -> None:
+        summaries["run"] = await executor(storage, api, "host:1:aaaaaa").execute(run.id)
+
+    async def cancel() -> None:
+        summaries["cancel"] = await executor(storage, api, "host:2:bbbbbb").cancel(run.id)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(execute)
+        await until(lambda: api.held == 1)
+        nursery.start_soon(cancel)
+    # the batch was cancelled at the provider, not left to run (and be billed) to its end
+    [sent] = api.batches.values()
+    assert sent.canceled_at is not None
+    assert api.calls.count("cancel") == 1
+    [batch] = await storage.list_batches(run.id)
+    assert batch.state == BatchState.DONE
+    assert batch.counts.canceled == 2
+    final = await storage.get_run(run.id)
+    assert final.status == RunStatus.CANCELLED
     await check_invariants(storage, run.id)

@@ -441,7 +441,9 @@ async def serve_results(
 
 
 async def read_results(
-    body: list[bytes], first_seen: trio.Event | None = None
+    body: list[bytes],
+    first_seen: trio.Event | None = None,
+    into: list[BatchResult] | None = None,
 ) -> tuple[list[str], BaseException | None]:
     kinds: list[str] = []
     failure: BaseException | None = None
@@ -458,6 +460,8 @@ async def read_results(
                 try:
                     async for result in p.batch_results("msgbatch_s"):
                         kinds.append(result.kind)
+                        if into is not None:
+                            into.append(result)
                         if first_seen is not None:
                             first_seen.set()
                 except ProviderError as exc:
@@ -489,20 +493,78 @@ async def test_a_line_split_across_chunks_is_one_result() -> None:
     assert kinds == ["expired", "canceled"]
 
 
+def _answer_holding(value: str) -> bytes:
+    """A succeeded result line for ``b`` whose tool input holds ``value`` (raw JSON)."""
+    return (
+        b'{"custom_id": "b", "result": {"type": "succeeded", "message": {"id": "m",'
+        b' "type": "message", "role": "assistant", "model": "x", "content": [{"type":'
+        b' "tool_use", "id": "t", "name": "record_cards", "input": {"cards": '
+        + value.encode()
+        + b"}}]}}}\n"
+    )
+
+
 @pytest.mark.parametrize(
-    ("body", "message"),
+    ("line", "message"),
     [
-        ([b'{"custom_id": "a", "result": {"type": "expired"}}\n', b"not json\n"], "not JSON"),
-        ([b'{"custom_id": "a", "result": {"type": "expired"}}\n', b"[1, 2]\n"], "JSON object"),
+        (b'{"custom_id": "b", not json\n', "not JSON"),
+        (_answer_holding("1" * 5000), "not JSON"),  # past int()'s digit limit
+        (_answer_holding("[" * 3000 + "]" * 3000), "not JSON"),  # past the parser's depth
     ],
+    ids=["not-json", "long-integer", "deep-arrays"],
 )
-async def test_a_results_file_that_is_not_json_lines_is_a_transient_error(
-    body: list[bytes], message: str
+async def test_an_unreadable_results_line_is_an_error_of_its_own_request_only(
+    line: bytes, message: str
 ) -> None:
-    kinds, failure = await read_results(body)
-    assert kinds == ["expired"]  # what came before the bad line was given
-    assert isinstance(failure, TransientError)
-    assert message in str(failure)
+    before = b'{"custom_id": "a", "result": {"type": "expired"}}\n'
+    after = b'{"custom_id": "c", "result": {"type": "canceled"}}\n'
+    got: list[BatchResult] = []
+    _kinds, failure = await read_results([before, line, after], into=got)
+    assert failure is None
+    assert [(r.custom_id, r.kind) for r in got] == [
+        ("a", "expired"),
+        ("b", "errored"),
+        ("c", "canceled"),
+    ]
+    assert isinstance(got[1].error, TransientError)
+    assert message in str(got[1].error)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"not json\n", b"[1, 2]\n", b'{"result": {"type": "expired"}, "custom_id": "b", x}\n'],
+    ids=["not-json", "not-an-object", "custom-id-not-first"],
+)
+async def test_a_results_line_that_names_no_request_is_logged_and_skipped(
+    line: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = b'{"custom_id": "a", "result": {"type": "expired"}}\n'
+    after = b'{"custom_id": "c", "result": {"type": "canceled"}}\n'
+    got: list[BatchResult] = []
+    with caplog.at_level(logging.WARNING, logger="cardmill.providers"):
+        _kinds, failure = await read_results([before, line, after], into=got)
+    assert failure is None
+    assert [r.custom_id for r in got] == ["a", "c"]
+    assert "names no request" in caplog.text
+    assert KEY not in caplog.text
+
+
+async def test_a_results_line_too_long_to_hold_is_an_error_of_its_request_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("cardmill.providers._anthropic._MAX_RESULT_LINE", 1000)
+    before = b'{"custom_id": "a", "result": {"type": "expired"}}\n'
+    long = [b'{"custom_id": "b", "result": {"type": "succeeded", "x": "', b"y" * 800]
+    rest = [b"z" * 800, b"z" * 800 + b'"}}\n{"custom_id": "c", "result": {"type": "canceled"}}\n']
+    got: list[BatchResult] = []
+    _kinds, failure = await read_results([before, *long, *rest], into=got)
+    assert failure is None
+    assert [(r.custom_id, r.kind) for r in got] == [
+        ("a", "expired"),
+        ("b", "errored"),
+        ("c", "canceled"),
+    ]
+    assert "too long" in str(got[1].error)
 
 
 @pytest.mark.parametrize("batch_id", ["", "a/b", "../x", "..", "msgbatch x", "a%2F", "x" * 257])

@@ -338,3 +338,34 @@ async def test_a_batch_cancelled_before_its_create_answered_stays_canceling(
     with pytest.raises(InputError, match="msgbatch_09"):
         await storage.set_batch_submitted(made[0].id, "msgbatch_10")
     await check_invariants(storage, run.id)
+
+
+async def test_a_state_change_expecting_another_state_changes_nothing(storage: Storage) -> None:
+    run = await storage.create_run(DOCS[:1])
+    [a] = await storage.list_uploads(run.id)
+    made = await storage.create_batch(run.id, [a.id], lease_seconds=100)
+    assert made is not None
+    batch = made[0]
+    # cancel read it SUBMITTING; the create call's answer is recorded before it writes
+    live = await storage.set_batch_submitted(batch.id, "msgbatch_11")
+    assert live.state == BatchState.LIVE
+    kept = await storage.update_batch(
+        batch.id, state=BatchState.CANCELING, expect=BatchState.SUBMITTING
+    )
+    assert kept == live
+    assert await storage.get_batch(batch.id) == live
+    canceling = await storage.update_batch(
+        batch.id, state=BatchState.CANCELING, expect=BatchState.LIVE
+    )
+    assert (canceling.state, canceling.provider_batch_id) == (BatchState.CANCELING, "msgbatch_11")
+    # abandoning expecting SUBMITTING releases nothing
+    assert (
+        await storage.update_batch(
+            batch.id, state=BatchState.ABANDONED, expect=BatchState.SUBMITTING
+        )
+        == canceling
+    )
+    assert [u.status for u in await storage.list_uploads(run.id)] == [UploadStatus.LOADING]
+    with pytest.raises(InputError, match="expect must be a BatchState"):
+        await storage.update_batch(batch.id, state=BatchState.LIVE, expect="live?")  # type: ignore[arg-type]
+    await check_invariants(storage, run.id)

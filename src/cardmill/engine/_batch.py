@@ -247,10 +247,15 @@ class BatchExecutor:
                 batch = await submitter.reattach(batch)
             if batch.state == BatchState.SUBMITTING:
                 # Another executor's create call is in flight: marked so, it cancels
-                # the batch itself once the provider has taken it.
+                # the batch itself once the provider has taken it. Only if it is still
+                # SUBMITTING: when the answer was recorded meanwhile, the creator has
+                # seen it LIVE and will not, so it is cancelled here.
                 self._cancelled.add(batch.id)
-                await self._storage.update_batch(batch.id, state=BatchState.CANCELING)
-                continue
+                batch = await self._storage.update_batch(
+                    batch.id, state=BatchState.CANCELING, expect=BatchState.SUBMITTING
+                )
+                if batch.state != BatchState.LIVE:
+                    continue
             if batch.state == BatchState.LIVE and batch.provider_batch_id is not None:
                 try:
                     await self._call(partial(self._provider.cancel_batch, batch.provider_batch_id))
@@ -259,11 +264,13 @@ class BatchExecutor:
                     log.warning("could not cancel batch %s: %s", batch.provider_batch_id, exc)
                     continue
                 self._cancelled.add(batch.id)
-                await self._storage.update_batch(batch.id, state=BatchState.CANCELING)
+                await self._storage.update_batch(
+                    batch.id, state=BatchState.CANCELING, expect=BatchState.LIVE
+                )
         collector = self._collector(run_id, counters)
         stopped = None
         with trio.move_on_after(self._cancel_timeout):
-            await self._watch(run_id, collector, submitter=None)
+            await self._watch(run_id, collector, submitter, send=False)
         left = await self._storage.list_batches(run_id, open_only=True)
         if left:
             stopped = (
@@ -361,16 +368,17 @@ class BatchExecutor:
             else:
                 self._emit(BatchSubmitted(batch, trio.current_time()))
         collector = self._collector(run_id, counters)
-        await self._watch(run_id, collector, submitter=submitter if submit else None)
+        await self._watch(run_id, collector, submitter, send=submit)
 
     async def _watch(
-        self, run_id: str, collector: Collector, *, submitter: Submitter | None
+        self, run_id: str, collector: Collector, submitter: Submitter, *, send: bool
     ) -> None:
-        """Submit (with a submitter) and poll until no open batch is left and nothing
-        more is to be sent."""
+        """Submit (when ``send``) and poll until no open batch is left and nothing more
+        is to be sent. A batch without a provider id is looked for at every look (sending
+        or not): it may be adopted once the provider's batches tell which is ours."""
         delay = self._poll_interval
         while True:
-            if submitter is not None:
+            if send:
                 await submitter.submit_pending()
             self._open = await self._storage.list_batches(run_id, open_only=True)
             if not self._open:
@@ -393,11 +401,10 @@ class BatchExecutor:
                     ended |= await collector.collect(batch, archived=status.archived)
                 else:
                     await self._renew(batch)
-            if submitter is not None:
-                for batch in self._open:
-                    if batch.provider_batch_id is None:
-                        # Another live executor's batch is left alone (unchanged).
-                        ended |= await submitter.reattach(batch) != batch
+            for batch in self._open:
+                if batch.provider_batch_id is None:
+                    # Another live executor's batch is left alone (unchanged).
+                    ended |= await submitter.reattach(batch) != batch
             if ended:
                 delay = self._poll_interval
                 continue

@@ -71,12 +71,16 @@ class Collector:
         }
         tally = _Tally()
         seen: set[str] = set()
+        strangers = 0
         results = _nothing() if archived else self.provider.batch_results(batch.provider_batch_id)
         try:
             async for result in results:
                 item = by_custom_id.get(result.custom_id)
-                if item is None or item.custom_id in seen:
-                    continue  # not ours, or said twice: the first answer counts
+                if item is None:
+                    strangers += 1  # not ours: never settled
+                    continue
+                if item.custom_id in seen:
+                    continue  # said twice: the first answer counts
                 seen.add(item.custom_id)
                 upload = held.get(item.upload_id)
                 if upload is None or upload.attempts != item.attempt:
@@ -91,6 +95,13 @@ class Collector:
             if aclose is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
                     await aclose()
+        if strangers:
+            log.warning(
+                "batch %s: %d results name no request of batch %s; they are ignored",
+                batch.provider_batch_id,
+                strangers,
+                batch.id,
+            )
         for item in items:
             upload = held.get(item.upload_id)
             if item.custom_id in seen or upload is None or upload.attempts != item.attempt:

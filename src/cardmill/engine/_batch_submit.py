@@ -3,13 +3,14 @@ call was made but whose answer was never recorded."""
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
@@ -35,7 +36,7 @@ from ._worker import dead_local_worker
 if TYPE_CHECKING:
     from ._batch import BatchCounters
 
-__all__ = ["Submitter"]
+__all__ = ["UNSURE", "Submitter", "Unsure"]
 
 log = logging.getLogger("cardmill.engine")
 
@@ -43,6 +44,15 @@ log = logging.getLogger("cardmill.engine")
 _BODY_OVERHEAD = 64
 #: Output budget assumed for cost estimates when the provider does not say its own.
 _DEFAULT_MAX_TOKENS = 4096
+
+
+class Unsure(enum.Enum):
+    """`Submitter.find`'s answer when several provider batches may be the one."""
+
+    UNSURE = "unsure"
+
+
+UNSURE: Final = Unsure.UNSURE
 
 
 @attrs.frozen
@@ -85,6 +95,8 @@ class Submitter:
     #: Batches cancelled or ended before this execution began: their cancellation is
     #: not news to it.
     _before: set[str] | None = None
+    #: Whether a provider batch (ended, its results read) holds a batch's requests.
+    _verdicts: dict[tuple[str, str], bool] = attrs.field(factory=dict)
 
     # -- choosing --------------------------------------------------------------------
 
@@ -279,7 +291,16 @@ class Submitter:
                 tries += 1
                 await trio.sleep(self.retry.backoff(tries, self.rng))
                 found = await self.find(batch, len(requests))
-                if found is not None:
+                if found is UNSURE:
+                    # Sending it again might pay for it twice: it stays SUBMITTING, and
+                    # is adopted once the provider's batches tell which one is ours.
+                    log.warning(
+                        "could not send a batch: %s; which batch of the provider is it "
+                        "is told once they end",
+                        exc,
+                    )
+                    return
+                if isinstance(found, BatchStatus):
                     status = found
                     break
                 if tries >= self.retry.max_attempts:
@@ -346,36 +367,89 @@ class Submitter:
             return batch
         held = await self._held(batch)
         found = await self.find(batch, len(held)) if held else None
+        if found is UNSURE:
+            return batch  # looked at again at the next poll
         if found is None:
             log.info("batch %s never reached the provider; its uploads are sent again", batch.id)
             return await self.storage.update_batch(batch.id, state=BatchState.ABANDONED)
+        assert isinstance(found, BatchStatus)
         recorded = await self.storage.set_batch_submitted(batch.id, found.provider_batch_id)
         self.emit(BatchSubmitted(recorded, trio.current_time()))
         await self._cancel_if_asked(recorded)
         return recorded
 
-    async def find(self, batch: Batch, size: int) -> BatchStatus | None:
-        """The provider batch created for ``batch``: created at most a margin before it
-        was recorded, ``size`` requests, and not recorded by any batch of ours.
+    async def find(self, batch: Batch, size: int) -> BatchStatus | Unsure | None:
+        """The provider batch created for ``batch``, None when there is none, or `UNSURE`
+        when several may be it and none can be told ours yet.
 
-        A batch whose counts are all still zero (the provider's tally lags its creation)
-        may be it too: sending ours again would pay for it twice, while adopting another
-        only leaves our requests without results, to be sent again. One of the right
-        size comes first."""
+        A candidate was created at most a margin before the batch was recorded, holds
+        ``size`` requests (or its counts are all still zero: the provider's tally lags
+        its creation), and is not recorded by any batch of ours. Another client of the
+        same API key may have made one of the same size meanwhile, so a candidate is
+        checked where the provider lets it be: an ended one is ours when its results
+        name our requests' ``custom_id``, and not ours when they name others. Of those
+        that cannot be checked yet (still processing), the ones created after the batch
+        was recorded come first (ours cannot be older); one of them alone is taken (a
+        wrong one only leaves our requests without results, to be sent again), while
+        several are left until they end and can be checked, since taking the wrong one
+        would leave ours running unseen and pay for every request twice."""
         since = batch.created_at - self.find_margin
         candidates = await self.provider.find_batches(since)
         known = await self._known_ids()
-        matching = [
-            c
-            for c in candidates
-            if c.counts.total in (size, 0) and c.provider_batch_id not in known
+        ours = {item.custom_id for item in await self.storage.batch_items(batch.id)}
+        unchecked: list[BatchStatus] = []
+        for candidate in candidates:
+            if candidate.counts.total not in (size, 0) or candidate.provider_batch_id in known:
+                continue
+            verdict = await self._holds_ours(batch, candidate, ours)
+            if verdict is True:
+                return candidate
+            if verdict is None:
+                unchecked.append(candidate)
+        after = [
+            c for c in unchecked if c.created_at is not None and c.created_at >= batch.created_at
         ]
-        if not matching:
+        choice = after or unchecked
+        if not choice:
             return None
-        return min(
-            matching,
-            key=lambda c: (c.counts.total != size, _distance(c.created_at, batch.created_at)),
-        )
+        if len(choice) > 1:
+            log.info(
+                "batch %s: %d batches of the provider may be it; it is adopted once they "
+                "end and their results tell",
+                batch.id,
+                len(choice),
+            )
+            return UNSURE
+        return choice[0]
+
+    async def _holds_ours(
+        self, batch: Batch, candidate: BatchStatus, ours: set[str]
+    ) -> bool | None:
+        """Whether the ended ``candidate``'s results are those of our requests (the first
+        result that names a request tells), or None when that cannot be read (yet)."""
+        key = (batch.id, candidate.provider_batch_id)
+        if key in self._verdicts:
+            return self._verdicts[key]
+        if not candidate.ended or candidate.archived:
+            return None
+        verdict: bool | None = None
+        results = self.provider.batch_results(candidate.provider_batch_id)
+        try:
+            async for result in results:
+                if result.custom_id:
+                    verdict = result.custom_id in ours
+                    break
+        except ProviderError as exc:
+            log.info("could not read the results of batch %s: %s", candidate.provider_batch_id, exc)
+            return None
+        finally:
+            aclose = getattr(results, "aclose", None)
+            if aclose is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await aclose()
+        if verdict is not None:
+            self._verdicts[key] = verdict
+        return verdict
 
     async def _known_ids(self) -> set[str]:
         known: set[str] = set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -11,6 +12,7 @@ from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Self, final
 
+import httpx
 import trio
 
 from .._recipe import STUDY_CARDS, TOOL_ANSWER, Recipe
@@ -45,7 +47,14 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_ANTHROPIC_MODEL", "AnthropicProvider"]
 
+log = logging.getLogger("cardmill.providers")
+
 _MAX_RESULT_LINE: Final = 64 * 1024 * 1024  # one result: a message, far below this
+#: Headers never sent to another origin than the API's.
+_CREDENTIALS: Final = ("x-api-key", "authorization", "proxy-authorization", "cookie")
+_HEAD_BYTES: Final = 256  # where a results line's custom_id is looked for
+# A results line starts with its custom_id; an answer cannot forge what precedes it.
+_CUSTOM_ID_AT_START: Final = re.compile(rb'\s*\{\s*"custom_id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
 _DRAIN_READS: Final = 10_000  # reads of a closed results stream, at most
 _LIST_PAGE: Final = 100  # batches per page when looking for recent ones
 
@@ -77,6 +86,7 @@ class AnthropicProvider:
             shown: not in errors, not in ``repr``. Printable ASCII with no spaces: a key
             with surrounding whitespace or a control character is refused.
         base_url: defaults to ``ANTHROPIC_BASE_URL`` (read by the SDK), then the API.
+            No credential is sent to another origin, not even on a redirect.
         model: defaults to ``CARDMILL_MODEL``, then `DEFAULT_ANTHROPIC_MODEL`, the
             newest fast model.
         max_tokens: output budget per request.
@@ -143,13 +153,18 @@ class AnthropicProvider:
         import anthropic
 
         # The SDK sends the key as a bearer token; servers that speak the Messages API
-        # also know it as x-api-key, so say it both ways.
+        # also know it as x-api-key, so say it both ways. The SDK follows redirects, and
+        # its HTTP client (httpx2 from SDK 2, httpx before) takes only Authorization off
+        # a request redirected to another origin: a hook takes every credential off.
         self._client = client or anthropic.AsyncAnthropic(
             api_key=key,
             base_url=base_url,
             max_retries=0,
             timeout=timeout,
             default_headers={"x-api-key": key} if key else None,
+            http_client=anthropic.DefaultAsyncHttpxClient(
+                event_hooks={"request": [self._credentials_stay_home]}
+            ),
         )
         self.model = model or os.environ.get("CARDMILL_MODEL") or DEFAULT_ANTHROPIC_MODEL
         self.max_tokens = max_tokens
@@ -163,6 +178,14 @@ class AnthropicProvider:
             "description": "Record the cards made from the document.",
             "input_schema": card_schema(max_cards, recipe),
         }
+
+    async def _credentials_stay_home(self, request: Any) -> None:
+        """Each request, redirected ones too, before it is sent: one to another origin
+        than the API's goes without the key or any other credential."""
+        await trio.lowlevel.checkpoint()
+        if not _same_origin(str(request.url), self._client.base_url):
+            for name in _CREDENTIALS:
+                request.headers.pop(name, None)
 
     def _hide(self, text: str) -> str:
         """A message without the key or the URL's credentials."""
@@ -400,8 +423,9 @@ class AnthropicProvider:
         Raises:
             ValueError: the id is not one the API gives (letters, digits, ``_``, ``-``,
                 ``.``, ``~``).
-            TransientError: the batch has not ended yet, or the stream broke or is not
-                JSON lines.
+            TransientError: the batch has not ended yet, or the stream broke. A line
+                that cannot be read is not raised: it is the `TransientError` result of
+                the request it names (one that names none is logged and skipped).
             RateLimited, PermanentError: as for `analyze`.
         """
         _check_batch_id(provider_batch_id)
@@ -412,6 +436,8 @@ class AnthropicProvider:
         ended = False
         try:
             buffer = b""
+            #: The start of a line too long to hold, while the rest of it is skipped.
+            head: bytes | None = None
             while not ended:
                 with self._errors():
                     try:
@@ -420,11 +446,20 @@ class AnthropicProvider:
                         chunk, ended = b"\n", True
                 lines = (buffer + chunk).split(b"\n")
                 buffer = lines.pop()
-                if len(buffer) > _MAX_RESULT_LINE:
-                    raise TransientError("malformed response: a results line is too long")
+                if head is not None and lines:
+                    # The end of the long line: the rest of it is dropped.
+                    long = self._unreadable(provider_batch_id, head, "is too long")
+                    if long is not None:
+                        yield long
+                    head, lines = None, lines[1:]
                 for line in lines:
-                    if line.strip():
-                        yield self._result(self._result_line(line))
+                    result = self._result_of(provider_batch_id, line) if line.strip() else None
+                    if result is not None:
+                        yield result
+                if head is not None:
+                    buffer = b""
+                elif len(buffer) > _MAX_RESULT_LINE:
+                    head, buffer = buffer[:_HEAD_BYTES], b""
         finally:
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + 5
@@ -442,9 +477,8 @@ class AnthropicProvider:
     async def _results_response(self, provider_batch_id: str) -> Any:
         """The streamed response of the batch's ``results_url``, which the API says may
         be anywhere: any path of the API's own origin (the SDK would send the key to any
-        host it names, so another origin is refused)."""
-        import httpx2
-
+        host it names, so another origin is refused). A redirect from there to another
+        origin is followed without credentials (see `_credentials_stay_home`)."""
         with self._errors():
             batch = await self._client.messages.batches.retrieve(provider_batch_id)
         url = getattr(batch, "results_url", None)
@@ -462,21 +496,45 @@ class AnthropicProvider:
             # The raw response, unread: its lines are split as they arrive.
             return await get(
                 url,
-                cast_to=httpx2.Response,
+                cast_to=_sdk_http().Response,
                 options={"headers": {"Accept": "application/binary"}},
                 stream=True,
             )
 
-    def _result_line(self, line: bytes) -> Any:
+    def _result_of(self, provider_batch_id: str, line: bytes) -> BatchResult | None:
+        """One results line as its result. A line that cannot be read (not JSON, nested
+        or numbered past what the parser takes, not a result) is an error of its own
+        request, a `TransientError` as the same answer is in `analyze`; the other lines
+        are read as usual."""
         from anthropic.types.messages import MessageBatchIndividualResponse
 
         try:
             value = json.loads(line)
-        except ValueError:
-            raise TransientError("malformed response: a results line is not JSON") from None
+        except (ValueError, RecursionError):
+            # ValueError: not JSON, or an integer longer than int() reads; RecursionError:
+            # arrays or objects nested deeper than the parser goes.
+            return self._unreadable(provider_batch_id, line, "is not JSON the parser reads")
         if not isinstance(value, dict):
-            raise TransientError("malformed response: a results line is not a JSON object")
-        return MessageBatchIndividualResponse.construct(**value)
+            return self._unreadable(provider_batch_id, line, "is not a JSON object")
+        try:
+            return self._result(MessageBatchIndividualResponse.construct(**value))
+        except (ValueError, TypeError, RecursionError):
+            return self._unreadable(provider_batch_id, line, "is not a result cardmill reads")
+
+    def _unreadable(self, provider_batch_id: str, line: bytes, why: str) -> BatchResult | None:
+        """The result for a line that cannot be read: an error of the request its
+        ``custom_id`` names, read from the start of the line, where the API puts it. A line
+        that names none is logged and skipped (its request is then missing)."""
+        found = _CUSTOM_ID_AT_START.match(line[:_HEAD_BYTES])
+        if found is None:
+            log.warning(
+                "batch %s: a results line %s and names no request; it is skipped",
+                provider_batch_id,
+                why,
+            )
+            return None
+        error = TransientError(f"malformed response: the results line {why}")
+        return BatchResult(found.group(1).decode("ascii"), "errored", error=error)
 
     def _result(self, line: Any) -> BatchResult:
         custom_id = str(getattr(line, "custom_id", ""))
@@ -537,12 +595,18 @@ def _check_batch_id(provider_batch_id: str) -> None:
         )
 
 
-def _origin_of(url: str) -> str:
-    import httpx2
+def _sdk_http() -> Any:
+    """The HTTP package the installed SDK is built on: ``httpx2`` from SDK 2, ``httpx``
+    before (its objects and the other's do not mix)."""
+    from anthropic import _base_client
 
+    return getattr(_base_client, "httpx2", None) or getattr(_base_client, "httpx")  # noqa: B009
+
+
+def _origin_of(url: str) -> str:
     try:
-        parsed = httpx2.URL(url)
-    except (httpx2.InvalidURL, TypeError, ValueError):
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
         return "(unreadable URL)"
     # Host and port only: the URL's user and password are nobody's business.
     port = f":{parsed.port}" if parsed.port is not None else ""
@@ -551,12 +615,10 @@ def _origin_of(url: str) -> str:
 
 def _same_origin(url: str, base: Any) -> bool:
     """``url`` is relative, or has the scheme, host and port of ``base``."""
-    import httpx2
-
     try:
-        parsed = httpx2.URL(url)
-        home = httpx2.URL(str(base))
-    except (httpx2.InvalidURL, TypeError, ValueError):  # unreadable: not the API's
+        parsed = httpx.URL(url)
+        home = httpx.URL(str(base))
+    except (httpx.InvalidURL, TypeError, ValueError):  # unreadable: not the API's
         return False
     if parsed.is_relative_url:
         return not parsed.netloc

@@ -314,10 +314,14 @@ class Storage(Protocol):
         *,
         state: BatchState | None = None,
         counts: BatchCounts | None = None,
+        expect: BatchState | None = None,
     ) -> Batch:
         """Record a batch's new state and/or the provider's latest counts.
 
-        A DONE or ABANDONED batch stays so (the call changes nothing and returns it).
+        With ``expect``, only if the batch is in that state when the transaction runs
+        (a compare-and-set: what the caller read may be stale); otherwise nothing changes
+        and the batch is returned as it is now. A DONE or ABANDONED batch stays so (the
+        call changes nothing and returns it).
         Setting ABANDONED releases the uploads still held by the batch back to PENDING,
         and DONE requires that none is still held (InputError otherwise), in the same
         transaction. Raises BatchNotFound.
@@ -557,6 +561,15 @@ def check_provider_batch_id(provider_batch_id: object) -> str:
             f"{MAX_PROVIDER_BATCH_ID_CHARS} characters, not {provider_batch_id!r:.80}"
         )
     return provider_batch_id
+
+
+def check_expected_state(expect: object) -> BatchState | None:
+    """Refuse an expected batch state that is not one; the state as a BatchState."""
+    if expect is None or isinstance(expect, BatchState):
+        return expect
+    if isinstance(expect, str) and expect in BatchState.__members__.values():
+        return BatchState(expect)
+    raise InputError(f"expect must be a BatchState or None, not {expect!r:.40}")
 
 
 def check_batch_update(state: object, counts: object) -> BatchState | None:

@@ -143,9 +143,12 @@ def update_batch(
     state: BatchState | None,
     counts: BatchCounts | None,
     now: float,
+    expect: BatchState | None = None,
 ) -> Batch:
+    # The row is locked (PostgreSQL) or the transaction holds the write lock (SQLite):
+    # the state compared is the one written over.
     batch = _batch(tx, batch_id, lock=True)
-    if not batch.state.open:
+    if not batch.state.open or (expect is not None and batch.state != expect):
         return batch
     # The uploads this batch still holds: LOADING under its name (a batch's holder name
     # is its own, so whatever holds it under that name holds it by this batch's claim).

@@ -41,6 +41,7 @@ from ._base import (
     check_batch_update,
     check_creator,
     check_drafts,
+    check_expected_state,
     check_lease,
     check_provider_batch_id,
     check_recipe,
@@ -603,11 +604,13 @@ class MemoryStorage:
         *,
         state: BatchState | None = None,
         counts: BatchCounts | None = None,
+        expect: BatchState | None = None,
     ) -> Batch:
         await trio.lowlevel.checkpoint()
         state = check_batch_update(state, counts)
+        expect = check_expected_state(expect)
         batch = self._batch(batch_id)
-        if not batch.state.open:
+        if not batch.state.open or (expect is not None and batch.state != expect):
             return batch
         held = [
             self._uploads[i.upload_id]

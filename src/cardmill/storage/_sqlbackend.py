@@ -33,6 +33,7 @@ from ._base import (
     check_batch_update,
     check_creator,
     check_drafts,
+    check_expected_state,
     check_lease,
     check_provider_batch_id,
     check_recipe,
@@ -318,9 +319,13 @@ class SQLBackend:
         *,
         state: BatchState | None = None,
         counts: BatchCounts | None = None,
+        expect: BatchState | None = None,
     ) -> Batch:
         checked = check_batch_update(state, counts)
-        return await self._write(batches.update_batch, batch_id, checked, counts, self._clock())
+        expected = check_expected_state(expect)
+        return await self._write(
+            batches.update_batch, batch_id, checked, counts, self._clock(), expected
+        )
 
     async def get_batch(self, batch_id: str) -> Batch:
         return await self._call(batches.get_batch, batch_id)

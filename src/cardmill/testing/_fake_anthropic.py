@@ -398,7 +398,7 @@ class FakeAnthropicServer:
         self,
         conn: h11.Connection,
         stream: trio.SocketStream,
-        lines: list[dict[str, Any]],
+        lines: list[dict[str, Any] | bytes],
         hold: tuple[int, trio.Event] | None = None,
     ) -> None:
         # No content-length: h11 sends the JSONL chunked, a line at a time, as a file
@@ -409,7 +409,8 @@ class FakeAnthropicServer:
             if hold is not None and sent == hold[0]:
                 hold[1].set()
                 await trio.sleep_forever()
-            data = (json.dumps(line) + "\n").encode()
+            # A line given as bytes is sent as it is (one the client cannot read).
+            data = line if isinstance(line, bytes) else (json.dumps(line) + "\n").encode()
             await stream.send_all(conn.send(h11.Data(data=data)))
         if hold is not None:
             hold[1].set()

@@ -28,10 +28,13 @@ BatchItemFault = Literal[
     "invalid_tool_input",
     "max_tokens",
     "expired",
+    "unreadable",
 ]
 """What `FakeAnthropicServer.fail_batch_item` does to one request of a batch: errored with
 that error type, a succeeded answer that is not valid cards (``invalid_tool_input``, or
-cut off at ``max_tokens``), or ``expired`` (never processed)."""
+cut off at ``max_tokens``), ``expired`` (never processed), or ``unreadable``: its
+succeeded result line holds an integer of 5,000 digits, more than Python's JSON parser
+reads (its ``custom_id`` still comes first)."""
 
 _CUSTOM_ID: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _ERROR_MESSAGES: Final = {
@@ -249,7 +252,11 @@ class _BatchBook:
                 "invalid_request_error",
                 f"message batch {batch_id} is still {batch.status}: results are not ready",
             )
-        return 200, batch.results, {}, "jsonl"
+        lines: list[Any] = [
+            _unreadable(line) if batch.faults.get(line["custom_id"]) == "unreadable" else line
+            for line in batch.results
+        ]
+        return 200, lines, {}, "jsonl"
 
     def finish(self, batch: _Batch, processed: int | None) -> None:
         """End ``batch``: its first ``processed`` requests (all of them for a batch in
@@ -273,7 +280,7 @@ class _BatchBook:
                 )
             else:
                 raw = json.dumps(params).encode()
-                message = self._respond(params, raw, fault)
+                message = self._respond(params, raw, None if fault == "unreadable" else fault)
                 result = {"type": "succeeded", "message": message}
             results.append({"custom_id": custom_id, "result": result})
         batch.results = results
@@ -289,3 +296,9 @@ class _BatchBook:
                 "request_id": f"req_fake_{len(self.log):08x}",
             },
         }
+
+
+def _unreadable(line: dict[str, Any]) -> bytes:
+    """``line`` as JSON with one more member, an integer no JSON parser of Python reads."""
+    text = json.dumps(line)
+    return (text[:-1] + ', "padding": ' + "7" * 5000 + "}\n").encode()
