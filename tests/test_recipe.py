@@ -179,6 +179,27 @@ def test_bad_toml_is_one_line_naming_the_file(text: str, message: str) -> None:
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        "[" * 5000 + "]" * 5000,  # deeper than the parser's recursion goes
+        "{a = " * 3000 + "1" + "}" * 3000,
+        "[" * 17 + "]" * 17,  # parsed, but deeper than any recipe
+    ],
+)
+def test_deeply_nested_toml_is_one_line_naming_the_file(fields: str) -> None:
+    text = f'name = "r"\ninstructions = "x"\nfields = {fields}\n'
+    with pytest.raises(InputError) as info:
+        Recipe.from_toml(text, source="deep.toml")
+    assert str(info.value) == "deep.toml: tables and arrays nested more than 16 levels deep"
+
+
+def test_a_recipe_nested_as_deep_as_allowed_is_judged_on_its_keys() -> None:
+    text = 'name = "r"\ninstructions = "x"\nfields = ' + "[" * 15 + "]" * 15 + "\n"
+    with pytest.raises(InputError, match=r"deep\.toml: recipe 'r': fields\[0\] is not a table"):
+        Recipe.from_toml(text, source="deep.toml")
+
+
 def test_load_recipe_takes_a_builtin_or_a_file(tmp_path: Path) -> None:
     assert load_recipe("flashcards") is FLASHCARDS
     path = tmp_path / "mine.toml"

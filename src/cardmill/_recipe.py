@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 import re
-import tomllib
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -25,6 +24,7 @@ from typing import Any, Final, final
 import attrs
 import tomli_w
 
+from ._toml import parse_toml
 from .errors import DocumentError, InputError, InvalidDraft
 from .model import (
     MAX_BODY_CHARS,
@@ -591,11 +591,7 @@ class Recipe:
         Raises:
             InputError: one line naming ``source`` and what is wrong.
         """
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(f"{source}: not valid TOML ({exc})") from None
-        return cls.from_dict(data, source=source)
+        return cls.from_dict(parse_toml(text, source), source=source)
 
     @classmethod
     def from_class(

@@ -160,3 +160,24 @@ async def test_a_worker_serves_each_run_with_its_own_recipe(
         assert study.fields is None
         for run in (points, plain):
             assert (await storage.get_run(run.id)).status.value == "succeeded"
+
+
+async def test_deeply_nested_recipe_and_prices_files_exit_2_in_one_line(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    deep = "[" * 5000 + "]" * 5000
+    recipe = tmp_path / "deep.toml"
+    recipe.write_text(f'name = "r"\ninstructions = "x"\nfields = {deep}\n')
+    done = await cardmill("analyze", str(EXAMPLES), "--recipe", str(recipe), env=env)
+    assert done.returncode == 2
+    assert one_line_error(done.stderr) == (
+        f"cardmill: error: {recipe}: tables and arrays nested more than 16 levels deep"
+    )
+    prices = tmp_path / "prices.toml"
+    prices.write_text(f'[models."m"]\ninput = 1\noutput = {deep}\n')
+    done = await cardmill("analyze", str(EXAMPLES), "--dry-run", "--prices", str(prices), env=env)
+    assert done.returncode == 2
+    assert one_line_error(done.stderr) == (
+        f"cardmill: error: {prices}: tables and arrays nested more than 16 levels deep"
+    )
+    assert not await trio.Path(env["CARDMILL_DB"]).exists()
