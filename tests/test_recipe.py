@@ -200,6 +200,52 @@ def test_a_recipe_nested_as_deep_as_allowed_is_judged_on_its_keys() -> None:
         Recipe.from_toml(text, source="deep.toml")
 
 
+def test_a_recipe_whose_field_limits_pass_the_card_total_is_refused_at_load() -> None:
+    fields = "".join(f'[[fields]]\nname = "f{i}"\nmax_chars = 20000\n' for i in range(4))
+    text = f'name = "big"\ninstructions = "x"\n{fields}'
+    with pytest.raises(InputError) as info:
+        Recipe.from_toml(text, source="big.toml")
+    assert str(info.value) == (
+        "big.toml: recipe 'big': its field limits allow 80,008 characters a card "
+        "(names included); the limit is 64,000: lower max_chars or max_items"
+    )
+
+
+def edge_recipe(extra: int) -> Recipe:
+    """A recipe whose longest card holds exactly 64,000 characters, plus ``extra``."""
+    fixed = (
+        Field("body", max_chars=20_000),  # 4 + 20,000
+        Field("note", max_chars=20_000),  # 4 + 20,000
+        Field("tags", FieldType.LIST, max_items=100, max_chars=200),  # 4 + 20,000
+        Field("kind", FieldType.ENUM, choices=("a", "b" * 150)),  # 4 + 150
+        Field("ok", FieldType.BOOLEAN),  # 2 + 5
+        Field("score", FieldType.NUMBER),  # 5 + 24
+        Field("rank", FieldType.INTEGER, minimum=-(10**30), maximum=10),  # 4 + 32
+    )
+    assert sum(f.most_chars for f in fixed) == 60_238
+    return Recipe("edge", "x", (Field("text", max_chars=3758 + extra), *fixed))  # 4 + 3,758
+
+
+def test_a_card_at_every_field_limit_is_kept() -> None:
+    recipe = edge_recipe(0)
+    values = {
+        "text": "t" * 3758,
+        "body": "b" * 20_000,
+        "note": "n" * 20_000,
+        "tags": [f"{i:03d}" + "x" * 197 for i in range(100)],
+        "kind": "b" * 150,
+        "ok": False,
+        "score": -2.2250738585072014e-308,
+        "rank": -(10**30),
+    }
+    draft = recipe.draft(values)
+    assert draft.fields is not None
+    assert len(draft.fields["tags"]) == 100
+    recipe.check(draft)
+    with pytest.raises(InputError, match="allow 64,001 characters a card"):
+        edge_recipe(1)
+
+
 def test_load_recipe_takes_a_builtin_or_a_file(tmp_path: Path) -> None:
     assert load_recipe("flashcards") is FLASHCARDS
     path = tmp_path / "mine.toml"

@@ -28,6 +28,7 @@ from ._toml import parse_toml
 from .errors import DocumentError, InputError, InvalidDraft
 from .model import (
     MAX_BODY_CHARS,
+    MAX_FIELDS_CHARS,
     MAX_QUOTE_CHARS,
     MAX_TAG_CHARS,
     MAX_TAGS,
@@ -59,6 +60,9 @@ MAX_RECIPE_BYTES: Final = 256 * 1024
 _DEFAULT_STRING_CHARS: Final = 2000
 _DEFAULT_ITEM_CHARS: Final = 200
 _DEFAULT_ITEMS: Final = 12
+# The longest a float is written ("-2.2250738585072014e-308"), and an integer without
+# both bounds is taken to be.
+_NUMBER_CHARS: Final = 24
 
 _FIELD_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _RECIPE_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -214,6 +218,26 @@ class Field:
     def items(self) -> int:
         """The most items a list field holds."""
         return self.max_items if self.max_items is not None else _DEFAULT_ITEMS
+
+    @property
+    def most_chars(self) -> int:
+        """The most characters a value of this field counts against a card's total
+        (`cardmill.model.MAX_FIELDS_CHARS`), its name included."""
+        kind = self.type
+        if kind == FieldType.STRING:
+            most = self.chars
+        elif kind == FieldType.LIST:
+            most = self.items * self.chars
+        elif kind == FieldType.ENUM:
+            most = max(len(choice) for choice in self.choices)
+        elif kind == FieldType.BOOLEAN:
+            most = len("False")
+        elif kind == FieldType.INTEGER and self.minimum is not None and self.maximum is not None:
+            ends = (math.ceil(self.minimum), math.floor(self.maximum))
+            most = max(len(str(end)) for end in ends)
+        else:
+            most = _NUMBER_CHARS
+        return len(self.name) + most
 
     def schema(self) -> dict[str, Any]:
         """This field's JSON schema (nullable when it is not required)."""
@@ -401,6 +425,13 @@ class Recipe:
             seen.add(field.name)
         if self._title_field() is None:
             raise _bad(where, "needs a required string field (the card's title)")
+        most = sum(field.most_chars for field in self.fields)
+        if most > MAX_FIELDS_CHARS:
+            raise _bad(
+                where,
+                f"its field limits allow {most:,} characters a card (names included); "
+                f"the limit is {MAX_FIELDS_CHARS:,}: lower max_chars or max_items",
+            )
 
     # -- derived values ------------------------------------------------------------------
 

@@ -66,7 +66,8 @@ MAX_TAGS: Final = 12
 MAX_TAG_CHARS: Final = 48
 """The most characters one tag may have."""
 MAX_FIELDS_CHARS: Final = 64_000
-"""The most characters a card's fields may hold in all (their JSON form)."""
+"""The most characters a card's fields may hold in all: each field's name and its value
+(a list counts its items' characters). A recipe whose limits allow more is refused."""
 MAX_DOCUMENT_BYTES: Final = 32 * 1024 * 1024
 """The largest document read from a file: the largest request the big providers take."""
 
@@ -340,6 +341,16 @@ FieldValue: TypeAlias = str | int | float | bool | tuple[str, ...]
 _FIELD_KEY: Final = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
+def _field_chars(value: FieldValue) -> int:
+    """The characters one field value counts against `MAX_FIELDS_CHARS`: a string's
+    length, the sum of a list's items' lengths, a number's or flag's written length."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, tuple):
+        return sum(len(item) for item in value)
+    return len(str(value))
+
+
 def _to_fields(value: object) -> Mapping[str, FieldValue] | None:
     # Lists become tuples and the mapping a read-only view: a draft stays frozen.
     if value is None:
@@ -365,7 +376,7 @@ def _to_fields(value: object) -> Mapping[str, FieldValue] | None:
                 f"card field {key} is a {type(item).__name__}, not text, a number,"
                 " a flag or a list of strings"
             )
-    size = sum(len(k) + len(str(v)) for k, v in out.items())
+    size = sum(len(k) + _field_chars(v) for k, v in out.items())
     if size > MAX_FIELDS_CHARS:
         raise InvalidDraft(f"card fields hold {size} characters; the limit is {MAX_FIELDS_CHARS}")
     return MappingProxyType(out)
