@@ -85,6 +85,28 @@ def test_the_system_prompt_is_instructions_language_guard_and_answer() -> None:
     assert prompt.endswith("Answer only by calling the record_cards tool.")
 
 
+@pytest.mark.parametrize("language", ["French", "Chinese (Simplified)", "pt-BR", "Bokmål"])
+def test_the_prompt_names_the_language_once(language: str) -> None:
+    prompt = Recipe("r", "Make cards.", (Field("t"),), language=language).system_prompt()
+    assert prompt.split("\n\n")[:2] == [
+        "Make cards.",
+        f"Write every card in {language}, whatever the document's language.",
+    ]
+    assert prompt.count("Write every card") == 1
+
+
+@pytest.mark.parametrize(
+    "language", ["Write every card in Spanish", "Spanish.", " French", "", "x" * 65]
+)
+def test_a_language_that_is_not_a_name_is_refused(language: str) -> None:
+    text = f'name = "r"\ninstructions = "x"\nlanguage = "{language}"\n[[fields]]\nname = "t"\n'
+    with pytest.raises(InputError) as info:
+        Recipe.from_toml(text, source="r.toml")
+    assert str(info.value).startswith(
+        "r.toml: recipe 'r': language takes the name of a language such as 'French'"
+    )
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -108,7 +130,7 @@ def test_the_system_prompt_is_instructions_language_guard_and_answer() -> None:
         (lambda: Recipe("r", "x", ()), "at least one field"),
         (lambda: Recipe("r", "x", (Field("t"),), max_cards=10_000), "max_cards must be"),
         (lambda: Recipe("r", "x", (Field("t", required=False),)), "needs a required string"),
-        (lambda: Recipe("r", "x", (Field("t"),), language="a\nb"), "language must be"),
+        (lambda: Recipe("r", "x", (Field("t"),), language="a\nb"), "language takes the name"),
     ],
 )
 def test_bad_recipes_are_refused_with_one_line_naming_them(
@@ -133,6 +155,7 @@ def test_toml_and_dict_forms_round_trip_with_a_stable_digest() -> None:
 @given(
     instructions=st.text(min_size=1, max_size=300).filter(str.strip),
     language=st.none()
+    | st.sampled_from(["French", "Chinese (Simplified)", "pt-BR"])
     | st.text(min_size=1, max_size=20).filter(lambda s: s.strip() and "\n" not in s),
     description=st.text(max_size=100),
 )

@@ -66,6 +66,9 @@ _NUMBER_CHARS: Final = 24
 
 _FIELD_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _RECIPE_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+# A language's name: one to four words of letters, and perhaps a variant in parentheses.
+_WORDS: Final = r"[^\W\d_]+(?:[ -][^\W\d_]+){0,3}"
+_LANGUAGE: Final = re.compile(rf"{_WORDS}(?: \({_WORDS}\))?")
 # Names an export gives columns of its own: a field of one of them would be ambiguous.
 _RESERVED: Final = frozenset({"document", "ordinal", "upload_id", "run_id", "fields"})
 
@@ -109,6 +112,11 @@ def _bound(where: str, what: str, value: float | None) -> None:
         raise _bad(where, f"{what} must be a number")
     if not math.isfinite(value):
         raise _bad(where, f"{what} must be finite")
+
+
+def _short(value: object) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 72 else shown[:70] + "…"
 
 
 def _to_choices(value: Iterable[str]) -> tuple[str, ...]:
@@ -377,7 +385,9 @@ class Recipe:
             answer.
         fields: the card fields, in order; at least one required string field.
         max_cards: the most cards kept per document (1 to 500).
-        language: the language the cards are written in, if not the document's.
+        language: the name of the language the cards are written in (``"French"``), if
+            not the document's; the prompt says "Write every card in French, whatever the
+            document's language."
 
     Raises:
         InputError: a one-line message naming the recipe and what is wrong.
@@ -407,11 +417,16 @@ class Recipe:
         _limit(where, "max_cards", self.max_cards, MAX_CARDS_LIMIT)
         if self.language is not None and (
             not isinstance(self.language, str)
-            or not self.language.strip()
             or len(self.language) > 64
-            or "\n" in self.language
+            or not _LANGUAGE.fullmatch(self.language)
         ):
-            raise _bad(where, "language must be a short name such as 'French'")
+            # The prompt says "Write every card in {language}, ...": a sentence there
+            # ("Write every card in French") would be said twice.
+            raise _bad(
+                where,
+                "language takes the name of a language such as 'French' or "
+                f"'Chinese (Simplified)', not {_short(self.language)}",
+            )
         if not self.fields:
             raise _bad(where, "a recipe needs at least one field")
         if len(self.fields) > MAX_FIELDS:
