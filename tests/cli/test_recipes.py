@@ -75,10 +75,16 @@ async def test_offline_key_points_run_names_its_recipe(env: dict[str, str]) -> N
 async def test_offline_run_names_the_fields_it_cannot_fill(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    refused = await cardmill("analyze", str(EXAMPLES), "--recipe", str(INSIGHTS), env=env)
+    required = tmp_path / "required.toml"
+    required.write_text(
+        INSIGHTS.read_text()
+        .replace("required = false\n", "")
+        .replace("max_items", "required = true\nmax_items")
+    )
+    refused = await cardmill("analyze", str(EXAMPLES), "--recipe", str(required), env=env)
     assert refused.returncode == 2
     line = one_line_error(refused.stderr)
-    assert "cannot fill the required fields category, confidence, follow_up" in line
+    assert "cannot fill the required fields category, confidence, follow_up, people;" in line
     optional = tmp_path / "optional.toml"
     optional.write_text(
         'name = "notes"\ninstructions = "Notes."\n[[fields]]\nname = "note"\n'
@@ -88,6 +94,21 @@ async def test_offline_run_names_the_fields_it_cannot_fill(
     assert done.returncode == 0, done.stderr.decode()
     first = done.stderr.decode().splitlines()[0]
     assert first.startswith("cardmill: warning: the offline extractive provider cannot fill mood")
+
+
+async def test_the_example_recipe_runs_offline_filling_what_it_can(env: dict[str, str]) -> None:
+    done = await cardmill("analyze", str(EXAMPLES), "--recipe", str(INSIGHTS), "--json", env=env)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stderr.decode().splitlines()[0] == (
+        "cardmill: warning: the offline extractive provider cannot fill category, confidence,"
+        " follow_up, people of recipe 'insights': its cards leave them out"
+    )
+    run = json.loads(done.stdout)["run"]
+    assert run["completed_items"] == 4
+    exported = await cardmill("export", run["id"], env=env)
+    cards = [json.loads(line) for line in exported.stdout.decode().splitlines()]
+    assert len(cards) == run["total_cards"] > 4
+    assert {tuple(card["fields"]) for card in cards} == {("insight",)}
 
 
 async def test_the_example_recipe_against_the_loopback_server(env: dict[str, str]) -> None:
