@@ -60,7 +60,7 @@ async def test_the_python_example_runs(tmp_path: Path, monkeypatch: pytest.Monke
     async with FakeAnthropicServer(api_key=KEY) as server:
         monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-        await namespace["main"]()  # type: ignore[operator]
+        await namespace["main"]()
     async with SQLiteStorage.open(tmp_path / "cards.db") as storage:
         (run,) = await storage.list_runs()
         assert run.completed_items == 1
