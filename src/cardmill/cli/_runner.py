@@ -482,7 +482,7 @@ async def analyze_paths(
     spend = spend or Spend()
     recipe = await trio.to_thread.run_sync(read_recipe, recipe_spec) or STUDY_CARDS
     prices = await spend.table()
-    collected = collect(paths)
+    collected = await trio.to_thread.run_sync(collect, paths)  # it reads each file's head
     found, skipped = collected.found, collected.skipped
     provider, described = make_provider(provider_choice, model, recipe)
     _check_cap(provider, prices, spend)
@@ -778,7 +778,7 @@ async def estimate_paths(
     standard and the batch price, and the total; sends nothing and creates no run."""
     recipe = await trio.to_thread.run_sync(read_recipe, recipe_spec) or STUDY_CARDS
     prices = await Spend(prices_file).table()
-    collected = collect(paths)
+    collected = await trio.to_thread.run_sync(collect, paths)  # it reads each file's head
     collected.tell()
     provider, described = make_provider(provider_choice, model, recipe)
     try:
