@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Final
 
 import trio
 
-from cardmill import SQLiteStorage
+from cardmill import RunStatus, SQLiteStorage
 from cardmill.testing import FakeAnthropicServer
 
 from .cli.conftest import EXAMPLES, cardmill_command
@@ -98,3 +100,63 @@ async def test_the_quickstart_prints_what_the_readme_shows(tmp_path: Path) -> No
     assert [line.split(" ")[0] for line in printed] == [line.split(" ")[0] for line in sample[1:]]
     model = next(line for line in printed if line.startswith("model "))
     assert model in sample
+
+
+# Commands the README shows that a test cannot run as they are, and where they are tested.
+NOT_RUN_HERE: Final = {
+    ".venv/bin/cardmill serve": "runs until stopped: tests/cli/test_serve.py",
+}
+_SYNOPSIS: Final = re.compile(r"\[|\.\.\.|\(|\b[A-Z]{3,}\b")
+
+
+def readme_commands() -> list[str]:
+    """Each cardmill command of the README's code blocks, as printed (without the
+    set-up before it on its line, such as the venv and pip install, or comments).
+    Synopsis lines (``cardmill show RUN [--db FILE]``) are not commands."""
+    commands = []
+    fenced = ""  # the open block's language, or "" outside blocks
+    for line in README.read_text().splitlines():
+        if line.startswith("```"):
+            fenced = "" if fenced else line[3:] or "text"
+            continue
+        if fenced == "text":
+            for part in line.split(" # ")[0].split("&&"):
+                command = part.strip()
+                starts = command.startswith(("cardmill ", ".venv/bin/cardmill "))
+                if starts and not _SYNOPSIS.search(command):
+                    commands.append(command)
+    return commands
+
+
+def test_every_readme_command_is_run_or_said_where_it_is_tested() -> None:
+    commands = readme_commands()
+    assert set(NOT_RUN_HERE) <= set(commands)
+    assert "cardmill analyze examples/ --recipe examples/recipes/insights.toml" in commands
+
+
+async def test_every_readme_command_runs_offline_as_printed(tmp_path: Path) -> None:
+    # A checkout, as the README assumes: examples/ and docs/ beside the database.
+    shutil.copytree(EXAMPLES, tmp_path / "examples")
+    shutil.copytree(README.parent / "docs", tmp_path / "docs")
+    program = shlex.join(cardmill_command())
+    ran = []
+    for command in readme_commands():
+        if command in NOT_RUN_HERE:
+            continue
+        line = re.sub(r"^(\.venv/bin/)?cardmill ", program + " ", command)
+        done = await trio.run_process(
+            ["sh", "-c", line],
+            cwd=tmp_path,
+            env=clean_env(),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        assert done.returncode == 0, (command, done.stderr.decode())
+        assert "Traceback" not in done.stderr.decode(), command
+        ran.append(command)
+    assert len(ran) >= 5, ran
+    async with SQLiteStorage.open(tmp_path / "cardmill.db") as storage:
+        runs = await storage.list_runs()
+    assert sorted(r.recipe_name for r in runs) == ["flashcards", "insights", "study-cards"]
+    assert all(r.status == RunStatus.SUCCEEDED for r in runs)

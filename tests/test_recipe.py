@@ -85,6 +85,28 @@ def test_the_system_prompt_is_instructions_language_guard_and_answer() -> None:
     assert prompt.endswith("Answer only by calling the record_cards tool.")
 
 
+@pytest.mark.parametrize("language", ["French", "Chinese (Simplified)", "pt-BR", "Bokmål"])
+def test_the_prompt_names_the_language_once(language: str) -> None:
+    prompt = Recipe("r", "Make cards.", (Field("t"),), language=language).system_prompt()
+    assert prompt.split("\n\n")[:2] == [
+        "Make cards.",
+        f"Write every card in {language}, whatever the document's language.",
+    ]
+    assert prompt.count("Write every card") == 1
+
+
+@pytest.mark.parametrize(
+    "language", ["Write every card in Spanish", "Spanish.", " French", "", "x" * 65]
+)
+def test_a_language_that_is_not_a_name_is_refused(language: str) -> None:
+    text = f'name = "r"\ninstructions = "x"\nlanguage = "{language}"\n[[fields]]\nname = "t"\n'
+    with pytest.raises(InputError) as info:
+        Recipe.from_toml(text, source="r.toml")
+    assert str(info.value).startswith(
+        "r.toml: recipe 'r': language takes the name of a language such as 'French'"
+    )
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -108,7 +130,7 @@ def test_the_system_prompt_is_instructions_language_guard_and_answer() -> None:
         (lambda: Recipe("r", "x", ()), "at least one field"),
         (lambda: Recipe("r", "x", (Field("t"),), max_cards=10_000), "max_cards must be"),
         (lambda: Recipe("r", "x", (Field("t", required=False),)), "needs a required string"),
-        (lambda: Recipe("r", "x", (Field("t"),), language="a\nb"), "language must be"),
+        (lambda: Recipe("r", "x", (Field("t"),), language="a\nb"), "language takes the name"),
     ],
 )
 def test_bad_recipes_are_refused_with_one_line_naming_them(
@@ -133,6 +155,7 @@ def test_toml_and_dict_forms_round_trip_with_a_stable_digest() -> None:
 @given(
     instructions=st.text(min_size=1, max_size=300).filter(str.strip),
     language=st.none()
+    | st.sampled_from(["French", "Chinese (Simplified)", "pt-BR"])
     | st.text(min_size=1, max_size=20).filter(lambda s: s.strip() and "\n" not in s),
     description=st.text(max_size=100),
 )
@@ -177,6 +200,74 @@ def test_bad_toml_is_one_line_naming_the_file(text: str, message: str) -> None:
     with pytest.raises(InputError, match=message) as info:
         Recipe.from_toml(text, source="x.toml")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        "[" * 5000 + "]" * 5000,  # deeper than the parser's recursion goes
+        "{a = " * 3000 + "1" + "}" * 3000,
+        "[" * 17 + "]" * 17,  # parsed, but deeper than any recipe
+    ],
+)
+def test_deeply_nested_toml_is_one_line_naming_the_file(fields: str) -> None:
+    text = f'name = "r"\ninstructions = "x"\nfields = {fields}\n'
+    with pytest.raises(InputError) as info:
+        Recipe.from_toml(text, source="deep.toml")
+    assert str(info.value) == "deep.toml: tables and arrays nested more than 16 levels deep"
+
+
+def test_a_recipe_nested_as_deep_as_allowed_is_judged_on_its_keys() -> None:
+    text = 'name = "r"\ninstructions = "x"\nfields = ' + "[" * 15 + "]" * 15 + "\n"
+    with pytest.raises(InputError, match=r"deep\.toml: recipe 'r': fields\[0\] is not a table"):
+        Recipe.from_toml(text, source="deep.toml")
+
+
+def test_a_recipe_whose_field_limits_pass_the_card_total_is_refused_at_load() -> None:
+    fields = "".join(f'[[fields]]\nname = "f{i}"\nmax_chars = 20000\n' for i in range(4))
+    text = f'name = "big"\ninstructions = "x"\n{fields}'
+    with pytest.raises(InputError) as info:
+        Recipe.from_toml(text, source="big.toml")
+    assert str(info.value) == (
+        "big.toml: recipe 'big': its field limits allow 80,008 characters a card "
+        "(names included); the limit is 64,000: lower max_chars or max_items"
+    )
+
+
+def edge_recipe(extra: int) -> Recipe:
+    """A recipe whose longest card holds exactly 64,000 characters, plus ``extra``."""
+    fixed = (
+        Field("body", max_chars=20_000),  # 4 + 20,000
+        Field("note", max_chars=20_000),  # 4 + 20,000
+        Field("tags", FieldType.LIST, max_items=100, max_chars=200),  # 4 + 20,000
+        Field("kind", FieldType.ENUM, choices=("a", "b" * 150)),  # 4 + 150
+        Field("ok", FieldType.BOOLEAN),  # 2 + 5
+        Field("score", FieldType.NUMBER),  # 5 + 24
+        Field("rank", FieldType.INTEGER, minimum=-(10**30), maximum=10),  # 4 + 32
+    )
+    assert sum(f.most_chars for f in fixed) == 60_238
+    return Recipe("edge", "x", (Field("text", max_chars=3758 + extra), *fixed))  # 4 + 3,758
+
+
+def test_a_card_at_every_field_limit_is_kept() -> None:
+    recipe = edge_recipe(0)
+    tags = [f"{i:03d}" + "x" * 197 for i in range(100)]
+    values = {
+        "text": "t" * 3758,
+        "body": "b" * 20_000,
+        "note": "n" * 20_000,
+        "tags": tags,
+        "kind": "b" * 150,
+        "ok": False,
+        "score": -2.2250738585072014e-308,
+        "rank": -(10**30),
+    }
+    draft = recipe.draft(values)
+    assert draft.fields is not None
+    assert draft.fields["tags"] == tuple(tags)
+    recipe.check(draft)
+    with pytest.raises(InputError, match="allow 64,001 characters a card"):
+        edge_recipe(1)
 
 
 def test_load_recipe_takes_a_builtin_or_a_file(tmp_path: Path) -> None:

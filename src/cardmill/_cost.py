@@ -6,7 +6,6 @@ import math
 import os
 import re
 import stat
-import tomllib
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final, final
@@ -14,6 +13,7 @@ from typing import Any, Final, final
 import attrs
 
 from ._rates import Usage
+from ._toml import parse_toml
 from .errors import InputError
 
 __all__ = ["DEFAULT_PRICES", "MAX_COST_USD", "Price", "PriceTable", "cost_of", "shown_cost", "usd"]
@@ -220,11 +220,10 @@ def _read(name: str) -> bytes:
 
 def _parse(name: str, data: bytes) -> dict[str, Any]:
     try:
-        return tomllib.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{name}: the prices file is not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{name}: not valid TOML: {exc}") from None
+    return parse_toml(text, name)
 
 
 def _text(name: str, data: dict[str, Any], key: str) -> str:

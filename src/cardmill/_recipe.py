@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 import re
-import tomllib
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -25,9 +24,11 @@ from typing import Any, Final, final
 import attrs
 import tomli_w
 
+from ._toml import parse_toml
 from .errors import DocumentError, InputError, InvalidDraft
 from .model import (
     MAX_BODY_CHARS,
+    MAX_FIELDS_CHARS,
     MAX_QUOTE_CHARS,
     MAX_TAG_CHARS,
     MAX_TAGS,
@@ -59,9 +60,15 @@ MAX_RECIPE_BYTES: Final = 256 * 1024
 _DEFAULT_STRING_CHARS: Final = 2000
 _DEFAULT_ITEM_CHARS: Final = 200
 _DEFAULT_ITEMS: Final = 12
+# The longest a float is written ("-2.2250738585072014e-308"), and an integer without
+# both bounds is taken to be.
+_NUMBER_CHARS: Final = 24
 
 _FIELD_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _RECIPE_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+# A language's name: one to four words of letters, and perhaps a variant in parentheses.
+_WORDS: Final = r"[^\W\d_]+(?:[ -][^\W\d_]+){0,3}"
+_LANGUAGE: Final = re.compile(rf"{_WORDS}(?: \({_WORDS}\))?")
 # Names an export gives columns of its own: a field of one of them would be ambiguous.
 _RESERVED: Final = frozenset({"document", "ordinal", "upload_id", "run_id", "fields"})
 
@@ -105,6 +112,11 @@ def _bound(where: str, what: str, value: float | None) -> None:
         raise _bad(where, f"{what} must be a number")
     if not math.isfinite(value):
         raise _bad(where, f"{what} must be finite")
+
+
+def _short(value: object) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 72 else shown[:70] + "…"
 
 
 def _to_choices(value: Iterable[str]) -> tuple[str, ...]:
@@ -214,6 +226,26 @@ class Field:
     def items(self) -> int:
         """The most items a list field holds."""
         return self.max_items if self.max_items is not None else _DEFAULT_ITEMS
+
+    @property
+    def most_chars(self) -> int:
+        """The most characters a value of this field counts against a card's total
+        (`cardmill.model.MAX_FIELDS_CHARS`), its name included."""
+        kind = self.type
+        if kind == FieldType.STRING:
+            most = self.chars
+        elif kind == FieldType.LIST:
+            most = self.items * self.chars
+        elif kind == FieldType.ENUM:
+            most = max(len(choice) for choice in self.choices)
+        elif kind == FieldType.BOOLEAN:
+            most = len("False")
+        elif kind == FieldType.INTEGER and self.minimum is not None and self.maximum is not None:
+            ends = (math.ceil(self.minimum), math.floor(self.maximum))
+            most = max(len(str(end)) for end in ends)
+        else:
+            most = _NUMBER_CHARS
+        return len(self.name) + most
 
     def schema(self) -> dict[str, Any]:
         """This field's JSON schema (nullable when it is not required)."""
@@ -354,7 +386,9 @@ class Recipe:
             answer.
         fields: the card fields, in order; at least one required string field.
         max_cards: the most cards kept per document (1 to 500).
-        language: the language the cards are written in, if not the document's.
+        language: the name of the language the cards are written in (``"French"``), if
+            not the document's; the prompt says "Write every card in French, whatever the
+            document's language."
 
     Raises:
         InputError: a one-line message naming the recipe and what is wrong.
@@ -384,11 +418,16 @@ class Recipe:
         _limit(where, "max_cards", self.max_cards, MAX_CARDS_LIMIT)
         if self.language is not None and (
             not isinstance(self.language, str)
-            or not self.language.strip()
             or len(self.language) > 64
-            or "\n" in self.language
+            or not _LANGUAGE.fullmatch(self.language)
         ):
-            raise _bad(where, "language must be a short name such as 'French'")
+            # The prompt says "Write every card in {language}, ...": a sentence there
+            # ("Write every card in French") would be said twice.
+            raise _bad(
+                where,
+                "language takes the name of a language such as 'French' or "
+                f"'Chinese (Simplified)', not {_short(self.language)}",
+            )
         if not self.fields:
             raise _bad(where, "a recipe needs at least one field")
         if len(self.fields) > MAX_FIELDS:
@@ -402,6 +441,13 @@ class Recipe:
             seen.add(field.name)
         if self._title_field() is None:
             raise _bad(where, "needs a required string field (the card's title)")
+        most = sum(field.most_chars for field in self.fields)
+        if most > MAX_FIELDS_CHARS:
+            raise _bad(
+                where,
+                f"its field limits allow {most:,} characters a card (names included); "
+                f"the limit is {MAX_FIELDS_CHARS:,}: lower max_chars or max_items",
+            )
 
     # -- derived values ------------------------------------------------------------------
 
@@ -592,11 +638,7 @@ class Recipe:
         Raises:
             InputError: one line naming ``source`` and what is wrong.
         """
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(f"{source}: not valid TOML ({exc})") from None
-        return cls.from_dict(data, source=source)
+        return cls.from_dict(parse_toml(text, source), source=source)
 
     @classmethod
     def from_class(

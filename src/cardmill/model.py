@@ -66,7 +66,8 @@ MAX_TAGS: Final = 12
 MAX_TAG_CHARS: Final = 48
 """The most characters one tag may have."""
 MAX_FIELDS_CHARS: Final = 64_000
-"""The most characters a card's fields may hold in all (their JSON form)."""
+"""The most characters a card's fields may hold in all: each field's name and its value
+(a list counts its items' characters). A recipe whose limits allow more is refused."""
 MAX_DOCUMENT_BYTES: Final = 32 * 1024 * 1024
 """The largest document read from a file: the largest request the big providers take."""
 
@@ -80,6 +81,32 @@ _EXTENSIONS: Final = {
     ".pdf": "application/pdf",
 }
 MEDIA_TYPES: Final = frozenset(_EXTENSIONS.values())
+# Types of other files often found beside documents, named in the reason they are refused.
+_OTHER_EXTENSIONS: Final = {
+    ".rtf": "text/rtf",
+    ".csv": "text/csv",
+    ".tsv": "text/tab-separated-values",
+    ".json": "application/json",
+    ".xml": "application/xml",
+    ".doc": "application/msword",
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    ".odt": "application/vnd.oasis.opendocument.text",
+    ".epub": "application/epub+zip",
+    ".zip": "application/zip",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+}
+# What a name's end must look like to be taken as an extension ("a.md", not "Dr. Who").
+_EXTENSION: Final = re.compile(r"\.[A-Za-z0-9_+-]{1,16}")
+ACCEPTED: Final = (
+    "Markdown (.md, .markdown), plain text (.txt, .text), HTML (.html, .htm), PDF (.pdf)"
+)
+"""The documents cardmill reads, as its messages name them."""
 
 
 # C0 control characters but tab, line feed and carriage return: PostgreSQL refuses NUL in
@@ -131,16 +158,24 @@ def path_name(path: str | os.PathLike[str]) -> str:
 def sniff_media_type(name: str, data: bytes) -> str:
     """Guess a document's media type from its first bytes, then from its name.
 
-    Content wins over the name: a PDF named ``notes.txt`` is a PDF. A name with an
-    unknown extension and no recognisable content gives ``application/octet-stream``,
-    which providers reject with a clear reason.
+    Content wins over the name: a PDF named ``notes.txt`` is a PDF, an RTF file
+    (``{\\rtf``) is RTF whatever its name. Then the extension decides: one of the
+    supported types' (`ACCEPTED`), or another's (``.csv`` is ``text/csv``, an unknown
+    one ``application/octet-stream``), so a file of a format cardmill has no reader
+    for is refused, not read as text. Only a name without an extension is judged by
+    its content: HTML, text, or ``application/octet-stream`` for binary data.
+    Providers reject any type but the supported ones with `unsupported_reason`.
     """
     head = data[:1024].lstrip()
     if head.startswith(b"%PDF-"):
         return "application/pdf"
-    by_name = _EXTENSIONS.get(os.path.splitext(name)[1].lower())
-    if by_name is not None:
-        return by_name
+    if head.startswith(b"{\\rtf"):
+        return "text/rtf"
+    extension = _extension(name)
+    if extension:
+        return _EXTENSIONS.get(extension) or _OTHER_EXTENSIONS.get(
+            extension, "application/octet-stream"
+        )
     lowered = head[:64].lower()
     if lowered.startswith((b"<!doctype html", b"<html")):
         return "text/html"
@@ -155,6 +190,31 @@ def sniff_media_type(name: str, data: bytes) -> str:
                 return "application/octet-stream"
         return "text/plain"
     return "application/octet-stream"
+
+
+def _extension(name: str) -> str:
+    end = os.path.splitext(name)[1]
+    return end.lower() if _EXTENSION.fullmatch(end) else ""
+
+
+def unsupported_reason(name: str, media_type: str) -> str:
+    """Why a document of ``media_type`` is refused, in one line naming it, what was
+    found (its extension, or its content) and what is read instead.
+
+    Example:
+        >>> unsupported_reason("notes.rtf", "text/rtf").split("; ")[0]
+        'notes.rtf: unsupported type text/rtf (a .rtf file)'
+    """
+    extension = _extension(name)
+    if media_type in _OTHER_EXTENSIONS.values() and _OTHER_EXTENSIONS.get(extension) != media_type:
+        found = "by its content"
+    elif extension:
+        found = f"a {extension} file"
+    elif media_type == "application/octet-stream":
+        found = "no extension, and binary content"
+    else:
+        found = "no extension"
+    return f"{name}: unsupported type {media_type} ({found}); cardmill reads {ACCEPTED}"
 
 
 _NOT_REGULAR: Final = (
@@ -340,6 +400,16 @@ FieldValue: TypeAlias = str | int | float | bool | tuple[str, ...]
 _FIELD_KEY: Final = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
+def _field_chars(value: FieldValue) -> int:
+    """The characters one field value counts against `MAX_FIELDS_CHARS`: a string's
+    length, the sum of a list's items' lengths, a number's or flag's written length."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, tuple):
+        return sum(len(item) for item in value)
+    return len(str(value))
+
+
 def _to_fields(value: object) -> Mapping[str, FieldValue] | None:
     # Lists become tuples and the mapping a read-only view: a draft stays frozen.
     if value is None:
@@ -365,7 +435,7 @@ def _to_fields(value: object) -> Mapping[str, FieldValue] | None:
                 f"card field {key} is a {type(item).__name__}, not text, a number,"
                 " a flag or a list of strings"
             )
-    size = sum(len(k) + len(str(v)) for k, v in out.items())
+    size = sum(len(k) + _field_chars(v) for k, v in out.items())
     if size > MAX_FIELDS_CHARS:
         raise InvalidDraft(f"card fields hold {size} characters; the limit is {MAX_FIELDS_CHARS}")
     return MappingProxyType(out)

@@ -75,10 +75,16 @@ async def test_offline_key_points_run_names_its_recipe(env: dict[str, str]) -> N
 async def test_offline_run_names_the_fields_it_cannot_fill(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    refused = await cardmill("analyze", str(EXAMPLES), "--recipe", str(INSIGHTS), env=env)
+    required = tmp_path / "required.toml"
+    required.write_text(
+        INSIGHTS.read_text()
+        .replace("required = false\n", "")
+        .replace("max_items", "required = true\nmax_items")
+    )
+    refused = await cardmill("analyze", str(EXAMPLES), "--recipe", str(required), env=env)
     assert refused.returncode == 2
     line = one_line_error(refused.stderr)
-    assert "cannot fill the required fields category, confidence, follow_up" in line
+    assert "cannot fill the required fields category, confidence, follow_up, people;" in line
     optional = tmp_path / "optional.toml"
     optional.write_text(
         'name = "notes"\ninstructions = "Notes."\n[[fields]]\nname = "note"\n'
@@ -88,6 +94,21 @@ async def test_offline_run_names_the_fields_it_cannot_fill(
     assert done.returncode == 0, done.stderr.decode()
     first = done.stderr.decode().splitlines()[0]
     assert first.startswith("cardmill: warning: the offline extractive provider cannot fill mood")
+
+
+async def test_the_example_recipe_runs_offline_filling_what_it_can(env: dict[str, str]) -> None:
+    done = await cardmill("analyze", str(EXAMPLES), "--recipe", str(INSIGHTS), "--json", env=env)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stderr.decode().splitlines()[0] == (
+        "cardmill: warning: the offline extractive provider cannot fill category, confidence,"
+        " follow_up, people of recipe 'insights': its cards leave them out"
+    )
+    run = json.loads(done.stdout)["run"]
+    assert run["completed_items"] == 4
+    exported = await cardmill("export", run["id"], env=env)
+    cards = [json.loads(line) for line in exported.stdout.decode().splitlines()]
+    assert len(cards) == run["total_cards"] > 4
+    assert {tuple(card["fields"]) for card in cards} == {("insight",)}
 
 
 async def test_the_example_recipe_against_the_loopback_server(env: dict[str, str]) -> None:
@@ -160,3 +181,24 @@ async def test_a_worker_serves_each_run_with_its_own_recipe(
         assert study.fields is None
         for run in (points, plain):
             assert (await storage.get_run(run.id)).status.value == "succeeded"
+
+
+async def test_deeply_nested_recipe_and_prices_files_exit_2_in_one_line(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    deep = "[" * 5000 + "]" * 5000
+    recipe = tmp_path / "deep.toml"
+    recipe.write_text(f'name = "r"\ninstructions = "x"\nfields = {deep}\n')
+    done = await cardmill("analyze", str(EXAMPLES), "--recipe", str(recipe), env=env)
+    assert done.returncode == 2
+    assert one_line_error(done.stderr) == (
+        f"cardmill: error: {recipe}: tables and arrays nested more than 16 levels deep"
+    )
+    prices = tmp_path / "prices.toml"
+    prices.write_text(f'[models."m"]\ninput = 1\noutput = {deep}\n')
+    done = await cardmill("analyze", str(EXAMPLES), "--dry-run", "--prices", str(prices), env=env)
+    assert done.returncode == 2
+    assert one_line_error(done.stderr) == (
+        f"cardmill: error: {prices}: tables and arrays nested more than 16 levels deep"
+    )
+    assert not await trio.Path(env["CARDMILL_DB"]).exists()

@@ -104,7 +104,7 @@ async def test_a_batch_item_sends_exactly_the_params_of_a_synchronous_request(
 
 async def test_a_document_that_cannot_be_sent_fails_before_anything_is_sent() -> None:
     async with FakeAnthropicServer() as server, provider(server) as p:
-        with pytest.raises(DocumentError, match="unsupported media type"):
+        with pytest.raises(DocumentError, match="unsupported type application/octet-stream"):
             await p.batch_request(Document("x.bin", b"\x00\x01", "application/octet-stream"), "a")
         with pytest.raises(DocumentError, match="not a PDF"):
             await p.batch_request(Document("x.pdf", b"nope", "application/pdf"), "b")

@@ -88,7 +88,10 @@ def encrypted_pdf() -> bytes:
         (Document("j.txt", bytes(range(256)) * 4, "text/plain"), "binary content"),
         (Document("n.txt", bytes(range(1, 256)) * 4, "text/plain"), "binary content"),
         (Document("e.md", b"", "text/markdown"), "empty document"),
-        (Document("x.bin", b"\x00\x01", "application/octet-stream"), "unsupported media type"),
+        (
+            Document("x.bin", b"\x00\x01", "application/octet-stream"),
+            r"x\.bin: unsupported type application/octet-stream \(a \.bin file\); cardmill reads",
+        ),
         (Document("blank.html", b"<html><body><script>1</script></body></html>"), "no text"),
     ],
 )

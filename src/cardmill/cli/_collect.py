@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
 import attrs
+import click
 
 from ..errors import DocumentError, InputError
-from ..model import MAX_DOCUMENT_BYTES, Document, path_name, read_file, sniff_media_type
+from ..model import (
+    MAX_DOCUMENT_BYTES,
+    MEDIA_TYPES,
+    Document,
+    path_name,
+    read_file,
+    sniff_media_type,
+    unsupported_reason,
+)
+from ._safe import printable
+from ._words import counted
 
 __all__ = ["Collected", "Found", "collect", "read"]
 
-SUPPORTED_SUFFIXES: Final = frozenset(
-    {".md", ".markdown", ".txt", ".text", ".html", ".htm", ".pdf"}
-)
 MAX_FILE_BYTES: Final = MAX_DOCUMENT_BYTES
+_HEAD_BYTES: Final = 8192  # what `sniff_media_type` looks at
+# Non-blocking: a file replaced by a FIFO between the check and the open cannot hang us.
+_OPEN_FLAGS: Final = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+_LOG: Final = logging.getLogger("cardmill.cli")
 
 
 @attrs.frozen
@@ -30,32 +49,54 @@ class Found:
 
 @attrs.frozen
 class Collected:
-    """What the paths named: the files to analyse, how many files of other types were
-    left out, and a one-line notice for each entry skipped for safety."""
+    """What the paths named: the files to analyse, a line for each file of another
+    type left out (its name and why), and a one-line notice for each entry skipped for
+    safety."""
 
     found: list[Found]
-    skipped: int
+    refused: list[str]
     notices: list[str]
+
+    @property
+    def skipped(self) -> int:
+        """How many files of other types were left out."""
+        return len(self.refused)
+
+    def tell(self) -> None:
+        """Print the notices on stderr, and with ``-v`` (logging at INFO) each file of
+        another type left out, and why."""
+        for notice in self.notices:
+            click.echo(printable(f"cardmill: skipped {notice}"), err=True)
+        if _LOG.isEnabledFor(logging.INFO):
+            for line in self.refused:
+                click.echo(printable(f"cardmill: skipped {line}"), err=True)
 
 
 def collect(paths: list[str]) -> Collected:
     """Expand files and directories into the files to analyse.
 
-    Directories are walked recursively; hidden files and directories are skipped, and so
-    are files of other types (they are counted). Only regular files whose real path
-    stays inside the folder are taken: a symbolic link out of it (to ``/etc/passwd``,
-    ``~/.ssh``, ``/proc/self/environ``), a FIFO, a device or a socket is never opened,
-    and gets a notice naming it. Links that stay inside are followed, a directory once:
-    a link loop cannot make the walk go round. Named files are always taken, whatever
-    their type. Names that are not UTF-8 are shown with backslash escapes (``\\xff``).
+    Directories are walked recursively; hidden files and directories are skipped. Only
+    regular files whose real path stays inside the folder are taken: a symbolic link
+    out of it (to ``/etc/passwd``, ``~/.ssh``, ``/proc/self/environ``), a FIFO, a
+    device or a socket is never opened, and gets a notice naming it. Links that stay
+    inside are followed, a directory once: a link loop cannot make the walk go round.
+    Names that are not UTF-8 are shown with backslash escapes (``\\xff``).
+
+    One rule decides, for files named and files found alike: a file is taken when
+    `cardmill.model.sniff_media_type` gives its first bytes and name a type cardmill
+    reads (Markdown, text, HTML, PDF); any other (RTF, CSV, an image, an unknown
+    extension) is left out with the reason, which `Collected.tell` prints with ``-v``.
+    A file whose first bytes cannot be read is judged by its name, and its upload then
+    fails with the reason.
 
     Raises:
-        InputError: a path does not exist.
+        InputError: a path does not exist, or the paths hold no file to analyse (the
+            message gives the first file left out, and why).
     """
     found: list[Found] = []
+    refused: list[str] = []
     notices: list[str] = []
     seen: set[tuple[int, int]] = set()
-    skipped = 0
     for raw in paths:
         path = Path(raw)
         if not path.exists():
@@ -63,17 +104,39 @@ def collect(paths: list[str]) -> Collected:
                 raise InputError(f"{path_name(raw)}: broken symbolic link")
             raise InputError(f"{path_name(raw)}: no such file or directory")
         if path.is_dir():
-            for file in _walk(path, seen, notices):
-                if file.suffix.lower() in SUPPORTED_SUFFIXES:
-                    found.append(Found(file, path_name(file)))
-                else:
-                    skipped += 1
+            files = [(file, path_name(file)) for file in _walk(path, seen, notices)]
         else:
             key = _key(path)
-            if key not in seen:
-                seen.add(key)
-                found.append(Found(path, path_name(raw)))
-    return Collected(found, skipped, notices)
+            if key in seen:
+                continue
+            seen.add(key)
+            files = [(path, path_name(raw))]
+        for file, shown in files:
+            reason = _refusal(file, shown)
+            if reason is None:
+                found.append(Found(file, shown))
+            else:
+                refused.append(reason)
+    if not found:
+        where = ", ".join(path_name(p) for p in paths)
+        first = f": {refused[0]}" if refused else ""
+        more = f" (and {counted(len(refused) - 1, 'other file')})" if len(refused) > 1 else ""
+        raise InputError(f"no documents found in {where}{first}{more}")
+    return Collected(found, refused, notices)
+
+
+def _refusal(path: Path, shown: str) -> str | None:
+    """Why the file is left out, or None if it is taken."""
+    head = b""  # unreadable: judged by its name; reading it later says why it fails
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None  # a device or a FIFO named: its read refuses it, unopened
+        with open(os.open(path, _OPEN_FLAGS), "rb") as file:
+            head = file.read(_HEAD_BYTES) or b""
+    except OSError:
+        pass
+    media_type = sniff_media_type(shown, head)
+    return None if media_type in MEDIA_TYPES else unsupported_reason(shown, media_type)
 
 
 def _key(path: Path) -> tuple[int, int]:

@@ -35,7 +35,7 @@ from ..engine import (
     root_error,
 )
 from ..errors import CardmillError, DatabaseError, InputError, MissingExtra, RunNotFound
-from ..model import Run, RunStatus, path_name
+from ..model import Run, RunStatus
 from ..providers import ExtractiveProvider, Provider, estimate_input_tokens, redact_url
 from ..storage import PostgresStorage, SQLiteStorage, Storage, redact_dsn
 from ._batch import batch_provider, batches_of, run_batches
@@ -482,10 +482,8 @@ async def analyze_paths(
     spend = spend or Spend()
     recipe = await trio.to_thread.run_sync(read_recipe, recipe_spec) or STUDY_CARDS
     prices = await spend.table()
-    collected = collect(paths)
+    collected = await trio.to_thread.run_sync(collect, paths)  # it reads each file's head
     found, skipped = collected.found, collected.skipped
-    if not found:
-        raise InputError("no documents found in " + ", ".join(path_name(p) for p in paths))
     provider, described = make_provider(provider_choice, model, recipe)
     _check_cap(provider, prices, spend)
     if batch:
@@ -513,8 +511,7 @@ async def analyze_paths(
                 ),
                 err=True,
             )
-        for notice in collected.notices:
-            click.echo(printable(f"cardmill: skipped {notice}"), err=True)
+        collected.tell()
         run = await storage.create_run(
             documents(), name=name or _default_name(paths), recipe=recipe
         )
@@ -781,9 +778,8 @@ async def estimate_paths(
     standard and the batch price, and the total; sends nothing and creates no run."""
     recipe = await trio.to_thread.run_sync(read_recipe, recipe_spec) or STUDY_CARDS
     prices = await Spend(prices_file).table()
-    collected = collect(paths)
-    if not collected.found:
-        raise InputError("no documents found in " + ", ".join(path_name(p) for p in paths))
+    collected = await trio.to_thread.run_sync(collect, paths)  # it reads each file's head
+    collected.tell()
     provider, described = make_provider(provider_choice, model, recipe)
     try:
         name = model_of(provider)

@@ -26,7 +26,7 @@ from ..errors import (
     RateLimited,
     TransientError,
 )
-from ..model import Document, RateHint, Usage
+from ..model import Document, RateHint, Usage, unsupported_reason
 from ._base import (
     BATCH_MAX_BYTES,
     BATCH_MAX_REQUESTS,
@@ -255,7 +255,7 @@ class AnthropicProvider:
         elif document.media_type in ("text/plain", "text/markdown"):
             text = decode_text(document)
         else:
-            raise DocumentError(f"{document.name}: unsupported media type {document.media_type}")
+            raise DocumentError(unsupported_reason(document.name, document.media_type))
         if not text.strip():
             raise DocumentError(f"{document.name}: no text")
         check_size(document, text)

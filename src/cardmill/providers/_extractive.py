@@ -29,6 +29,8 @@ _STOPWORDS: Final = frozenset(
     with would you your yours yourself yourselves one two may must use used using get
     gets every many much via per like make makes made well way ways thing things""".split()  # noqa: SIM905
 )
+# List fields the document's most frequent words honestly fill.
+_TAG_FIELDS: Final = frozenset({"tags", "keywords", "topics"})
 _WORD: Final = re.compile(r"[A-Za-z][A-Za-z'-]{2,}")
 
 
@@ -46,10 +48,11 @@ class ExtractiveProvider:
     fails with a reason.
 
     With a recipe, the same pieces fill its fields: the first string field takes the
-    title, the next one the body, a string field named ``quote`` the quote, list fields
-    the tags. It serves the built-in recipes; for a recipe of your own, the fields it
-    cannot fill (enums, numbers, flags, further strings) are named by `unfilled` and
-    `warning`, and the cards leave them out.
+    title, the next one the body, a string field named ``quote`` the quote, a list
+    field named ``tags``, ``keywords`` or ``topics`` the tags. It serves the built-in
+    recipes; for a recipe of your own, the fields it cannot fill (enums, numbers, flags,
+    further strings, other lists) are named by `unfilled` and `warning`, and the cards
+    leave them out.
 
     Args:
         max_cards: the most cards per document; the recipe's by default.
@@ -176,7 +179,8 @@ def fill_plan(recipe: Recipe) -> dict[str, str]:
             plan[field.name] = "quote"
         elif field.type == FieldType.STRING and strings:
             plan[field.name] = strings.pop(0)
-        elif field.type == FieldType.LIST:
+        elif field.type == FieldType.LIST and field.name in _TAG_FIELDS:
+            # The document's frequent words are its tags; they are not, say, its people.
             plan[field.name] = "tags"
     return plan
 

@@ -17,7 +17,7 @@ import attrs
 import charset_normalizer
 
 from ..errors import DocumentError
-from ..model import Document
+from ..model import Document, unsupported_reason
 from ._html import html_blocks
 
 __all__ = [
@@ -169,7 +169,7 @@ def document_text(document: Document) -> str:
         return text
     if document.media_type in ("text/plain", "text/markdown"):
         return decode_text(document)
-    raise DocumentError(f"{document.name}: unsupported media type {document.media_type}")
+    raise DocumentError(unsupported_reason(document.name, document.media_type))
 
 
 # Documents are untrusted: every pattern here runs in time linear in its line. A lazy
