@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from cardmill import MemoryStorage
-from cardmill.web._guard import is_loopback
+from cardmill.web._guard import host_of, is_loopback
 
 from .conftest import client_of, hostile_run
 
@@ -103,7 +103,19 @@ async def test_a_host_name_other_than_loopback_is_refused(
 
 
 @pytest.mark.parametrize(
-    "host", ["localhost", "localhost:8765", "127.0.0.1:1", "127.1.2.3", "[::1]:8765", "LOCALHOST"]
+    "host",
+    [
+        "localhost",
+        "localhost:8765",
+        "localhost.:8765",
+        "app.localhost:8765",
+        "127.0.0.1:1",
+        "127.0.0.1:65535",
+        "127.1.2.3",
+        "[::1]",
+        "[::1]:8765",
+        "LOCALHOST",
+    ],
 )
 async def test_loopback_host_names_are_answered(client: httpx.AsyncClient, host: str) -> None:
     answer = await client.get("/", headers={"host": host})
@@ -115,6 +127,73 @@ async def test_with_remote_access_any_host_name_is_answered(storage: MemoryStora
         answer = await client.get("/", headers={"host": "cards.internal:8765"})
     assert answer.status_code == 200
     assert_guarded(answer)
+
+
+HOSTILE_HOSTS = [
+    "localhost:80@evil.example",
+    "localhost@evil.example",
+    "user@localhost",
+    "[::1]evil.example",
+    "[::1]:8765evil",
+    "[::1]:",
+    "[::1",
+    "::1",
+    "[::1]]",
+    "[localhost]",
+    "[127.0.0.1]",
+    "[::1%25lo]:8765",
+    "localhost:abc",
+    "localhost:",
+    "localhost:0",
+    "localhost:65536",
+    "localhost:99999999",
+    "localhost:-1",
+    "localhost:+80",
+    "localhost: 80",
+    "localhost:80:80",
+    "localhost:٨٠",
+    "127.0.0.1:8765/",
+    "127.0.0.1/evil.example",
+    "127.0.0.1#evil.example",
+    "127.0.0.1?x",
+    "localhost\\evil.example",
+    " localhost",
+    "localhost ",
+    "local host",
+    "localhost..",
+    ".localhost",
+    "-localhost",
+    "localhost-",
+    "x" * 64 + ".localhost",
+    "ｌocalhost",
+    "localhost\x00",
+    "localhost\t",
+    "evil.example,localhost",
+]
+
+
+@pytest.mark.parametrize("host", HOSTILE_HOSTS)
+async def test_a_host_header_that_is_not_strictly_host_and_port_is_refused(
+    client: httpx.AsyncClient, host: str
+) -> None:
+    assert host_of(host) is None, host
+    answer = await client.get("/", headers={b"host": host.encode("utf-8")})
+    assert answer.status_code == 400
+    assert answer.text == "this viewer answers only to localhost\n"
+    assert_guarded(answer)
+
+
+def test_host_of_takes_host_and_port_apart() -> None:
+    assert host_of("localhost") == "localhost"
+    assert host_of("localhost.") == "localhost."
+    assert host_of("LocalHost:8765") == "LocalHost"
+    assert host_of("127.0.0.1:1") == "127.0.0.1"
+    assert host_of("127.0.0.1:65535") == "127.0.0.1"
+    assert host_of("[::1]") == "[::1]"
+    assert host_of("[::1]:8765") == "[::1]"
+    assert host_of("[0:0:0:0:0:0:0:1]:80") == "[0:0:0:0:0:0:0:1]"
+    assert host_of("cards.internal:8765") == "cards.internal"
+    assert host_of("a-b.c") == "a-b.c"
 
 
 def test_loopback_addresses() -> None:

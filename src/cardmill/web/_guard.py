@@ -4,9 +4,13 @@ The viewer shows text from documents and models (untrusted) to a browser on the 
 machine as the data. Three rules, for every path, static files and errors included:
 
 * Only GET and HEAD: the viewer changes nothing, so nothing else is accepted (405).
-* Unless remote access was asked for, only requests that name a loopback host
-  (``localhost``, ``127.0.0.1``, ``[::1]``) are answered (400): a page of another site
-  whose name an attacker re-points at 127.0.0.1 (DNS rebinding) reads nothing.
+* Unless remote access was asked for, only requests whose Host header is a loopback
+  host (``localhost``, ``127.0.0.1``, ``[::1]``) with an optional port are answered
+  (400): a page of another site whose name an attacker re-points at 127.0.0.1 (DNS
+  rebinding) reads nothing. The header is parsed strictly: a bracketed IPv6 address or
+  a host name (IPv4 address) then, optionally, ``:`` and a port from 1 to 65535;
+  anything else (``localhost:80@evil.example``, ``[::1]evil.example``,
+  ``localhost:abc``) is refused.
 * Headers that keep a page inert: a Content-Security-Policy without inline script or
   style, that no other site may frame; no MIME sniffing; no referrer sent elsewhere.
 """
@@ -14,11 +18,12 @@ machine as the data. Three rules, for every path, static files and errors includ
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Final, final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["SECURITY_HEADERS", "Guard", "is_loopback"]
+__all__ = ["SECURITY_HEADERS", "Guard", "host_of", "is_loopback"]
 
 CSP: Final = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -34,6 +39,13 @@ SECURITY_HEADERS: Final[tuple[tuple[bytes, bytes], ...]] = (
     (b"cross-origin-resource-policy", b"same-origin"),
 )
 _METHODS: Final = frozenset({"GET", "HEAD"})
+# A host name of letters, digits and hyphens, in dot-separated labels of 1 to 63
+# characters (an IPv4 address is one too), with an optional final dot.
+_HOST_NAME: Final = re.compile(
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.?",
+    re.IGNORECASE | re.ASCII,
+)
+_PORT: Final = re.compile(r"[0-9]{1,5}", re.ASCII)
 
 
 def is_loopback(host: str) -> bool:
@@ -48,11 +60,39 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _host_name(header: str) -> str:
-    """The host of a Host header, without its port."""
+def host_of(header: str) -> str | None:
+    """The host of a Host header without its port (an IPv6 address keeps its brackets),
+    or None unless the header is exactly ``host[:port]``: a bracketed IPv6 address or a
+    host name, and a port from 1 to 65535."""
+    if len(header) > 255 + 6:
+        return None
     if header.startswith("["):
-        return header.partition("]")[0] + "]"
-    return header.rpartition(":")[0] if header.count(":") == 1 else header
+        address, bracket, rest = header[1:].partition("]")
+        if not bracket or not _is_ipv6(address):
+            return None
+        host = f"[{address}]"
+    else:
+        host = header.split(":", 1)[0]
+        rest = header[len(host) :]
+        if len(host) > 253 or not _HOST_NAME.fullmatch(host):
+            return None
+    if rest and not (rest.startswith(":") and _is_port(rest[1:])):
+        return None
+    return host
+
+
+def _is_ipv6(address: str) -> bool:
+    if not address.isascii() or "%" in address:
+        return False
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_port(text: str) -> bool:
+    return _PORT.fullmatch(text) is not None and 1 <= int(text) <= 65535
 
 
 @final
@@ -72,7 +112,8 @@ class Guard:
             return
         if not self._allow_remote:
             host = dict(scope.get("headers", ())).get(b"host", b"").decode("latin-1")
-            if not is_loopback(_host_name(host)):
+            name = host_of(host)
+            if name is None or not is_loopback(name):
                 await _refuse(send, 400, "this viewer answers only to localhost")
                 return
 
