@@ -140,3 +140,27 @@ async def test_a_postgres_password_reaches_no_page_and_no_output(env: dict[str, 
         assert all(secret not in line for line in lines)
     finally:
         pg.drop_schema(schema)
+
+
+async def test_a_busy_port_is_one_line_and_exit_2(env: dict[str, str]) -> None:
+    await cardmill("analyze", str(EXAMPLES), env=env)
+    with trio.socket.socket() as taken:
+        await taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = await cardmill("serve", "--port", str(port), env=env)
+    assert done.returncode == 2
+    assert one_line_error(done.stderr) == (
+        f"cardmill: error: cannot listen on 127.0.0.1:{port} (Address already in use)"
+    )
+
+
+async def test_an_unresolvable_host_is_one_line_and_exit_2(env: dict[str, str]) -> None:
+    await cardmill("analyze", str(EXAMPLES), env=env)
+    done = await cardmill(
+        "serve", "--host", "cards.invalid", "--allow-remote", "--port", "8765", env=env
+    )
+    assert done.returncode == 2
+    line = one_line_error(done.stderr)
+    assert line.startswith("cardmill: error: cannot listen on cards.invalid:8765 ("), line
+    assert "warning" not in done.stderr.decode()

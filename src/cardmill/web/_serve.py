@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
 
@@ -53,7 +54,8 @@ async def serve(
 
     Raises:
         InputError: ``host`` is not a loopback address and ``allow_remote`` is false,
-            ``port`` is out of range, or the address cannot be listened on.
+            ``port`` is out of range, or the address cannot be listened on (the port is
+            taken, the name does not resolve), before anything is served.
     """
     check_address(host, port, allow_remote=allow_remote)
     app = create_app(
@@ -64,26 +66,48 @@ async def serve(
         metrics=metrics,
     )
     config = Config()
-    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
-    config.bind = [f"{shown}:{port}"]
     config.accesslog = None
     config.loglevel = "WARNING"
     config.graceful_timeout = 1.0
     logging.getLogger("hypercorn.error").setLevel(logging.WARNING)
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    # Resolving a name and binding block: a thread does them, and a refusal is one
+    # InputError here rather than an error deep inside the server's nurseries.
+    try:
+        listening = await trio.to_thread.run_sync(_bound_socket, host, port)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InputError(f"cannot listen on {shown}:{port} ({reason})") from None
+    # The server takes the bound socket over by its descriptor.
+    config.bind = [f"fd://{listening.detach()}"]
     async with trio.open_nursery() as nursery:
-        try:
-            binds: list[str] = await nursery.start(
-                partial(
-                    hypercorn_serve,
-                    app,  # type: ignore[arg-type]  # Starlette's ASGI types are looser
-                    config,
-                    shutdown_trigger=shutdown_trigger,
-                )
+        binds: list[str] = await nursery.start(
+            partial(
+                hypercorn_serve,
+                app,  # type: ignore[arg-type]  # Starlette's ASGI types are looser
+                config,
+                shutdown_trigger=shutdown_trigger,
             )
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
-            raise InputError(f"cannot listen on {shown}:{port} ({reason})") from None
+        )
         task_status.started(binds[0] + "/")
+
+
+def _bound_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` (a name resolves to its first address of
+    the family the host's form says: IPv6 when it holds ``:``, else IPv4); blocking."""
+    address = host.removeprefix("[").removesuffix("]")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    found = socket.getaddrinfo(address, port, family, socket.SOCK_STREAM)
+    family, kind, proto, _, sockaddr = found[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def check_address(host: str, port: int, *, allow_remote: bool = False) -> None:
