@@ -41,7 +41,7 @@ def test_the_core_installs_no_database_driver_and_no_http_server() -> None:
     assert not core & {"psycopg", "psycopg-pool", "h11", "starlette", "hypercorn", "jinja2"}
     assert requirement_names("postgres") == {"psycopg", "psycopg-pool"}
     assert requirement_names("testing") == {"h11"}
-    assert requirement_names("web") == {"starlette", "hypercorn", "jinja2"}
+    assert requirement_names("web") == {"starlette", "hypercorn", "jinja2", "markupsafe"}
 
 
 def test_the_test_extra_brings_postgres_the_test_kit_and_the_viewer() -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from cardmill._printable import printable
 from cardmill.cli._runner import setup_logging
-from cardmill.cli._safe import printable
 
 from .conftest import cardmill_command
 from .test_cli import cardmill

@@ -10,13 +10,13 @@ from typing import Any, Final
 import click
 import trio
 
+from .._printable import printable
 from ..engine import BatchExecutor, RunSummary
 from ..errors import InputError
 from ..model import Batch, Run
 from ..providers import BatchProvider, Provider
 from ..storage import Storage
 from ._progress import Progress
-from ._safe import printable
 
 __all__ = [
     "SECOND_CTRL_C_SECONDS",

@@ -12,6 +12,7 @@ from typing import Final
 import attrs
 import click
 
+from .._printable import printable
 from ..errors import DocumentError, InputError
 from ..model import (
     MAX_DOCUMENT_BYTES,
@@ -22,7 +23,6 @@ from ..model import (
     sniff_media_type,
     unsupported_reason,
 )
-from ._safe import printable
 from ._words import counted
 
 __all__ = ["Collected", "Found", "collect", "read"]

@@ -13,6 +13,7 @@ import trio
 
 from .. import __version__
 from .._export import FORMATS, AsyncWriter, dumps, write_cards
+from .._printable import printable
 from .._recipe import BUILTIN_RECIPES, load_recipe
 from ..errors import InputError
 from ..model import Batch, Run, UploadStatus
@@ -36,7 +37,6 @@ from ._runner import (
     shown_cost,
     summary_table,
 )
-from ._safe import printable
 from ._words import counted
 
 __all__ = ["main"]

@@ -7,6 +7,7 @@ from typing import TextIO
 
 import trio
 
+from .._printable import printable
 from ..engine import (
     BatchEnded,
     BatchProgress,
@@ -20,7 +21,6 @@ from ..engine import (
     UploadRetrying,
 )
 from ..model import BatchCounts, Run
-from ._safe import printable
 from ._words import counted
 
 __all__ = ["Progress"]

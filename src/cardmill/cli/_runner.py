@@ -23,6 +23,7 @@ import trio
 from .._cost import DEFAULT_PRICES, FREE, PriceTable, usd
 from .._cost import shown_cost as cost_text
 from .._export import dumps, jsonable
+from .._printable import printable
 from .._recipe import STUDY_CARDS, Recipe, load_recipe
 from ..engine import (
     BatchExecutor,
@@ -45,7 +46,6 @@ from ._metrics import metrics_settings, observed, run_with_metrics
 from ._pipe import exit_closed_pipe, is_closed_pipe
 from ._progress import Progress
 from ._providers import make_provider, model_of, provider_warning
-from ._safe import printable
 from ._words import counted
 
 T = TypeVar("T")

@@ -17,6 +17,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from .._export import FORMATS, card_chunks
+from .._printable import printable
 from ..errors import InputError, RunNotFound
 from ..metrics import PROMETHEUS_CONTENT_TYPE, storage_prometheus_text
 from ..model import Batch, Run, RunStatus, Upload, UploadStatus
@@ -57,8 +58,10 @@ def create_app(
 
     Serve it with [`serve`][cardmill.web.serve], or with any ASGI server that runs on
     trio. It only reads: GET and HEAD are answered, any other method is refused (405).
-    Every value that comes from a document or a model is escaped, and every answer
-    carries a strict Content-Security-Policy (no inline script, no framing).
+    Every value that comes from a document or a model is escaped, its bidirectional and
+    control characters written as backslash escapes as the command line prints them,
+    and every answer carries a strict Content-Security-Policy (no inline script, no
+    framing).
 
     Args:
         storage: an open storage; the app does not close it.
@@ -109,6 +112,7 @@ class _Views:
             loader=jinja2.PackageLoader("cardmill.web", "templates"),
             autoescape=True,
             undefined=jinja2.StrictUndefined,
+            finalize=_format.shown,
         )
         self._env.globals.update(database=database, href=_format.href, query=_format.query)
         self._env.filters.update(
@@ -118,6 +122,7 @@ class _Views:
             when=_format.when,
             duration=_format.duration,
             field_text=_format.field_text,
+            lines=_format.lines,
         )
         files = resources.files("cardmill.web") / "static"
         self._static = {name: (files / name).read_bytes() for name in _STATIC}
@@ -316,9 +321,11 @@ def _progress_text(run: Run) -> dict[str, str]:
 def _batch_record(batch: Batch) -> dict[str, Any]:
     counts = batch.counts
     done = counts.succeeded + counts.errored + counts.canceled + counts.expired
+    # The page's script writes these as they are (textContent): made printable here as
+    # the templates make what they write.
     return {
-        "id": batch.id,
-        "provider_id": batch.provider_batch_id or "",
+        "id": printable(batch.id),
+        "provider_id": printable(batch.provider_batch_id or ""),
         "updated": _format.when(batch.updated_at),
         "state": batch.state.value,
         "size": batch.size,

@@ -1,15 +1,56 @@
-"""How numbers, times, money and links appear on the viewer's pages."""
+"""How text, numbers, times, money and links appear on the viewer's pages."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import final
 from urllib.parse import quote, urlencode
 
+from markupsafe import Markup
+
 from .._cost import shown_cost
+from .._printable import printable
 from ..model import FieldValue, Usage
 
-__all__ = ["cost", "duration", "field_text", "href", "number", "query", "tokens", "when"]
+__all__ = [
+    "cost",
+    "duration",
+    "field_text",
+    "href",
+    "lines",
+    "number",
+    "query",
+    "shown",
+    "tokens",
+    "when",
+]
+
+
+@final
+class _Lines(str):
+    """Text already made printable, its line ends and tabs kept."""
+
+    __slots__ = ()
+
+
+def shown(value: object) -> object:
+    """What a template writes for ``value`` (every ``{{ ... }}`` passes here before it
+    is HTML-escaped): text with the characters that could reorder or hide what the page
+    shows (bidirectional controls, C0 and C1 controls, lone surrogates) written as
+    backslash escapes, as the command line prints them; numbers as they are."""
+    if isinstance(value, _Lines) or value is None or isinstance(value, int | float):
+        return value
+    if isinstance(value, Markup):
+        # Already HTML (the escape adds only ASCII letters, digits and backslashes).
+        return Markup(printable(value))
+    return printable(value)
+
+
+def lines(value: object) -> str:
+    """Multi-line text (a card body, a quote, an error) made printable with its line
+    ends and tabs kept, for an element that keeps them."""
+    return _Lines(printable(value, lines=True))
 
 
 def number(value: int | float) -> str:
