@@ -158,6 +158,53 @@ async def test_batches_show_their_progress(
     assert record["text"] == "2 / 3"
 
 
+async def test_a_batch_run_shows_its_batches_progress_not_a_rate_per_minute(
+    storage: MemoryStorage, client: httpx.AsyncClient
+) -> None:
+    from cardmill.model import BatchCounts, BatchState
+
+    run = await storage.create_run([doc(f"d{i}.md") for i in range(5)])
+    uploads = await storage.list_uploads(run.id)
+    first = await storage.create_batch(run.id, [u.id for u in uploads[:3]], lease_seconds=60)
+    second = await storage.create_batch(run.id, [u.id for u in uploads[3:]], lease_seconds=60)
+    assert first is not None
+    assert second is not None
+    # The first batch's answers arrive together: three uploads complete in one burst.
+    for upload in uploads[:3]:
+        assert await storage.complete_upload(upload.id, [CardDraft("t", "b")])
+    await storage.update_batch(
+        first[0].id, state=BatchState.LIVE, counts=BatchCounts(succeeded=2, errored=1)
+    )
+    await storage.update_batch(
+        second[0].id, state=BatchState.LIVE, counts=BatchCounts(processing=2)
+    )
+    page = (await client.get(f"/runs/{run.id}")).text
+    pace = page[page.index("<h2>Pace</h2>") : page.index("<h2>Uploads</h2>")]
+    assert "per minute" not in pace
+    assert "/min" not in pace
+    assert "peak" not in pace
+    assert "<svg" not in pace
+    assert 'data-live="batch_progress">3 / 5 requests done, sent as 2 batches</span>' in pace
+    body = (await client.get(f"/runs/{run.id}/progress.json")).json()
+    assert body["text"]["batch_progress"] == "3 / 5 requests done, sent as 2 batches"
+
+    single = await storage.create_run([doc("a.md")])
+    (upload,) = await storage.list_uploads(single.id)
+    assert await storage.create_batch(single.id, [upload.id], lease_seconds=60)
+    page = (await client.get(f"/runs/{single.id}")).text
+    assert "0 / 1 requests done, sent as 1 batch<" in page
+    # A run sent without batches keeps its chart.
+    plain = await storage.create_run([doc("p.md")])
+    await settle(storage, plain, {"p.md": [CardDraft("t", "b")]})
+    page = (await client.get(f"/runs/{plain.id}")).text
+    assert "1 completed over" in page
+    assert "per minute" in page
+    assert "requests done" not in page
+    assert (await client.get(f"/runs/{plain.id}/progress.json")).json()["text"][
+        "batch_progress"
+    ] == ""
+
+
 async def test_unknown_ids_and_paths_are_404(
     storage: MemoryStorage, client: httpx.AsyncClient
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Final
@@ -177,7 +177,7 @@ class _Views:
             page=page,
             more=matched > skip + UPLOADS_PER_PAGE,
             formats=FORMATS,
-            text=_progress_text(run),
+            text=_progress_text(run, batches),
         )
 
     async def progress(self, request: Request) -> Response:
@@ -194,7 +194,7 @@ class _Views:
             "cost_usd": run.cost_usd,
             "requests": run.requests,
             "rate_limited": run.rate_limited,
-            "text": _progress_text(run),
+            "text": _progress_text(run, batches),
             "batches": [_batch_record(b) for b in batches],
         }
         return JSONResponse(body, headers={"cache-control": "no-store"})
@@ -301,10 +301,11 @@ def _page_number(request: Request) -> int:
     return int(raw)
 
 
-def _progress_text(run: Run) -> dict[str, str]:
+def _progress_text(run: Run, batches: Sequence[Batch]) -> dict[str, str]:
     """The live parts of a run's page, as the page shows them."""
     done = run.completed_items + run.failed_items
     return {
+        "batch_progress": _batch_progress(batches),
         "status": run.status.name,
         "done": f"{_format.number(done)} / {_format.number(run.total_items)}",
         "completed": _format.number(run.completed_items),
@@ -318,9 +319,28 @@ def _progress_text(run: Run) -> dict[str, str]:
     }
 
 
+def _batch_progress(batches: Sequence[Batch]) -> str:
+    """How far a run's batches are, all together; empty for a run sent without them.
+
+    A batch's answers arrive together, when the provider has them all: its uploads
+    complete in one burst, so a rate per minute would say nothing of the run's pace.
+    """
+    if not batches:
+        return ""
+    done = sum(_batch_done(b) for b in batches)
+    size = sum(b.size for b in batches)
+    sent = "1 batch" if len(batches) == 1 else f"{_format.number(len(batches))} batches"
+    return f"{_format.number(done)} / {_format.number(size)} requests done, sent as {sent}"
+
+
+def _batch_done(batch: Batch) -> int:
+    counts = batch.counts
+    return counts.succeeded + counts.errored + counts.canceled + counts.expired
+
+
 def _batch_record(batch: Batch) -> dict[str, Any]:
     counts = batch.counts
-    done = counts.succeeded + counts.errored + counts.canceled + counts.expired
+    done = _batch_done(batch)
     # The page's script writes these as they are (textContent): made printable here as
     # the templates make what they write.
     return {

@@ -2,7 +2,9 @@
 
 The bars are counted in one pass over the uploads (their ``finished_at``), into a fixed
 number of bins between the run's start and its end (or now): memory stays the size of
-the chart, whatever the size of the run.
+the chart, whatever the size of the run. A run sent as provider batches gets no chart:
+a batch's uploads complete together when its results are collected, and the page shows
+how far its batches are instead.
 """
 
 from __future__ import annotations
