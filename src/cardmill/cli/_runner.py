@@ -46,6 +46,15 @@ from ._pipe import exit_closed_pipe, is_closed_pipe
 from ._progress import Progress
 from ._providers import make_provider, model_of, provider_warning
 from ._safe import printable
+from ._signals import (
+    EXIT_TERMINATED,
+    STOP_SIGNALS,
+    Terminated,
+    interrupted,
+    stopped_by,
+    terminable,
+    terminated,
+)
 from ._words import counted
 
 T = TypeVar("T")
@@ -71,10 +80,12 @@ def execute(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
     chosen = metrics_settings()
     try:
         if chosen is not None:
-            return trio.run(partial(run_with_metrics, chosen, fn), *args)
-        return trio.run(fn, *args)
+            return trio.run(terminable, partial(run_with_metrics, chosen, fn), *args)
+        return trio.run(terminable, fn, *args)
     except BaseException as raw:
         exc = root_error(raw)
+        if isinstance(exc, Terminated):
+            sys.exit(EXIT_TERMINATED)
         if isinstance(exc, KeyboardInterrupt):
             sys.exit(EXIT_INTERRUPTED)
         if is_closed_pipe(exc):
@@ -445,22 +456,26 @@ async def _execute_sync(
 
 @contextlib.contextmanager
 def _resume_hint(run_id: str, db: str, *, said: bool = False) -> Iterator[None]:
-    """On Ctrl-C, say how to resume the run: from the moment it exists, whether the
-    engine had started (the run is CANCELLED) or not (still PENDING). ``said``: batch
-    mode says it itself."""
+    """On Ctrl-C or SIGTERM, say how to resume the run: from the moment it exists,
+    whether the engine had started (the run is CANCELLED) or not (still PENDING).
+    ``said``: batch mode says it itself."""
     try:
         yield
     except BaseException as exc:
-        if isinstance(root_error(exc), KeyboardInterrupt) and not said:
+        if interrupted(exc) and not said:
             click.echo(
                 "\n"
                 + printable(
-                    f"cardmill: interrupted; run {run_id} is resumable. "
+                    f"cardmill: {_stop_word()}; run {run_id} is resumable. "
                     f"Resume with: cardmill resume {run_id}{_db_flag(db)}"
                 ),
                 err=True,
             )
         raise
+
+
+def _stop_word() -> str:
+    return "terminated (SIGTERM)" if terminated() else "interrupted"
 
 
 async def analyze_paths(
@@ -737,7 +752,20 @@ async def run_worker(
                     except InputError as exc:
                         click.echo(printable(f"cardmill worker: run {run.id}: {exc}"), err=True)
                         continue
-                    summary = await engine.execute(run.id)
+                    try:
+                        summary = await engine.execute(run.id)
+                    except BaseException as exc:
+                        if interrupted(exc):
+                            click.echo(
+                                "\n"
+                                + printable(
+                                    f"cardmill worker: {_stop_word()}; the uploads of run "
+                                    f"{run.id} it held are PENDING again. Resume with: "
+                                    f"cardmill resume {run.id}{_db_flag(db)} (or another worker)"
+                                ),
+                                err=True,
+                            )
+                        raise
                     click.echo(
                         printable(
                             f"cardmill worker: run {run.id} {summary.run.status.name}: "
@@ -868,16 +896,18 @@ async def estimate_paths(
 async def serve_viewer(
     db: str, host: str, port: int, allow_remote: bool, metrics: bool = False
 ) -> int:
-    """``cardmill serve``: the web viewer of ``db`` until Ctrl-C.
+    """``cardmill serve``: the web viewer of ``db`` until Ctrl-C or SIGTERM.
 
-    Ctrl-C is received here, not raised wherever the server happens to be: the server
-    stops gracefully, then the command ends as every interrupted command does (130).
+    Both are received here, not raised wherever the server happens to be: the server
+    stops gracefully, then the command ends as every interrupted command does (130, or
+    143 for SIGTERM).
     """
     from .. import web  # the web extra: MissingExtra names it when absent
 
     web.check_address(host, port, allow_remote=allow_remote)
     stop = trio.Event()
-    with trio.open_signal_receiver(signal.SIGINT) as interrupts:
+    received: int = signal.SIGINT
+    with trio.open_signal_receiver(*STOP_SIGNALS) as interrupts:
         async with open_storage(db, create=False) as storage, trio.open_nursery() as nursery:
             url = await nursery.start(
                 partial(
@@ -903,7 +933,8 @@ async def serve_viewer(
                 click.echo(printable(f"cardmill: Prometheus metrics at {url}metrics"), err=True)
             shown = printable(f"cardmill: viewer of {shown_db(db)} on {url} (Ctrl-C stops)")
             click.echo(shown, err=True)
-            async for _ in interrupts:
+            async for signum in interrupts:
+                received = signum
                 stop.set()
                 break
-    raise KeyboardInterrupt
+    raise stopped_by(received)
