@@ -808,7 +808,7 @@ async def estimate_paths(
     prices = await Spend(prices_file).table()
     collected = await trio.to_thread.run_sync(collect, paths)  # it reads each file's head
     collected.tell()
-    provider, described = make_provider(provider_choice, model, recipe)
+    provider, described = make_provider(provider_choice, model, recipe, sending=False)
     try:
         name = model_of(provider)
         price = FREE if isinstance(provider, ExtractiveProvider) else None
