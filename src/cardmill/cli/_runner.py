@@ -282,11 +282,14 @@ def summary_table(
         shown = f"{model} ({provider.name})" if model else f"none ({provider.name}, offline)"
         rows.append(("model", shown))
     if summary is not None:
+        # This command's requests, and the run's: other workers (or an earlier, stopped
+        # command) may have sent some of them; tokens and cost below are the run's.
         rows += [
             (
                 "requests",
-                f"{summary.requests} ({summary.rate_limited} × 429, {summary.overloaded} × 529, "
-                f"{counted(summary.retries, 'retry', 'retries')})",
+                f"{summary.requests:,} by this command ({summary.rate_limited:,} × 429, "
+                f"{summary.overloaded:,} × 529, {counted(summary.retries, 'retry', 'retries')}), "
+                f"{run.requests:,} for the run ({run.rate_limited:,} × 429)",
             ),
             ("elapsed", f"{summary.elapsed:.1f} s"),
         ]
@@ -770,7 +773,8 @@ async def run_worker(
                         printable(
                             f"cardmill worker: run {run.id} {summary.run.status.name}: "
                             f"{summary.completed} completed and {summary.failed} failed here, "
-                            f"{counted(summary.requests, 'request')}, "
+                            f"{counted(summary.requests, 'request')} here "
+                            f"({summary.run.requests:,} for the run), "
                             f"{summary.rate_limited} x 429, run cost {shown_cost(summary.run)}"
                         ),
                         err=True,
