@@ -42,6 +42,7 @@ from ._batch import batch_provider, batches_of, run_batches
 from ._collect import collect, read
 from ._dbpath import check_sqlite_path
 from ._metrics import metrics_settings, observed, run_with_metrics
+from ._named import named_run
 from ._pipe import exit_closed_pipe, is_closed_pipe
 from ._progress import Progress
 from ._providers import make_provider, model_of, provider_warning
@@ -603,8 +604,8 @@ async def resume_run(
     given = await trio.to_thread.run_sync(read_recipe, recipe_spec)
     prices = await spend.table()
     async with open_storage(db, create=False) as storage:
-        run = await storage.get_run(run_id)
-        recipe = await storage.get_recipe(run_id)
+        run = await storage.get_run(await named_run(storage, run_id))
+        recipe = await storage.get_recipe(run.id)
         if given is not None and given.digest != recipe.digest:
             raise InputError(
                 f"run {run.id} was made with recipe {recipe.label}, not {given.label}; "
@@ -666,13 +667,13 @@ async def cancel_run(
 ) -> int:
     """Cancel the run's open batches at the provider and collect what they finished."""
     async with open_storage(db, create=False) as storage:
-        run = await storage.get_run(run_id)
+        run = await storage.get_run(await named_run(storage, run_id))
         opened = await batches_of(storage, run.id, open_only=True)
         if not opened:
             click.echo(printable(f"cardmill: run {run.id} has no open batches"), err=True)
             report(None, run, db, as_json)
             return _exit_code(run)
-        recipe = await storage.get_recipe(run_id)
+        recipe = await storage.get_recipe(run.id)
         made = make_provider(provider_choice, model, recipe)[0]
         provider = batch_provider(made)
         click.echo(
@@ -720,6 +721,8 @@ async def run_worker(
     engines: dict[str, Engine] = {}
     try:
         async with open_storage(db, create=False) as storage:
+            if run_id is not None:
+                run_id = await named_run(storage, run_id)
             click.echo(
                 printable(
                     f"cardmill worker: {described}, concurrency {concurrency}, on {shown_db(db)}"
