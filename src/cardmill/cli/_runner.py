@@ -749,9 +749,11 @@ async def run_worker(
 
             while True:
                 runs = [await storage.get_run(run_id)] if run_id else await storage.list_runs()
+                worked = False
                 for run in runs:
                     if run.status.finished or run.pending_items == 0:
                         continue  # nothing PENDING or LOADING: the counters say so
+                    worked = True
                     recipe = await storage.get_recipe(run.id)
                     try:
                         engine = engine_for(recipe)
@@ -777,8 +779,8 @@ async def run_worker(
                             f"cardmill worker: run {run.id} {summary.run.status.name}: "
                             f"{summary.completed} completed and {summary.failed} failed here, "
                             f"{counted(summary.requests, 'request')} here "
-                            f"({summary.run.requests:,} for the run), "
-                            f"{summary.rate_limited} x 429, run cost {shown_cost(summary.run)}"
+                            f"({summary.rate_limited:,} × 429), {summary.run.requests:,} for "
+                            f"the run, run cost {shown_cost(summary.run)}"
                         ),
                         err=True,
                     )
@@ -791,11 +793,22 @@ async def run_worker(
                             err=True,
                         )
                 if not follow:
+                    if not worked:
+                        click.echo(printable(f"cardmill worker: {_idle(runs, run_id)}"), err=True)
                     return EXIT_OK
                 await trio.sleep(poll)
     finally:
         for each in providers.values():
             await _close(each)
+
+
+def _idle(runs: list[Run], run_id: str | None) -> str:
+    """What a worker that found nothing to do says."""
+    if run_id is not None and runs:
+        return f"nothing to do: run {runs[0].id} is {runs[0].status.name}, no upload is left"
+    if not runs:
+        return "nothing to do: there are no runs in the database"
+    return f"nothing to do: no upload is left in {counted(len(runs), 'run')}"
 
 
 # -- dry run -----------------------------------------------------------------------------
