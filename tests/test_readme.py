@@ -105,6 +105,9 @@ async def test_the_quickstart_prints_what_the_readme_shows(tmp_path: Path) -> No
 # Commands the README shows that a test cannot run as they are, and where they are tested.
 NOT_RUN_HERE: Final = {
     ".venv/bin/cardmill serve": "runs until stopped: tests/cli/test_serve.py",
+    ".venv/bin/cardmill analyze examples/ --provider anthropic": (
+        "against the loopback server: tests/cli/test_loopback_serve.py"
+    ),
 }
 _SYNOPSIS: Final = re.compile(r"\[|\.\.\.|\(|\b[A-Z]{3,}\b")
 

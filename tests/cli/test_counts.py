@@ -93,12 +93,13 @@ def summary(requests: int, retries: int) -> RunSummary:
 
 def test_the_summary_counts_requests_and_retries_in_words_that_agree() -> None:
     for requests, retries, expected in (
-        (1, 1, "requests   1 (0 × 429, 0 × 529, 1 retry)\n"),
-        (2, 0, "requests   2 (0 × 429, 0 × 529, 0 retries)\n"),
-        (3, 2, "requests   3 (0 × 429, 0 × 529, 2 retries)\n"),
+        (1, 1, "requests   1 by this command (0 × 429, 0 × 529, 1 retry), 1 for the run"),
+        (2, 0, "requests   2 by this command (0 × 429, 0 × 529, 0 retries), 2 for the run"),
+        (3, 2, "requests   3 by this command (0 × 429, 0 × 529, 2 retries), 3 for the run"),
     ):
         out = io.StringIO()
-        summary_table(summary(requests, retries), Run("run-x", "run-x"), "x.db", out)
+        run = Run("run-x", "run-x", requests=requests)
+        summary_table(summary(requests, retries), run, "x.db", out)
         assert expected in out.getvalue()
 
 

@@ -141,10 +141,10 @@ async def test_a_database_of_the_previous_release_upgrades_resumes_and_exports(
     env = {**env, "CARDMILL_DB": str(db)}
     listed = json.loads((await cardmill("runs", "--json", env=env)).stdout)
     assert [(r["name"], r["status"], r["recipe_name"]) for r in listed] == [
+        ("half", "cancelled", "study-cards"),  # newest first
         ("finished", "succeeded", "study-cards"),
-        ("half", "cancelled", "study-cards"),
     ]
-    half = listed[1]["id"]
+    half = listed[0]["id"]
     refused = await cardmill("resume", half, "--recipe", "flashcards", env=env)
     assert refused.returncode == 2
     assert f"recipe {STUDY_CARDS.label}, not {FLASHCARDS.label}" in one_line_error(refused.stderr)

@@ -19,9 +19,11 @@ from .test_cli import cardmill, one_line_error
 
 
 @asynccontextmanager
-async def serving(*args: str, env: dict[str, str]) -> AsyncIterator[tuple[str, list[str]]]:
-    """``cardmill serve ARGS`` until the block ends with Ctrl-C; its URL and what it
-    printed on standard error, line by line."""
+async def serving(
+    *args: str, env: dict[str, str], stop: signal.Signals = signal.SIGINT
+) -> AsyncIterator[tuple[str, list[str]]]:
+    """``cardmill serve ARGS`` until the block ends with Ctrl-C (or ``stop``); its URL and
+    what it printed on standard error, line by line."""
     process = await trio.lowlevel.open_process(
         [*cardmill_command(), "serve", "--port", "0", *args],
         stderr=subprocess.PIPE,
@@ -42,10 +44,19 @@ async def serving(*args: str, env: dict[str, str]) -> AsyncIterator[tuple[str, l
         url = next(line for line in lines if " on http://" in line).split(" on ")[1].split()[0]
         yield url, lines
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         with trio.fail_after(30):
             await process.wait()
-    assert process.returncode == 130
+    assert process.returncode == 128 + stop
+
+
+async def test_serve_stops_on_sigterm_as_on_ctrl_c(env: dict[str, str]) -> None:
+    analysed = await cardmill("analyze", str(EXAMPLES), "--json", env=env)
+    assert analysed.returncode == 0, analysed.stderr.decode()
+    async with serving(env=env, stop=signal.SIGTERM) as (url, _):
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(url)).status_code == 200
+    # The exit status (143) is checked as the block ends.
 
 
 async def test_a_remote_host_needs_allow_remote(env: dict[str, str]) -> None:

@@ -300,10 +300,14 @@ async def test_max_cost_stops_then_a_higher_cap_finishes(
 
 
 async def _interrupted(
-    folder: Path, db: str, env: dict[str, str], server: FakeAnthropicServer
+    folder: Path,
+    db: str,
+    env: dict[str, str],
+    server: FakeAnthropicServer,
+    stop: signal.Signals = signal.SIGINT,
 ) -> tuple[str, Any]:
-    """An ``analyze --batch`` stopped by one Ctrl-C once its batch is live and looked at:
-    the run's id, and the process's exit code and stderr."""
+    """An ``analyze --batch`` stopped by one Ctrl-C (or ``stop``) once its batch is live
+    and looked at: the run's id, and the process's exit code and stderr."""
     command = [*cardmill_command(), "analyze", str(folder), "--batch", "--quiet", *POLL]
     err = Path(f"{db}.err")
     with err.open("wb") as stderr:  # noqa: ASYNC230
@@ -320,7 +324,7 @@ async def _interrupted(
             )
             with trio.fail_after(30):
                 await _until(lambda: server.batch_calls["retrieve"] >= 1)
-            analyze.send_signal(signal.SIGINT)
+            analyze.send_signal(stop)
     async with _opened(db) as storage:
         (run,) = await storage.list_runs()
     return run.id, (analyze.returncode, await trio.Path(err).read_text())
@@ -354,6 +358,31 @@ async def test_ctrl_c_once_leaves_the_batch_live_then_resume_collects(
         server.end_batch(batch_id)
         run_env = _env(env, server, db)
         resumed = await cardmill("resume", run_id, "--quiet", *POLL, env=run_env)
+        assert resumed.returncode == 0, resumed.stderr.decode()
+        assert server.batch_calls["create"] == 1
+    await _finished(db, run_id)
+    _once_each(server)
+
+
+async def test_sigterm_leaves_the_batch_live_then_resume_collects(
+    folder: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    db = str(tmp_path / "sigterm.db")
+    async with FakeAnthropicServer(api_key=KEY, batch_delay=None) as server:
+        run_id, (code, said) = await _interrupted(folder, db, env, server, signal.SIGTERM)
+        assert code == 143, said
+        assert f"terminated (SIGTERM); the batches of run {run_id} go on" in said
+        assert f"Collect their results with: cardmill resume {run_id}" in said
+        assert "Ctrl-C again" not in said  # no second signal is waited for
+        async with _opened(db) as storage:
+            (batch,) = await storage.list_batches(run_id)
+            await check_invariants(storage, run_id)
+        assert batch.state == BatchState.LIVE
+        assert server.batch_calls["cancel"] == 0
+
+        (batch_id,) = {s.batch_id for s in server.batch_log}
+        server.end_batch(batch_id)
+        resumed = await cardmill("resume", run_id, "--quiet", *POLL, env=_env(env, server, db))
         assert resumed.returncode == 0, resumed.stderr.decode()
         assert server.batch_calls["create"] == 1
     await _finished(db, run_id)

@@ -1,5 +1,5 @@
 """Runs through a provider's batch API on the command line: progress, and Ctrl-C once
-(stop looking, leave the batches live) or twice (cancel them)."""
+(stop looking, leave the batches live) or twice (cancel them); SIGTERM as one Ctrl-C."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ..model import Batch, Run
 from ..providers import BatchProvider, Provider
 from ..storage import Storage
 from ._progress import Progress
+from ._signals import STOP_SIGNALS, stopped_by
 
 __all__ = [
     "SECOND_CTRL_C_SECONDS",
@@ -80,18 +81,23 @@ async def run_batches(
 
     The first Ctrl-C stops looking at the batches (they go on at the provider) and says
     how to collect or cancel them; a second within `SECOND_CTRL_C_SECONDS` cancels them.
-    Otherwise KeyboardInterrupt is raised, as for any interrupted command.
+    Otherwise KeyboardInterrupt is raised, as for any interrupted command. SIGTERM stops
+    as one Ctrl-C does, at once (nobody is there to press a second): the batches go on,
+    and `Terminated` is raised.
     """
     stderr = sys.stderr
     progress = Progress(run, stderr, live=stderr is not None and _isatty(stderr), batch=True)
     executor = BatchExecutor(storage, provider, observer=progress, **options)
     summary: RunSummary | None = None
-    with trio.open_signal_receiver(signal.SIGINT) as signals:
+    received: int = signal.SIGINT
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
             work = trio.CancelScope()
 
             async def first_ctrl_c() -> None:
-                async for _ in signals:
+                nonlocal received
+                async for signum in signals:
+                    received = signum
                     work.cancel()
                     return
 
@@ -104,18 +110,24 @@ async def run_batches(
         if summary is not None:
             return summary
         progress.clear()
+        term = received == signal.SIGTERM
         click.echo(
             "\n"
             + printable(
-                f"cardmill: interrupted; the batches of run {run.id} go on at the provider. "
-                f"Collect their results with: {resume_hint}; cancel them with: {cancel_hint} "
-                f"(or press Ctrl-C again within {SECOND_CTRL_C_SECONDS:g} s)"
+                f"cardmill: {'terminated (SIGTERM)' if term else 'interrupted'}; the batches "
+                f"of run {run.id} go on at the provider. Collect their results with: "
+                f"{resume_hint}; cancel them with: {cancel_hint}"
+                + ("" if term else f" (or press Ctrl-C again within {SECOND_CTRL_C_SECONDS:g} s)")
             ),
             err=True,
         )
+        if term:
+            raise stopped_by(received)
         again = False
         with trio.move_on_after(SECOND_CTRL_C_SECONDS):
-            async for _ in signals:
+            async for received in signals:
+                if received == signal.SIGTERM:
+                    raise stopped_by(received)
                 again = True
                 break
         if not again:

@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..model import Batch, Run, UploadStatus
 from ._batch import batches_of, batches_table
 from ._metrics import metrics_options
+from ._named import named_run, newest_first
 from ._pipe import exits_quietly_on_closed_pipe
 from ._runner import (
     Spend,
@@ -315,6 +316,8 @@ def resume(
     Batches the run left open at the provider are collected first. A run sent in batches
     sends the rest in batches too (--no-batch: one request at a time); --batch sends the
     rest of any run in batches.
+
+    RUN is a run's id (see `cardmill runs`), or `latest` for the newest run.
     """
     setup_logging(verbose)
     limits = limits_from(rpm, itpm)
@@ -361,7 +364,10 @@ def cancel(
     verbose: int,
 ) -> NoReturn:
     """Cancel a run's open batches at the provider; what they finished is kept, the rest
-    can be sent again with `cardmill resume`."""
+    can be sent again with `cardmill resume`.
+
+    RUN is a run's id (see `cardmill runs`), or `latest` for the newest run.
+    """
     setup_logging(verbose)
     sys.exit(execute(cancel_run, run_id, db, provider, model, as_json, batch_poll))
 
@@ -370,11 +376,11 @@ def cancel(
 @_db_option
 @_json_option
 def runs(db: str, as_json: bool) -> None:
-    """List the runs in the database."""
+    """List the runs in the database, newest first."""
 
     async def list_runs() -> list[Run]:
         async with open_storage(db, create=False) as storage:
-            return await storage.list_runs()
+            return newest_first(await storage.list_runs())
 
     found = execute(list_runs)
     if as_json:
@@ -404,13 +410,16 @@ def runs(db: str, as_json: bool) -> None:
 @_db_option
 @_json_option
 def show(run_id: str, db: str, as_json: bool) -> None:
-    """Show a run and its uploads: status, attempts, cards, error."""
+    """Show a run and its uploads: status, attempts, cards, error.
+
+    RUN is a run's id (see `cardmill runs`), or `latest` for the newest run.
+    """
 
     async def load() -> tuple[Run, list[Any], list[Batch]]:
         async with open_storage(db, create=False) as storage:
-            run = await storage.get_run(run_id)
-            uploads = await storage.list_uploads(run_id)
-            return run, uploads, await batches_of(storage, run_id)
+            run = await storage.get_run(await named_run(storage, run_id))
+            uploads = await storage.list_uploads(run.id)
+            return run, uploads, await batches_of(storage, run.id)
 
     run, uploads, batches = execute(load)
     if as_json:
@@ -444,11 +453,14 @@ def show(run_id: str, db: str, as_json: bool) -> None:
     help="Write to this file instead of standard output.",
 )
 def export(run_id: str, db: str, fmt: str, output: str | None) -> None:
-    """Export a run's cards as JSON lines, CSV or Markdown."""
+    """Export a run's cards as JSON lines, CSV or Markdown.
+
+    RUN is a run's id (see `cardmill runs`), or `latest` for the newest run.
+    """
 
     async def stream() -> int:
         async with open_storage(db, create=False) as storage:
-            run = await storage.get_run(run_id)
+            run = await storage.get_run(await named_run(storage, run_id))
             if output is None:
                 stdout = trio.wrap_file(sys.stdout)
                 # Cards are data for a pipe or a file, but text on a terminal.
@@ -537,7 +549,9 @@ async def _load(spec: str) -> Any:
 
 @main.command()
 @_db_option
-@click.option("--run", "run_id", default=None, metavar="RUN", help="Only this run.")
+@click.option(
+    "--run", "run_id", default=None, metavar="RUN", help="Only this run (`latest`: the newest)."
+)
 @click.option("--follow", is_flag=True, help="Keep polling for new work instead of exiting.")
 @click.option(
     "--poll",

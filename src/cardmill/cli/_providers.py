@@ -17,17 +17,21 @@ from ..providers import (
 __all__ = ["make_provider", "model_of", "provider_warning"]
 
 _OFFLINE: Final = "or use --provider extractive to work offline"
+#: The key of a provider made for a dry run without one: it never goes in a request,
+#: since a dry run sends nothing.
+_UNSENT_KEY: Final = "cardmill-dry-run-sends-nothing"
 
 
 def make_provider(
-    choice: str, model: str | None, recipe: Recipe = STUDY_CARDS
+    choice: str, model: str | None, recipe: Recipe = STUDY_CARDS, *, sending: bool = True
 ) -> tuple[Provider, str]:
     """The provider ``--provider`` names, made for ``recipe``, and a phrase saying which
     it is.
 
     The providers' own messages for a missing key name their ``api_key=`` argument,
     which the command line does not have: here they name what a user of the command
-    can do instead.
+    can do instead. ``sending=False`` (a dry run: only the model, its prices and what a
+    request would hold are needed) makes the provider without a key if there is none.
     """
     if choice == "auto":
         choice = "anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "extractive"
@@ -35,20 +39,25 @@ def make_provider(
             return ExtractiveProvider(recipe=recipe), (
                 "the offline extractive provider (set ANTHROPIC_API_KEY to use Claude)"
             )
+    unsent: str | None = None  # the key to give a provider that sends nothing
     if choice == "anthropic" and not os.environ.get("ANTHROPIC_API_KEY"):
-        raise InputError(f"no Anthropic API key: set ANTHROPIC_API_KEY, {_OFFLINE}")
+        if sending:
+            raise InputError(f"no Anthropic API key: set ANTHROPIC_API_KEY, {_OFFLINE}")
+        unsent = _UNSENT_KEY
     if choice == "openai" and not (
         os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL")
     ):
-        raise InputError(
-            "no OpenAI API key: set OPENAI_API_KEY (or OPENAI_BASE_URL for a local "
-            f"server that needs none), {_OFFLINE}"
-        )
+        if sending:
+            raise InputError(
+                "no OpenAI API key: set OPENAI_API_KEY (or OPENAI_BASE_URL for a local "
+                f"server that needs none), {_OFFLINE}"
+            )
+        unsent = _UNSENT_KEY
     if choice == "anthropic":
-        anthropic = AnthropicProvider(model=model, recipe=recipe)
+        anthropic = AnthropicProvider(model=model, recipe=recipe, api_key=unsent)
         return anthropic, f"Anthropic ({anthropic.model})"
     if choice == "openai":
-        openai = OpenAICompatibleProvider(model=model, recipe=recipe)
+        openai = OpenAICompatibleProvider(model=model, recipe=recipe, api_key=unsent)
         return openai, f"OpenAI-compatible {openai.base_url} ({openai.model})"
     return ExtractiveProvider(recipe=recipe), "the offline extractive provider"
 

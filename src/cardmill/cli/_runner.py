@@ -43,9 +43,19 @@ from ._batch import batch_provider, batches_of, run_batches
 from ._collect import collect, read
 from ._dbpath import check_sqlite_path
 from ._metrics import metrics_settings, observed, run_with_metrics
+from ._named import named_run
 from ._pipe import exit_closed_pipe, is_closed_pipe
 from ._progress import Progress
 from ._providers import make_provider, model_of, provider_warning
+from ._signals import (
+    EXIT_TERMINATED,
+    STOP_SIGNALS,
+    Terminated,
+    interrupted,
+    stopped_by,
+    terminable,
+    terminated,
+)
 from ._words import counted
 
 T = TypeVar("T")
@@ -71,10 +81,12 @@ def execute(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
     chosen = metrics_settings()
     try:
         if chosen is not None:
-            return trio.run(partial(run_with_metrics, chosen, fn), *args)
-        return trio.run(fn, *args)
+            return trio.run(terminable, partial(run_with_metrics, chosen, fn), *args)
+        return trio.run(terminable, fn, *args)
     except BaseException as raw:
         exc = root_error(raw)
+        if isinstance(exc, Terminated):
+            sys.exit(EXIT_TERMINATED)
         if isinstance(exc, KeyboardInterrupt):
             sys.exit(EXIT_INTERRUPTED)
         if is_closed_pipe(exc):
@@ -271,11 +283,14 @@ def summary_table(
         shown = f"{model} ({provider.name})" if model else f"none ({provider.name}, offline)"
         rows.append(("model", shown))
     if summary is not None:
+        # This command's requests, and the run's: other workers (or an earlier, stopped
+        # command) may have sent some of them; tokens and cost below are the run's.
         rows += [
             (
                 "requests",
-                f"{summary.requests} ({summary.rate_limited} × 429, {summary.overloaded} × 529, "
-                f"{counted(summary.retries, 'retry', 'retries')})",
+                f"{summary.requests:,} by this command ({summary.rate_limited:,} × 429, "
+                f"{summary.overloaded:,} × 529, {counted(summary.retries, 'retry', 'retries')}), "
+                f"{run.requests:,} for the run ({run.rate_limited:,} × 429)",
             ),
             ("elapsed", f"{summary.elapsed:.1f} s"),
         ]
@@ -445,22 +460,26 @@ async def _execute_sync(
 
 @contextlib.contextmanager
 def _resume_hint(run_id: str, db: str, *, said: bool = False) -> Iterator[None]:
-    """On Ctrl-C, say how to resume the run: from the moment it exists, whether the
-    engine had started (the run is CANCELLED) or not (still PENDING). ``said``: batch
-    mode says it itself."""
+    """On Ctrl-C or SIGTERM, say how to resume the run: from the moment it exists,
+    whether the engine had started (the run is CANCELLED) or not (still PENDING).
+    ``said``: batch mode says it itself."""
     try:
         yield
     except BaseException as exc:
-        if isinstance(root_error(exc), KeyboardInterrupt) and not said:
+        if interrupted(exc) and not said:
             click.echo(
                 "\n"
                 + printable(
-                    f"cardmill: interrupted; run {run_id} is resumable. "
+                    f"cardmill: {_stop_word()}; run {run_id} is resumable. "
                     f"Resume with: cardmill resume {run_id}{_db_flag(db)}"
                 ),
                 err=True,
             )
         raise
+
+
+def _stop_word() -> str:
+    return "terminated (SIGTERM)" if terminated() else "interrupted"
 
 
 async def analyze_paths(
@@ -585,8 +604,8 @@ async def resume_run(
     given = await trio.to_thread.run_sync(read_recipe, recipe_spec)
     prices = await spend.table()
     async with open_storage(db, create=False) as storage:
-        run = await storage.get_run(run_id)
-        recipe = await storage.get_recipe(run_id)
+        run = await storage.get_run(await named_run(storage, run_id))
+        recipe = await storage.get_recipe(run.id)
         if given is not None and given.digest != recipe.digest:
             raise InputError(
                 f"run {run.id} was made with recipe {recipe.label}, not {given.label}; "
@@ -648,13 +667,13 @@ async def cancel_run(
 ) -> int:
     """Cancel the run's open batches at the provider and collect what they finished."""
     async with open_storage(db, create=False) as storage:
-        run = await storage.get_run(run_id)
+        run = await storage.get_run(await named_run(storage, run_id))
         opened = await batches_of(storage, run.id, open_only=True)
         if not opened:
             click.echo(printable(f"cardmill: run {run.id} has no open batches"), err=True)
             report(None, run, db, as_json)
             return _exit_code(run)
-        recipe = await storage.get_recipe(run_id)
+        recipe = await storage.get_recipe(run.id)
         made = make_provider(provider_choice, model, recipe)[0]
         provider = batch_provider(made)
         click.echo(
@@ -702,6 +721,8 @@ async def run_worker(
     engines: dict[str, Engine] = {}
     try:
         async with open_storage(db, create=False) as storage:
+            if run_id is not None:
+                run_id = await named_run(storage, run_id)
             click.echo(
                 printable(
                     f"cardmill worker: {described}, concurrency {concurrency}, on {shown_db(db)}"
@@ -728,22 +749,38 @@ async def run_worker(
 
             while True:
                 runs = [await storage.get_run(run_id)] if run_id else await storage.list_runs()
+                worked = False
                 for run in runs:
                     if run.status.finished or run.pending_items == 0:
                         continue  # nothing PENDING or LOADING: the counters say so
+                    worked = True
                     recipe = await storage.get_recipe(run.id)
                     try:
                         engine = engine_for(recipe)
                     except InputError as exc:
                         click.echo(printable(f"cardmill worker: run {run.id}: {exc}"), err=True)
                         continue
-                    summary = await engine.execute(run.id)
+                    try:
+                        summary = await engine.execute(run.id)
+                    except BaseException as exc:
+                        if interrupted(exc):
+                            click.echo(
+                                "\n"
+                                + printable(
+                                    f"cardmill worker: {_stop_word()}; the uploads of run "
+                                    f"{run.id} it held are PENDING again. Resume with: "
+                                    f"cardmill resume {run.id}{_db_flag(db)} (or another worker)"
+                                ),
+                                err=True,
+                            )
+                        raise
                     click.echo(
                         printable(
                             f"cardmill worker: run {run.id} {summary.run.status.name}: "
                             f"{summary.completed} completed and {summary.failed} failed here, "
-                            f"{counted(summary.requests, 'request')}, "
-                            f"{summary.rate_limited} x 429, run cost {shown_cost(summary.run)}"
+                            f"{counted(summary.requests, 'request')} here "
+                            f"({summary.rate_limited:,} × 429), {summary.run.requests:,} for "
+                            f"the run, run cost {shown_cost(summary.run)}"
                         ),
                         err=True,
                     )
@@ -756,11 +793,22 @@ async def run_worker(
                             err=True,
                         )
                 if not follow:
+                    if not worked:
+                        click.echo(printable(f"cardmill worker: {_idle(runs, run_id)}"), err=True)
                     return EXIT_OK
                 await trio.sleep(poll)
     finally:
         for each in providers.values():
             await _close(each)
+
+
+def _idle(runs: list[Run], run_id: str | None) -> str:
+    """What a worker that found nothing to do says."""
+    if run_id is not None and runs:
+        return f"nothing to do: run {runs[0].id} is {runs[0].status.name}, no upload is left"
+    if not runs:
+        return "nothing to do: there are no runs in the database"
+    return f"nothing to do: no upload is left in {counted(len(runs), 'run')}"
 
 
 # -- dry run -----------------------------------------------------------------------------
@@ -780,7 +828,7 @@ async def estimate_paths(
     prices = await Spend(prices_file).table()
     collected = await trio.to_thread.run_sync(collect, paths)  # it reads each file's head
     collected.tell()
-    provider, described = make_provider(provider_choice, model, recipe)
+    provider, described = make_provider(provider_choice, model, recipe, sending=False)
     try:
         name = model_of(provider)
         price = FREE if isinstance(provider, ExtractiveProvider) else None
@@ -868,16 +916,18 @@ async def estimate_paths(
 async def serve_viewer(
     db: str, host: str, port: int, allow_remote: bool, metrics: bool = False
 ) -> int:
-    """``cardmill serve``: the web viewer of ``db`` until Ctrl-C.
+    """``cardmill serve``: the web viewer of ``db`` until Ctrl-C or SIGTERM.
 
-    Ctrl-C is received here, not raised wherever the server happens to be: the server
-    stops gracefully, then the command ends as every interrupted command does (130).
+    Both are received here, not raised wherever the server happens to be: the server
+    stops gracefully, then the command ends as every interrupted command does (130, or
+    143 for SIGTERM).
     """
     from .. import web  # the web extra: MissingExtra names it when absent
 
     web.check_address(host, port, allow_remote=allow_remote)
     stop = trio.Event()
-    with trio.open_signal_receiver(signal.SIGINT) as interrupts:
+    received: int = signal.SIGINT
+    with trio.open_signal_receiver(*STOP_SIGNALS) as interrupts:
         async with open_storage(db, create=False) as storage, trio.open_nursery() as nursery:
             url = await nursery.start(
                 partial(
@@ -903,7 +953,8 @@ async def serve_viewer(
                 click.echo(printable(f"cardmill: Prometheus metrics at {url}metrics"), err=True)
             shown = printable(f"cardmill: viewer of {shown_db(db)} on {url} (Ctrl-C stops)")
             click.echo(shown, err=True)
-            async for _ in interrupts:
+            async for signum in interrupts:
+                received = signum
                 stop.set()
                 break
-    raise KeyboardInterrupt
+    raise stopped_by(received)

@@ -11,6 +11,10 @@
 * [`check_invariants`][cardmill.testing.check_invariants] — the storage invariants, for
   your own backend or run.
 * [`make_pdf`][cardmill.testing.make_pdf] — small PDFs with real text.
+
+To try the command line against the loopback server, run
+``python -m cardmill.testing.serve`` (``--port``; Ctrl-C or SIGTERM stops it): it prints
+its base URL, then the ``ANTHROPIC_BASE_URL`` to export and a command to run.
 """
 
 from __future__ import annotations

@@ -76,7 +76,8 @@ class RecordedRequest:
 
 @final
 class FakeAnthropicServer:
-    """A Messages API on 127.0.0.1 (random port) for end-to-end tests of the real SDK.
+    """A Messages API on 127.0.0.1 (a free port, or ``port``) for end-to-end tests of the
+    real SDK.
 
     Use it as ``async with FakeAnthropicServer(...) as server:`` and point the SDK at
     ``server.url`` (``ANTHROPIC_BASE_URL`` for a subprocess).
@@ -103,6 +104,7 @@ class FakeAnthropicServer:
             at `end_batch`).
         batch_max_requests: the most requests a batch may hold (the API's 100,000).
         batch_max_bytes: the largest batch create body, in bytes (the API's 256 MB).
+        port: the TCP port to listen on (0: any free one; `url` says which).
 
     The batch endpoints (``/v1/messages/batches``: create, retrieve, list, results,
     cancel) answer as the API does; each request of an ended batch is answered like a
@@ -127,7 +129,10 @@ class FakeAnthropicServer:
         batch_delay: float | None = 0.0,
         batch_max_requests: int = 100_000,
         batch_max_bytes: int = 256 * 1000 * 1000,
+        port: int = 0,
     ) -> None:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be 0 to 65535, not {port}")
         self._hostile = hostile
         self._latency = latency
         self._wanted = (requests_per_minute, input_tokens_per_minute, output_tokens_per_minute)
@@ -141,6 +146,7 @@ class FakeAnthropicServer:
         self._limits: HiddenLimits | None = None
         self._cached: set[str] = set()  # system prompts already in the cache
         self._nursery: trio.Nursery | None = None
+        self._wanted_port = port
         self._port = 0
         self._in_flight = 0
         self.peak_in_flight = 0
@@ -159,10 +165,11 @@ class FakeAnthropicServer:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        # Loopback only: nothing outside this machine can reach the fake. Listening
+        # first: a busy port raises OSError with nothing left open.
+        listeners = await trio.open_tcp_listeners(self._wanted_port, host="127.0.0.1")
         self._cm = trio.open_nursery()
         self._nursery = await self._cm.__aenter__()
-        # Loopback only: nothing outside this machine can reach the fake.
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         self._port = listeners[0].socket.getsockname()[1]
         self._nursery.start_soon(trio.serve_listeners, self._serve_connection, listeners)
         self._start_buckets()
