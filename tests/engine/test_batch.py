@@ -29,7 +29,7 @@ from cardmill.model import BatchCounts, BatchState
 from cardmill.providers import BatchResult, BatchStatus, ExtractiveProvider
 from cardmill.testing import ScriptedProvider, check_invariants
 
-from .batch_fakes import INVALID, NEVER, OK, PERMANENT, TRANSIENT, USAGE, FakeBatchAPI
+from .batch_fakes import INVALID, NEVER, OK, PERMANENT, TRANSIENT, FakeBatchAPI
 
 PRICE = DEFAULT_PRICES.prices["claude-haiku-4-5"]
 
@@ -63,9 +63,10 @@ async def test_a_run_completes_in_one_batch_at_the_batch_price(
     assert len(api.submissions) == 1
     assert sorted(api.custom_ids_sent()) == sorted(u.id for u in await storage.list_uploads(run.id))
     stored = await storage.get_run(run.id)
-    assert stored.usage.output_tokens == 5 * USAGE.output_tokens
-    assert math.isclose(stored.cost_usd, 5 * cost_of(USAGE, PRICE, batch=True))
-    assert math.isclose(stored.cost_usd, 5 * cost_of(USAGE, PRICE) / 2)
+    usage = api.billed(docs(1)[0])  # every document alike
+    assert stored.usage.output_tokens == 5 * usage.output_tokens
+    assert math.isclose(stored.cost_usd, 5 * cost_of(usage, PRICE, batch=True))
+    assert math.isclose(stored.cost_usd, 5 * cost_of(usage, PRICE) / 2)
     [batch] = await storage.list_batches(run.id)
     assert batch.state == BatchState.DONE
     assert batch.counts.succeeded == 5
@@ -192,8 +193,9 @@ async def test_errored_requests_go_in_a_new_batch_until_the_policy_gives_up(
     assert by_name["doc0003.txt"].error == "gave up after 3 attempts: api_error: boom"
     assert [len(ids) for _, ids in api.submissions] == [5, 3, 2]
     # the invalid answers' usage counts: 3 answers of doc0001 + 2 completions
-    assert summary.run.usage.output_tokens == 5 * USAGE.output_tokens
-    assert math.isclose(summary.run.cost_usd, 5 * cost_of(USAGE, PRICE, batch=True))
+    usage = api.billed(docs(1)[0])
+    assert summary.run.usage.output_tokens == 5 * usage.output_tokens
+    assert math.isclose(summary.run.cost_usd, 5 * cost_of(usage, PRICE, batch=True))
     assert summary.run.status == RunStatus.PARTIAL
     await check_invariants(storage, run.id)
 
