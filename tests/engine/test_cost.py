@@ -205,6 +205,44 @@ async def test_capped_run_resumes_with_a_higher_cap_and_finishes(
     assert len(provider.inner.calls) == 6
 
 
+class Prompted(Priced):
+    """A priced provider whose requests carry a long prompt, and that may say so."""
+
+    def __init__(self, inner: ScriptedProvider, overhead: int | None) -> None:
+        super().__init__(inner)
+        self.overhead = overhead
+
+    def overhead_tokens(self) -> int | None:
+        return self.overhead
+
+
+@pytest.mark.parametrize("counted", [True, False], ids=["counted", "learnt"])
+async def test_a_cap_counts_the_requests_prompt_or_learns_it_from_the_first_answer(
+    autojump_clock: trio.testing.MockClock, counted: bool
+) -> None:
+    storage = MemoryStorage()
+    documents = docs(6, size=4000)  # 1,000 tokens each, by the rule of thumb
+    run = await storage.create_run(documents)
+    used = Usage(12_000 + 1000, 100)  # a recipe's prompt of 12,000 tokens
+    provider = Prompted(
+        ScriptedProvider(default=Step(1.0, usage=used)), 12_000 if counted else None
+    )
+    real = cost_of(used, PRICE)
+    guess = estimate_cost(documents[0], PRICE, max_tokens=100)
+    assert guess < real / 5  # the rule of thumb misses the prompt
+    cap = 3.5 * real
+    summary = await Engine(storage, provider, concurrency=1, prices=PRICES, max_cost=cap).execute(
+        run.id
+    )
+    assert summary.stopped is not None
+    assert summary.run.status == RunStatus.CANCELLED
+    # Passed by at most what the request in flight cost beyond its estimate: with the
+    # prompt counted, not at all; learnt, only by the first request, before any answer.
+    assert summary.run.cost_usd <= cap + (0 if counted else real - guess)
+    assert summary.run.completed_items == 3
+    assert len(provider.inner.calls) == 3
+
+
 async def test_a_cap_below_one_request_sends_nothing(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

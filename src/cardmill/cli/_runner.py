@@ -36,7 +36,13 @@ from ..engine import (
 )
 from ..errors import CardmillError, DatabaseError, InputError, MissingExtra, RunNotFound
 from ..model import Run, RunStatus
-from ..providers import ExtractiveProvider, Provider, estimate_input_tokens, redact_url
+from ..providers import (
+    ExtractiveProvider,
+    Provider,
+    estimate_input_tokens,
+    redact_url,
+    request_overhead_tokens,
+)
 from ..storage import PostgresStorage, SQLiteStorage, Storage, redact_dsn
 from ._batch import batch_provider, batches_of, run_batches
 from ._collect import collect, read
@@ -788,6 +794,7 @@ async def estimate_paths(
             price = prices.price_for(name)
         tokens = getattr(provider, "max_tokens", 4096)
         max_tokens = tokens if isinstance(tokens, int) and tokens > 0 else 4096
+        overhead = request_overhead_tokens(provider)  # the recipe's prompt and schema
         rows: list[dict[str, Any]] = []
         for item in collected.found:
             document, problem = await trio.to_thread.run_sync(read, item)
@@ -795,12 +802,18 @@ async def estimate_paths(
             if problem is not None:
                 row.update(input_tokens=0, cost_usd=0.0, batch_cost_usd=0.0, error=problem)
             else:
-                row["input_tokens"] = estimate_input_tokens(document)
+                row["input_tokens"] = estimate_input_tokens(document, overhead=overhead)
                 for key, batch in (("cost_usd", False), ("batch_cost_usd", True)):
                     row[key] = (
                         None
                         if price is None
-                        else estimate_cost(document, price, max_tokens=max_tokens, batch=batch)
+                        else estimate_cost(
+                            document,
+                            price,
+                            max_tokens=max_tokens,
+                            batch=batch,
+                            overhead_tokens=overhead,
+                        )
                     )
             rows.append(row)
     finally:

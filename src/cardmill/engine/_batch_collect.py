@@ -25,6 +25,7 @@ from ..providers import BatchProvider, BatchResult
 from ..storage import Storage
 from ._answers import clean_reason, invalid_cards
 from ._answers import reason as reason_of
+from ._estimate import Estimates
 from ._events import BatchEnded, Event, UploadCompleted, UploadFailed, UploadRetrying
 from ._retry import GiveUp, RetryPolicy, Tries
 
@@ -53,6 +54,7 @@ class Collector:
     price: Price | None
     retry: RetryPolicy
     counters: BatchCounters
+    estimates: Estimates
     rng: random.Random
     emit: Callable[[Event], None]
 
@@ -156,6 +158,7 @@ class Collector:
         tally: _Tally,
     ) -> None:
         self.counters.count(usage)
+        self.estimates.observe(upload, usage)
         cost = self._cost(usage)
         try:
             completed = await self.storage.complete_upload(
@@ -188,6 +191,8 @@ class Collector:
         """An errored request: sent again in a later batch while the retry policy allows
         (each batch it goes in is one more attempt of the upload), else FAILED."""
         self.counters.count(error.usage)
+        if requests:
+            self.estimates.observe(upload, error.usage)
         n = item.attempt
         tries = Tries(attempt=n, failures=n, rate_limited=n, invalid=n)
         if isinstance(error, PermanentError):

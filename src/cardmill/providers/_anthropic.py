@@ -34,6 +34,7 @@ from ._base import (
     BatchResult,
     BatchStatus,
     answered_with_error,
+    prompt_tokens,
 )
 from ._batch_view import CUSTOM_ID, batch_status, errored
 from ._headers import check_api_key, is_spend_limit, limit_hit, rate_hint, retry_after, scrub
@@ -212,6 +213,16 @@ class AnthropicProvider:
         await self.aclose()
 
     # -- request building ---------------------------------------------------------------
+
+    def overhead_tokens(self) -> int:
+        """The input tokens each request carries besides its document, counted
+        generously from what is sent: the recipe's system prompt, the tool and its
+        schema, the framing of the document (see `request_overhead_tokens`)."""
+        params = self._params([{"type": "text", "text": "<document name=''>\n\n</document>"}])
+        params["messages"][0]["content"].append(
+            {"type": "text", "text": "Make cards from the document ''."}
+        )
+        return prompt_tokens(params)
 
     async def _read(self, document: Document) -> list[dict[str, Any]]:
         # Decoding, the HTML parser and base64 all take time in proportion to the
