@@ -104,6 +104,8 @@ class FakeBatchAPI:
     system: str = ""
     tool_schema: Mapping[str, Any] = attrs.field(factory=lambda: {"type": "object"})
     counts_prompt: bool = True
+    #: The model every answer names (None: it names none).
+    answered_by: str | None = None
     usages: dict[str, Usage] = attrs.field(factory=dict)
 
     def custom_ids_sent(self) -> list[str]:
@@ -246,7 +248,8 @@ class FakeBatchAPI:
         usage = self.usages[custom_id]
         if outcome == OK:
             card = CardDraft(title=f"About {name}", body=f"What {name} says.")
-            return BatchResult(custom_id, "succeeded", analysis=Analysis((card,), usage))
+            analysis = Analysis((card,), usage, model=self.answered_by)
+            return BatchResult(custom_id, "succeeded", analysis=analysis)
         if outcome == INVALID:
             return BatchResult(
                 custom_id, "succeeded", error=InvalidOutput("output cut off", usage=usage)

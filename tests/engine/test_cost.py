@@ -22,10 +22,18 @@ from cardmill import (
     Usage,
 )
 from cardmill._cost import MAX_COST_USD, Price, PriceTable, cost_of
-from cardmill.engine import CostCapReached, Engine, Event, RetryPolicy, estimate_cost
+from cardmill.engine import (
+    BatchExecutor,
+    CostCapReached,
+    Engine,
+    Event,
+    RetryPolicy,
+    estimate_cost,
+)
 from cardmill.providers import Analysis, estimate_input_tokens
 from cardmill.testing import ScriptedProvider, Step, check_invariants
 
+from .batch_fakes import FakeBatchAPI
 from .conftest import docs
 from .test_lost_answers import LosesAnswers
 
@@ -241,6 +249,31 @@ async def test_a_cap_counts_the_requests_prompt_or_learns_it_from_the_first_answ
     assert summary.run.cost_usd <= cap + (0 if counted else real - guess)
     assert summary.run.completed_items == 3
     assert len(provider.inner.calls) == 3
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["sync", "batch"])
+async def test_each_answer_is_priced_at_the_model_it_names(
+    autojump_clock: trio.testing.MockClock, batch: bool
+) -> None:
+    dearer = Price(50.0, 100.0, cache_write=62.5, cache_read=5.0)
+    prices = PriceTable({"m": PRICE, "claude-haiku-4-5": PRICE, "dear-model": dearer})
+    storage = MemoryStorage()
+    documents = docs(3, size=400)
+    run = await storage.create_run(documents)
+    if batch:
+        api = FakeBatchAPI(answered_by="dear-model-20260101")
+        await BatchExecutor(storage, api, prices=prices, poll_interval=5.0).execute(run.id)
+        expected = sum(cost_of(api.billed(d), dearer, batch=True) for d in documents)
+    else:
+        used = Usage(1000, 100)
+        steps = {d.name: [Step(1.0, usage=used, model="dear-model")] for d in documents}
+        steps[documents[0].name] = [Step(1.0, usage=used)]  # names no model
+        provider = Priced(ScriptedProvider(steps))
+        await Engine(storage, provider, prices=prices).execute(run.id)
+        expected = cost_of(used, PRICE) + 2 * cost_of(used, dearer)
+    done = await storage.get_run(run.id)
+    assert done.status == RunStatus.SUCCEEDED
+    assert done.cost_usd == pytest.approx(expected)
 
 
 async def test_a_cap_below_one_request_sends_nothing(

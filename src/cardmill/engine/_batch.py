@@ -170,6 +170,7 @@ class BatchExecutor:
         self._storage = storage
         self._provider = provider
         self._price: Price | None = price
+        self._prices = prices
         self._max_cost = max_cost
         self._retry = retry if retry is not None else RetryPolicy()
         self._observer = observer
@@ -340,6 +341,7 @@ class BatchExecutor:
             provider=self._provider,
             run_id=run_id,
             price=self._price,
+            prices=self._prices,
             retry=self._retry,
             counters=counters,
             estimates=estimates,

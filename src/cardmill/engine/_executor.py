@@ -146,8 +146,9 @@ class Engine:
             retaken after this.
         request_timeout: seconds one request may take before it counts as a transient
             failure.
-        prices: what requests cost per model (the provider's ``model`` attribute); each
-            request's reported usage is priced and recorded with its upload. The
+        prices: what requests cost per model; each request's reported usage is priced
+            at the model its answer names (``Analysis.model``), else the provider's
+            ``model`` attribute, and recorded with its upload. The
             extractive provider costs nothing; a model the table does not know is
             recorded at 0 and the summary's ``cost_usd`` is None.
         max_cost: a spending cap for the run, in USD: no upload is started whose first
@@ -206,6 +207,7 @@ class Engine:
         ):
             raise ValueError("max_cost must be a finite number of USD >= 0")
         self._price = _price_of(provider, prices)
+        self._prices = prices
         if max_cost is not None and self._price is None:
             model = getattr(provider, "model", None)
             raise InputError(
@@ -702,7 +704,7 @@ class Engine:
             entry.requests += 1
             usage = getattr(analysis, "usage", None)
             reported = usage if isinstance(usage, Usage) else None
-            spent = self._priced(reported)
+            spent = self._priced(reported, getattr(analysis, "model", None))
             self._emit(RequestFinished(upload, _now() - sent, None, reported, _now(), spent))
             charged = None
             if isinstance(usage, Usage):
@@ -721,19 +723,17 @@ class Engine:
 
     # -- spend ----------------------------------------------------------------------
 
-    def _cost_of(self, usage: Usage) -> float:
-        """One request's cost; 0 when the model's price is unknown."""
-        if self._price is None:
-            return 0.0
-        cost = cost_of(usage, self._price)
-        return cost if math.isfinite(cost) and cost >= 0 else 0.0
-
-    def _priced(self, usage: object) -> float | None:
-        """What is recorded for a request's reported ``usage``; None when the model has
-        no price or nothing was reported."""
-        if self._price is None or not isinstance(usage, Usage):
+    def _priced(self, usage: object, model: str | None = None) -> float | None:
+        """What is recorded for a request's reported ``usage``, at the price of the
+        ``model`` its answer names (when priced), else of the provider's model; None
+        when neither has a price or nothing was reported."""
+        price = self._price
+        if model is not None and price is not FREE:
+            price = self._prices.price_for(model) or price
+        if price is None or not isinstance(usage, Usage):
             return None
-        return self._cost_of(usage)
+        cost = cost_of(usage, price)
+        return cost if math.isfinite(cost) and cost >= 0 else 0.0
 
     def _new_estimates(self) -> Estimates:
         return Estimates(

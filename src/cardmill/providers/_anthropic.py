@@ -290,7 +290,7 @@ class AnthropicProvider:
             cards = self._drafts(message)
         except InvalidOutput as exc:
             raise InvalidOutput(str(exc), usage=usage, hint=hint) from None
-        return Analysis(cards, usage, hint)
+        return Analysis(cards, usage, hint, getattr(message, "model", None))
 
     def _drafts(self, message: Any) -> tuple[Any, ...]:
         if getattr(message, "stop_reason", None) == "max_tokens":
@@ -558,7 +558,8 @@ class AnthropicProvider:
                 cards = self._drafts(message)
             except InvalidOutput as exc:
                 return BatchResult(custom_id, kind, error=InvalidOutput(str(exc), usage=usage))
-            return BatchResult(custom_id, kind, analysis=Analysis(cards, usage))
+            answered = getattr(message, "model", None)
+            return BatchResult(custom_id, kind, analysis=Analysis(cards, usage, model=answered))
         if kind == "errored":
             return BatchResult(custom_id, kind, error=errored(result, self._hide))
         if kind in ("canceled", "expired"):

@@ -25,14 +25,26 @@ __all__ = [
 ]
 
 
+def _model_name(value: object) -> str | None:
+    """A model name an answer gave, or None for anything that is not a short printable
+    name (answers are untrusted)."""
+    if isinstance(value, str) and 0 < len(value) <= 200 and value.isprintable():
+        return value
+    return None
+
+
 @final
 @attrs.frozen
 class Analysis:
-    """What a provider made of one document: the drafts, the usage and any rate hint."""
+    """What a provider made of one document: the drafts, the usage, any rate hint, and
+    the ``model`` that answered, as the answer names it (None when it does not say; a
+    name that is not short printable text counts as none). Each answer is priced at
+    the model it names."""
 
     cards: tuple[CardDraft, ...]
     usage: Usage = attrs.field(factory=Usage)
     hint: RateHint | None = None
+    model: str | None = attrs.field(default=None, converter=_model_name)
 
 
 @runtime_checkable

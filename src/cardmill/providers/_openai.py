@@ -209,7 +209,7 @@ class OpenAICompatibleProvider:
             cards = self._drafts(data)
         except InvalidOutput as exc:
             raise InvalidOutput(str(exc), usage=usage, hint=hint) from None
-        return Analysis(cards, usage, hint)
+        return Analysis(cards, usage, hint, data.get("model"))
 
     def _drafts(self, data: dict[str, Any]) -> tuple[Any, ...]:
         choices = data.get("choices")
