@@ -41,6 +41,29 @@ def test_a_long_prompt_prices_the_whole_request_at_its_band() -> None:
     )
 
 
+def test_a_long_prompt_in_a_batch_pays_its_bands_batch_share(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(
+        '[models."m"]\ninput = 1\noutput = 1\nbatch_share = 0.5\nlong_prompt_above = 10\n'
+        '[models."m".long_prompt]\ninput = 2\noutput = 2\nbatch_share = 0.8\n'
+    )
+    price = PriceTable.from_toml(path).price_for("m")
+    assert price is not None
+    assert price.long_prompt is not None
+    assert price.long_prompt.batch_share == 0.8
+    # A short prompt pays the model's share, a long one its band's.
+    assert cost_of(Usage(10, 0), price, batch=True) == pytest.approx(10 * 1 * 0.5 / 1e6)
+    assert cost_of(Usage(11, 0), price, batch=True) == pytest.approx(11 * 2 * 0.8 / 1e6)
+    # Without a share of its own, the band pays the model's.
+    path.write_text(
+        '[models."m"]\ninput = 1\noutput = 1\nbatch_share = 0.25\nlong_prompt_above = 10\n'
+        '[models."m".long_prompt]\ninput = 2\noutput = 2\n'
+    )
+    price = PriceTable.from_toml(path).price_for("m")
+    assert price is not None
+    assert cost_of(Usage(11, 0), price, batch=True) == pytest.approx(11 * 2 * 0.25 / 1e6)
+
+
 def test_a_band_needs_both_halves() -> None:
     with pytest.raises(InputError, match="go together"):
         Price(1, 1, 1, 1, long_prompt_above=10)

@@ -56,7 +56,8 @@ class Price:
 
     Some models charge more for every token of a request whose prompt is long: above
     ``long_prompt_above`` prompt tokens (uncached input, cache reads and cache writes of
-    the request), the whole request is priced at ``long_prompt``.
+    the request), the whole request is priced at ``long_prompt``, and in a batch pays
+    ``long_prompt``'s ``batch_share``.
 
     Args:
         input: uncached input tokens.
@@ -101,7 +102,8 @@ def cost_of(usage: Usage, price: Price, *, batch: bool = False) -> float:
     """The USD cost of one request's ``usage`` at ``price`` (the batch share of it with
     ``batch``).
 
-    The prompt-length band of ``price`` is chosen from this usage, so price each request
+    The prompt-length band of ``price`` is chosen from this usage (a batch pays that
+    band's ``batch_share``), so price each request
     on its own and add the costs up: the cost of summed usages may differ. It is at most
     `MAX_COST_USD`.
     """
@@ -115,7 +117,8 @@ def cost_of(usage: Usage, price: Price, *, batch: bool = False) -> float:
     )
     cost = millionths / 1_000_000
     if batch:
-        cost *= price.batch_share
+        # A long prompt's band has its own batch share (a prices file may set it).
+        cost *= band.batch_share
     return min(cost, MAX_COST_USD)
 
 
@@ -187,6 +190,7 @@ class PriceTable:
             [models."claude-haiku-5-5".long_prompt]
             input = 0.50
             output = 2.50
+            batch_share = 0.5             # optional: the model's batch_share
 
         Raises:
             InputError: one line naming the file and the key: an unreadable or

@@ -610,7 +610,9 @@ class Run:
     ``recipe_name`` and ``recipe_digest`` name the [`Recipe`][cardmill.Recipe] the run
     was created with (``Storage.get_recipe`` gives the recipe itself). ``usage``,
     ``cost_usd``, ``requests`` and ``rate_limited`` (requests answered 429) are the sums
-    of its uploads' (kept in the same transactions).
+    of its uploads' (kept in the same transactions). ``provider`` and ``model`` name
+    what its requests are sent to, as given when it was created ("" when not given, and
+    for runs made before they were kept): resuming it goes on with the same.
     """
 
     id: str
@@ -629,6 +631,8 @@ class Run:
     cost_usd: float = 0.0
     requests: int = 0
     rate_limited: int = 0
+    provider: str = ""
+    model: str = ""
 
     @property
     def recipe_label(self) -> str:

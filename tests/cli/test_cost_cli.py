@@ -12,10 +12,22 @@ from cardmill import Document, MemoryStorage, RunStatus
 from cardmill._cost import DEFAULT_PRICES, Price, PriceTable
 from cardmill.cli._runner import EXIT_CAPPED, Spend, _execute_run, _reported
 from cardmill.engine import estimate_cost
-from cardmill.providers import DEFAULT_ANTHROPIC_MODEL, Analysis, estimate_input_tokens
+from cardmill.providers import (
+    DEFAULT_ANTHROPIC_MODEL,
+    Analysis,
+    AnthropicProvider,
+    estimate_input_tokens,
+    request_overhead_tokens,
+)
 from cardmill.testing import FakeAnthropicServer, ScriptedProvider, Step
 
+from ..big_recipe import write_big_recipe
 from .test_cli import cardmill, one_line_error
+
+
+def overhead(model: str = DEFAULT_ANTHROPIC_MODEL) -> int:
+    """What each request of the default recipe carries besides its document."""
+    return request_overhead_tokens(AnthropicProvider(api_key="k", model=model))
 
 
 async def test_dry_run_sends_nothing_and_makes_no_run(env: dict[str, str], tmp_path: Path) -> None:
@@ -36,8 +48,10 @@ async def test_dry_run_sends_nothing_and_makes_no_run(env: dict[str, str], tmp_p
     assert price is not None
     rows = {Path(r["document"]).name: r for r in data["documents"]}
     document = Document.from_path(big)
-    assert rows["b.md"]["input_tokens"] == estimate_input_tokens(document)
-    expected = estimate_cost(document, price, max_tokens=data["max_output_tokens"])
+    assert rows["b.md"]["input_tokens"] == estimate_input_tokens(document, overhead=overhead())
+    expected = estimate_cost(
+        document, price, max_tokens=data["max_output_tokens"], overhead_tokens=overhead()
+    )
     assert rows["b.md"]["cost_usd"] == pytest.approx(expected)
     assert rows["b.md"]["batch_cost_usd"] == pytest.approx(expected / 2)
     assert data["total"]["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in rows.values()))
@@ -78,7 +92,29 @@ async def test_prices_file_overrides_the_table(env: dict[str, str], tmp_path: Pa
         "analyze", str(doc), "--dry-run", "--json", "--model", "my-model", env=run_env
     )
     data = json.loads(done.stdout)
-    assert data["total"]["cost_usd"] == pytest.approx((600 + 1000) * 1000 / 1e6)
+    assert data["total"]["cost_usd"] == pytest.approx((overhead("my-model") + 1000) * 1000 / 1e6)
+
+
+async def test_dry_run_counts_the_recipes_prompt_and_schema(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    doc = tmp_path / "a.md"
+    doc.write_text("# A\n\n" + "words " * 400)
+    recipe = write_big_recipe(tmp_path / "big.toml")
+    assert recipe.stat().st_size > 45_000
+    run_env = {**env, "ANTHROPIC_API_KEY": "k", "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}
+
+    async def tokens(*options: str) -> int:
+        done = await cardmill("analyze", str(doc), "--dry-run", "--json", *options, env=run_env)
+        assert done.returncode == 0, done.stderr
+        total: int = json.loads(done.stdout)["total"]["input_tokens"]
+        return total
+
+    study, big = await tokens(), await tokens("--recipe", str(recipe))
+    # 48 KB of instructions and schema are some 12,000 tokens or more, on every request
+    assert big - study > 11_000
+    # the default recipe's own prompt is counted too
+    assert study == estimate_input_tokens(Document.from_path(doc), overhead=overhead())
 
 
 @pytest.mark.parametrize(

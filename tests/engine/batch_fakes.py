@@ -5,7 +5,9 @@ over time (one every ``seconds_per_request``, from its creation), tallies them
 (processing, succeeded, errored, canceled, expired), ends when all are processed, expires
 what is still processing after ``expires_after``, cancels on request (what has not been
 processed by then is canceled, after ``cancel_delay``), and lists batches by creation
-time. Every create call it accepts is logged with the custom ids it held.
+time. Every create call it accepts is logged with the custom ids it held. It bills each
+answer by what its request held, as the loopback server does: a quarter of the bytes of
+its system prompt, messages and tool schema as input tokens.
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ from cardmill.providers import Analysis, BatchResult, BatchStatus
 #: error, an invalid request, or never processed (it expires).
 OK, INVALID, TRANSIENT, PERMANENT, NEVER = "ok", "invalid", "transient", "permanent", "never"
 
-USAGE = Usage(input_tokens=1000, output_tokens=200)
+#: Output tokens of every answer.
+OUTPUT_TOKENS = 200
+#: Bytes a token, as FakeAnthropicServer counts a request's input.
+BYTES_PER_TOKEN = 4
 
 
 def stamp(t: float) -> datetime:
@@ -60,6 +65,11 @@ class FakeBatchAPI:
     created; ``lose_answers`` is how many next create calls create the batch, then raise
     a TransientError as if the answer was lost; ``results_errors`` how many next reads
     of results fail at once with a TransientError.
+
+    Each request carries ``system`` (a system prompt) and ``tool_schema``, and is billed
+    `BYTES_PER_TOKEN` bytes a token of them and its messages (`billed`). With
+    ``counts_prompt`` it says how many tokens they take besides the document
+    (``overhead_tokens``, as the real providers do); without, it does not.
     """
 
     name: str = "fake-batch"
@@ -91,18 +101,48 @@ class FakeBatchAPI:
     #: Its own time: trio's (virtual in tests), or a process-wide clock when it lives
     #: across several trio.run calls (each has a time base of its own).
     clock: Callable[[], float] = trio.current_time
+    system: str = ""
+    tool_schema: Mapping[str, Any] = attrs.field(factory=lambda: {"type": "object"})
+    counts_prompt: bool = True
+    #: The model every answer names (None: it names none).
+    answered_by: str | None = None
+    usages: dict[str, Usage] = attrs.field(factory=dict)
 
     def custom_ids_sent(self) -> list[str]:
         return [c for _, ids in self.submissions for c in ids]
+
+    def _params(self, document: Document) -> dict[str, Any]:
+        return {
+            "name": document.name,
+            "system": self.system,
+            "tools": [{"name": "record_cards", "input_schema": dict(self.tool_schema)}],
+            "messages": [{"role": "user", "content": document.data.decode("latin-1")}],
+        }
+
+    @staticmethod
+    def _billed(params: Mapping[str, Any]) -> Usage:
+        sent = {k: params[k] for k in ("system", "messages", "tools")}
+        return Usage(
+            input_tokens=len(json.dumps(sent).encode()) // BYTES_PER_TOKEN,
+            output_tokens=OUTPUT_TOKENS,
+        )
+
+    def billed(self, document: Document) -> Usage:
+        """The usage an answer about ``document`` reports."""
+        return self._billed(self._params(document))
+
+    def overhead_tokens(self) -> int | None:
+        """The input tokens of a request besides its document's bytes (None unless
+        ``counts_prompt``)."""
+        if not self.counts_prompt:
+            return None
+        return self.billed(Document("", b"")).input_tokens + 1
 
     async def batch_request(self, document: Document, custom_id: str) -> dict[str, Any]:
         await trio.lowlevel.checkpoint()
         if document.name in self.refuse:
             raise DocumentError(f"{document.name}: cannot be sent")
-        return {
-            "custom_id": custom_id,
-            "params": {"name": document.name, "text": document.data.decode("latin-1")},
-        }
+        return {"custom_id": custom_id, "params": self._params(document)}
 
     async def create_batch(self, requests: Sequence[Mapping[str, Any]]) -> BatchStatus:
         await trio.lowlevel.checkpoint()
@@ -122,6 +162,7 @@ class FakeBatchAPI:
         for r in requests:
             name = str(r["params"]["name"])
             self.names[str(r["custom_id"])] = name
+            self.usages[str(r["custom_id"])] = self._billed(r["params"])
             self.sent[name] = self.sent.get(name, 0) + 1
             outcomes.append(self.outcome(name, self.sent[name]))
         batch = FakeBatch(
@@ -204,12 +245,14 @@ class FakeBatchAPI:
             return BatchResult(custom_id, kind)
         outcome = batch.outcomes[i]
         name = self.names[custom_id]
+        usage = self.usages[custom_id]
         if outcome == OK:
             card = CardDraft(title=f"About {name}", body=f"What {name} says.")
-            return BatchResult(custom_id, "succeeded", analysis=Analysis((card,), USAGE))
+            analysis = Analysis((card,), usage, model=self.answered_by)
+            return BatchResult(custom_id, "succeeded", analysis=analysis)
         if outcome == INVALID:
             return BatchResult(
-                custom_id, "succeeded", error=InvalidOutput("output cut off", usage=USAGE)
+                custom_id, "succeeded", error=InvalidOutput("output cut off", usage=usage)
             )
         if outcome == TRANSIENT:
             return BatchResult(custom_id, "errored", error=TransientError("api_error: boom"))

@@ -29,7 +29,7 @@ from cardmill.model import BatchCounts, BatchState
 from cardmill.providers import BatchResult, BatchStatus, ExtractiveProvider
 from cardmill.testing import ScriptedProvider, check_invariants
 
-from .batch_fakes import INVALID, NEVER, OK, PERMANENT, TRANSIENT, USAGE, FakeBatchAPI
+from .batch_fakes import INVALID, NEVER, OK, PERMANENT, TRANSIENT, FakeBatchAPI
 
 PRICE = DEFAULT_PRICES.prices["claude-haiku-4-5"]
 
@@ -63,9 +63,10 @@ async def test_a_run_completes_in_one_batch_at_the_batch_price(
     assert len(api.submissions) == 1
     assert sorted(api.custom_ids_sent()) == sorted(u.id for u in await storage.list_uploads(run.id))
     stored = await storage.get_run(run.id)
-    assert stored.usage.output_tokens == 5 * USAGE.output_tokens
-    assert math.isclose(stored.cost_usd, 5 * cost_of(USAGE, PRICE, batch=True))
-    assert math.isclose(stored.cost_usd, 5 * cost_of(USAGE, PRICE) / 2)
+    usage = api.billed(docs(1)[0])  # every document alike
+    assert stored.usage.output_tokens == 5 * usage.output_tokens
+    assert math.isclose(stored.cost_usd, 5 * cost_of(usage, PRICE, batch=True))
+    assert math.isclose(stored.cost_usd, 5 * cost_of(usage, PRICE) / 2)
     [batch] = await storage.list_batches(run.id)
     assert batch.state == BatchState.DONE
     assert batch.counts.succeeded == 5
@@ -192,8 +193,9 @@ async def test_errored_requests_go_in_a_new_batch_until_the_policy_gives_up(
     assert by_name["doc0003.txt"].error == "gave up after 3 attempts: api_error: boom"
     assert [len(ids) for _, ids in api.submissions] == [5, 3, 2]
     # the invalid answers' usage counts: 3 answers of doc0001 + 2 completions
-    assert summary.run.usage.output_tokens == 5 * USAGE.output_tokens
-    assert math.isclose(summary.run.cost_usd, 5 * cost_of(USAGE, PRICE, batch=True))
+    usage = api.billed(docs(1)[0])
+    assert summary.run.usage.output_tokens == 5 * usage.output_tokens
+    assert math.isclose(summary.run.cost_usd, 5 * cost_of(usage, PRICE, batch=True))
     assert summary.run.status == RunStatus.PARTIAL
     await check_invariants(storage, run.id)
 
@@ -433,29 +435,62 @@ async def test_a_submitting_batch_the_provider_never_got_is_abandoned_and_sent_a
     assert len(api.submissions[0][1]) == 3
 
 
-async def test_max_cost_stops_sending_and_a_higher_cap_continues(
+#: A recipe's prompt and schema of some 48 KB: most of what each request is billed for.
+BIG_PROMPT = "Write careful cards. " * 1800
+BIG_SCHEMA = {"type": "object", "description": "y" * 10_000}
+
+
+async def test_max_cost_counts_the_prompt_and_a_higher_cap_continues(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     storage = memory()
-    api = FakeBatchAPI()
+    api = FakeBatchAPI(system=BIG_PROMPT, tool_schema=BIG_SCHEMA)
     run = await storage.create_run(docs(6))
-    one = estimate_cost(docs(1)[0], PRICE, max_tokens=api.max_tokens, batch=True)
-    cap = 3.5 * one
+    billed = cost_of(api.billed(docs(1)[0]), PRICE, batch=True)
+    # without the prompt, each estimate is below what an answer costs
+    assert estimate_cost(docs(1)[0], PRICE, max_tokens=api.max_tokens, batch=True) < billed
+    cap = 3.5 * billed
     summary = await executor(storage, api, max_cost=cap).execute(run.id)
-    assert [len(ids) for _, ids in api.submissions] == [3]
     assert summary.stopped is not None
     assert summary.stopped.startswith("cost cap of $")
     assert summary.run.status == RunStatus.CANCELLED
     assert summary.run.cost_usd <= cap
+    done = summary.run.completed_items
+    assert 1 <= done <= 3
     assert Counter(u.status for u in await storage.list_uploads(run.id)) == {
-        UploadStatus.COMPLETED: 3,
-        UploadStatus.PENDING: 3,
+        UploadStatus.COMPLETED: done,
+        UploadStatus.PENDING: 6 - done,
     }
-    # estimates learn from settled answers (1.5 x the mean output): more fits now
     more = await executor(storage, api, max_cost=100.0).execute(run.id)
     assert more.run.status == RunStatus.SUCCEEDED
     assert more.stopped is None
     assert Counter(api.custom_ids_sent()).most_common(1)[0][1] == 1
+    assert more.run.cost_usd == pytest.approx(6 * billed)
+
+
+async def test_max_cost_learns_the_prompt_from_the_first_answers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A provider that does not say how long its prompt is: the first batch goes by the
+    # rule of thumb, and no other is sent until its answers have shown the real length.
+    storage = memory()
+    api = FakeBatchAPI(
+        system=BIG_PROMPT, tool_schema=BIG_SCHEMA, counts_prompt=False, batch_max_requests=2
+    )
+    run = await storage.create_run(docs(8))
+    billed = cost_of(api.billed(docs(1)[0]), PRICE, batch=True)
+    guess = estimate_cost(docs(1)[0], PRICE, max_tokens=api.max_tokens, batch=True)
+    assert guess < billed / 1.5
+    cap = 4.5 * billed
+    summary = await executor(storage, api, max_cost=cap).execute(run.id)
+    assert summary.stopped is not None
+    assert summary.run.status == RunStatus.CANCELLED
+    # passed by at most what the first batch's requests cost beyond their estimates
+    assert summary.run.cost_usd <= cap + 2 * (billed - guess)
+    assert summary.run.cost_usd <= cap
+    assert 3 <= summary.run.completed_items <= 4
+    first_ended = api.batches[api.submissions[0][0]].created + 2 * api.seconds_per_request
+    assert all(b.created >= first_ended for b in list(api.batches.values())[1:])
 
 
 async def test_max_cost_counts_what_open_batches_may_still_cost(

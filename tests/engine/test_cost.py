@@ -22,10 +22,18 @@ from cardmill import (
     Usage,
 )
 from cardmill._cost import MAX_COST_USD, Price, PriceTable, cost_of
-from cardmill.engine import CostCapReached, Engine, Event, RetryPolicy, estimate_cost
+from cardmill.engine import (
+    BatchExecutor,
+    CostCapReached,
+    Engine,
+    Event,
+    RetryPolicy,
+    estimate_cost,
+)
 from cardmill.providers import Analysis, estimate_input_tokens
 from cardmill.testing import ScriptedProvider, Step, check_invariants
 
+from .batch_fakes import FakeBatchAPI
 from .conftest import docs
 from .test_lost_answers import LosesAnswers
 
@@ -203,6 +211,69 @@ async def test_capped_run_resumes_with_a_higher_cap_and_finishes(
     assert second.stopped is None
     assert second.run.cost_usd == pytest.approx(6 * cost_of(Usage(1600, 100), PRICE))
     assert len(provider.inner.calls) == 6
+
+
+class Prompted(Priced):
+    """A priced provider whose requests carry a long prompt, and that may say so."""
+
+    def __init__(self, inner: ScriptedProvider, overhead: int | None) -> None:
+        super().__init__(inner)
+        self.overhead = overhead
+
+    def overhead_tokens(self) -> int | None:
+        return self.overhead
+
+
+@pytest.mark.parametrize("counted", [True, False], ids=["counted", "learnt"])
+async def test_a_cap_counts_the_requests_prompt_or_learns_it_from_the_first_answer(
+    autojump_clock: trio.testing.MockClock, counted: bool
+) -> None:
+    storage = MemoryStorage()
+    documents = docs(6, size=4000)  # 1,000 tokens each, by the rule of thumb
+    run = await storage.create_run(documents)
+    used = Usage(12_000 + 1000, 100)  # a recipe's prompt of 12,000 tokens
+    provider = Prompted(
+        ScriptedProvider(default=Step(1.0, usage=used)), 12_000 if counted else None
+    )
+    real = cost_of(used, PRICE)
+    guess = estimate_cost(documents[0], PRICE, max_tokens=100)
+    assert guess < real / 5  # the rule of thumb misses the prompt
+    cap = 3.5 * real
+    summary = await Engine(storage, provider, concurrency=1, prices=PRICES, max_cost=cap).execute(
+        run.id
+    )
+    assert summary.stopped is not None
+    assert summary.run.status == RunStatus.CANCELLED
+    # Passed by at most what the request in flight cost beyond its estimate: with the
+    # prompt counted, not at all; learnt, only by the first request, before any answer.
+    assert summary.run.cost_usd <= cap + (0 if counted else real - guess)
+    assert summary.run.completed_items == 3
+    assert len(provider.inner.calls) == 3
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["sync", "batch"])
+async def test_each_answer_is_priced_at_the_model_it_names(
+    autojump_clock: trio.testing.MockClock, batch: bool
+) -> None:
+    dearer = Price(50.0, 100.0, cache_write=62.5, cache_read=5.0)
+    prices = PriceTable({"m": PRICE, "claude-haiku-4-5": PRICE, "dear-model": dearer})
+    storage = MemoryStorage()
+    documents = docs(3, size=400)
+    run = await storage.create_run(documents)
+    if batch:
+        api = FakeBatchAPI(answered_by="dear-model-20260101")
+        await BatchExecutor(storage, api, prices=prices, poll_interval=5.0).execute(run.id)
+        expected = sum(cost_of(api.billed(d), dearer, batch=True) for d in documents)
+    else:
+        used = Usage(1000, 100)
+        steps = {d.name: [Step(1.0, usage=used, model="dear-model")] for d in documents}
+        steps[documents[0].name] = [Step(1.0, usage=used)]  # names no model
+        provider = Priced(ScriptedProvider(steps))
+        await Engine(storage, provider, prices=prices).execute(run.id)
+        expected = cost_of(used, PRICE) + 2 * cost_of(used, dearer)
+    done = await storage.get_run(run.id)
+    assert done.status == RunStatus.SUCCEEDED
+    assert done.cost_usd == pytest.approx(expected)
 
 
 async def test_a_cap_below_one_request_sends_nothing(

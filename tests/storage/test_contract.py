@@ -68,6 +68,24 @@ async def test_create_run_consumes_a_generator_and_names_default_to_id(storage: 
     assert (await storage.finish_run(empty.id)).status == RunStatus.SUCCEEDED
 
 
+async def test_a_run_keeps_its_provider_and_model(storage: Storage) -> None:
+    run = await storage.create_run(DOCS, provider="anthropic", model="claude-opus-4-5")
+    assert (run.provider, run.model) == ("anthropic", "claude-opus-4-5")
+    (upload, *_) = await storage.list_uploads(run.id)
+    assert await storage.complete_upload(upload.id, drafts(1))
+    after = await storage.finish_run(run.id)
+    assert (after.provider, after.model) == ("anthropic", "claude-opus-4-5")
+    assert [(r.provider, r.model) for r in await storage.list_runs()] == [
+        ("anthropic", "claude-opus-4-5")
+    ]
+    unnamed = await storage.create_run(DOCS[:1])
+    assert (unnamed.provider, unnamed.model) == ("", "")
+    for bad in ("x" * 201, "two\nlines", 5):
+        with pytest.raises(InputError, match="model"):
+            await storage.create_run(DOCS, model=bad)  # type: ignore[arg-type]
+    assert len(await storage.list_runs()) == 2
+
+
 async def test_unknown_ids_raise_errors_naming_them(storage: Storage) -> None:
     with pytest.raises(RunNotFound, match="run-nope"):
         await storage.get_run("run-nope")

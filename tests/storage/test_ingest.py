@@ -263,6 +263,8 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_runs(tmp_path: Pat
     conn.execute("ALTER TABLE runs DROP COLUMN creating")
     conn.execute("ALTER TABLE runs DROP COLUMN recipe_toml")
     conn.execute("ALTER TABLE runs DROP COLUMN recipe_digest")
+    conn.execute("ALTER TABLE runs DROP COLUMN provider")
+    conn.execute("ALTER TABLE runs DROP COLUMN model")
     conn.execute("ALTER TABLE cards DROP COLUMN fields_json")
     conn.execute("DROP TABLE batch_items")
     conn.execute("DROP TABLE batches")
@@ -278,7 +280,7 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_runs(tmp_path: Pat
         assert [r.name for r in await storage.list_runs()] == ["old", "new"]
         await check_invariants(storage, old.id)
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 6
     conn.close()
 
 
@@ -302,7 +304,7 @@ async def test_a_version_1_postgres_schema_is_migrated_and_keeps_its_runs() -> N
             assert [r.name for r in await storage.list_runs()] == ["old", "new"]
         with psycopg.connect(pg.DSN, autocommit=True) as conn:
             row = conn.execute(f'SELECT value FROM "{schema}".cardmill_meta').fetchone()
-            assert row == ("5",)
+            assert row == ("6",)
     finally:
         pg.drop_schema(schema)
 
@@ -335,6 +337,6 @@ async def test_a_version_2_postgres_schema_gains_recipes_in_place() -> None:
             await check_invariants(storage, new.id)
         with psycopg.connect(pg.DSN, autocommit=True) as conn:
             row = conn.execute(f'SELECT value FROM "{schema}".cardmill_meta').fetchone()
-            assert row == ("5",)
+            assert row == ("6",)
     finally:
         pg.drop_schema(schema)

@@ -43,6 +43,7 @@ from cardmill import (
     STUDY_CARDS,
     BatchState,
     CardDraft,
+    Document,
     RunStatus,
     SQLiteStorage,
     Storage,
@@ -136,7 +137,7 @@ async def test_a_schema_3_sqlite_file_upgrades_and_resumes(tmp_path: Path) -> No
     assert user_version(path) == 3
     async with SQLiteStorage.open(path, clock=lambda: LATER) as storage:
         await check_upgraded_and_resume(storage)
-    assert user_version(path) == 5
+    assert user_version(path) == 6
     conn = sqlite3.connect(path)
     try:  # the index built for the old cards holds exactly their words
         conn.execute("INSERT INTO cards_fts(cards_fts, rank) VALUES ('integrity-check', 1)")
@@ -146,7 +147,7 @@ async def test_a_schema_3_sqlite_file_upgrades_and_resumes(tmp_path: Path) -> No
     async with SQLiteStorage.open(path, clock=lambda: LATER) as storage:
         for run in await storage.list_runs():
             await check_invariants(storage, run.id)
-    assert user_version(path) == 5
+    assert user_version(path) == 6
 
 
 async def test_the_0_1_0_file_still_upgrades_to_the_current_schema(tmp_path: Path) -> None:
@@ -180,7 +181,7 @@ async def test_the_0_1_0_file_still_upgrades_to_the_current_schema(tmp_path: Pat
             )
         assert (await storage.get_run(half.id)).cost_usd == round(0.1 * len(items), 9)
         await check_invariants(storage, half.id)
-    assert user_version(path) == 5
+    assert user_version(path) == 6
 
 
 @pytest.fixture
@@ -210,7 +211,69 @@ async def test_a_schema_3_postgres_schema_upgrades_and_resumes(v3_schema: str) -
     assert pg_version(v3_schema) == "3"
     async with PostgresStorage.open(pg.DSN, schema=v3_schema, clock=lambda: LATER) as storage:
         await check_upgraded_and_resume(storage)
-    assert pg_version(v3_schema) == "5"
+    assert pg_version(v3_schema) == "6"
     async with PostgresStorage.open(pg.DSN, schema=v3_schema, clock=lambda: LATER) as storage:
         for run in await storage.list_runs():
             await check_invariants(storage, run.id)
+
+
+# ``data/cardmill-schema-5.db`` and ``data/cardmill-schema-5.pg.sql`` were written by
+# cardmill at commit 6d95c82 (schema 5, before a run kept its provider and model), the
+# same way as the schema-3 ones, by this script::
+#
+#     half = await s.create_run([Document(f"{n}.txt", n.encode()) for n in "abc"], name="half")
+#     a, b, c = await s.list_uploads(half.id)
+#     await s.claim_upload(half.id, worker="w", lease_seconds=60)
+#     await s.complete_upload(a.id, [CardDraft("Alpha", "one")], worker="w", attempt=1,
+#                             usage=Usage(1000, 100), cost_usd=0.5, requests=1)
+#     await s.finish_run(half.id)
+#
+# (the PostgreSQL one in schema ``cardmill_v5``).
+
+
+async def check_schema_5_upgraded(storage: Storage) -> None:
+    (half,) = await storage.list_runs()
+    # What the run was sent to was not kept: unknown, not guessed.
+    assert (half.name, half.provider, half.model) == ("half", "", "")
+    assert (half.status, half.completed_items, half.cost_usd) == (RunStatus.CANCELLED, 1, 0.5)
+    await check_invariants(storage, half.id)
+    new = await storage.create_run(
+        [Document("d.txt", b"d")], provider="anthropic", model="claude-opus-4-5"
+    )
+    assert (new.provider, new.model) == ("anthropic", "claude-opus-4-5")
+    assert (await storage.get_run(new.id)).model == "claude-opus-4-5"
+    claimed = await storage.claim_upload(half.id, worker="w2", lease_seconds=60)
+    assert claimed is not None
+    assert await storage.complete_upload(
+        claimed.id, [CardDraft("Bravo", "two")], worker="w2", attempt=claimed.attempts
+    )
+    await check_invariants(storage, half.id)
+
+
+async def test_a_schema_5_sqlite_file_upgrades_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "v5.db"
+    shutil.copy(DATA / "cardmill-schema-5.db", path)
+    assert user_version(path) == 5
+    async with SQLiteStorage.open(path, clock=lambda: LATER) as storage:
+        await check_schema_5_upgraded(storage)
+    assert user_version(path) == 6
+    async with SQLiteStorage.open(path, clock=lambda: LATER) as storage:
+        runs = await storage.list_runs()
+        assert [(r.provider, r.model) for r in runs] == [("", ""), ("anthropic", "claude-opus-4-5")]
+
+
+async def test_a_schema_5_postgres_schema_upgrades_in_place() -> None:
+    pg.require()
+    import psycopg
+
+    name = pg.new_schema()
+    script = (DATA / "cardmill-schema-5.pg.sql").read_text().replace("cardmill_v5", name)
+    try:
+        with psycopg.connect(pg.DSN, autocommit=True) as conn:
+            conn.execute(script.encode())
+        assert pg_version(name) == "5"
+        async with PostgresStorage.open(pg.DSN, schema=name, clock=lambda: LATER) as storage:
+            await check_schema_5_upgraded(storage)
+        assert pg_version(name) == "6"
+    finally:
+        pg.drop_schema(name)

@@ -7,6 +7,7 @@ from typing import Final
 
 from .._recipe import STUDY_CARDS, Recipe
 from ..errors import InputError
+from ..model import Run
 from ..providers import (
     AnthropicProvider,
     ExtractiveProvider,
@@ -14,7 +15,7 @@ from ..providers import (
     Provider,
 )
 
-__all__ = ["make_provider", "model_of", "provider_warning"]
+__all__ = ["for_run", "make_provider", "model_of", "provider_warning"]
 
 _OFFLINE: Final = "or use --provider extractive to work offline"
 #: The key of a provider made for a dry run without one: it never goes in a request,
@@ -72,3 +73,25 @@ def provider_warning(provider: Provider) -> str | None:
     """What a user should know before a run starts: the recipe fields the offline
     provider leaves out."""
     return provider.warning if isinstance(provider, ExtractiveProvider) else None
+
+
+_CHOICES: Final = ("anthropic", "openai", "extractive")
+
+
+def for_run(run: Run, choice: str, model: str | None) -> tuple[str, str | None]:
+    """The provider choice and model that go on with ``run``: by default those it was
+    made with (`Run.provider`, `Run.model`).
+
+    Raises:
+        InputError: ``--model`` names another model than the run's.
+    """
+    if choice == "auto" and run.provider in _CHOICES:
+        choice = run.provider
+    if choice != run.provider or not run.model:
+        return choice, model
+    if model is not None and model != run.model:
+        raise InputError(
+            f"run {run.id} was made with model {run.model}, not {model}: "
+            "a run keeps its model; go on without --model"
+        )
+    return choice, run.model

@@ -37,7 +37,13 @@ from ..engine import (
 )
 from ..errors import CardmillError, DatabaseError, InputError, MissingExtra, RunNotFound
 from ..model import Run, RunStatus
-from ..providers import ExtractiveProvider, Provider, estimate_input_tokens, redact_url
+from ..providers import (
+    ExtractiveProvider,
+    Provider,
+    estimate_input_tokens,
+    redact_url,
+    request_overhead_tokens,
+)
 from ..storage import PostgresStorage, SQLiteStorage, Storage, redact_dsn
 from ._batch import batch_provider, batches_of, run_batches
 from ._collect import collect, read
@@ -46,7 +52,7 @@ from ._metrics import metrics_settings, observed, run_with_metrics
 from ._named import named_run
 from ._pipe import exit_closed_pipe, is_closed_pipe
 from ._progress import Progress
-from ._providers import make_provider, model_of, provider_warning
+from ._providers import for_run, make_provider, model_of, provider_warning
 from ._signals import (
     EXIT_TERMINATED,
     STOP_SIGNALS,
@@ -281,6 +287,9 @@ def summary_table(
     if provider is not None:
         model = model_of(provider)
         shown = f"{model} ({provider.name})" if model else f"none ({provider.name}, offline)"
+        rows.append(("model", shown))
+    elif run.provider:  # as the run was made
+        shown = f"{run.model} ({run.provider})" if run.model else f"none ({run.provider}, offline)"
         rows.append(("model", shown))
     if summary is not None:
         # This command's requests, and the run's: other workers (or an earlier, stopped
@@ -532,7 +541,11 @@ async def analyze_paths(
             )
         collected.tell()
         run = await storage.create_run(
-            documents(), name=name or _default_name(paths), recipe=recipe
+            documents(),
+            name=name or _default_name(paths),
+            recipe=recipe,
+            provider=provider.name,
+            model=model_of(provider) or "",
         )
         with _resume_hint(run.id, db, said=batch):
             if problems:
@@ -616,6 +629,7 @@ async def resume_run(
                 click.echo(printable(f"cardmill: run {run.id} already {run.status.name}"), err=True)
             report(None, run, db, as_json)
             return _exit_code(run)
+        provider_choice, model = for_run(run, provider_choice, model)
         provider, described = make_provider(provider_choice, model, recipe)
         _check_cap(provider, prices, spend)
         opened = await batches_of(storage, run.id, open_only=True)
@@ -668,13 +682,14 @@ async def cancel_run(
     """Cancel the run's open batches at the provider and collect what they finished."""
     async with open_storage(db, create=False) as storage:
         run = await storage.get_run(await named_run(storage, run_id))
+        choice = for_run(run, provider_choice, model)
         opened = await batches_of(storage, run.id, open_only=True)
         if not opened:
             click.echo(printable(f"cardmill: run {run.id} has no open batches"), err=True)
             report(None, run, db, as_json)
             return _exit_code(run)
         recipe = await storage.get_recipe(run.id)
-        made = make_provider(provider_choice, model, recipe)[0]
+        made = make_provider(*choice, recipe)[0]
         provider = batch_provider(made)
         click.echo(
             printable(f"cardmill: cancelling {counted(len(opened), 'batch', 'batches')}"),
@@ -717,12 +732,16 @@ async def run_worker(
         worker = f"{worker_name}:{os.getpid()}:{secrets.token_hex(3)}"
     # Each run is served with its own recipe: one provider and engine per recipe, kept
     # for the worker's life so that each keeps what it learnt of the rate limits.
-    providers: dict[str, Provider] = {STUDY_CARDS.digest: provider}
-    engines: dict[str, Engine] = {}
+    given = (provider_choice, model)
+    providers: dict[tuple[str, str, str | None], Provider] = {
+        (STUDY_CARDS.digest, *given): provider
+    }
+    engines: dict[tuple[str, str, str | None], Engine] = {}
     try:
         async with open_storage(db, create=False) as storage:
             if run_id is not None:
                 run_id = await named_run(storage, run_id)
+                for_run(await storage.get_run(run_id), *given)  # refused before a word
             click.echo(
                 printable(
                     f"cardmill worker: {described}, concurrency {concurrency}, on {shown_db(db)}"
@@ -730,14 +749,15 @@ async def run_worker(
                 err=True,
             )
 
-            def engine_for(recipe: Recipe) -> Engine:
-                if recipe.digest not in providers:
-                    providers[recipe.digest] = make_provider(provider_choice, model, recipe)[0]
-                    _warn(providers[recipe.digest])
-                if recipe.digest not in engines:
-                    engines[recipe.digest] = make_engine(
+            def engine_for(recipe: Recipe, choice: tuple[str, str | None]) -> Engine:
+                key = (recipe.digest, *choice)
+                if key not in providers:
+                    providers[key] = make_provider(key[1], key[2], recipe)[0]
+                    _warn(providers[key])
+                if key not in engines:
+                    engines[key] = make_engine(
                         storage,
-                        providers[recipe.digest],
+                        providers[key],
                         concurrency=concurrency,
                         limits=limits,
                         lease=lease,
@@ -745,7 +765,7 @@ async def run_worker(
                         prices=prices,
                         max_cost=spend.max_cost,
                     )
-                return engines[recipe.digest]
+                return engines[key]
 
             while True:
                 runs = [await storage.get_run(run_id)] if run_id else await storage.list_runs()
@@ -756,7 +776,15 @@ async def run_worker(
                     worked = True
                     recipe = await storage.get_recipe(run.id)
                     try:
-                        engine = engine_for(recipe)
+                        # Each run with its own model: the one it was made with.
+                        choice = for_run(run, *given)
+                    except InputError as exc:
+                        if run_id:
+                            raise  # the one run asked for is refused
+                        click.echo(printable(f"cardmill worker: run {run.id}: {exc}"), err=True)
+                        continue
+                    try:
+                        engine = engine_for(recipe, choice)
                     except InputError as exc:
                         click.echo(printable(f"cardmill worker: run {run.id}: {exc}"), err=True)
                         continue
@@ -836,6 +864,7 @@ async def estimate_paths(
             price = prices.price_for(name)
         tokens = getattr(provider, "max_tokens", 4096)
         max_tokens = tokens if isinstance(tokens, int) and tokens > 0 else 4096
+        overhead = request_overhead_tokens(provider)  # the recipe's prompt and schema
         rows: list[dict[str, Any]] = []
         for item in collected.found:
             document, problem = await trio.to_thread.run_sync(read, item)
@@ -843,12 +872,18 @@ async def estimate_paths(
             if problem is not None:
                 row.update(input_tokens=0, cost_usd=0.0, batch_cost_usd=0.0, error=problem)
             else:
-                row["input_tokens"] = estimate_input_tokens(document)
+                row["input_tokens"] = estimate_input_tokens(document, overhead=overhead)
                 for key, batch in (("cost_usd", False), ("batch_cost_usd", True)):
                     row[key] = (
                         None
                         if price is None
-                        else estimate_cost(document, price, max_tokens=max_tokens, batch=batch)
+                        else estimate_cost(
+                            document,
+                            price,
+                            max_tokens=max_tokens,
+                            batch=batch,
+                            overhead_tokens=overhead,
+                        )
                     )
             rows.append(row)
     finally:

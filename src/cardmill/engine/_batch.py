@@ -26,10 +26,11 @@ from ..errors import (
     TransientError,
 )
 from ..model import Batch, BatchState, Run, Usage
-from ..providers import BatchProvider, BatchStatus
+from ..providers import BatchProvider, BatchStatus, request_overhead_tokens
 from ..storage import Storage
 from ._batch_collect import Collector
 from ._batch_submit import Submitter
+from ._estimate import Estimates
 from ._events import (
     BatchProgress,
     BatchSubmitted,
@@ -47,6 +48,8 @@ __all__ = ["BatchExecutor"]
 
 log = logging.getLogger("cardmill.engine")
 
+#: Output budget assumed for cost estimates when the provider does not say its own.
+DEFAULT_MAX_TOKENS: Final = 4096
 #: How far before a SUBMITTING batch was recorded a provider batch may say it was created
 #: and still be taken for it (the two clocks differ).
 FIND_MARGIN: Final = timedelta(minutes=10)
@@ -99,7 +102,12 @@ class BatchExecutor:
         prices: the price table; the cost of each answer is recorded at its batch share.
         max_cost: a cap in USD on the run's recorded cost plus the estimates of what its
             open batches may still cost; a batch that would pass it is shrunk, and when
-            not one more upload fits, no more are sent (they stay PENDING).
+            not one more upload fits, no more are sent (they stay PENDING). Estimates
+            count the prompt the provider sends
+            ([`request_overhead_tokens`][cardmill.providers.request_overhead_tokens]) and
+            are scaled up when answers show longer prompts; until one has, no batch is
+            sent while another of the run is open, so the cap can be passed only by what
+            the requests in flight cost beyond their estimates.
         retry: how often an upload whose request failed in a batch is sent again.
         observer: called with every [event][cardmill.engine.Event] on the event loop.
         poll_interval: seconds between looks at open batches, doubling while nothing
@@ -162,6 +170,7 @@ class BatchExecutor:
         self._storage = storage
         self._provider = provider
         self._price: Price | None = price
+        self._prices = prices
         self._max_cost = max_cost
         self._retry = retry if retry is not None else RetryPolicy()
         self._observer = observer
@@ -207,9 +216,10 @@ class BatchExecutor:
         await self._check_recipe(run_id)
         counters = BatchCounters()
         started = trio.current_time()
-        submitter = self._submitter(run_id, counters)
+        estimates = await self._estimates(run_id)
+        submitter = self._submitter(run_id, counters, estimates)
         try:
-            await self._loop(run_id, counters, submitter, submit=submit)
+            await self._loop(run_id, counters, submitter, estimates, submit=submit)
         except RunNotFound:
             raise
         except BaseException:
@@ -240,8 +250,8 @@ class BatchExecutor:
         """
         counters = BatchCounters()
         started = trio.current_time()
-        submitter = self._submitter(run_id, counters)
-        await self._storage.get_run(run_id)
+        estimates = await self._estimates(run_id)
+        submitter = self._submitter(run_id, counters, estimates)
         for batch in await self._storage.list_batches(run_id, open_only=True):
             if batch.provider_batch_id is None:
                 batch = await submitter.reattach(batch)
@@ -267,7 +277,7 @@ class BatchExecutor:
                 await self._storage.update_batch(
                     batch.id, state=BatchState.CANCELING, expect=BatchState.LIVE
                 )
-        collector = self._collector(run_id, counters)
+        collector = self._collector(run_id, counters, estimates)
         stopped = None
         with trio.move_on_after(self._cancel_timeout):
             await self._watch(run_id, collector, submitter, send=False)
@@ -289,12 +299,27 @@ class BatchExecutor:
                 f"for {getattr(recipe, 'label', digest[:12])}"
             )
 
-    def _submitter(self, run_id: str, counters: BatchCounters) -> Submitter:
+    async def _estimates(self, run_id: str) -> Estimates:
+        """The cost estimates of this execution, knowing what the run's answers so far
+        said of its prompts. Raises RunNotFound."""
+        tokens = getattr(self._provider, "max_tokens", None)
+        valid = isinstance(tokens, int) and not isinstance(tokens, bool) and tokens > 0
+        estimates = Estimates(
+            self._price,
+            max_tokens=tokens if valid and isinstance(tokens, int) else DEFAULT_MAX_TOKENS,
+            overhead_tokens=request_overhead_tokens(self._provider),
+            batch=True,
+        )
+        await self._storage.get_run(run_id)
+        if self._max_cost is not None:
+            estimates.seed(await self._storage.list_uploads(run_id))
+        return estimates
+
+    def _submitter(self, run_id: str, counters: BatchCounters, estimates: Estimates) -> Submitter:
         return Submitter(
             storage=self._storage,
             provider=self._provider,
             run_id=run_id,
-            price=self._price,
             max_cost=self._max_cost,
             retry=self._retry,
             lease_seconds=self._lease_seconds,
@@ -305,18 +330,21 @@ class BatchExecutor:
             clock=self._clock,
             cancelled=self._cancelled,
             counters=counters,
+            estimates=estimates,
             rng=self._rng,
             emit=self._emit,
         )
 
-    def _collector(self, run_id: str, counters: BatchCounters) -> Collector:
+    def _collector(self, run_id: str, counters: BatchCounters, estimates: Estimates) -> Collector:
         return Collector(
             storage=self._storage,
             provider=self._provider,
             run_id=run_id,
             price=self._price,
+            prices=self._prices,
             retry=self._retry,
             counters=counters,
+            estimates=estimates,
             rng=self._rng,
             emit=self._emit,
         )
@@ -359,7 +387,13 @@ class BatchExecutor:
         )
 
     async def _loop(
-        self, run_id: str, counters: BatchCounters, submitter: Submitter, *, submit: bool
+        self,
+        run_id: str,
+        counters: BatchCounters,
+        submitter: Submitter,
+        estimates: Estimates,
+        *,
+        submit: bool,
     ) -> None:
         await submitter.note_batches()
         for batch in await self._storage.list_batches(run_id, open_only=True):
@@ -367,7 +401,7 @@ class BatchExecutor:
                 await submitter.reattach(batch)
             else:
                 self._emit(BatchSubmitted(batch, trio.current_time()))
-        collector = self._collector(run_id, counters)
+        collector = self._collector(run_id, counters, estimates)
         await self._watch(run_id, collector, submitter, send=submit)
 
     async def _watch(

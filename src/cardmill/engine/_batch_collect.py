@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from .._cost import Price, cost_of
+from .._cost import Price, PriceTable, cost_of
 from ..errors import (
     InvalidOutput,
     Overloaded,
@@ -20,11 +20,12 @@ from ..errors import (
     TransientError,
     UnstorableData,
 )
-from ..model import Batch, BatchItem, BatchState, CardDraft, Upload, UploadStatus, Usage
-from ..providers import BatchProvider, BatchResult
+from ..model import Batch, BatchItem, BatchState, Upload, UploadStatus, Usage
+from ..providers import Analysis, BatchProvider, BatchResult
 from ..storage import Storage
 from ._answers import clean_reason, invalid_cards
 from ._answers import reason as reason_of
+from ._estimate import Estimates
 from ._events import BatchEnded, Event, UploadCompleted, UploadFailed, UploadRetrying
 from ._retry import GiveUp, RetryPolicy, Tries
 
@@ -51,8 +52,10 @@ class Collector:
     provider: BatchProvider
     run_id: str
     price: Price | None
+    prices: PriceTable
     retry: RetryPolicy
     counters: BatchCounters
+    estimates: Estimates
     rng: random.Random
     emit: Callable[[Event], None]
 
@@ -130,7 +133,7 @@ class Collector:
         if result.kind == "succeeded" and analysis is not None and result.error is None:
             problem = invalid_cards(analysis.cards)
             if problem is None:
-                await self._complete(batch, item, upload, analysis.cards, analysis.usage, tally)
+                await self._complete(batch, item, upload, analysis, tally)
                 return
             error: ProviderError = InvalidOutput(f"provider answered badly: {problem}")
             error.usage = analysis.usage
@@ -151,12 +154,13 @@ class Collector:
         batch: Batch,
         item: BatchItem,
         upload: Upload,
-        cards: tuple[CardDraft, ...],
-        usage: Usage,
+        analysis: Analysis,
         tally: _Tally,
     ) -> None:
+        cards, usage = analysis.cards, analysis.usage
         self.counters.count(usage)
-        cost = self._cost(usage)
+        self.estimates.observe(upload, usage)
+        cost = self._cost(usage, analysis.model)
         try:
             completed = await self.storage.complete_upload(
                 item.upload_id,
@@ -188,6 +192,8 @@ class Collector:
         """An errored request: sent again in a later batch while the retry policy allows
         (each batch it goes in is one more attempt of the upload), else FAILED."""
         self.counters.count(error.usage)
+        if requests:
+            self.estimates.observe(upload, error.usage)
         n = item.attempt
         tries = Tries(attempt=n, failures=n, rate_limited=n, invalid=n)
         if isinstance(error, PermanentError):
@@ -243,10 +249,15 @@ class Collector:
             requests=requests,
         )
 
-    def _cost(self, usage: Usage | None) -> float:
-        if usage is None or self.price is None:
+    def _cost(self, usage: Usage | None, model: str | None = None) -> float:
+        """A request's cost at the batch price of the model its answer names (when
+        priced), else of the provider's model."""
+        price = self.price
+        if model is not None:
+            price = self.prices.price_for(model) or price
+        if usage is None or price is None:
             return 0.0
-        return cost_of(usage, self.price, batch=True)
+        return cost_of(usage, price, batch=True)
 
 
 async def _nothing() -> AsyncIterator[BatchResult]:

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import trio
 
-from .._cost import Price
 from ..errors import (
     DocumentError,
     Overloaded,
@@ -27,7 +26,7 @@ from ..model import Batch, BatchItem, BatchState, Run, Upload, UploadStatus
 from ..providers import BatchProvider, BatchStatus
 from ..storage import Storage
 from ._answers import clean_reason, reason
-from ._estimate import estimate_cost
+from ._estimate import Estimates
 from ._events import BatchSubmitted, Event, UploadFailed
 from ._patience import patiently
 from ._retry import RetryPolicy
@@ -42,8 +41,6 @@ log = logging.getLogger("cardmill.engine")
 
 #: Bytes of the create request's body around its items (``{"requests": [...]}``).
 _BODY_OVERHEAD = 64
-#: Output budget assumed for cost estimates when the provider does not say its own.
-_DEFAULT_MAX_TOKENS = 4096
 
 
 class Unsure(enum.Enum):
@@ -62,7 +59,6 @@ class _Built:
 
     request: dict[str, Any] | None
     size: int
-    estimate: float
     refusal: str | None = None
 
 
@@ -74,7 +70,6 @@ class Submitter:
     storage: Storage
     provider: BatchProvider
     run_id: str
-    price: Price | None
     max_cost: float | None
     retry: RetryPolicy
     lease_seconds: float
@@ -85,12 +80,12 @@ class Submitter:
     clock: Callable[[], float]
     cancelled: set[str]
     counters: BatchCounters
+    estimates: Estimates
     rng: random.Random
     emit: Callable[[Event], None]
     stopped: str | None = None
     capped: bool = False
     _built: dict[str, _Built] = attrs.field(factory=dict)
-    _estimates: dict[str, float] = attrs.field(factory=dict)
     _run: Run | None = None
     #: Batches cancelled or ended before this execution began: their cancellation is
     #: not news to it.
@@ -106,11 +101,19 @@ class Submitter:
             if await self.cancelled_elsewhere():
                 return
             pending = await self.storage.list_uploads(self.run_id, UploadStatus.PENDING)
-            if not pending:
+            if not pending or await self._wait_for_answers():
                 return
             chunk = await self._choose(pending)
             if not chunk or not await self._send(chunk):
                 return
+
+    async def _wait_for_answers(self) -> bool:
+        """Under a cap, no batch is sent while another of the run is open until an
+        answer has shown how long the prompts really are: a wrong estimate then costs at
+        most what one batch's requests miss by."""
+        if self.max_cost is None or self.estimates.learnt:
+            return False
+        return bool(await self.storage.list_batches(self.run_id, open_only=True))
 
     async def note_batches(self) -> None:
         """Remember the run's batches that were cancelled or had ended already."""
@@ -153,6 +156,7 @@ class Submitter:
             if len(chunk) >= most:
                 break
             built = await self._build(upload)
+            estimate = self.estimates.cost(upload, self._run)
             if built.refusal is None:
                 if built.size + 1 > room:
                     built = self._built[upload.id] = attrs.evolve(
@@ -163,19 +167,19 @@ class Submitter:
                     )
                 elif size + built.size + 1 > room:
                     break
-            if built.refusal is None and budget is not None and cost + built.estimate > budget:
+            if built.refusal is None and budget is not None and cost + estimate > budget:
                 if not chunk:
                     self.capped = True
                     self.stopped = (
                         f"cost cap of ${self.max_cost:.4f} reached: the next upload "
-                        f"({upload.name}) may cost ${built.estimate:.4f}, "
+                        f"({upload.name}) may cost ${estimate:.4f}, "
                         f"${max(budget, 0.0):.4f} of the cap is left"
                     )
                 break
             chunk.append(upload)
             if built.refusal is None:
                 size += built.size + 1
-                cost += built.estimate
+                cost += estimate
         return chunk
 
     async def _budget(self) -> float | None:
@@ -184,44 +188,29 @@ class Submitter:
         if self.max_cost is None:
             return None
         run = self._run or await self.storage.get_run(self.run_id)
+        loading = {
+            u.id: u for u in await self.storage.list_uploads(self.run_id, UploadStatus.LOADING)
+        }
         expected = 0.0
         for batch in await self.storage.list_batches(self.run_id, open_only=True):
-            held = await self._held(batch)
-            for item in held:
-                expected += await self._estimate(item.upload_id)
+            for item in await self._held(batch):
+                upload = loading.get(item.upload_id)
+                if upload is not None:  # else settled since
+                    expected += self.estimates.cost(upload, run)
         return self.max_cost - run.cost_usd - expected
-
-    async def _estimate(self, upload_id: str) -> float:
-        if upload_id not in self._estimates:
-            if self.price is None:
-                return 0.0
-            document = await self.storage.load_document(upload_id)
-            self._estimates[upload_id] = estimate_cost(
-                document,
-                self.price,
-                max_tokens=self._max_tokens(),
-                run=self._run,
-                batch=True,
-            )
-        return self._estimates[upload_id]
-
-    def _max_tokens(self) -> int:
-        value = getattr(self.provider, "max_tokens", None)
-        return value if isinstance(value, int) and value > 0 else _DEFAULT_MAX_TOKENS
 
     async def _build(self, upload: Upload) -> _Built:
         built = self._built.get(upload.id)
         if built is not None:
             return built
         document = await self.storage.load_document(upload.id)
-        estimate = await self._estimate(upload.id)
         try:
             request = await self.provider.batch_request(document, upload.id)
         except DocumentError as exc:
-            built = _Built(None, 0, 0.0, reason(exc))
+            built = _Built(None, 0, reason(exc))
         else:
             size = len(json.dumps(request, default=str).encode())
-            built = _Built(request, size, estimate)
+            built = _Built(request, size)
         self._built[upload.id] = built
         return built
 

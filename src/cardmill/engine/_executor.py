@@ -38,11 +38,11 @@ from ..model import (
     UploadStatus,
     Usage,
 )
-from ..providers import Analysis, ExtractiveProvider, Provider
+from ..providers import Analysis, ExtractiveProvider, Provider, request_overhead_tokens
 from ..storage import Storage
 from ._answers import clean_reason, invalid_answer, reason
 from ._bucket import AdaptiveBucket, BucketStatistics, Limits
-from ._estimate import estimate_cost
+from ._estimate import Estimates
 from ._events import (
     CostCapReached,
     Event,
@@ -146,14 +146,18 @@ class Engine:
             retaken after this.
         request_timeout: seconds one request may take before it counts as a transient
             failure.
-        prices: what requests cost per model (the provider's ``model`` attribute); each
-            request's reported usage is priced and recorded with its upload. The
+        prices: what requests cost per model; each request's reported usage is priced
+            at the model its answer names (``Analysis.model``), else the provider's
+            ``model`` attribute, and recorded with its upload. The
             extractive provider costs nothing; a model the table does not know is
             recorded at 0 and the summary's ``cost_usd`` is None.
         max_cost: a spending cap for the run, in USD: no upload is started whose first
-            request, estimated by [`estimate_cost`][cardmill.engine.estimate_cost] (at
-            most ``max_tokens`` of output until answers show what is usual), could take
-            the run's recorded cost plus what is in flight past it. Requests in flight
+            request, estimated by [`estimate_cost`][cardmill.engine.estimate_cost] (with
+            the prompt the provider says it sends,
+            [`request_overhead_tokens`][cardmill.providers.request_overhead_tokens],
+            scaled up when answers show longer prompts; at most ``max_tokens`` of output
+            until answers show what is usual), could take the run's recorded cost plus what is in
+            flight past it. Requests in flight
             finish; the rest stays PENDING and the run ends CANCELLED (resumable with a
             higher cap), the summary's ``stopped`` saying why.
 
@@ -203,6 +207,7 @@ class Engine:
         ):
             raise ValueError("max_cost must be a finite number of USD >= 0")
         self._price = _price_of(provider, prices)
+        self._prices = prices
         if max_cost is not None and self._price is None:
             model = getattr(provider, "model", None)
             raise InputError(
@@ -218,6 +223,7 @@ class Engine:
         self._seen: Run | None = None
         self._storage = storage
         self._provider = provider
+        self._estimates = self._new_estimates()
         self._limiter = trio.CapacityLimiter(concurrency)
         self._retry = retry if retry is not None else RetryPolicy()
         self._observer = observer
@@ -301,6 +307,10 @@ class Engine:
             )
         counters = self._counters = _Counters()
         self._seen, self._recorded = made, made.cost_usd
+        self._estimates = self._new_estimates()
+        if self._max_cost is not None:
+            # What the run's answers so far said of its prompts.
+            self._estimates.seed(await self._storage.list_uploads(run_id))
         started = trio.current_time()
         self._bucket.add_listener(self._bucket_changed)
         try:
@@ -646,6 +656,7 @@ class Engine:
                 c.requests += 1
                 entry.requests += 1
                 _count_usage(c, exc.usage)
+                self._estimates.observe(document, exc.usage)
                 spent = self._priced(exc.usage)
                 if isinstance(exc.usage, Usage):
                     entry.spend(exc.usage, spent or 0.0)
@@ -693,12 +704,13 @@ class Engine:
             entry.requests += 1
             usage = getattr(analysis, "usage", None)
             reported = usage if isinstance(usage, Usage) else None
-            spent = self._priced(reported)
+            spent = self._priced(reported, getattr(analysis, "model", None))
             self._emit(RequestFinished(upload, _now() - sent, None, reported, _now(), spent))
             charged = None
             if isinstance(usage, Usage):
                 entry.spend(usage, spent or 0.0)
                 _count_usage(c, usage)
+                self._estimates.observe(document, usage)
                 charged = usage.rate_limited_input_tokens
                 self._tokens.observe(document, charged)
             await self._bucket.report_success(
@@ -711,24 +723,27 @@ class Engine:
 
     # -- spend ----------------------------------------------------------------------
 
-    def _cost_of(self, usage: Usage) -> float:
-        """One request's cost; 0 when the model's price is unknown."""
-        if self._price is None:
-            return 0.0
-        cost = cost_of(usage, self._price)
+    def _priced(self, usage: object, model: str | None = None) -> float | None:
+        """What is recorded for a request's reported ``usage``, at the price of the
+        ``model`` its answer names (when priced), else of the provider's model; None
+        when neither has a price or nothing was reported."""
+        price = self._price
+        if model is not None and price is not FREE:
+            price = self._prices.price_for(model) or price
+        if price is None or not isinstance(usage, Usage):
+            return None
+        cost = cost_of(usage, price)
         return cost if math.isfinite(cost) and cost >= 0 else 0.0
 
-    def _priced(self, usage: object) -> float | None:
-        """What is recorded for a request's reported ``usage``; None when the model has
-        no price or nothing was reported."""
-        if self._price is None or not isinstance(usage, Usage):
-            return None
-        return self._cost_of(usage)
+    def _new_estimates(self) -> Estimates:
+        return Estimates(
+            self._price,
+            max_tokens=self._max_tokens,
+            overhead_tokens=request_overhead_tokens(self._provider),
+        )
 
     def _estimate(self, document: Document) -> float:
-        if self._price is None:
-            return 0.0
-        return estimate_cost(document, self._price, max_tokens=self._max_tokens, run=self._seen)
+        return self._estimates.cost(document, self._seen)
 
     def _least_cost(self) -> float:
         """What the cheapest request could cost: an empty document's estimate."""

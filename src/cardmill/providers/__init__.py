@@ -19,6 +19,7 @@ from ._base import BatchResult as BatchResult
 from ._base import BatchStatus as BatchStatus
 from ._base import Provider as Provider
 from ._base import estimate_input_tokens as estimate_input_tokens
+from ._base import request_overhead_tokens as request_overhead_tokens
 from ._extractive import ExtractiveProvider as ExtractiveProvider
 from ._headers import rate_hint as rate_hint
 from ._headers import retry_after as retry_after
@@ -46,5 +47,6 @@ __all__ = [
     "estimate_input_tokens",
     "rate_hint",
     "redact_url",
+    "request_overhead_tokens",
     "retry_after",
 ]

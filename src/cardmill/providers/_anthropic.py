@@ -34,6 +34,7 @@ from ._base import (
     BatchResult,
     BatchStatus,
     answered_with_error,
+    prompt_tokens,
 )
 from ._batch_view import CUSTOM_ID, batch_status, errored
 from ._headers import check_api_key, is_spend_limit, limit_hit, rate_hint, retry_after, scrub
@@ -213,6 +214,16 @@ class AnthropicProvider:
 
     # -- request building ---------------------------------------------------------------
 
+    def overhead_tokens(self) -> int:
+        """The input tokens each request carries besides its document, counted
+        generously from what is sent: the recipe's system prompt, the tool and its
+        schema, the framing of the document (see `request_overhead_tokens`)."""
+        params = self._params([{"type": "text", "text": "<document name=''>\n\n</document>"}])
+        params["messages"][0]["content"].append(
+            {"type": "text", "text": "Make cards from the document ''."}
+        )
+        return prompt_tokens(params)
+
     async def _read(self, document: Document) -> list[dict[str, Any]]:
         # Decoding, the HTML parser and base64 all take time in proportion to the
         # document: on a thread, under a deadline, the event loop (and every other
@@ -279,7 +290,7 @@ class AnthropicProvider:
             cards = self._drafts(message)
         except InvalidOutput as exc:
             raise InvalidOutput(str(exc), usage=usage, hint=hint) from None
-        return Analysis(cards, usage, hint)
+        return Analysis(cards, usage, hint, getattr(message, "model", None))
 
     def _drafts(self, message: Any) -> tuple[Any, ...]:
         if getattr(message, "stop_reason", None) == "max_tokens":
@@ -547,7 +558,8 @@ class AnthropicProvider:
                 cards = self._drafts(message)
             except InvalidOutput as exc:
                 return BatchResult(custom_id, kind, error=InvalidOutput(str(exc), usage=usage))
-            return BatchResult(custom_id, kind, analysis=Analysis(cards, usage))
+            answered = getattr(message, "model", None)
+            return BatchResult(custom_id, kind, analysis=Analysis(cards, usage, model=answered))
         if kind == "errored":
             return BatchResult(custom_id, kind, error=errored(result, self._hide))
         if kind in ("canceled", "expired"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, Protocol, final, runtime_checkable
@@ -9,7 +10,7 @@ from typing import Any, Final, Protocol, final, runtime_checkable
 import attrs
 
 from ..errors import ProviderError
-from ..model import BatchCounts, CardDraft, Document, RateHint, Usage
+from ..model import BatchCounts, CardDraft, Document, RateHint, Upload, Usage
 
 __all__ = [
     "BATCH_MAX_BYTES",
@@ -20,17 +21,30 @@ __all__ = [
     "BatchStatus",
     "Provider",
     "estimate_input_tokens",
+    "request_overhead_tokens",
 ]
+
+
+def _model_name(value: object) -> str | None:
+    """A model name an answer gave, or None for anything that is not a short printable
+    name (answers are untrusted)."""
+    if isinstance(value, str) and 0 < len(value) <= 200 and value.isprintable():
+        return value
+    return None
 
 
 @final
 @attrs.frozen
 class Analysis:
-    """What a provider made of one document: the drafts, the usage and any rate hint."""
+    """What a provider made of one document: the drafts, the usage, any rate hint, and
+    the ``model`` that answered, as the answer names it (None when it does not say; a
+    name that is not short printable text counts as none). Each answer is priced at
+    the model it names."""
 
     cards: tuple[CardDraft, ...]
     usage: Usage = attrs.field(factory=Usage)
     hint: RateHint | None = None
+    model: str | None = attrs.field(default=None, converter=_model_name)
 
 
 @runtime_checkable
@@ -53,16 +67,56 @@ class Provider(Protocol):
         ...
 
 
-def estimate_input_tokens(document: Document) -> int:
-    """A cheap, deliberately generous guess of a request's input tokens.
+DEFAULT_OVERHEAD_TOKENS: Final = 600
+"""The input tokens a request is taken to carry besides its document (system prompt,
+answer schema, framing) when its provider does not count them."""
+FRAMING_TOKENS: Final = 350
+"""What a provider adds to the prompt it is sent, beyond the bytes of it we count: the
+API's own instructions for forced tool use or a schema, the message framing."""
+PROMPT_BYTES_PER_TOKEN: Final = 3
+"""Bytes a token for the instructions and the JSON schema a request carries: generous,
+since JSON's punctuation takes more tokens than prose."""
+
+
+def estimate_input_tokens(document: Document | Upload, *, overhead: int | None = None) -> int:
+    """A cheap, deliberately generous guess of a request's input tokens (for a
+    ``document``, or an `Upload` by its size and media type).
 
     About four bytes a token for text; PDFs are charged by size, as their text and page
-    images both count. The engine corrects its accounting from the reported usage.
+    images both count. ``overhead`` is what every request carries besides the document
+    (`request_overhead_tokens` of its provider); by default a rule of thumb
+    (``DEFAULT_OVERHEAD_TOKENS``, right for the built-in recipe). The engine corrects its
+    accounting from the reported usage.
     """
-    overhead = 600  # system prompt, tool schema, framing
+    fixed = DEFAULT_OVERHEAD_TOKENS if overhead is None else max(0, int(overhead))
     if document.media_type == "application/pdf":
-        return overhead + document.size // 3
-    return overhead + document.size // 4
+        return fixed + document.size // 3
+    return fixed + document.size // 4
+
+
+def prompt_tokens(*parts: object) -> int:
+    """A generous count of the tokens of what a request carries besides its document
+    (its instructions, the schema of its answer): ``FRAMING_TOKENS``, and the bytes of
+    ``parts`` as JSON at ``PROMPT_BYTES_PER_TOKEN``."""
+    size = sum(len(json.dumps(part, ensure_ascii=False).encode()) for part in parts)
+    return FRAMING_TOKENS + -(-size // PROMPT_BYTES_PER_TOKEN)
+
+
+def request_overhead_tokens(provider: object) -> int:
+    """The input tokens every request of ``provider`` carries besides its document: its
+    system prompt, the schema of its answer and the framing, for the recipe it was made
+    with.
+
+    A provider that can count them says so with an ``overhead_tokens()`` method (the
+    built-in ones do, from what they really send); for any other (or one whose method
+    answers None) it is ``DEFAULT_OVERHEAD_TOKENS``.
+    """
+    count = getattr(provider, "overhead_tokens", None)
+    if callable(count):
+        value = count()
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return DEFAULT_OVERHEAD_TOKENS
 
 
 def answered_with_error(error: ProviderError) -> ProviderError:

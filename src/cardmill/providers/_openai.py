@@ -21,7 +21,7 @@ from ..errors import (
     TransientError,
 )
 from ..model import Document, RateHint, Usage
-from ._base import Analysis, answered_with_error
+from ._base import Analysis, answered_with_error, prompt_tokens
 from ._headers import check_api_key, is_spend_limit, limit_hit, rate_hint, retry_after, scrub
 from ._reading import read_off_loop
 from ._schema import card_schema, drafts_from
@@ -155,6 +155,12 @@ class OpenAICompatibleProvider:
             isolated=document.media_type == "application/pdf",
         )
 
+    def overhead_tokens(self) -> int:
+        """The input tokens each request carries besides its document, counted
+        generously from what is sent: the recipe's system message, the response
+        format's schema, the framing of the document (see `request_overhead_tokens`)."""
+        return prompt_tokens(self.payload("", ""))
+
     def payload(self, text: str, name: str) -> dict[str, Any]:
         """The chat-completions request body for one document's text."""
         return {
@@ -203,7 +209,7 @@ class OpenAICompatibleProvider:
             cards = self._drafts(data)
         except InvalidOutput as exc:
             raise InvalidOutput(str(exc), usage=usage, hint=hint) from None
-        return Analysis(cards, usage, hint)
+        return Analysis(cards, usage, hint, data.get("model"))
 
     def _drafts(self, data: dict[str, Any]) -> tuple[Any, ...]:
         choices = data.get("choices")

@@ -64,18 +64,22 @@ class Storage(Protocol):
         *,
         name: str | None = None,
         recipe: Recipe = STUDY_CARDS,
+        provider: str = "",
+        model: str = "",
     ) -> Run:
         """Store a new PENDING run with one PENDING upload per document, content included.
 
         The run keeps its ``recipe`` (the whole text and its digest): resuming uses it,
-        and `complete_upload` refuses cards that do not fit it.
+        and `complete_upload` refuses cards that do not fit it. It keeps the names of
+        its ``provider`` and ``model`` too (`Run.provider`, `Run.model`).
 
         The run exists for every other method only once all its documents are stored: a
         run whose creation failed or died half-way is never seen, claimed or settled.
 
         Raises:
             InputError: an item of ``documents`` is not a Document (or reading one
-                raised it), or ``recipe`` is not a Recipe; nothing of the run remains.
+                raised it), ``recipe`` is not a Recipe, or ``provider`` or ``model`` is
+                not a short printable name; nothing of the run remains.
         """
         ...
 
@@ -395,6 +399,13 @@ def check_drafts(drafts: Sequence[CardDraft]) -> tuple[CardDraft, ...]:
         if not isinstance(d, CardDraft):
             raise InputError(f"drafts[{i}] is a {type(d).__name__}, not a CardDraft")
     return out
+
+
+def check_names(provider: object, model: object) -> None:
+    """Refuse a provider or model name that is not a short line of printable text."""
+    for what, value in (("provider", provider), ("model", model)):
+        if not isinstance(value, str) or len(value) > 200 or not value.isprintable():
+            raise InputError(f"{what} must be a printable name of at most 200 characters")
 
 
 def check_recipe(recipe: object) -> None:

@@ -85,13 +85,24 @@ def add_uploads(
     last: bool,
     now: float,
     recipe: Recipe = STUDY_CARDS,
+    provider: str = "",
+    model: str = "",
 ) -> None:
     """One chunk: its uploads and documents, counted in ``total_items`` at once."""
     if first:
         tx.run(
             "INSERT INTO runs (id, name, status, total_items, created_at, creating,"
-            " recipe_toml, recipe_digest) VALUES (?, ?, ?, 0, ?, 1, ?, ?)",
-            (run_id, name, RunStatus.PENDING.value, now, recipe.to_toml(), recipe.digest),
+            " recipe_toml, recipe_digest, provider, model) VALUES (?, ?, ?, 0, ?, 1, ?, ?, ?, ?)",
+            (
+                run_id,
+                name,
+                RunStatus.PENDING.value,
+                now,
+                recipe.to_toml(),
+                recipe.digest,
+                provider,
+                model,
+            ),
         )
     pending = UploadStatus.PENDING.value
     tx.many(

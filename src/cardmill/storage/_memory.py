@@ -43,6 +43,7 @@ from ._base import (
     check_drafts,
     check_expected_state,
     check_lease,
+    check_names,
     check_provider_batch_id,
     check_recipe,
     check_spend,
@@ -127,9 +128,12 @@ class MemoryStorage:
         *,
         name: str | None = None,
         recipe: Recipe = STUDY_CARDS,
+        provider: str = "",
+        model: str = "",
     ) -> Run:
         await trio.lowlevel.checkpoint()
         check_recipe(recipe)
+        check_names(provider, model)
         docs = list(documents)
         for i, doc in enumerate(docs):
             if not isinstance(doc, Document):
@@ -144,6 +148,8 @@ class MemoryStorage:
             created_at=now,
             recipe_name=recipe.name,
             recipe_digest=recipe.digest,
+            provider=provider,
+            model=model,
         )
         ids: list[str] = []
         for position, doc in enumerate(docs):

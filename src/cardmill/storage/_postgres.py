@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStorage", "connection_string"]
 
 T = TypeVar("T")
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 
 # libpq parameters cardmill's connections get unless the DSN sets them: a peer that
 # stops answering (a half-dead TCP connection) is noticed within about a minute.
@@ -106,6 +106,8 @@ _DDL: Final = [
         cost_nanos BIGINT NOT NULL DEFAULT 0,
         requests BIGINT NOT NULL DEFAULT 0,
         rate_limited BIGINT NOT NULL DEFAULT 0,
+        provider TEXT,
+        model TEXT,
         CHECK (completed_items + failed_items <= total_items))""",
     """CREATE TABLE IF NOT EXISTS uploads (
         id TEXT PRIMARY KEY,
@@ -255,6 +257,12 @@ _MIGRATIONS: Final[dict[int, list[str | Callable[[psycopg.Connection[Any]], None
         "ALTER TABLE cards ADD COLUMN IF NOT EXISTS search_tags TEXT NOT NULL DEFAULT ''",
         _backfill_search,
         *_SEARCH_INDEX,
+    ],
+    # A run keeps the provider and model it is sent to (NULL: not known, as for every
+    # run before).
+    5: [
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS provider TEXT",
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS model TEXT",
     ],
 }
 

@@ -35,6 +35,7 @@ from ._base import (
     check_drafts,
     check_expected_state,
     check_lease,
+    check_names,
     check_provider_batch_id,
     check_recipe,
     check_spend,
@@ -101,8 +102,11 @@ class SQLBackend:
         *,
         name: str | None = None,
         recipe: Recipe = STUDY_CARDS,
+        provider: str = "",
+        model: str = "",
     ) -> Run:
         check_recipe(recipe)
+        check_names(provider, model)
         await trio.lowlevel.checkpoint_if_cancelled()
         run_id = new_id("run")
         chunks = ingest.Chunks(documents, rows=self._chunk_rows, size=self._chunk_bytes)
@@ -122,6 +126,8 @@ class SQLBackend:
                     last,
                     now,
                     recipe,
+                    provider,
+                    model,
                 )
                 first = False
         except BaseException:

@@ -30,7 +30,7 @@ from ._thread import ThreadBatcher
 
 __all__ = ["SQLiteStorage"]
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 APPLICATION_ID: Final = 0x43524D4C  # "CRML": marks the file as a cardmill database
 
 # Provider batches (schema 4): ``seq`` orders a run's batches oldest first.
@@ -127,6 +127,8 @@ CREATE TABLE runs (
     cost_nanos INTEGER NOT NULL DEFAULT 0,
     requests INTEGER NOT NULL DEFAULT 0,
     rate_limited INTEGER NOT NULL DEFAULT 0,
+    provider TEXT,
+    model TEXT,
     CHECK (completed_items + failed_items <= total_items)
 );
 CREATE TABLE uploads (
@@ -279,6 +281,9 @@ _MIGRATIONS: Final = {
         *_SEARCH_INDEX,
         "INSERT INTO cards_fts(cards_fts) VALUES ('rebuild')",
     ],
+    # A run keeps the provider and model it is sent to (NULL: not known, as for every
+    # run before).
+    5: ["ALTER TABLE runs ADD COLUMN provider TEXT", "ALTER TABLE runs ADD COLUMN model TEXT"],
 }
 
 

@@ -67,7 +67,7 @@ UPLOAD_COLUMNS: Final = (
 UPLOAD_COLUMNS_OF_U: Final = ", ".join("u." + c.strip() for c in UPLOAD_COLUMNS.split(","))
 RUN_COLUMNS: Final = (
     "id, name, status, total_items, completed_items, failed_items, total_cards,"
-    f" created_at, started_at, finished_at, recipe_toml, {SPENT_COLUMNS}"
+    f" created_at, started_at, finished_at, recipe_toml, {SPENT_COLUMNS}, provider, model"
 )
 CARD_COLUMNS: Final = "c.title, c.body, c.tags, c.quote, c.created_at, c.fields_json"
 
@@ -126,6 +126,8 @@ def run_row(row: Any) -> Run:
         to_usd(row[15]),
         row[16],
         row[17],
+        row[18] or "",
+        row[19] or "",
     )
 
 

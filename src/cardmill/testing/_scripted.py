@@ -26,6 +26,7 @@ class Step:
             exception, to see what the engine makes of a provider bug).
         usage: the usage to report.
         hint: rate-limit headers to report.
+        model: the model the answer names (None: it names none).
     """
 
     latency: float = 0.0
@@ -33,6 +34,7 @@ class Step:
     error: Exception | None = None
     usage: Usage = attrs.field(factory=lambda: Usage(input_tokens=100, output_tokens=50))
     hint: RateHint | None = None
+    model: str | None = None
 
 
 @final
@@ -102,4 +104,4 @@ class ScriptedProvider:
         else:
             cards = step.cards
         self.answers.append((document.name, cards))
-        return Analysis(cards, step.usage, step.hint)
+        return Analysis(cards, step.usage, step.hint, step.model)
