@@ -160,6 +160,7 @@ def test_toml_and_dict_forms_round_trip_with_a_stable_digest() -> None:
     description=st.text(max_size=100),
 )
 @example(instructions="\x1b", language=None, description="")  # only control characters
+@example(instructions="0\r\n", language=None, description="a\r\nb")  # CRLF kept as it is
 def test_any_text_survives_the_toml_round_trip(
     instructions: str, language: str | None, description: str
 ) -> None:

@@ -586,7 +586,10 @@ class Recipe:
 
     def to_toml(self) -> str:
         """The recipe as a TOML file (what `from_toml` reads)."""
-        return tomli_w.dumps(self.to_dict(), multiline_strings=True)
+        data = self.to_dict()
+        # Multi-line strings read best, but tomli_w writes a CRLF in one as a bare LF:
+        # text holding a carriage return is written with escapes, kept as it is.
+        return tomli_w.dumps(data, multiline_strings=not _holds_cr(data))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "recipe") -> Recipe:
@@ -812,3 +815,14 @@ def load_recipe(spec: str, *, read: typing.Callable[[str], bytes] | None = None)
     except DocumentError as exc:
         raise InputError(f"cannot read the recipe: {exc}") from None
     return Recipe.from_toml(text, source=spec)
+
+
+def _holds_cr(value: object) -> bool:
+    """Whether a carriage return is in any string of plain data."""
+    if isinstance(value, str):
+        return "\r" in value
+    if isinstance(value, Mapping):
+        return any(_holds_cr(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds_cr(v) for v in value)
+    return False
