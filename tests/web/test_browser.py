@@ -213,7 +213,8 @@ async def test_a_batch_runs_counts_advance_on_the_page_while_the_executor_works(
     from ..engine.batch_fakes import FakeBatchAPI
 
     storage = MemoryStorage()
-    run = await storage.create_run([doc(f"d{i}.md") for i in range(3)], name="batched")
+    docs = [doc(f"d{i}.md") for i in range(3)]
+    run = await storage.create_run(docs, name="batched")
     # The fake API's own clock moves only when the test says: request i is processed at
     # tick i + 1, so each step of the page follows one step of the provider.
     ticks = [0.0]
@@ -275,7 +276,14 @@ async def test_a_batch_runs_counts_advance_on_the_page_while_the_executor_works(
     assert seen["counts"][0].startswith("1 succeeded · 0 errored · 2 processing")
     assert finished.cost_usd > 0
     assert seen["cost"] == shown_cost(finished)
-    assert seen["tokens"] == "3,000 in · 600 out"
+    # The fake API bills each answer by what its request held.
+    billed = [api.billed(d) for d in docs]
+    tokens_in, tokens_out = (
+        sum(u.input_tokens for u in billed),
+        sum(u.output_tokens for u in billed),
+    )
+    assert (finished.usage.input_tokens, finished.usage.output_tokens) == (tokens_in, tokens_out)
+    assert seen["tokens"] == f"{tokens_in:,} in · {tokens_out:,} out"
     # Drawn at 0 before the batch was sent; one request per answer, live.
     assert (seen["requests"], seen["rate_limited"]) == ("3", "0")
     assert (finished.requests, finished.rate_limited) == (3, 0)
