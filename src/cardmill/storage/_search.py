@@ -19,9 +19,9 @@ quoted, never as query syntax.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 import attrs
@@ -207,12 +207,19 @@ def _holds(held: FieldValue, wanted: str) -> bool:
     want = wanted.casefold()
     if isinstance(held, bool):
         return want in (_YES if held else _NO)
-    if isinstance(held, int | float):
+    if isinstance(held, float):
         try:
             number = float(wanted)
         except ValueError:
             return False
-        return math.isfinite(number) and float(held) == number
+        return number == held  # held is finite: inf and nan never equal it
+    if isinstance(held, int):
+        # Exactly, whatever its length: a stored integer may be too long for a float.
+        try:
+            exact = Decimal(wanted)
+        except InvalidOperation:
+            return False
+        return exact.is_finite() and exact == held
     if isinstance(held, tuple | list):
         return any(isinstance(item, str) and want in item.casefold() for item in held)
     return want in held.casefold()
