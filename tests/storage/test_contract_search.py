@@ -172,6 +172,30 @@ async def test_pages_follow_cursors_to_the_end(storage: Storage) -> None:
     assert rest.next_cursor is None
 
 
+async def test_words_the_index_holds_too_often_are_found_card_by_card(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pages = [
+        [CardDraft(f"card {u} {i}", f"moon w{i % 4}", (f"t{i % 3}",)) for i in range(7)]
+        for u in range(4)
+    ]
+    run = await settled_run(storage, pages)
+    queries: list[dict[str, object]] = [
+        {"text": "moon"},
+        {"text": "moon w1"},
+        {"text": "w"},
+        {"tag": "t2"},
+        {"text": "w3", "tag": "t0"},
+        {"text": "card 2"},
+    ]
+    expected = [await titles(storage, run, limit=3, **q) for q in queries]
+    assert expected[0] == [c.title for c in await storage.list_cards(run.id)]
+    assert len(expected[1]) == 8
+    # The index is not asked for more than 4 matches: past that, the same answers.
+    monkeypatch.setattr(_search, "INDEX_BUDGET", 4)
+    assert [await titles(storage, run, limit=3, **q) for q in queries] == expected
+
+
 async def test_cards_completed_after_a_page_appear_past_the_cursor(storage: Storage) -> None:
     run = await storage.create_run([Document(f"d{i}.md", b"x") for i in range(3)])
     a, b, c = await storage.list_uploads(run.id)

@@ -29,6 +29,7 @@ import attrs
 from .._recipe import Recipe
 from ..errors import InputError
 from ..model import Card, CardPage, FieldValue
+from ._stop import Stop
 
 __all__ = ["CardFilter"]
 
@@ -38,6 +39,11 @@ MAX_LIMIT: Final = 500
 #: The most candidates one call examines: a filter the index cannot narrow (a recipe
 #: field, a rare exact tag) returns a short page and a cursor instead of reading the run.
 SCAN_BUDGET: Final = 20_000
+#: The most matches a call reads from an index (SQLite FTS5, PostgreSQL's GIN). An index
+#: gives its matches in its own order, not the run's, so a page in the run's order reads
+#: them all: past this many (a common word), the run's cards are read in order and checked
+#: one by one instead, as for a filter no index narrows, where matches are plentiful.
+INDEX_BUDGET: Final = 5_000
 _CHUNK: Final = 500
 
 _WORD: Final = re.compile(r"[^\W_]+")
@@ -233,19 +239,25 @@ def collect(
     flt: CardFilter,
     after: Key,
     limit: int,
+    stop: Stop | None = None,
 ) -> CardPage:
     """A page of up to ``limit`` matching cards from the candidates ``fetch`` reads.
 
     ``fetch(after, n)`` returns up to ``n`` candidates past ``after`` in the run's order,
     each with its ``(upload position, ordinal)`` key: every card that matches must be among
     them. Reading stops once a card beyond the page is seen (so ``next_cursor`` is None
-    only at the end of the run), or after `SCAN_BUDGET` candidates.
+    only at the end of the run), or after `SCAN_BUDGET` candidates, or (`Stopped`) once
+    ``stop`` is set.
     """
     found: list[tuple[Key, Card]] = []
     cursor, scanned, chunk = after, 0, min(limit + 1, SCAN_BUDGET)
     while True:
+        if stop is not None:
+            stop.check()
         rows = fetch(cursor, chunk)
         for key, card in rows:
+            if stop is not None:
+                stop.check()
             scanned += 1
             cursor = key
             if flt.matches(card):
