@@ -244,24 +244,25 @@ def edge_recipe(extra: int) -> Recipe:
         Field("kind", FieldType.ENUM, choices=("a", "b" * 150)),  # 4 + 150
         Field("ok", FieldType.BOOLEAN),  # 2 + 5
         Field("score", FieldType.NUMBER),  # 5 + 24
-        Field("rank", FieldType.INTEGER, minimum=-(10**30), maximum=10),  # 4 + 32
+        # An integer's bounds count as far as ±2**53, the most it holds.
+        Field("rank", FieldType.INTEGER, minimum=-(10**30), maximum=10),  # 4 + 17
     )
-    assert sum(f.most_chars for f in fixed) == 60_238
-    return Recipe("edge", "x", (Field("text", max_chars=3758 + extra), *fixed))  # 4 + 3,758
+    assert sum(f.most_chars for f in fixed) == 60_223
+    return Recipe("edge", "x", (Field("text", max_chars=3773 + extra), *fixed))  # 4 + 3,773
 
 
 def test_a_card_at_every_field_limit_is_kept() -> None:
     recipe = edge_recipe(0)
     tags = [f"{i:03d}" + "x" * 197 for i in range(100)]
     values = {
-        "text": "t" * 3758,
+        "text": "t" * 3773,
         "body": "b" * 20_000,
         "note": "n" * 20_000,
         "tags": tags,
         "kind": "b" * 150,
         "ok": False,
         "score": -2.2250738585072014e-308,
-        "rank": -(10**30),
+        "rank": -(2**53),
     }
     draft = recipe.draft(values)
     assert draft.fields is not None
@@ -329,6 +330,31 @@ def test_model_values_are_clipped_or_refused_by_the_recipe() -> None:
             INSIGHT.draft({**good, **bad}, where="cards[0]")
         with pytest.raises(InvalidOutput, match=why):
             drafts_from({"cards": [{**good, **bad}]}, 4, INSIGHT)
+
+
+def test_integers_beyond_two_to_the_53_are_refused_like_any_invalid_value() -> None:
+    good = {"insight": "i", "category": "idea", "confidence": 0.5}
+    exact = 2**53
+    for inside in (exact, -exact, float(exact)):
+        card = INSIGHT.draft({**good, "count": abs(inside)})
+        assert card.fields is not None
+        assert card.fields["count"] == exact
+    plain = Field("n", FieldType.INTEGER)
+    assert plain.value(-exact, "n") == -exact
+    for beyond in (exact + 1, -exact - 1, 10**400, 1e300, -1e300):
+        with pytest.raises(InvalidDraft, match=r"cards\[0\]\.n is out of range"):
+            plain.value(beyond, "cards[0].n")
+        with pytest.raises(InvalidOutput, match="count is out of range"):
+            drafts_from({"cards": [{**good, "count": beyond}]}, 4, INSIGHT)
+    with pytest.raises(InvalidDraft, match="n is out of range"):
+        plain.check(10**400, "n")
+    # A number field takes a whole number as big as a float holds, as a float.
+    number = Field("x", FieldType.NUMBER)
+    assert number.value(10**20, "x") == 1e20
+    assert isinstance(number.value(10**20, "x"), float)
+    assert number.value(exact, "x") == exact
+    with pytest.raises(InvalidDraft, match="x is out of range"):
+        number.value(10**400, "x")
 
 
 def test_drafts_from_caps_and_dedups_recipe_cards() -> None:

@@ -63,6 +63,9 @@ _DEFAULT_ITEMS: Final = 12
 # The longest a float is written ("-2.2250738585072014e-308"), and an integer without
 # both bounds is taken to be.
 _NUMBER_CHARS: Final = 24
+#: The largest whole number a field holds, either sign: every integer up to it is a
+#: float too, so any reader of a card (JSON, a spreadsheet, the search) has it exactly.
+MAX_FIELD_INTEGER: Final = 2**53
 
 _FIELD_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _RECIPE_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -242,7 +245,9 @@ class Field:
             most = len("False")
         elif kind == FieldType.INTEGER and self.minimum is not None and self.maximum is not None:
             ends = (math.ceil(self.minimum), math.floor(self.maximum))
-            most = max(len(str(end)) for end in ends)
+            most = max(
+                len(str(max(-MAX_FIELD_INTEGER, min(end, MAX_FIELD_INTEGER)))) for end in ends
+            )
         else:
             most = _NUMBER_CHARS
         return len(self.name) + most
@@ -336,6 +341,14 @@ class Field:
                 if not raw.is_integer():
                     raise InvalidDraft(f"{where} is not an integer")
                 number = int(raw)
+            if not -MAX_FIELD_INTEGER <= number <= MAX_FIELD_INTEGER:
+                raise InvalidDraft(f"{where} is out of range (beyond ±2**53)")
+        elif isinstance(raw, int) and not -MAX_FIELD_INTEGER <= raw <= MAX_FIELD_INTEGER:
+            # A whole number a float cannot hold exactly is kept as the nearest float.
+            try:
+                number = float(raw)
+            except OverflowError:
+                raise InvalidDraft(f"{where} is out of range (beyond a float)") from None
         elif not math.isfinite(raw):
             raise InvalidDraft(f"{where} is not a finite number")
         if (self.minimum is not None and number < self.minimum) or (

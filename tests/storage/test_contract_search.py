@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections.abc import Sequence
 
+import attrs
 import pytest
 
 from cardmill import (
@@ -13,12 +15,15 @@ from cardmill import (
     Document,
     Field,
     InputError,
+    MemoryStorage,
     Recipe,
     Run,
     RunNotFound,
     Storage,
 )
 from cardmill.storage import _search
+from cardmill.storage._sqlbackend import SQLBackend
+from cardmill.storage._transactions import Tx
 from cardmill.testing import check_invariants
 
 HOSTILE = [
@@ -167,6 +172,30 @@ async def test_pages_follow_cursors_to_the_end(storage: Storage) -> None:
     assert rest.next_cursor is None
 
 
+async def test_words_the_index_holds_too_often_are_found_card_by_card(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pages = [
+        [CardDraft(f"card {u} {i}", f"moon w{i % 4}", (f"t{i % 3}",)) for i in range(7)]
+        for u in range(4)
+    ]
+    run = await settled_run(storage, pages)
+    queries: list[dict[str, object]] = [
+        {"text": "moon"},
+        {"text": "moon w1"},
+        {"text": "w"},
+        {"tag": "t2"},
+        {"text": "w3", "tag": "t0"},
+        {"text": "card 2"},
+    ]
+    expected = [await titles(storage, run, limit=3, **q) for q in queries]
+    assert expected[0] == [c.title for c in await storage.list_cards(run.id)]
+    assert len(expected[1]) == 8
+    # The index is not asked for more than 4 matches: past that, the same answers.
+    monkeypatch.setattr(_search, "INDEX_BUDGET", 4)
+    assert [await titles(storage, run, limit=3, **q) for q in queries] == expected
+
+
 async def test_cards_completed_after_a_page_appear_past_the_cursor(storage: Storage) -> None:
     run = await storage.create_run([Document(f"d{i}.md", b"x") for i in range(3)])
     a, b, c = await storage.list_uploads(run.id)
@@ -222,6 +251,57 @@ async def test_recipe_fields_filter_and_their_text_is_searched(storage: Storage)
     assert await people(text="36") == []  # numbers are not text
     with pytest.raises(InputError, match="no field 'height'"):
         await storage.search_cards(run.id, field=("height", "1"))
+
+
+async def store_fields(storage: Storage, upload_id: str, ordinal: int, fields: str) -> None:
+    """Write a card's stored fields as they are, past every check (a database written by
+    an older version)."""
+    if isinstance(storage, MemoryStorage):
+        cards = storage._cards[upload_id]
+        card = cards[ordinal]
+        changed = attrs.evolve(card, fields=json.loads(fields))
+        storage._cards[upload_id] = (*cards[:ordinal], changed, *cards[ordinal + 1 :])
+        return
+
+    def write(tx: Tx) -> None:
+        sql = "UPDATE cards SET fields_json = ? WHERE upload_id = ? AND ordinal = ?"
+        tx.run(sql, (fields, upload_id, ordinal))
+
+    assert isinstance(storage, SQLBackend)
+    await storage._call(write, write=True)
+
+
+async def test_a_stored_integer_too_long_for_a_float_is_compared_exactly(
+    storage: Storage,
+) -> None:
+    huge = 10**400  # 401 digits: no float holds it
+    cards = [
+        PEOPLE.draft({"person": "Grace Hopper", "age": 85}),
+        PEOPLE.draft({"person": "Huge", "age": 1}),
+        PEOPLE.draft({"person": "Negative", "age": 2}),
+    ]
+    run = await storage.create_run([Document("p.md", b"people")], recipe=PEOPLE)
+    (upload,) = await storage.list_uploads(run.id)
+    assert await storage.complete_upload(upload.id, cards)
+    await store_fields(storage, upload.id, 1, json.dumps({"person": "Huge", "age": huge}))
+    await store_fields(storage, upload.id, 2, json.dumps({"person": "Negative", "age": -huge}))
+
+    async def people(value: str) -> list[object]:
+        found = await storage.search_cards(run.id, field=("age", value))
+        return [(c.fields or {})["person"] for c in found.cards]
+
+    assert await people(str(huge)) == ["Huge"]
+    assert await people("1e400") == ["Huge"]
+    assert await people(" 1E+400 ") == ["Huge"]
+    assert await people(str(-huge)) == ["Negative"]
+    assert await people(str(huge + 1)) == []
+    assert await people("1e401") == []
+    assert await people("85") == ["Grace Hopper"]
+    assert await people("85.0") == ["Grace Hopper"]
+    for nothing in ("inf", "-inf", "nan", "sNaN", "1e999999999999", "-1e-999999999999", "x"):
+        assert await people(nothing) == [], nothing
+    listed = [c.title for c in await storage.list_cards(run.id)]
+    assert listed == ["Grace Hopper", "Huge", "Negative"]
 
 
 async def test_a_filter_the_index_cannot_narrow_reads_a_bounded_amount(

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from cardmill import CardDraft, MemoryStorage
+from cardmill import CardDraft, Field, MemoryStorage, Recipe, SQLiteStorage
 from cardmill.web._chart import HEIGHT, CompletionBins
 from cardmill.web._search import MAX_QUERY_CHARS, CardQuery, search_cards
 
-from .conftest import doc, settle
+from ..storage.test_contract_search import store_fields
+from .conftest import client_of, doc, settle
 
 
 async def tide_run(storage: MemoryStorage) -> tuple[str, str]:
@@ -82,6 +85,31 @@ async def test_search_pages_stop_at_the_limit_and_say_more_follow() -> None:
     assert not exact.more
     with pytest.raises(ValueError, match="page"):
         await search_cards(storage, run.id, CardQuery(), page=0)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_a_field_search_over_a_stored_huge_integer_answers(kind: str, tmp_path: Path) -> None:
+    recipe = Recipe("people", "One card per person.", (Field("person"), Field("age", "integer")))
+    async with (
+        MemoryStorage() if kind == "memory" else SQLiteStorage.open(tmp_path / "c.db")
+    ) as storage:
+        run = await storage.create_run([doc("a.md")], recipe=recipe)
+        drafts = [recipe.draft({"person": n, "age": 1}) for n in ("Huge", "Small")]
+        await settle(storage, run, {"a.md": drafts})
+        (upload,) = await storage.list_uploads(run.id)
+        # A database written before integers were bounded may hold one of 401 digits.
+        await store_fields(storage, upload.id, 0, json.dumps({"person": "Huge", "age": 10**400}))
+        path = f"/runs/{run.id}/cards"
+        async with client_of(storage) as client:
+            for value, want in [("1e400", str(10**400)), ("1", "Small")]:
+                answer = await client.get(path, params={"field": "age", "value": value})
+                assert answer.status_code == 200, answer.text
+                assert answer.text.count('<article class="card"') == 1, value
+                assert want in answer.text
+            for value in ("1e999", "-1e400", "inf", "nan"):
+                answer = await client.get(path, params={"field": "age", "value": value})
+                assert answer.status_code == 200, answer.text
+                assert answer.text.count('<article class="card"') == 0, value
 
 
 def test_completions_fall_in_their_bins_and_strays_in_the_ends() -> None:

@@ -157,7 +157,9 @@ class Storage(Protocol):
         holds at most ``limit`` cards (1 to 500); its ``next_cursor`` is None once the
         end of the run is reached. A page may be short, even empty, and still have a
         cursor, when the call stopped after a bounded amount of reading (a filter the
-        index cannot narrow, such as ``field``). Each call is one short read: cards of
+        index cannot narrow, such as ``field``, or words so many cards hold that the
+        run's cards are checked one by one instead). A call whose caller is cancelled
+        stops its read soon after. Each call is one short read: cards of
         an upload that completes meanwhile appear whole, or not at all, as in
         `iter_cards`.
 

@@ -10,6 +10,7 @@ use ``FOR UPDATE SKIP LOCKED`` so workers never queue behind each other's claims
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -34,6 +35,7 @@ from ..model import Document
 from ._dsn import check_dsn, redact_dsn, redact_message, require_driver
 from ._search import stored_search_words, stored_tag_words
 from ._sqlbackend import SQLBackend
+from ._stop import Stop
 
 if TYPE_CHECKING:
     import psycopg
@@ -294,6 +296,10 @@ class PostgresTx:
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         with self._conn.cursor() as cursor:
             cursor.executemany(self._sql(sql), list(rows))
+
+    def watch(self, stop: Stop) -> contextlib.AbstractContextManager[None]:
+        # Each statement of a search is bounded; the stop is looked at between them.
+        return contextlib.nullcontext()
 
 
 @functools.lru_cache(maxsize=512)

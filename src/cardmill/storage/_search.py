@@ -19,9 +19,9 @@ quoted, never as query syntax.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 import attrs
@@ -29,6 +29,7 @@ import attrs
 from .._recipe import Recipe
 from ..errors import InputError
 from ..model import Card, CardPage, FieldValue
+from ._stop import Stop
 
 __all__ = ["CardFilter"]
 
@@ -38,6 +39,11 @@ MAX_LIMIT: Final = 500
 #: The most candidates one call examines: a filter the index cannot narrow (a recipe
 #: field, a rare exact tag) returns a short page and a cursor instead of reading the run.
 SCAN_BUDGET: Final = 20_000
+#: The most matches a call reads from an index (SQLite FTS5, PostgreSQL's GIN). An index
+#: gives its matches in its own order, not the run's, so a page in the run's order reads
+#: them all: past this many (a common word), the run's cards are read in order and checked
+#: one by one instead, as for a filter no index narrows, where matches are plentiful.
+INDEX_BUDGET: Final = 5_000
 _CHUNK: Final = 500
 
 _WORD: Final = re.compile(r"[^\W_]+")
@@ -207,12 +213,19 @@ def _holds(held: FieldValue, wanted: str) -> bool:
     want = wanted.casefold()
     if isinstance(held, bool):
         return want in (_YES if held else _NO)
-    if isinstance(held, int | float):
+    if isinstance(held, float):
         try:
             number = float(wanted)
         except ValueError:
             return False
-        return math.isfinite(number) and float(held) == number
+        return number == held  # held is finite: inf and nan never equal it
+    if isinstance(held, int):
+        # Exactly, whatever its length: a stored integer may be too long for a float.
+        try:
+            exact = Decimal(wanted)
+        except InvalidOperation:
+            return False
+        return exact.is_finite() and exact == held
     if isinstance(held, tuple | list):
         return any(isinstance(item, str) and want in item.casefold() for item in held)
     return want in held.casefold()
@@ -226,19 +239,25 @@ def collect(
     flt: CardFilter,
     after: Key,
     limit: int,
+    stop: Stop | None = None,
 ) -> CardPage:
     """A page of up to ``limit`` matching cards from the candidates ``fetch`` reads.
 
     ``fetch(after, n)`` returns up to ``n`` candidates past ``after`` in the run's order,
     each with its ``(upload position, ordinal)`` key: every card that matches must be among
     them. Reading stops once a card beyond the page is seen (so ``next_cursor`` is None
-    only at the end of the run), or after `SCAN_BUDGET` candidates.
+    only at the end of the run), or after `SCAN_BUDGET` candidates, or (`Stopped`) once
+    ``stop`` is set.
     """
     found: list[tuple[Key, Card]] = []
     cursor, scanned, chunk = after, 0, min(limit + 1, SCAN_BUDGET)
     while True:
+        if stop is not None:
+            stop.check()
         rows = fetch(cursor, chunk)
         for key, card in rows:
+            if stop is not None:
+                stop.check()
             scanned += 1
             cursor = key
             if flt.matches(card):

@@ -47,6 +47,7 @@ from ._base import (
 from ._pages import Pages
 from ._search import CardFilter, decode_cursor
 from ._searchtx import search_page
+from ._stop import stoppable
 
 __all__ = ["SQLBackend"]
 
@@ -175,7 +176,9 @@ class SQLBackend:
     ) -> CardPage:
         flt = CardFilter.make(text=text, upload_id=upload_id, tag=tag, field=field, limit=limit)
         start = decode_cursor(after)
-        return await self._call(search_page, run_id, flt, start, limit)
+        # On a worker thread, and stopped as soon as the caller is cancelled (a client
+        # that left the viewer), rather than holding the thread to the end of the read.
+        return await stoppable(partial(self._call, search_page, run_id, flt, start, limit))
 
     async def load_document(self, upload_id: str) -> Document:
         document = self._prefetched.pop(upload_id, None)

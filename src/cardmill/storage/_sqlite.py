@@ -10,10 +10,11 @@ makes writers queue, not fail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Final, Literal, TypeVar, final
@@ -26,6 +27,7 @@ from ..model import (
 )
 from ._search import stored_search_words, stored_tag_words
 from ._sqlbackend import SQLBackend
+from ._stop import PROGRESS_STEPS, Stop, Stopped
 from ._thread import ThreadBatcher
 
 __all__ = ["SQLiteStorage"]
@@ -426,6 +428,20 @@ class SQLiteTx:
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self._conn.executemany(sql, rows)
+
+    @contextlib.contextmanager
+    def watch(self, stop: Stop) -> Iterator[None]:
+        # A progress handler interrupts the statement it runs in once the flag is set;
+        # it is gone before the transaction's COMMIT or ROLLBACK.
+        self._conn.set_progress_handler(stop.progress, PROGRESS_STEPS)
+        try:
+            yield
+        except sqlite3.OperationalError:
+            if stop.is_set:
+                raise Stopped from None
+            raise
+        finally:
+            self._conn.set_progress_handler(None, 0)
 
 
 def _transaction(conn: sqlite3.Connection, write: bool, fn: Callable[..., T], *args: Any) -> T:

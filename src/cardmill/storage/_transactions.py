@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Final, Protocol
 
 from .._recipe import STUDY_CARDS, Recipe
@@ -29,6 +30,7 @@ from ..model import (
 )
 from ._base import Spent, card_id, check_against, holds, to_datetime, to_usd
 from ._search import search_words, tag_words
+from ._stop import Stop
 
 __all__ = ["Tx"]
 
@@ -52,6 +54,11 @@ class Tx(Protocol):
     def run(self, sql: str, params: Sequence[Any] = ()) -> None: ...
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    def watch(self, stop: Stop) -> AbstractContextManager[None]:
+        """While open, a statement stops (`Stopped`) soon after ``stop`` is set, where
+        the database lets a statement be interrupted; elsewhere a no-op."""
+        ...
 
 
 # What a settlement adds to an upload and to its run: tokens, the cost in nano-dollars,

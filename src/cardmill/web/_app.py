@@ -25,7 +25,7 @@ from ..storage import Storage
 from . import _format
 from ._chart import CompletionBins
 from ._guard import Guard
-from ._search import CardQuery, search_cards
+from ._search import MAX_PAGE_WITHOUT_CURSOR, CardQuery, Found, search_cards, while_connected
 
 __all__ = ["create_app"]
 
@@ -213,8 +213,9 @@ class _Views:
         if query.field is not None and query.field not in {f.name for f in recipe.fields}:
             raise HTTPException(400, f"the recipe {recipe.name} has no field {query.field!r}")
         page = _page_number(request)
-        try:
-            found = await search_cards(
+
+        async def search() -> Found:
+            return await search_cards(
                 self._storage,
                 run.id,
                 query,
@@ -222,8 +223,13 @@ class _Views:
                 after=params.get("after") or None,
                 limit=CARDS_PER_PAGE,
             )
+
+        try:
+            found = await while_connected(request.receive, search)
         except InputError as exc:
             raise HTTPException(400, str(exc)) from None
+        if found is None:
+            return Response(status_code=499)  # the client left: nobody reads an answer
         wanted = {card.upload_id for card in found.cards}
         if query.upload_id is not None:
             wanted.add(query.upload_id)
@@ -246,6 +252,7 @@ class _Views:
             choices=choices,
             page=page,
             per_page=CARDS_PER_PAGE,
+            deepest=MAX_PAGE_WITHOUT_CURSOR,
         )
 
     async def export(self, request: Request) -> Response:
