@@ -25,6 +25,20 @@ async def test_an_unresolvable_host_is_an_input_error_naming_it(storage: MemoryS
         await serve(storage, host="cards.invalid", port=8765, allow_remote=True)
 
 
+@pytest.mark.parametrize("host", ["..localhost", "a..localhost", "a" * 64 + ".localhost"])
+async def test_a_host_name_the_resolver_cannot_encode_is_an_input_error(
+    storage: MemoryStorage, host: str
+) -> None:
+    # An empty or overlong label fails IDNA encoding (UnicodeError), not the lookup.
+    message = f"cannot listen on {host}:8765 (not a valid host name)"
+    with pytest.raises(InputError) as raised:
+        await serve(storage, host=host, port=8765)
+    assert str(raised.value) == message
+    with pytest.raises(InputError) as raised:
+        await serve(storage, host="x" * 70, port=8765, allow_remote=True)
+    assert "not a valid host name" in str(raised.value)
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "[::1]"])
 async def test_serve_listens_on_the_address_given(storage: MemoryStorage, host: str) -> None:
     try:

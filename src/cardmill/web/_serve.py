@@ -78,6 +78,8 @@ async def serve(
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise InputError(f"cannot listen on {shown}:{port} ({reason})") from None
+    except UnicodeError:  # the resolver's IDNA encoding: an empty or overlong label
+        raise InputError(f"cannot listen on {shown}:{port} (not a valid host name)") from None
     # The server takes the bound socket over by its descriptor.
     config.bind = [f"fd://{listening.detach()}"]
     async with trio.open_nursery() as nursery:
