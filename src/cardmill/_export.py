@@ -131,10 +131,20 @@ async def _chunks(
         row(card, await names.of(card.upload_id))
         count += 1
         if count % batch == 0:
-            yield text.getvalue(), count
+            yield _whole(text.getvalue()), count
             text.seek(0)
             text.truncate()
-    yield text.getvalue(), count
+    yield _whole(text.getvalue()), count
+
+
+def _whole(text: str) -> str:
+    """``text`` as valid Unicode: a lone surrogate (text an older release stored as it
+    came) becomes U+FFFD, so the export can be encoded as UTF-8 to the end."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def _jsonl(out: TextIO, run: Run, recipe: Recipe) -> _Row:

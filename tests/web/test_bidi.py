@@ -153,6 +153,29 @@ async def test_text_another_program_wrote_to_the_database_is_shown_escaped(
         assert ">x\\x1b[2J\\x9b31m\\x07\\u202ey</div>" in page
 
 
+async def test_a_lone_surrogate_an_older_release_stored_is_shown_and_exported(
+    tmp_path: Path,
+) -> None:
+    # Tags were stored as JSON with ASCII escapes: a model's lone surrogate came back whole.
+    path = tmp_path / "cards.db"
+    async with SQLiteStorage.open(str(path)) as storage:
+        run = await storage.create_run([doc("a.md")])
+        await settle(storage, run, {"a.md": [CardDraft("t", "b", tags=("x",))]})
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE cards SET tags = ?", (r'["bad\ud800tag"]',))
+    conn.close()
+    async with SQLiteStorage.open(str(path)) as storage, client_of(storage) as client:
+        answer = await client.get(f"/runs/{run.id}/cards")
+        assert answer.status_code == 200
+        assert "bad\\ud800tag" in answer.text
+        assert "tag=bad%ED%A0%80tag" in answer.text  # its link, encoded
+        assert (await client.get(f"/runs/{run.id}/cards?tag=bad%ED%A0%80tag")).status_code == 200
+        for fmt in ("jsonl", "md", "csv"):
+            answer = await client.get(f"/runs/{run.id}/export.{fmt}")
+            assert answer.status_code == 200, fmt
+            assert "bad\ufffdtag" in answer.content.decode("utf-8"), fmt
+
+
 def test_printable_escapes_every_bidirectional_control() -> None:
     bidi = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
     assert printable(bidi) == "".join(f"\\u{ord(c):04x}" for c in bidi)

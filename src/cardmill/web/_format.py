@@ -98,11 +98,12 @@ def field_text(value: FieldValue) -> str:
 def href(*parts: str, **params: object) -> str:
     """A path of the viewer: each part percent-encoded (ids come from a database and may
     hold ``/``, ``?`` or anything else), then the query of the ``params`` that are set."""
-    path = "/" + "/".join(quote(part, safe="") for part in parts)
+    # A lone surrogate (text an older release stored as it came) is encoded, not refused.
+    path = "/" + "/".join(quote(part, safe="", errors="surrogatepass") for part in parts)
     return path + query(params)
 
 
 def query(params: Mapping[str, object]) -> str:
     """``?a=1&b=2`` of the params whose value is not None or empty, or nothing."""
     kept = {k: str(v) for k, v in params.items() if v is not None and v != ""}
-    return "?" + urlencode(kept) if kept else ""
+    return "?" + urlencode(kept, errors="surrogatepass") if kept else ""
