@@ -424,3 +424,16 @@ def test_a_recipe_from_an_attrs_class() -> None:
         Recipe.from_class(Bad, name="b", instructions="x")
     with pytest.raises(InputError, match="not an attrs class"):
         Recipe.from_class(int, name="b", instructions="x")
+
+
+def test_a_stored_integer_field_takes_an_integer_not_a_float_of_the_same_value() -> None:
+    # 3.0 == 3 and -0.0 == 0: checked by value only, the float was stored as it came.
+    count = Field("n", type="integer")
+    count.check(3, "n")
+    for same_value in (3.0, -0.0, 0.0):
+        with pytest.raises(InvalidDraft, match=r"^n is float, not int$"):
+            count.check(same_value, "n")
+    assert count.value(3.0, "n") == 3  # an answer's 3.0 is read as 3 before it is stored
+    share = Field("x", type="number")
+    share.check(3, "x")
+    share.check(3.5, "x")

@@ -363,7 +363,11 @@ class Field:
         Raises:
             InvalidDraft: the value does not fit.
         """
-        if self.value(value, where) != value:
+        kept = self.value(value, where)
+        # 3.0 == 3: an integer field keeps only integers, never a float of the same value.
+        if type(kept) is not type(value):
+            raise InvalidDraft(f"{where} is {type(value).__name__}, not {type(kept).__name__}")
+        if kept != value:
             raise InvalidDraft(f"{where} breaks the field's limits")
 
 
