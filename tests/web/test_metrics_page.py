@@ -7,6 +7,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from cardmill import CardDraft, MemoryStorage, Usage
+from cardmill._printable import printable
 from cardmill.metrics import PROMETHEUS_CONTENT_TYPE, storage_prometheus_text
 from cardmill.model import BatchCounts, BatchState
 
@@ -135,3 +136,18 @@ async def test_an_empty_database_gives_the_families_and_no_samples(
     samples, kinds = parse(await storage_prometheus_text(storage))
     assert samples == {}
     assert "cardmill_run_uploads" in kinds
+
+
+async def test_control_and_bidi_characters_in_a_label_are_shown_escaped(
+    storage: MemoryStorage,
+) -> None:
+    # A run's name is the user's: a terminal or a dashboard reading the labels would
+    # otherwise act on ESC and show the name reversed.
+    run = await storage.create_run([doc("a.md")], name="x\x1b[2J\x07\u202ey\u200e\u2066")
+    text = await storage_prometheus_text(storage)
+    for raw in "\x1b\x07\u202e\u200e\u2066":
+        assert raw not in text
+    samples, _ = parse(text)
+    names = [dict(k)["cardmill_run_name"] for (n, k) in samples if n == "cardmill_run_info"]
+    assert names == [printable(run.name)]
+    assert names[0].endswith("y\\u200e\\u2066")

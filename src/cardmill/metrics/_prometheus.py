@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Final
 
+from .._printable import printable
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricReader
 
@@ -152,8 +154,10 @@ def number(value: object) -> str:
 
 
 def escape(text: str) -> str:
-    """A label value, escaped for the text format."""
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    """A label value, escaped for the text format; control and bidirectional characters
+    (a run's name is the user's) shown as backslash escapes, as everywhere else."""
+    shown = printable(text, lines=True)
+    return shown.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 def help_text(text: str) -> str:
