@@ -151,3 +151,33 @@ async def test_sigterm_stops_a_worker_and_says_how_to_resume(
         assert f"Resume with: cardmill resume {made.id}" in said, said
         assert "Traceback" not in said
         await _resume_finishes(made.id, run_env, server)
+
+
+_TWICE = """
+import os, signal, sys
+import trio
+from cardmill.cli._signals import EXIT_TERMINATED, Terminated, terminable
+
+async def work():
+    os.kill(os.getpid(), signal.SIGTERM)
+    try:
+        await trio.sleep_forever()
+    finally:
+        # A second SIGTERM while the command unwinds, once the first was taken: it is
+        # still pending when the receiver closes.
+        os.kill(os.getpid(), signal.SIGTERM)
+        with trio.CancelScope(shield=True):
+            await trio.sleep(0.01)
+
+try:
+    trio.run(terminable, work)
+except Terminated:
+    sys.exit(EXIT_TERMINATED)
+"""
+
+
+async def test_a_second_sigterm_while_stopping_still_ends_with_status_143() -> None:
+    import sys
+
+    done = await trio.run_process([sys.executable, "-c", _TWICE], check=False)
+    assert done.returncode == 143  # not -15, killed by the signal delivered again

@@ -17,7 +17,7 @@ from ..model import Batch, Run
 from ..providers import BatchProvider, Provider
 from ..storage import Storage
 from ._progress import Progress
-from ._signals import STOP_SIGNALS, stopped_by
+from ._signals import STOP_SIGNALS, absorbing_late_sigterm, stopped_by
 
 __all__ = [
     "SECOND_CTRL_C_SECONDS",
@@ -90,7 +90,7 @@ async def run_batches(
     executor = BatchExecutor(storage, provider, observer=progress, **options)
     summary: RunSummary | None = None
     received: int = signal.SIGINT
-    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+    with absorbing_late_sigterm(), trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
             work = trio.CancelScope()
 

@@ -57,6 +57,7 @@ from ._signals import (
     EXIT_TERMINATED,
     STOP_SIGNALS,
     Terminated,
+    absorbing_late_sigterm,
     interrupted,
     stopped_by,
     terminable,
@@ -962,7 +963,7 @@ async def serve_viewer(
     web.check_address(host, port, allow_remote=allow_remote)
     stop = trio.Event()
     received: int = signal.SIGINT
-    with trio.open_signal_receiver(*STOP_SIGNALS) as interrupts:
+    with absorbing_late_sigterm(), trio.open_signal_receiver(*STOP_SIGNALS) as interrupts:
         async with open_storage(db, create=False) as storage, trio.open_nursery() as nursery:
             url = await nursery.start(
                 partial(

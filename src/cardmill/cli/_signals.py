@@ -14,7 +14,8 @@ Code that receives SIGINT itself (batch mode, the viewer) receives SIGTERM besid
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 
 import trio
@@ -25,6 +26,7 @@ __all__ = [
     "EXIT_TERMINATED",
     "STOP_SIGNALS",
     "Terminated",
+    "absorbing_late_sigterm",
     "interrupted",
     "stopped_by",
     "terminable",
@@ -66,6 +68,30 @@ def stopped_by(signum: int) -> KeyboardInterrupt:
     return KeyboardInterrupt()
 
 
+@contextmanager
+def absorbing_late_sigterm() -> Iterator[None]:
+    """While in this block, a SIGTERM no receiver takes is let go.
+
+    A signal receiver that closes with a signal still pending delivers it again under
+    the handler it replaced: a second SIGTERM (or one just as the command ends) would
+    then kill the process by signal after it had stopped as asked, instead of letting it
+    end with its status. Open signal receivers inside this block.
+    """
+    try:
+        previous = signal.signal(signal.SIGTERM, _let_go)
+    except ValueError:  # not the main thread: the receivers cannot be opened either
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _let_go(signum: int, frame: object) -> None:
+    """A SIGTERM once the command is already stopping: nothing more to do."""
+
+
 async def terminable(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
     """``await fn(*args)`` in this task, cancelled by a SIGTERM, which then raises
     `Terminated`.
@@ -74,7 +100,7 @@ async def terminable(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T
     runs), so a Ctrl-C still lands in ``fn`` itself, as ``KeyboardInterrupt``.
     """
     work = trio.CancelScope()
-    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+    with absorbing_late_sigterm(), trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 
             async def watch() -> None:
