@@ -116,6 +116,36 @@ async def test_worker_and_cancel_go_on_with_the_runs_model(
         cancel = await cardmill("cancel", run_id, "--model", "claude-haiku-4-5", env=run_env)
         assert cancel.returncode == 2
         assert MODEL in one_line_error(cancel.stderr)
+        # Nor another provider: a run's cards all come from the one it was made with.
+        for command in (("resume", run_id), ("worker", "--run", run_id)):
+            other = await cardmill(*command, "--provider", "extractive", env=run_env)
+            assert other.returncode == 2, command
+            line = one_line_error(other.stderr)
+            assert "made with provider anthropic, not extractive" in line, line
         worker = await cardmill("worker", "--run", run_id, env=run_env)
         assert worker.returncode == 0, worker.stderr.decode()
         assert {r.body["model"] for r in server.requests} == {MODEL}
+
+
+async def test_a_worker_refuses_a_cap_it_cannot_price_at_the_runs_model(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    from cardmill import Document, SQLiteStorage
+
+    db = tmp_path / "runs.db"
+    async with SQLiteStorage.open(str(db)) as storage:
+        run = await storage.create_run(
+            [Document("a.md", b"# A\n\ntext", "text/markdown")],
+            provider="anthropic",
+            model="claude-unpriced-1",
+        )
+    run_env = {**env, "ANTHROPIC_API_KEY": KEY, "CARDMILL_DB": str(db)}
+    # The worker's own default model has a price; the run's has none.
+    refused = await cardmill("worker", "--run", run.id, "--max-cost", "1", env=run_env)
+    assert refused.returncode == 2, refused.stderr.decode()
+    line = one_line_error(refused.stderr)
+    assert "no price is known for model 'claude-unpriced-1'" in line, line
+    # Serving every run, the worker leaves that one alone and says why.
+    every = await cardmill("worker", "--max-cost", "1", env=run_env)
+    assert every.returncode == 0, every.stderr.decode()
+    assert f"run {run.id}: --max-cost: no price is known" in every.stderr.decode()

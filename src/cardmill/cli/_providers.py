@@ -83,10 +83,15 @@ def for_run(run: Run, choice: str, model: str | None) -> tuple[str, str | None]:
     made with (`Run.provider`, `Run.model`).
 
     Raises:
-        InputError: ``--model`` names another model than the run's.
+        InputError: ``--provider`` or ``--model`` names another than the run's.
     """
     if choice == "auto" and run.provider in _CHOICES:
         choice = run.provider
+    elif run.provider in _CHOICES and choice != run.provider:
+        raise InputError(
+            f"run {run.id} was made with provider {run.provider}, not {choice}: "
+            "a run keeps its provider; go on without --provider"
+        )
     if choice != run.provider or not run.model:
         return choice, model
     if model is not None and model != run.model:

@@ -742,7 +742,10 @@ async def run_worker(
         async with open_storage(db, create=False) as storage:
             if run_id is not None:
                 run_id = await named_run(storage, run_id)
-                for_run(await storage.get_run(run_id), *given)  # refused before a word
+                chosen = for_run(await storage.get_run(run_id), *given)  # refused before a word
+                if chosen != given:  # the run's own provider and model, named and priced
+                    own, described = make_provider(*chosen)
+                    _check_cap(own, prices, spend)
             click.echo(
                 printable(
                     f"cardmill worker: {described}, concurrency {concurrency}, on {shown_db(db)}"
@@ -753,8 +756,10 @@ async def run_worker(
             def engine_for(recipe: Recipe, choice: tuple[str, str | None]) -> Engine:
                 key = (recipe.digest, *choice)
                 if key not in providers:
-                    providers[key] = make_provider(key[1], key[2], recipe)[0]
-                    _warn(providers[key])
+                    made = make_provider(key[1], key[2], recipe)[0]
+                    _check_cap(made, prices, spend)  # at the run's own model
+                    providers[key] = made
+                    _warn(made)
                 if key not in engines:
                     engines[key] = make_engine(
                         storage,
@@ -787,6 +792,8 @@ async def run_worker(
                     try:
                         engine = engine_for(recipe, choice)
                     except InputError as exc:
+                        if run_id:
+                            raise  # the one run asked for cannot be served
                         click.echo(printable(f"cardmill worker: run {run.id}: {exc}"), err=True)
                         continue
                     try:
