@@ -20,7 +20,7 @@ from .._export import FORMATS, card_chunks
 from .._printable import printable
 from ..errors import InputError, RunNotFound
 from ..metrics import PROMETHEUS_CONTENT_TYPE, storage_prometheus_text
-from ..model import Batch, Run, RunStatus, Upload, UploadStatus
+from ..model import Batch, BatchState, Run, RunStatus, Upload, UploadStatus
 from ..storage import Storage
 from . import _format
 from ._chart import CompletionBins
@@ -344,7 +344,7 @@ def _progress_text(run: Run, batches: Sequence[Batch]) -> dict[str, str]:
     """The live parts of a run's page, as the page shows them."""
     done = run.completed_items + run.failed_items
     return {
-        "batch_progress": _batch_progress(batches),
+        "batch_progress": _batch_progress(run, batches),
         "status": run.status.name,
         "done": f"{_format.number(done)} / {_format.number(run.total_items)}",
         "completed": _format.number(run.completed_items),
@@ -358,15 +358,20 @@ def _progress_text(run: Run, batches: Sequence[Batch]) -> dict[str, str]:
     }
 
 
-def _batch_progress(batches: Sequence[Batch]) -> str:
+def _batch_progress(run: Run, batches: Sequence[Batch]) -> str:
     """How far a run's batches are, all together; empty for a run sent without them.
 
     A batch's answers arrive together, when the provider has them all: its uploads
     complete in one burst, so a rate per minute would say nothing of the run's pace.
+    Only batches that reached the provider count (an ABANDONED one carried nothing), and
+    a run whose uploads were mostly settled without them gets its chart instead (empty).
     """
+    batches = [b for b in batches if b.state != BatchState.ABANDONED]
     if not batches:
         return ""
     done = sum(_batch_done(b) for b in batches)
+    if 2 * done < run.completed_items + run.failed_items:
+        return ""
     size = sum(b.size for b in batches)
     sent = "1 batch" if len(batches) == 1 else f"{_format.number(len(batches))} batches"
     return f"{_format.number(done)} / {_format.number(size)} requests done, sent as {sent}"
