@@ -441,6 +441,8 @@ async def test_every_method_checkpoints(storage: Storage) -> None:
         assert await storage.fail_upload(b.id, "no")
     with checkpoints("list_cards"):
         await storage.list_cards(run.id)
+    with checkpoints("get_uploads"):
+        await storage.get_uploads(run.id, [a.id])
     with checkpoints("iter_uploads"):
         await anext(storage.iter_uploads(run.id))
     with checkpoints("iter_cards"):
@@ -537,6 +539,7 @@ async def test_every_method_is_a_cancel_point_that_changes_nothing(storage: Stor
     await cancelled("list_runs", storage.list_runs)
     await cancelled("list_uploads", lambda: storage.list_uploads(run.id))
     await cancelled("list_cards", lambda: storage.list_cards(run.id))
+    await cancelled("get_uploads", lambda: storage.get_uploads(run.id, [a.id]))
     await cancelled("iter_uploads", lambda: anext(storage.iter_uploads(run.id)))
     await cancelled("iter_cards", lambda: anext(storage.iter_cards(run.id)))
     await cancelled("search_cards", lambda: storage.search_cards(run.id, text="x"))
@@ -626,6 +629,28 @@ async def test_iter_cards_streams_what_list_cards_returns_at_any_page_size(
     assert await collect(storage.iter_cards(other.id, batch=2)) == await storage.list_cards(
         other.id
     )
+
+
+async def test_get_uploads_reads_the_runs_uploads_named_in_submission_order(
+    storage: Storage,
+) -> None:
+    run = await storage.create_run(DOCS)
+    other = await storage.create_run(DOCS)
+    a, b, c = await storage.list_uploads(run.id)
+    (stranger, *_) = await storage.list_uploads(other.id)
+    got = await storage.get_uploads(run.id, [c.id, "no such upload", a.id, stranger.id, c.id])
+    assert got == [a, c]
+    assert await storage.get_uploads(run.id, []) == []
+    assert await storage.get_uploads(run.id, ["x\x00y", "'; --"]) == []
+    with pytest.raises(RunNotFound):
+        await storage.get_uploads("no such run", [a.id])
+    with pytest.raises(InputError, match="upload_ids"):
+        await storage.get_uploads(run.id, a.id)
+    with pytest.raises(InputError, match=r"upload_ids\[1\]"):
+        await storage.get_uploads(run.id, [a.id, 3])  # type: ignore[list-item]
+    with pytest.raises(InputError, match="more than 1000"):
+        await storage.get_uploads(run.id, [f"u{i}" for i in range(1001)])
+    assert await storage.get_uploads(run.id, [f"u{i}" for i in range(999)] + [b.id]) == [b]
 
 
 async def test_iter_uploads_streams_what_list_uploads_returns_at_any_page_size(

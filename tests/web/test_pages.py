@@ -158,6 +158,54 @@ async def test_batches_show_their_progress(
     assert record["text"] == "2 / 3"
 
 
+async def test_a_fast_run_shows_its_count_and_span_without_a_rate_per_minute(
+    storage: MemoryStorage, client: httpx.AsyncClient
+) -> None:
+    run = await storage.create_run([doc(f"d{i}.md") for i in range(30)])
+    await settle(storage, run, {f"d{i}.md": [CardDraft("t", "b")] for i in range(30)})
+    page = (await client.get(f"/runs/{run.id}")).text
+    pace = page[page.index("<h2>Pace</h2>") : page.index("<h2>Uploads</h2>")]
+    assert "30 completed over" in pace
+    assert "peak" not in pace
+    assert "/min" not in pace
+
+
+async def test_an_abandoned_batch_then_a_synchronous_run_shows_its_chart(
+    storage: MemoryStorage, client: httpx.AsyncClient
+) -> None:
+    from cardmill.model import BatchState
+
+    run = await storage.create_run([doc(f"d{i}.md") for i in range(4)])
+    uploads = await storage.list_uploads(run.id)
+    batch = await storage.create_batch(run.id, [u.id for u in uploads], lease_seconds=60)
+    assert batch is not None
+    await storage.update_batch(batch[0].id, state=BatchState.ABANDONED)
+    await settle(storage, run, {f"d{i}.md": [CardDraft("t", "b")] for i in range(4)})
+    page = (await client.get(f"/runs/{run.id}")).text
+    pace = page[page.index("<h2>Pace</h2>") : page.index("<h2>Uploads</h2>")]
+    assert "requests done" not in pace
+    assert "4 completed over" in pace
+    body = (await client.get(f"/runs/{run.id}/progress.json")).json()
+    assert body["text"]["batch_progress"] == ""
+    # A batch that reached the provider, and answered one upload of four: the rest were
+    # settled without it, and the chart tells the run's pace.
+    mixed = await storage.create_run([doc(f"m{i}.md") for i in range(4)])
+    first, *_ = await storage.list_uploads(mixed.id)
+    carried = await storage.create_batch(mixed.id, [first.id], lease_seconds=60)
+    assert carried is not None
+    assert await storage.complete_upload(first.id, [CardDraft("t", "b")])
+    from cardmill.model import BatchCounts
+
+    await storage.update_batch(
+        carried[0].id, state=BatchState.DONE, counts=BatchCounts(succeeded=1)
+    )
+    await settle(storage, mixed, {f"m{i}.md": [CardDraft("t", "b")] for i in range(1, 4)})
+    page = (await client.get(f"/runs/{mixed.id}")).text
+    pace = page[page.index("<h2>Pace</h2>") : page.index("<h2>Uploads</h2>")]
+    assert "requests done" not in pace
+    assert "4 completed over" in pace
+
+
 async def test_a_batch_run_shows_its_batches_progress_not_a_rate_per_minute(
     storage: MemoryStorage, client: httpx.AsyncClient
 ) -> None:

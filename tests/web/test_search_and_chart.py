@@ -135,3 +135,23 @@ def test_an_instant_run_still_has_a_span() -> None:
     chart = bins.chart()
     assert chart.span_seconds == 1.0
     assert chart.total == 1
+
+
+def test_a_span_under_a_minute_gives_counts_in_whole_seconds_and_no_rate() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    # A run over in a fraction of a second: one bin of one second, no rate per minute.
+    bins = CompletionBins(start, start + timedelta(milliseconds=200))
+    for _ in range(30):
+        bins.add(start + timedelta(milliseconds=100))
+    chart = bins.chart()
+    assert [bar.count for bar in chart.bars] == [30]
+    assert chart.span_seconds == 1.0
+    assert not chart.rated
+    # Ten seconds: ten bins of a second each, still no rate.
+    bins = CompletionBins(start, start + timedelta(seconds=10))
+    assert len(bins.chart().bars) == 10
+    assert not bins.chart().rated
+    # A minute or more is rated, in its sixty bins.
+    bins = CompletionBins(start, start + timedelta(seconds=60))
+    assert len(bins.chart().bars) == 60
+    assert bins.chart().rated

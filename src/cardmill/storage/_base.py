@@ -104,6 +104,15 @@ class Storage(Protocol):
         """The run's cards (or one upload's), by upload order then ordinal."""
         ...
 
+    async def get_uploads(self, run_id: str, upload_ids: Sequence[str]) -> list[Upload]:
+        """The run's uploads among ``upload_ids`` (at most 1,000), in submission order.
+
+        One short read, whatever the size of the run: an id that names no upload of
+        the run is left out, one given twice comes once. Raises RunNotFound, and
+        InputError for more than 1,000 ids or an id that is not a str.
+        """
+        ...
+
     def iter_uploads(self, run_id: str, *, batch: int = 1000) -> AsyncIterator[Upload]:
         """The run's uploads in submission order, read ``batch`` at a time.
 
@@ -559,6 +568,24 @@ def check_upload_ids(upload_ids: object) -> tuple[str, ...]:
         if not isinstance(each, str):
             raise InputError(f"upload_ids[{i}] is a {type(each).__name__}, not a str")
     return tuple(dict.fromkeys(upload_ids))
+
+
+MAX_UPLOADS_BY_ID: Final = 1000
+
+
+def check_wanted_uploads(upload_ids: object) -> tuple[str, ...]:
+    """The ids `get_uploads` is asked for, each once, at most `MAX_UPLOADS_BY_ID`."""
+    if isinstance(upload_ids, str | bytes) or not isinstance(upload_ids, Sequence):
+        raise InputError(
+            f"upload_ids must be a sequence of upload ids, not {type(upload_ids).__name__}"
+        )
+    if len(upload_ids) > MAX_UPLOADS_BY_ID:
+        raise InputError(f"upload_ids holds {len(upload_ids)} ids, more than {MAX_UPLOADS_BY_ID}")
+    for i, each in enumerate(upload_ids):
+        if not isinstance(each, str):
+            raise InputError(f"upload_ids[{i}] is a {type(each).__name__}, not a str")
+    # No upload id holds NUL, and PostgreSQL refuses to even compare one.
+    return tuple(dict.fromkeys(each for each in upload_ids if "\x00" not in each))
 
 
 def check_provider_batch_id(provider_batch_id: object) -> str:

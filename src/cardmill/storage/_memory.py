@@ -48,6 +48,7 @@ from ._base import (
     check_recipe,
     check_spend,
     check_upload_ids,
+    check_wanted_uploads,
     holds,
     new_id,
     one_line,
@@ -199,6 +200,13 @@ class MemoryStorage:
                 return []
             return list(self._cards.get(upload_id, ()))
         return [c for i in self._by_run[run_id] for c in self._cards.get(i, ())]
+
+    async def get_uploads(self, run_id: str, upload_ids: Sequence[str]) -> list[Upload]:
+        wanted = check_wanted_uploads(upload_ids)
+        await trio.lowlevel.checkpoint()
+        self._run(run_id)
+        found = [self._uploads[i] for i in wanted if i in self._uploads]
+        return sorted((u for u in found if u.run_id == run_id), key=lambda u: u.position)
 
     def iter_uploads(self, run_id: str, *, batch: int = 1000) -> AsyncIterator[Upload]:
         return Pages(partial(self._page, self._upload_page, run_id), start=-1, batch=batch)

@@ -40,6 +40,7 @@ from ._base import (
     check_recipe,
     check_spend,
     check_upload_ids,
+    check_wanted_uploads,
     new_id,
     one_line,
     run_name,
@@ -153,6 +154,10 @@ class SQLBackend:
 
     async def list_cards(self, run_id: str, upload_id: str | None = None) -> list[Card]:
         return await self._call(sql.list_cards, run_id, upload_id)
+
+    async def get_uploads(self, run_id: str, upload_ids: Sequence[str]) -> list[Upload]:
+        wanted = check_wanted_uploads(upload_ids)
+        return await self._call(sql.get_uploads, run_id, wanted)
 
     def iter_uploads(self, run_id: str, *, batch: int = 1000) -> AsyncIterator[Upload]:
         return Pages(partial(self._call, sql.upload_page, run_id), start=-1, batch=batch)

@@ -208,6 +208,20 @@ def list_cards(tx: Tx, run_id: str, upload_id: str | None) -> list[Card]:
     return [card_row(run_id, row) for row in rows]
 
 
+def get_uploads(tx: Tx, run_id: str, upload_ids: tuple[str, ...]) -> list[Upload]:
+    """The run's uploads among ``upload_ids``, by position."""
+    require_run(tx, run_id)
+    if not upload_ids:
+        return []
+    marks = ", ".join("?" * len(upload_ids))
+    rows = tx.all(
+        f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE run_id = ? AND id IN ({marks})"
+        " ORDER BY position",
+        (run_id, *upload_ids),
+    )
+    return [upload_row(r) for r in rows]
+
+
 def upload_page(tx: Tx, run_id: str, after: int, limit: int) -> list[tuple[int, Upload]]:
     """Up to ``limit`` of the run's uploads whose position is past ``after``, each with
     its position, the next cursor."""

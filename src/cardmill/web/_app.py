@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Final
@@ -20,7 +20,7 @@ from .._export import FORMATS, card_chunks
 from .._printable import printable
 from ..errors import InputError, RunNotFound
 from ..metrics import PROMETHEUS_CONTENT_TYPE, storage_prometheus_text
-from ..model import Batch, Run, RunStatus, Upload, UploadStatus
+from ..model import Batch, BatchState, Run, RunStatus, Upload, UploadStatus
 from ..storage import Storage
 from . import _format
 from ._chart import CompletionBins
@@ -33,6 +33,7 @@ UPLOADS_PER_PAGE: Final = 100
 CARDS_PER_PAGE: Final = 50
 MAX_PAGE: Final = 1_000_000
 _DOCUMENT_CHOICES: Final = 500
+_CHOICES_READ: Final = 2_000
 _LIVE: Final = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
 _MEDIA: Final = {
     "jsonl": "application/x-ndjson; charset=utf-8",
@@ -155,14 +156,22 @@ class _Views:
         shown: list[Upload] = []
         skip = (page - 1) * UPLOADS_PER_PAGE
         matched = 0
-        async for upload in self._storage.iter_uploads(run.id):
-            counts[upload.status] += 1
-            if upload.status == UploadStatus.COMPLETED and upload.finished_at is not None:
-                bins.add(upload.finished_at)
-            if status is None or upload.status == status:
-                if skip <= matched < skip + UPLOADS_PER_PAGE:
-                    shown.append(upload)
-                matched += 1
+
+        async def work() -> None:
+            # One pass for the counts, the chart and the page of uploads: stopped as soon
+            # as the client leaves, rather than reading the rest of a long run for nobody.
+            nonlocal matched
+            async for upload in self._storage.iter_uploads(run.id):
+                counts[upload.status] += 1
+                if upload.status == UploadStatus.COMPLETED and upload.finished_at is not None:
+                    bins.add(upload.finished_at)
+                if status is None or upload.status == status:
+                    if skip <= matched < skip + UPLOADS_PER_PAGE:
+                        shown.append(upload)
+                    matched += 1
+
+        if not await while_connected(request.receive, _done(work)):
+            return Response(status_code=499)  # the client left: nobody reads an answer
         return self._page(
             "run.html",
             run=run,
@@ -214,8 +223,8 @@ class _Views:
             raise HTTPException(400, f"the recipe {recipe.name} has no field {query.field!r}")
         page = _page_number(request)
 
-        async def search() -> Found:
-            return await search_cards(
+        async def work() -> tuple[Found, dict[str, str], list[Upload]]:
+            found = await search_cards(
                 self._storage,
                 run.id,
                 query,
@@ -223,25 +232,25 @@ class _Views:
                 after=params.get("after") or None,
                 limit=CARDS_PER_PAGE,
             )
+            wanted = {card.upload_id for card in found.cards}
+            if query.upload_id is not None:
+                wanted.add(query.upload_id)
+            # Read by id: the uploads a page names cost what the page does, wherever
+            # they lie in the run.
+            named = await self._storage.get_uploads(run.id, sorted(wanted))
+            choices = await self._choices(run.id)
+            chosen = [u for u in named if u.id == query.upload_id and u.card_count]
+            if chosen and all(u.id != chosen[0].id for u in choices):
+                choices.append(chosen[0])
+            return found, {u.id: u.name for u in named}, choices
 
         try:
-            found = await while_connected(request.receive, search)
+            done = await while_connected(request.receive, work)
         except InputError as exc:
             raise HTTPException(400, str(exc)) from None
-        if found is None:
+        if done is None:
             return Response(status_code=499)  # the client left: nobody reads an answer
-        wanted = {card.upload_id for card in found.cards}
-        if query.upload_id is not None:
-            wanted.add(query.upload_id)
-        names: dict[str, str] = {}
-        choices: list[Upload] = []
-        async for upload in self._storage.iter_uploads(run.id):
-            if upload.id in wanted:
-                names[upload.id] = upload.name
-            if upload.card_count and len(choices) < _DOCUMENT_CHOICES:
-                choices.append(upload)
-            elif len(choices) == _DOCUMENT_CHOICES and wanted <= names.keys():
-                break  # the rest of a long run's uploads would change nothing shown
+        found, names, choices = done
         return self._page(
             "cards.html",
             run=run,
@@ -254,6 +263,19 @@ class _Views:
             per_page=CARDS_PER_PAGE,
             deepest=MAX_PAGE_WITHOUT_CURSOR,
         )
+
+    async def _choices(self, run_id: str) -> list[Upload]:
+        """What the document menu offers: the uploads with cards among the run's first
+        `_CHOICES_READ`, at most `_DOCUMENT_CHOICES` of them (one read)."""
+        choices: list[Upload] = []
+        read = 0
+        async for upload in self._storage.iter_uploads(run_id, batch=_CHOICES_READ):
+            read += 1
+            if upload.card_count:
+                choices.append(upload)
+            if len(choices) == _DOCUMENT_CHOICES or read == _CHOICES_READ:
+                break
+        return choices
 
     async def export(self, request: Request) -> Response:
         fmt = request.path_params["fmt"]
@@ -291,6 +313,16 @@ class _Views:
         return self._page("error.html", 404, detail=detail)
 
 
+def _done(work: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[bool]]:
+    """``work`` as a call that returns True once done (`while_connected` gives None)."""
+
+    async def done() -> bool:
+        await work()
+        return True
+
+    return done
+
+
 def _status(value: str | None) -> UploadStatus | None:
     if not value:
         return None
@@ -312,7 +344,7 @@ def _progress_text(run: Run, batches: Sequence[Batch]) -> dict[str, str]:
     """The live parts of a run's page, as the page shows them."""
     done = run.completed_items + run.failed_items
     return {
-        "batch_progress": _batch_progress(batches),
+        "batch_progress": _batch_progress(run, batches),
         "status": run.status.name,
         "done": f"{_format.number(done)} / {_format.number(run.total_items)}",
         "completed": _format.number(run.completed_items),
@@ -326,15 +358,20 @@ def _progress_text(run: Run, batches: Sequence[Batch]) -> dict[str, str]:
     }
 
 
-def _batch_progress(batches: Sequence[Batch]) -> str:
+def _batch_progress(run: Run, batches: Sequence[Batch]) -> str:
     """How far a run's batches are, all together; empty for a run sent without them.
 
     A batch's answers arrive together, when the provider has them all: its uploads
     complete in one burst, so a rate per minute would say nothing of the run's pace.
+    Only batches that reached the provider count (an ABANDONED one carried nothing), and
+    a run whose uploads were mostly settled without them gets its chart instead (empty).
     """
+    batches = [b for b in batches if b.state != BatchState.ABANDONED]
     if not batches:
         return ""
     done = sum(_batch_done(b) for b in batches)
+    if 2 * done < run.completed_items + run.failed_items:
+        return ""
     size = sum(b.size for b in batches)
     sent = "1 batch" if len(batches) == 1 else f"{_format.number(len(batches))} batches"
     return f"{_format.number(done)} / {_format.number(size)} requests done, sent as {sent}"
