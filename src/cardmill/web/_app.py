@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Final
@@ -157,7 +157,7 @@ class _Views:
         skip = (page - 1) * UPLOADS_PER_PAGE
         matched = 0
 
-        async def work() -> None:
+        async def work() -> bool:
             # One pass for the counts, the chart and the page of uploads: stopped as soon
             # as the client leaves, rather than reading the rest of a long run for nobody.
             nonlocal matched
@@ -169,8 +169,9 @@ class _Views:
                     if skip <= matched < skip + UPLOADS_PER_PAGE:
                         shown.append(upload)
                     matched += 1
+            return True  # done (`while_connected` gives None when the client left)
 
-        if not await while_connected(request.receive, _done(work)):
+        if not await while_connected(request.receive, work):
             return Response(status_code=499)  # the client left: nobody reads an answer
         return self._page(
             "run.html",
@@ -311,16 +312,6 @@ class _Views:
         assert isinstance(exc, RunNotFound)
         detail = f"no run {request.path_params.get('run_id', '')!r}"
         return self._page("error.html", 404, detail=detail)
-
-
-def _done(work: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[bool]]:
-    """``work`` as a call that returns True once done (`while_connected` gives None)."""
-
-    async def done() -> bool:
-        await work()
-        return True
-
-    return done
 
 
 def _status(value: str | None) -> UploadStatus | None:
