@@ -24,6 +24,7 @@ MODULES = [
     "cardmill.web",
     "cardmill.model",
     "cardmill.errors",
+    "cardmill.aio",
 ]
 REFERENCE = "\n".join(p.read_text() for p in sorted((ROOT / "docs" / "reference").glob("*.md")))
 RENDERED = set(re.findall(r"^::: ([\w.]+)$", REFERENCE, flags=re.MULTILINE))

@@ -13,8 +13,6 @@ async with cardmill.SQLiteStorage.open("cardmill.db") as storage:
 
 from __future__ import annotations
 
-from importlib import metadata as _metadata
-
 from ._cost import DEFAULT_PRICES as DEFAULT_PRICES
 from ._cost import Price as Price
 from ._cost import PriceTable as PriceTable
@@ -27,6 +25,9 @@ from ._recipe import Field as Field
 from ._recipe import FieldType as FieldType
 from ._recipe import Recipe as Recipe
 from ._recipe import load_recipe as load_recipe
+from ._sync import analyze_sync as analyze_sync
+from ._sync import resume_sync as resume_sync
+from ._version import __version__ as __version__
 from .engine import AdaptiveBucket as AdaptiveBucket
 from .engine import Engine as Engine
 from .engine import Limits as Limits
@@ -46,10 +47,12 @@ from .errors import ProviderError as ProviderError
 from .errors import RateLimited as RateLimited
 from .errors import RunNotFound as RunNotFound
 from .errors import StorageError as StorageError
+from .errors import Terminated as Terminated
 from .errors import TransientError as TransientError
 from .errors import TransientStorageError as TransientStorageError
 from .errors import UnstorableData as UnstorableData
 from .errors import UploadNotFound as UploadNotFound
+from .errors import WrongEventLoop as WrongEventLoop
 from .model import Batch as Batch
 from .model import BatchCounts as BatchCounts
 from .model import BatchItem as BatchItem
@@ -77,11 +80,6 @@ from .providers import Provider as Provider
 from .storage import MemoryStorage as MemoryStorage
 from .storage import SQLiteStorage as SQLiteStorage
 from .storage import Storage as Storage
-
-try:
-    __version__ = _metadata.version("cardmill")
-except _metadata.PackageNotFoundError:  # imported from a checkout that was never installed
-    __version__ = "0+unknown"
 
 __all__ = [
     "BUILTIN_RECIPES",
@@ -137,6 +135,7 @@ __all__ = [
     "SQLiteStorage",
     "Storage",
     "StorageError",
+    "Terminated",
     "TransientError",
     "TransientStorageError",
     "UnstorableData",
@@ -144,6 +143,9 @@ __all__ = [
     "UploadNotFound",
     "UploadStatus",
     "Usage",
+    "WrongEventLoop",
+    "analyze_sync",
     "cost_of",
     "load_recipe",
+    "resume_sync",
 ]

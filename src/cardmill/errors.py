@@ -12,12 +12,15 @@ CardmillError
 │   ├── UploadNotFound (LookupError) no upload has this id
 │   └── DatabaseError                the file is not a cardmill database, or a newer one
 ├── MissingExtra (ImportError)       an optional part is used but not installed: names the extra
+├── WrongEventLoop (RuntimeError)    a trio API awaited outside trio: names cardmill.aio
 └── ProviderError                    a provider could not turn a document into cards
     ├── RateLimited                  429: our quota is spent for now (retry_after, limit)
     ├── Overloaded                   529: the provider is overloaded, not our quota
     ├── TransientError               5xx, timeouts, resets: try again
     ├── InvalidOutput                the model answered, but not with valid cards: ask again
     └── PermanentError               400/401/403/404/413, spend limit, output that stays invalid
+
+Terminated (KeyboardInterrupt)       SIGTERM received: stopped as for Ctrl-C
 ```
 
 Provider errors carry the facts the engine needs to decide (``retry_after`` in seconds,
@@ -30,6 +33,8 @@ from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING, Final
+
+import trio
 
 if TYPE_CHECKING:
     # For annotations only: errors imports nothing of cardmill when it runs, and the
@@ -52,10 +57,12 @@ __all__ = [
     "RateLimited",
     "RunNotFound",
     "StorageError",
+    "Terminated",
     "TransientError",
     "TransientStorageError",
     "UnstorableData",
     "UploadNotFound",
+    "WrongEventLoop",
 ]
 
 
@@ -71,6 +78,32 @@ waiting for ever would hold the upload (its lease renewed by the heartbeat) for 
 
 class CardmillError(Exception):
     """Base class of every error cardmill raises on purpose."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The process received SIGTERM, and stopped as for Ctrl-C (a `KeyboardInterrupt`):
+    the command with status 143, `cardmill.analyze_sync` by raising this."""
+
+
+class WrongEventLoop(CardmillError, RuntimeError):
+    """A trio-only API (the engine, a database's ``open``) was awaited outside a trio
+    run, from asyncio most often; the message names `cardmill.aio`, which runs it there."""
+
+
+def require_trio(what: str) -> None:
+    """Raise `WrongEventLoop` unless called from a trio task.
+
+    Awaited from asyncio, trio code fails deep inside with ``Task got bad yield``; this
+    says at once what to use instead.
+    """
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        raise WrongEventLoop(
+            f"{what} runs under trio, not in this event loop: from asyncio, await "
+            "cardmill.aio.analyze(...) (or another cardmill.aio function); from "
+            "synchronous code, call cardmill.analyze_sync(...)"
+        ) from None
 
 
 class InputError(CardmillError, ValueError):

@@ -11,10 +11,10 @@ from typing import Any, NoReturn
 import click
 import trio
 
-from .. import __version__
 from .._export import FORMATS, AsyncWriter, dumps, write_cards
 from .._printable import printable
 from .._recipe import BUILTIN_RECIPES, load_recipe
+from .._version import __version__
 from ..errors import InputError
 from ..model import Batch, Run, UploadStatus
 from ._batch import batches_of, batches_table

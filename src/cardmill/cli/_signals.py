@@ -21,6 +21,7 @@ from typing import Any, Final, TypeVar
 import trio
 
 from ..engine import root_error
+from ..errors import Terminated
 
 __all__ = [
     "EXIT_TERMINATED",
@@ -41,10 +42,6 @@ EXIT_TERMINATED: Final = 128 + signal.SIGTERM
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
 _TERMINATED: trio.lowlevel.RunVar[bool] = trio.lowlevel.RunVar("cardmill_terminated", default=False)
-
-
-class Terminated(KeyboardInterrupt):
-    """The command received SIGTERM: it stops as for Ctrl-C, with status 143."""
 
 
 def terminated() -> bool:

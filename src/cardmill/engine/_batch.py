@@ -24,6 +24,7 @@ from ..errors import (
     RunNotFound,
     StorageError,
     TransientError,
+    require_trio,
 )
 from ..model import Batch, BatchState, Run, Usage
 from ..providers import BatchProvider, BatchStatus, request_overhead_tokens
@@ -213,6 +214,7 @@ class BatchExecutor:
             StorageError: the storage failed.
             ProviderError: the provider failed to answer about a batch it holds.
         """
+        require_trio("BatchExecutor.execute")
         await self._check_recipe(run_id)
         counters = BatchCounters()
         started = trio.current_time()

@@ -27,6 +27,7 @@ from ..errors import (
     TransientError,
     TransientStorageError,
     UnstorableData,
+    require_trio,
 )
 from ..model import (
     BATCH_HOLDER_PREFIX,
@@ -297,6 +298,7 @@ class Engine:
                 ``recipe`` attribute); nothing was claimed.
             StorageError: the storage failed; in-flight uploads were released.
         """
+        require_trio("Engine.execute")
         made = await self._storage.get_run(run_id)
         recipe = getattr(self._provider, "recipe", None)
         digest = getattr(recipe, "digest", None)

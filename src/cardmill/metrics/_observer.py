@@ -98,7 +98,7 @@ class EngineMetrics:
         require("opentelemetry.metrics", extra="metrics", feature="metrics")
         from opentelemetry import metrics as otel
 
-        from .. import __version__
+        from .._version import __version__
 
         provider = meter_provider if meter_provider is not None else otel.get_meter_provider()
         meter = provider.get_meter("cardmill", __version__)

@@ -30,6 +30,7 @@ from ..errors import (
     StorageError,
     TransientStorageError,
     UnstorableData,
+    require_trio,
 )
 from ..model import Document
 from ._dsn import check_dsn, redact_dsn, redact_message, require_driver
@@ -542,6 +543,7 @@ class PostgresStorage(SQLBackend):
             MissingExtra: the PostgreSQL driver is not installed
                 (`pip install 'cardmill[postgres]'`).
         """
+        require_trio("PostgresStorage.open")
         require_driver()
         if not isinstance(schema, str) or not _IDENTIFIER.fullmatch(schema):
             raise InputError(f"schema must be a lowercase identifier, not {schema!r}")

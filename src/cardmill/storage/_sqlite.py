@@ -21,7 +21,7 @@ from typing import Any, Final, Literal, TypeVar, final
 
 import trio
 
-from ..errors import DatabaseError, StorageError, UnstorableData
+from ..errors import DatabaseError, StorageError, UnstorableData, require_trio
 from ..model import (
     Document,
 )
@@ -364,6 +364,7 @@ class SQLiteStorage(SQLBackend):
     ) -> SQLiteStorage:
         """Open a database without a context manager; call
         [`aclose`][cardmill.SQLiteStorage.aclose] when done."""
+        require_trio("SQLiteStorage.open")
         if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
         p = os.fspath(path)
