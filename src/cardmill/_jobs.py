@@ -268,7 +268,8 @@ async def _create(
     recipe: Recipe,
     provider: Provider,
 ) -> Run:
-    items = list(sources)
+    # In a thread: a generator of sources may read files (Document.from_path).
+    items: list[Source] = await trio.to_thread.run_sync(list, sources)
     if not items:
         raise InputError("sources: no documents given")
     paths = [os.fspath(item) for item in items if not isinstance(item, Document)]
