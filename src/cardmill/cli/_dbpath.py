@@ -18,8 +18,11 @@ def check_sqlite_path(db: str, *, create: bool) -> None:
     system calls).
 
     SQLite itself only says "unable to open database file", and only once it is
-    asked. Whether a new file can be made is found by making one (and removing it):
-    permissions do not say it for root, nor for a file system that refuses files.
+    asked. Whether a new file can be made is found by making it (permissions do not say
+    it for root, nor for a file system that refuses files), and it is kept: SQLite opens
+    an empty file as a new database. Removing it again would pull the file from under
+    another process or thread that opened it meanwhile, as two runs started at once on
+    a new database do.
 
     Args:
         db: the ``--db`` value, a file path.
@@ -52,4 +55,3 @@ def check_sqlite_path(db: str, *, create: bool) -> None:
         reason = exc.strerror or type(exc).__name__
         raise InputError(f"{db}: cannot create a database in {parent} ({reason})") from None
     os.close(fd)
-    os.unlink(path)

@@ -186,20 +186,17 @@ def _connect(path: str, synchronous: Synchronous, busy_timeout: float) -> sqlite
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         conn.create_function("cardmill_search_words", 5, stored_search_words, deterministic=True)
         conn.create_function("cardmill_tag_words", 1, stored_tag_words, deterministic=True)
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if app_id == 0 and version == 0:
-            _initialise(conn, path)
+        # One read of both: another connection may be initialising the file meanwhile.
+        app_id, version = conn.execute(
+            "SELECT * FROM pragma_application_id, pragma_user_version"
+        ).fetchone()
+        if app_id == 0:
+            _initialise(conn, path)  # it looks again under the write lock
         elif app_id != APPLICATION_ID:
             raise DatabaseError(f"{path}: not a cardmill database")
-        elif version > SCHEMA_VERSION:
-            raise DatabaseError(
-                f"{path}: written by a newer cardmill (schema {version}; "
-                f"this version reads up to {SCHEMA_VERSION})"
-            )
-        elif version < SCHEMA_VERSION:
-            _migrate(conn)
-        conn.execute("PRAGMA journal_mode = WAL")
+        elif version != SCHEMA_VERSION:
+            _check_version(conn, path, version)
+        _wal(conn, busy_timeout)
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.DatabaseError as exc:
@@ -211,12 +208,45 @@ def _connect(path: str, synchronous: Synchronous, busy_timeout: float) -> sqlite
     return conn
 
 
+def _check_version(conn: sqlite3.Connection, path: str, version: int) -> None:
+    """Migrate a database of an older schema; refuse one of a newer."""
+    if version > SCHEMA_VERSION:
+        raise DatabaseError(
+            f"{path}: written by a newer cardmill (schema {version}; "
+            f"this version reads up to {SCHEMA_VERSION})"
+        )
+    _migrate(conn)
+
+
+def _wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """Put the database in WAL mode (already so, but for a new one).
+
+    The switch of a new database takes its lock without SQLite's busy handler: another
+    connection opening the file at the same moment makes it fail with "database is
+    locked" at once. It is tried again until ``busy_timeout`` (blocking: a thread).
+    """
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _initialise(conn: sqlite3.Connection, path: str) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         # Another process may have initialised the file while we waited for the lock.
-        if conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
+        app_id, version = conn.execute(
+            "SELECT * FROM pragma_application_id, pragma_user_version"
+        ).fetchone()
+        if app_id == APPLICATION_ID:
             conn.execute("COMMIT")
+            if version != SCHEMA_VERSION:
+                _check_version(conn, path, version)
             return
         tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         if tables:
