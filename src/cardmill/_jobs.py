@@ -18,11 +18,11 @@ import trio
 from ._cost import DEFAULT_PRICES
 from ._recipe import STUDY_CARDS, Recipe, load_recipe
 from .cli._collect import Found, collect, read
-from .cli._named import named_run
+from .cli._named import LATEST, named_run
 from .cli._providers import for_run, make_provider, model_of
-from .cli._runner import Spend, _check_cap, _close, make_engine, open_storage
+from .cli._runner import Spend, _check_cap, _close, is_postgres, make_engine, open_storage
 from .engine import Limits, Observer, RunSummary
-from .errors import CardmillError, InputError
+from .errors import CardmillError, InputError, RunNotFound
 from .model import Card, Document, Run, Upload, UploadStatus
 from .providers import Provider
 from .storage import Storage
@@ -83,7 +83,8 @@ async def create_run(
 ) -> Run:
     """`cardmill.aio.create_run`, under trio."""
     chosen = await _recipe(recipe)
-    made, owned = _provider(provider, model, chosen)
+    # Nothing is sent here: a run stored for workers to analyse needs no key in this process.
+    made, owned = _provider(provider, model, chosen, sending=False)
     try:
         async with open_storage(db, create=True) as storage:
             return await _create(storage, sources, name, chosen, made)
@@ -133,6 +134,7 @@ async def resume(
 ) -> RunSummary:
     """`cardmill.aio.resume`, under trio."""
     _check_concurrency(concurrency)
+    await _check_made(db, run_id)
     async with open_storage(db, create=False) as storage:
         run = await storage.get_run(await named_run(storage, run_id))
         recipe = await storage.get_recipe(run.id)
@@ -156,12 +158,15 @@ async def resume(
 
 async def get_run(run_id: str, *, db: str = DEFAULT_DB) -> Run:
     """A run (``"latest"``: the newest). Raises RunNotFound."""
+    await _check_made(db, run_id)
     async with open_storage(db, create=False) as storage:
         return await storage.get_run(await named_run(storage, run_id))
 
 
 async def list_runs(*, db: str = DEFAULT_DB) -> list[Run]:
-    """Every run of the database, oldest first."""
+    """Every run of the database, oldest first (none, for a SQLite file not made yet)."""
+    if await _unmade(db):
+        return []
     async with open_storage(db, create=False) as storage:
         return await storage.list_runs()
 
@@ -170,6 +175,7 @@ async def list_uploads(
     run_id: str, *, db: str = DEFAULT_DB, status: UploadStatus | None = None
 ) -> list[Upload]:
     """A run's uploads in their order (only those with ``status``, if given)."""
+    await _check_made(db, run_id)
     async with open_storage(db, create=False) as storage:
         return await storage.list_uploads(await named_run(storage, run_id), status)
 
@@ -178,12 +184,14 @@ async def list_cards(
     run_id: str, *, db: str = DEFAULT_DB, upload_id: str | None = None
 ) -> list[Card]:
     """A run's cards (only one upload's, if given)."""
+    await _check_made(db, run_id)
     async with open_storage(db, create=False) as storage:
         return await storage.list_cards(await named_run(storage, run_id), upload_id)
 
 
 async def progress(run_id: str, *, db: str = DEFAULT_DB) -> RunProgress:
     """A run and its uploads, read together."""
+    await _check_made(db, run_id)
     async with open_storage(db, create=False) as storage:
         found = await named_run(storage, run_id)
         return RunProgress(await storage.get_run(found), await storage.list_uploads(found))
@@ -234,6 +242,19 @@ async def _execute(
     return await engine.execute(run_id)
 
 
+async def _unmade(db: str) -> bool:
+    """Whether ``db`` names a SQLite file that no run has made yet."""
+    return not is_postgres(db) and not await trio.Path(db).exists()
+
+
+async def _check_made(db: str, run_id: str) -> None:
+    """Reading a run from a SQLite file not made yet finds none, as an empty one would."""
+    if await _unmade(db):
+        if run_id == LATEST:
+            raise InputError("RUN latest: there are no runs in this database yet")
+        raise RunNotFound(run_id)
+
+
 def _check_concurrency(concurrency: int) -> None:
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise InputError(f"concurrency: {concurrency!r} is not a whole number of at least 1")
@@ -247,15 +268,18 @@ async def _recipe(recipe: Recipe | str | None) -> Recipe:
     return await trio.to_thread.run_sync(load_recipe, recipe)
 
 
-def _provider(choice: ProviderChoice, model: str | None, recipe: Recipe) -> tuple[Provider, bool]:
-    """The provider to use, and whether it was made here (and is closed here)."""
+def _provider(
+    choice: ProviderChoice, model: str | None, recipe: Recipe, *, sending: bool = True
+) -> tuple[Provider, bool]:
+    """The provider to use, and whether it was made here (and is closed here).
+    ``sending=False``: only its name and model are needed, so no key is asked for."""
     if choice is None or isinstance(choice, str):
         name = choice or "auto"
         if name not in ("auto", "anthropic", "openai", "extractive"):
             raise InputError(
                 f"provider: {name!r} is not one of auto, anthropic, openai, extractive"
             )
-        return make_provider(name, model, recipe)[0], True
+        return make_provider(name, model, recipe, sending=sending)[0], True
     if model is not None:
         raise InputError("model: give it to the provider you made, not beside it")
     return choice, False

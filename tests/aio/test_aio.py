@@ -120,11 +120,17 @@ def test_errors_are_cardmills_own_not_trio_groups(tmp_path: Path) -> None:
     with pytest.raises(cardmill.InputError, match="provider: 'claude-ish'"):
         asyncio.run(bad_provider())
 
-    async def no_such_db() -> None:
-        await cardmill.aio.list_runs(db=str(tmp_path / "other.db"))
+    async def no_such_folder() -> None:
+        await cardmill.aio.analyze(documents(1), db=str(tmp_path / "nowhere" / "other.db"))
 
-    with pytest.raises(cardmill.InputError, match="no such database"):
-        asyncio.run(no_such_db())
+    with pytest.raises(cardmill.InputError, match="nowhere"):
+        asyncio.run(no_such_folder())
+
+    async def not_a_database() -> None:
+        await cardmill.aio.list_runs(db=str(tmp_path))
+
+    with pytest.raises(cardmill.InputError, match="is a directory"):
+        asyncio.run(not_a_database())
     assert not _bridge._guests
 
 
@@ -197,3 +203,43 @@ def test_follow_refuses_a_bad_interval(tmp_path: Path) -> None:
 
     with pytest.raises(cardmill.InputError, match="interval"):
         asyncio.run(main())
+
+
+def test_reading_a_database_not_made_yet_finds_no_runs_and_makes_no_file(
+    tmp_path: Path,
+) -> None:
+    db = str(tmp_path / "not-yet.db")
+
+    async def main() -> list[cardmill.Run]:
+        for read in (cardmill.aio.get_run, cardmill.aio.progress, cardmill.aio.list_cards):
+            with pytest.raises(cardmill.RunNotFound, match="run-123"):
+                await read("run-123", db=db)
+        with pytest.raises(cardmill.RunNotFound):
+            await cardmill.aio.list_uploads("run-123", db=db)
+        with pytest.raises(cardmill.RunNotFound):
+            await cardmill.aio.resume("run-123", db=db)
+        with pytest.raises(cardmill.InputError, match="no runs in this database yet"):
+            await cardmill.aio.get_run("latest", db=db)
+        return await cardmill.aio.list_runs(db=db)
+
+    assert asyncio.run(main()) == []
+    assert not Path(db).exists()
+
+
+def test_a_run_made_for_workers_needs_no_key_where_it_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    db = str(tmp_path / "queue.db")
+
+    async def main() -> cardmill.Run:
+        return await cardmill.aio.create_run(documents(2), db=db, provider="anthropic")
+
+    run = asyncio.run(main())
+    assert (run.provider, run.status) == ("anthropic", cardmill.RunStatus.PENDING)
+    assert run.model  # the default model, which the workers will use
+    # Analysing it here does need the key, and says so in one line.
+    with pytest.raises(cardmill.InputError, match="ANTHROPIC_API_KEY"):
+        asyncio.run(cardmill.aio.resume(run.id, db=db))
+    assert asyncio.run(cardmill.aio.get_run(run.id, db=db)).status == cardmill.RunStatus.PENDING

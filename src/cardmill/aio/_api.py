@@ -131,7 +131,10 @@ async def create_run(
     process, or ``cardmill worker`` processes on the same database, analyse it later.
 
     Its uploads are the `Document`s of ``sources`` in their order, then the files its
-    paths name. It keeps the recipe, provider and model it is to be analysed with.
+    paths name. It keeps the recipe, provider and model it is to be analysed with;
+    ``provider=None`` is resolved here, in this process's environment. Nothing is sent,
+    so no API key is needed to make a run (``provider="anthropic"`` for workers that hold
+    one).
 
     Raises:
         InputError: as `analyze`.
