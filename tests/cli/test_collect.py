@@ -105,3 +105,18 @@ async def test_analyze_of_only_an_rtf_file_is_one_line_and_exit_2(
         f"cardmill: error: no documents found in {rtf}: {rtf}: unsupported type text/rtf "
         f"(a .rtf file); {READS}"
     )
+
+
+def test_caches_beside_the_files_are_not_walked_but_a_named_file_in_one_is_read(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"\xa7\r\r\n" + bytes(12))
+    (tmp_path / "node_modules" / "pkg").mkdir(parents=True)
+    (tmp_path / "node_modules" / "pkg" / "README.md").write_text("# Not mine\n")
+    (tmp_path / "notes.md").write_text("# Mine\n\nWords.\n")
+    got = collect([str(tmp_path)])
+    assert [f.path.name for f in got.found] == ["notes.md"]
+    assert got.refused == [] and got.notices == []
+    named = collect([str(tmp_path / "node_modules" / "pkg" / "README.md")])
+    assert [f.path.name for f in named.found] == ["README.md"]

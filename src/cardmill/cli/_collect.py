@@ -37,6 +37,8 @@ _OPEN_FLAGS: Final = (
     | getattr(os, "O_CLOEXEC", 0)
 )
 _LOG: Final = logging.getLogger("cardmill.cli")
+# Caches tools write beside the files, never documents: not walked, not counted.
+_CACHE_DIRS: Final = frozenset({"__pycache__", "node_modules"})
 
 
 @attrs.frozen
@@ -75,7 +77,8 @@ class Collected:
 def collect(paths: list[str]) -> Collected:
     """Expand files and directories into the files to analyse.
 
-    Directories are walked recursively; hidden files and directories are skipped. Only
+    Directories are walked recursively; hidden files and directories, and the caches
+    tools write beside files (``__pycache__``, ``node_modules``), are skipped. Only
     regular files whose real path stays inside the folder are taken: a symbolic link
     out of it (to ``/etc/passwd``, ``~/.ssh``, ``/proc/self/environ``), a FIFO, a
     device or a socket is never opened, and gets a notice naming it. Links that stay
@@ -178,7 +181,8 @@ def _walk(root: Path, seen: set[tuple[int, int]], notices: list[str]) -> Iterato
                         notices.append(f"{path_name(path)}: a link to outside the folder")
                         continue
                 if entry.is_dir(follow_symlinks=True):
-                    subdirs.append(path)
+                    if entry.name not in _CACHE_DIRS:
+                        subdirs.append(path)
                 elif entry.is_file(follow_symlinks=True):
                     file_key = _key(path)
                     if file_key not in seen:
