@@ -296,10 +296,10 @@ async def _create(
     items: list[Source] = await trio.to_thread.run_sync(list, sources)
     if not items:
         raise InputError("sources: no documents given")
-    paths = [os.fspath(item) for item in items if not isinstance(item, Document)]
     for item in items:
         if not isinstance(item, Document | str | os.PathLike):
             raise InputError(f"sources: {item!r} is neither a path nor a Document")
+    paths = [os.fspath(item) for item in items if not isinstance(item, Document)]
     found: list[Found] = []
     if paths:
         found = (await trio.to_thread.run_sync(collect, paths)).found

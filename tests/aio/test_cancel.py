@@ -148,3 +148,42 @@ def trio_runs(db: Path) -> list[cardmill.Run]:
         return await cardmill.aio.list_runs(db=str(db))
 
     return asyncio.run(main())
+
+
+@pytest.mark.parametrize("how", ["timeout(0)", "cancel after one turn"])
+def test_a_cancel_that_comes_as_the_trio_run_starts_is_not_lost(tmp_path: Path, how: str) -> None:
+    """The cancel and the guest run's start land in one turn of the loop: the call is
+    cancelled all the same, nothing is analysed, and no cancel is left over for the
+    awaiting task's next await."""
+    db = str(tmp_path / "c.db")
+    provider = scripted(0.05)
+
+    async def main() -> str:
+        if how == "timeout(0)":
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0):
+                    await cardmill.aio.analyze(documents(COUNT), db=db, provider=provider)
+        else:
+            task = asyncio.create_task(
+                cardmill.aio.analyze(documents(COUNT), db=db, provider=provider)
+            )
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await asyncio.sleep(0)  # the awaiting task goes on: no cancel left over
+        return "went on"
+
+    assert asyncio.run(main()) == "went on"
+    assert provider.calls == []
+    assert not _bridge._guests
+    for run in trio_runs(Path(db)):  # none, or one stopped before any upload started
+        assert check(Path(db), run.id).completed_items == 0
+
+
+def test_a_source_of_another_type_is_an_input_error(tmp_path: Path) -> None:
+    async def main() -> None:
+        await cardmill.aio.analyze([42], db=str(tmp_path / "c.db"))  # type: ignore[list-item]
+
+    with pytest.raises(cardmill.InputError, match="sources: 42 is neither a path nor a Document"):
+        asyncio.run(main())

@@ -69,7 +69,11 @@ async def _enter(loop: asyncio.AbstractEventLoop) -> _Guest:
         guest = _guests.get(loop)
         if guest is None:
             guest = _guests[loop] = _Guest(loop)
-            guest.start()
+            try:
+                guest.start()
+            except BaseException:
+                del _guests[loop]  # never started: the next call starts another
+                raise
         if not guest.closing:
             guest.calls += 1
             return guest
@@ -78,22 +82,26 @@ async def _enter(loop: asyncio.AbstractEventLoop) -> _Guest:
 
 async def _settled(future: asyncio.Future[Any]) -> None:
     """Wait until ``future`` is done, though the awaiting task be cancelled meanwhile;
-    the cancellation is then delivered at the task's next await."""
+    the cancellation is then delivered at the task's next await (also when it came in
+    the same turn of the loop as the future's result)."""
+    task = asyncio.current_task()
     swallowed = False
     while not future.done():
+        asked = task.cancelling() if task is not None else 0
         try:
             await asyncio.shield(future)
         except asyncio.CancelledError:
+            # Someone asked to cancel the task meanwhile (not only the future, which is
+            # cancelled when its trio scope was): keep that cancel for later.
+            if task is not None and task.cancelling() > asked:
+                swallowed = True
             if future.done():
                 break
-            swallowed = True
         except BaseException:
             break
-    if swallowed:
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
-            task.cancel()
+    if swallowed and task is not None:
+        task.uncancel()
+        task.cancel()
 
 
 class _Job:
