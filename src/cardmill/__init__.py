@@ -53,6 +53,7 @@ from .errors import TransientStorageError as TransientStorageError
 from .errors import UnstorableData as UnstorableData
 from .errors import UploadNotFound as UploadNotFound
 from .errors import WrongEventLoop as WrongEventLoop
+from .model import AnswerStats as AnswerStats
 from .model import Batch as Batch
 from .model import BatchCounts as BatchCounts
 from .model import BatchItem as BatchItem
@@ -66,6 +67,7 @@ from .model import LimitKind as LimitKind
 from .model import RateHint as RateHint
 from .model import Run as Run
 from .model import RunStatus as RunStatus
+from .model import StoredAnswer as StoredAnswer
 from .model import Upload as Upload
 from .model import UploadStatus as UploadStatus
 from .model import Usage as Usage
@@ -77,6 +79,7 @@ from .providers import BatchStatus as BatchStatus
 from .providers import ExtractiveProvider as ExtractiveProvider
 from .providers import OpenAICompatibleProvider as OpenAICompatibleProvider
 from .providers import Provider as Provider
+from .storage import AnswerStore as AnswerStore
 from .storage import MemoryStorage as MemoryStorage
 from .storage import SQLiteStorage as SQLiteStorage
 from .storage import Storage as Storage
@@ -89,6 +92,8 @@ __all__ = [
     "STUDY_CARDS",
     "AdaptiveBucket",
     "Analysis",
+    "AnswerStats",
+    "AnswerStore",
     "AnthropicProvider",
     "Batch",
     "BatchCounts",
@@ -135,6 +140,7 @@ __all__ = [
     "SQLiteStorage",
     "Storage",
     "StorageError",
+    "StoredAnswer",
     "Terminated",
     "TransientError",
     "TransientStorageError",

@@ -34,6 +34,8 @@ __all__ = [
     "MAX_TAGS",
     "MAX_TAG_CHARS",
     "MAX_TITLE_CHARS",
+    "AnswerAsked",
+    "AnswerStats",
     "Batch",
     "BatchCounts",
     "BatchItem",
@@ -47,6 +49,7 @@ __all__ = [
     "RateHint",
     "Run",
     "RunStatus",
+    "StoredAnswer",
     "Upload",
     "UploadStatus",
     "Usage",
@@ -577,6 +580,11 @@ class Upload:
     upload in a provider's batch is held by its batch, ``batch:<batch id>``). ``usage`` and
     ``cost_usd`` add up every request made for it that was recorded with a settlement;
     ``requests`` counts those requests and ``rate_limited`` those answered 429.
+
+    ``answer_key`` names the answer its cards came from (see
+    [`StoredAnswer`][cardmill.StoredAnswer]; None when the answer was not kept for
+    reuse). A ``reused`` upload was completed from an earlier answer without a request:
+    ``saved_tokens`` and ``saved_cost_usd`` are what that answer's requests used and cost.
     """
 
     id: str
@@ -598,6 +606,10 @@ class Upload:
     cost_usd: float = 0.0
     requests: int = 0
     rate_limited: int = 0
+    answer_key: str | None = None
+    reused: bool = False
+    saved_tokens: int = 0
+    saved_cost_usd: float = 0.0
 
 
 @final
@@ -613,6 +625,8 @@ class Run:
     of its uploads' (kept in the same transactions). ``provider`` and ``model`` name
     what its requests are sent to, as given when it was created ("" when not given, and
     for runs made before they were kept): resuming it goes on with the same.
+    ``reused_items`` counts its uploads completed from earlier answers, and
+    ``saved_tokens`` and ``saved_cost_usd`` add up what those answers had used and cost.
     """
 
     id: str
@@ -633,6 +647,9 @@ class Run:
     rate_limited: int = 0
     provider: str = ""
     model: str = ""
+    reused_items: int = 0
+    saved_tokens: int = 0
+    saved_cost_usd: float = 0.0
 
     @property
     def recipe_label(self) -> str:
@@ -645,6 +662,54 @@ class Run:
     def pending_items(self) -> int:
         """Uploads not yet COMPLETED or FAILED."""
         return self.total_items - self.completed_items - self.failed_items
+
+
+@final
+@attrs.frozen
+class StoredAnswer:
+    """A provider's answer kept for reuse, under the key of what determined it.
+
+    ``key`` digests the document's content, the provider, its model and the request it
+    was sent (the recipe's prompt and schema among it); ``drafts`` are the cards it gave,
+    ``usage`` and ``cost_usd`` what its requests used and cost, ``used_at`` when it was
+    last stored or reused.
+    """
+
+    key: str
+    drafts: tuple[CardDraft, ...]
+    provider: str = ""
+    model: str = ""
+    usage: Usage = attrs.field(factory=Usage)
+    cost_usd: float = 0.0
+    created_at: datetime = attrs.field(factory=_now)
+    used_at: datetime = attrs.field(factory=_now)
+
+    @property
+    def tokens(self) -> int:
+        """The input and output tokens its requests used."""
+        return self.usage.input_tokens + self.usage.output_tokens
+
+
+@final
+@attrs.frozen
+class AnswerAsked:
+    """No answer is stored under the key yet, but another upload's request for it is in
+    flight (``upload_id``, under its current claim): wait for it rather than pay twice."""
+
+    upload_id: str
+
+
+@final
+@attrs.frozen
+class AnswerStats:
+    """What the store of answers holds: ``answers`` kept, their ``size`` in bytes (of
+    the cards they hold), the oldest and newest, and the answers per model."""
+
+    answers: int = 0
+    size: int = 0
+    oldest: datetime | None = None
+    newest: datetime | None = None
+    models: Mapping[str, int] = attrs.field(factory=dict)
 
 
 def final_status(total: int, completed: int, failed: int) -> RunStatus:

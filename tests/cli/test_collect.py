@@ -117,6 +117,7 @@ def test_caches_beside_the_files_are_not_walked_but_a_named_file_in_one_is_read(
     (tmp_path / "notes.md").write_text("# Mine\n\nWords.\n")
     got = collect([str(tmp_path)])
     assert [f.path.name for f in got.found] == ["notes.md"]
-    assert got.refused == [] and got.notices == []
+    assert got.refused == []
+    assert got.notices == []
     named = collect([str(tmp_path / "node_modules" / "pkg" / "README.md")])
     assert [f.path.name for f in named.found] == ["README.md"]

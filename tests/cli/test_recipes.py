@@ -151,7 +151,7 @@ async def test_a_database_of_the_previous_release_upgrades_resumes_and_exports(
     resumed = await cardmill("resume", half, "--recipe", "study-cards", "--quiet", env=env)
     assert resumed.returncode == 0, resumed.stderr.decode()
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 7
     async with SQLiteStorage.open(db) as storage:
         run = await storage.get_run(half)
         assert (run.completed_items, run.total_items) == (3, 3)

@@ -268,6 +268,11 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_runs(tmp_path: Pat
     conn.execute("ALTER TABLE cards DROP COLUMN fields_json")
     conn.execute("DROP TABLE batch_items")
     conn.execute("DROP TABLE batches")
+    conn.execute("DROP TABLE answers")
+    for column in ("reused_items", "saved_tokens", "saved_nanos"):
+        conn.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+    for column in ("answer_key", "reused", "saved_tokens", "saved_nanos"):
+        conn.execute(f"ALTER TABLE uploads DROP COLUMN {column}")
     for table in ("runs", "uploads"):
         for column in (*SPENT_COLUMNS, *COUNT_COLUMNS):
             conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
@@ -280,7 +285,7 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_runs(tmp_path: Pat
         assert [r.name for r in await storage.list_runs()] == ["old", "new"]
         await check_invariants(storage, old.id)
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 6
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 7
     conn.close()
 
 
@@ -304,7 +309,7 @@ async def test_a_version_1_postgres_schema_is_migrated_and_keeps_its_runs() -> N
             assert [r.name for r in await storage.list_runs()] == ["old", "new"]
         with psycopg.connect(pg.DSN, autocommit=True) as conn:
             row = conn.execute(f'SELECT value FROM "{schema}".cardmill_meta').fetchone()
-            assert row == ("6",)
+            assert row == ("7",)
     finally:
         pg.drop_schema(schema)
 
@@ -337,6 +342,6 @@ async def test_a_version_2_postgres_schema_gains_recipes_in_place() -> None:
             await check_invariants(storage, new.id)
         with psycopg.connect(pg.DSN, autocommit=True) as conn:
             row = conn.execute(f'SELECT value FROM "{schema}".cardmill_meta').fetchone()
-            assert row == ("6",)
+            assert row == ("7",)
     finally:
         pg.drop_schema(schema)

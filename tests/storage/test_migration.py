@@ -137,7 +137,7 @@ async def test_a_schema_3_sqlite_file_upgrades_and_resumes(tmp_path: Path) -> No
     assert user_version(path) == 3
     async with SQLiteStorage.open(path, clock=lambda: LATER) as storage:
         await check_upgraded_and_resume(storage)
-    assert user_version(path) == 6
+    assert user_version(path) == 7
     conn = sqlite3.connect(path)
     try:  # the index built for the old cards holds exactly their words
         conn.execute("INSERT INTO cards_fts(cards_fts, rank) VALUES ('integrity-check', 1)")
@@ -147,7 +147,7 @@ async def test_a_schema_3_sqlite_file_upgrades_and_resumes(tmp_path: Path) -> No
     async with SQLiteStorage.open(path, clock=lambda: LATER) as storage:
         for run in await storage.list_runs():
             await check_invariants(storage, run.id)
-    assert user_version(path) == 6
+    assert user_version(path) == 7
 
 
 async def test_the_0_1_0_file_still_upgrades_to_the_current_schema(tmp_path: Path) -> None:
@@ -181,7 +181,7 @@ async def test_the_0_1_0_file_still_upgrades_to_the_current_schema(tmp_path: Pat
             )
         assert (await storage.get_run(half.id)).cost_usd == round(0.1 * len(items), 9)
         await check_invariants(storage, half.id)
-    assert user_version(path) == 6
+    assert user_version(path) == 7
 
 
 @pytest.fixture
@@ -211,7 +211,7 @@ async def test_a_schema_3_postgres_schema_upgrades_and_resumes(v3_schema: str) -
     assert pg_version(v3_schema) == "3"
     async with PostgresStorage.open(pg.DSN, schema=v3_schema, clock=lambda: LATER) as storage:
         await check_upgraded_and_resume(storage)
-    assert pg_version(v3_schema) == "6"
+    assert pg_version(v3_schema) == "7"
     async with PostgresStorage.open(pg.DSN, schema=v3_schema, clock=lambda: LATER) as storage:
         for run in await storage.list_runs():
             await check_invariants(storage, run.id)
@@ -256,7 +256,7 @@ async def test_a_schema_5_sqlite_file_upgrades_in_place(tmp_path: Path) -> None:
     assert user_version(path) == 5
     async with SQLiteStorage.open(path, clock=lambda: LATER) as storage:
         await check_schema_5_upgraded(storage)
-    assert user_version(path) == 6
+    assert user_version(path) == 7
     async with SQLiteStorage.open(path, clock=lambda: LATER) as storage:
         runs = await storage.list_runs()
         assert [(r.provider, r.model) for r in runs] == [("", ""), ("anthropic", "claude-opus-4-5")]
@@ -274,6 +274,6 @@ async def test_a_schema_5_postgres_schema_upgrades_in_place() -> None:
         assert pg_version(name) == "5"
         async with PostgresStorage.open(pg.DSN, schema=name, clock=lambda: LATER) as storage:
             await check_schema_5_upgraded(storage)
-        assert pg_version(name) == "6"
+        assert pg_version(name) == "7"
     finally:
         pg.drop_schema(name)

@@ -19,7 +19,7 @@ async def test_new_file_is_wal_and_marked(tmp_path: Path) -> None:
         await storage.create_run([Document("a.txt", b"a")])
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 6
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 7
     assert conn.execute("PRAGMA application_id").fetchone()[0] == 0x43524D4C
     conn.close()
 

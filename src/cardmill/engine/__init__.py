@@ -30,6 +30,7 @@ from ._retry import GiveUp as GiveUp
 from ._retry import Retry as Retry
 from ._retry import RetryPolicy as RetryPolicy
 from ._retry import Tries as Tries
+from ._reuse import answer_key as answer_key
 from ._shared import RateLimiter as RateLimiter
 from ._shared import RateStateStore as RateStateStore
 from ._shared import SharedBucket as SharedBucket
@@ -63,6 +64,7 @@ __all__ = [
     "UploadFailed",
     "UploadRetrying",
     "UploadStarted",
+    "answer_key",
     "estimate_cost",
     "expected_output_tokens",
     "root_error",

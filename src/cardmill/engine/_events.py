@@ -39,12 +39,14 @@ class UploadStarted:
 @final
 @attrs.frozen
 class UploadCompleted:
-    """An upload's cards were stored; ``card_count`` of them."""
+    """An upload's cards were stored; ``card_count`` of them. A ``reused`` upload was
+    completed from an earlier answer, with no request (``attempts`` 0)."""
 
     upload: Upload
     card_count: int
     attempts: int
     at: float
+    reused: bool = False
 
 
 @final
@@ -128,7 +130,9 @@ class RunSummary:
     ``cost_usd`` is the run's recorded cost (every execution's), None when the model's
     price is unknown; ``stopped`` says why an execution ended with uploads left to do (the
     spending cap, a batch the provider refused), None otherwise; ``capped`` is True when
-    that was the spending cap (resume with a higher one to go on).
+    that was the spending cap (resume with a higher one to go on). ``reused`` of the
+    ``completed`` uploads were completed from earlier answers without a request, which
+    had used ``saved_tokens`` and cost ``saved_cost_usd``.
     """
 
     run: Run
@@ -146,6 +150,9 @@ class RunSummary:
     cost_usd: float | None = None
     stopped: str | None = None
     capped: bool = False
+    reused: int = 0
+    saved_tokens: int = 0
+    saved_cost_usd: float = 0.0
 
 
 @final

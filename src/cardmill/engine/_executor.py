@@ -35,6 +35,7 @@ from ..model import (
     LimitKind,
     Run,
     RunStatus,
+    StoredAnswer,
     Upload,
     UploadStatus,
     Usage,
@@ -61,6 +62,7 @@ from ._events import (
 from ._groups import leaves, root_error
 from ._patience import cleanup_scope, patiently
 from ._retry import GiveUp, RetryPolicy, Tries
+from ._reuse import answer_key, answer_store, reusable
 from ._shared import RateLimiter
 from ._tokens import TokenEstimator
 from ._worker import dead_local_worker, default_worker_id
@@ -82,6 +84,9 @@ class _Counters:
     peak_in_flight: int = 0
     completed: int = 0
     failed: int = 0
+    reused: int = 0
+    saved_tokens: int = 0
+    saved_cost: float = 0.0
     stopped: str | None = None
 
 
@@ -95,6 +100,13 @@ class _Failed:
 class _Done:
     analysis: Analysis
     attempts: int
+
+
+@attrs.frozen
+class _Reused:
+    """An earlier answer with the upload's key: its cards, without a request."""
+
+    answer: StoredAnswer
 
 
 @attrs.frozen
@@ -152,6 +164,11 @@ class Engine:
             ``model`` attribute, and recorded with its upload. The
             extractive provider costs nothing; a model the table does not know is
             recorded at 0 and the summary's ``cost_usd`` is None.
+        reuse: complete an upload from an answer kept earlier (in any run of the same
+            database) under its [key][cardmill.engine.answer_key], without a request,
+            and keep each new answer for later runs. Needs a storage that keeps answers
+            (every built-in one does) and a provider that says what determines its
+            answers (every built-in one does); otherwise nothing is reused.
         max_cost: a spending cap for the run, in USD: no upload is started whose first
             request, estimated by [`estimate_cost`][cardmill.engine.estimate_cost] (with
             the prompt the provider says it sends,
@@ -191,6 +208,7 @@ class Engine:
         request_timeout: float = 300.0,
         prices: PriceTable = DEFAULT_PRICES,
         max_cost: float | None = None,
+        reuse: bool = True,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -224,6 +242,7 @@ class Engine:
         self._seen: Run | None = None
         self._storage = storage
         self._provider = provider
+        self._answers = answer_store(storage, reuse)
         self._estimates = self._new_estimates()
         self._limiter = trio.CapacityLimiter(concurrency)
         self._retry = retry if retry is not None else RetryPolicy()
@@ -361,6 +380,9 @@ class Engine:
             final_rate=self._bucket.requests_per_second,
             completed=c.completed,
             failed=c.failed,
+            reused=c.reused,
+            saved_tokens=c.saved_tokens,
+            saved_cost_usd=c.saved_cost,
             cost_usd=None if self._price is None else run.cost_usd,
             stopped=c.stopped,
             capped=c.stopped is not None,
@@ -452,7 +474,7 @@ class Engine:
         entry = held[upload.id] = _Held(upload)
         try:
             self._emit(UploadStarted(upload, _now()))
-            outcome: _Done | _Failed | _Capped | None = None
+            outcome: _Done | _Reused | _Failed | _Capped | None = None
             with entry.scope:
                 outcome = await self._attempts(upload, counters, entry)
             if entry.lost or outcome is None:
@@ -513,7 +535,12 @@ class Engine:
                     entry.scope.cancel()
 
     async def _settle(
-        self, upload: Upload, outcome: _Done | _Failed, run_id: str, c: _Counters, entry: _Held
+        self,
+        upload: Upload,
+        outcome: _Done | _Reused | _Failed,
+        run_id: str,
+        c: _Counters,
+        entry: _Held,
     ) -> Upload | None:
         try:
             return await self._settle_spent(upload, outcome, run_id, c, entry)
@@ -528,10 +555,20 @@ class Engine:
         self._seen, self._recorded = run, run.cost_usd
 
     async def _settle_spent(
-        self, upload: Upload, outcome: _Done | _Failed, run_id: str, c: _Counters, entry: _Held
+        self,
+        upload: Upload,
+        outcome: _Done | _Reused | _Failed,
+        run_id: str,
+        c: _Counters,
+        entry: _Held,
     ) -> Upload | None:
         following: Upload | None = None
         spent = _spent(entry)
+        if isinstance(outcome, _Reused):
+            failure = await self._settle_reused(upload, outcome.answer, run_id, c)
+            if failure is None:
+                return None
+            outcome = failure
         if isinstance(outcome, _Done):
             cards = outcome.analysis.cards
             complete = partial(
@@ -592,6 +629,38 @@ class Engine:
             self._emit(UploadFailed(upload, clean_reason(outcome.reason), outcome.attempts, _now()))
         return following
 
+    async def _settle_reused(
+        self, upload: Upload, answer: StoredAnswer, run_id: str, c: _Counters
+    ) -> _Failed | None:
+        """Complete an upload from an earlier answer; the failure to record instead when
+        the storage cannot hold its cards."""
+        assert self._answers is not None
+        complete = partial(
+            self._answers.complete_from_answer,
+            upload.id,
+            answer,
+            worker=self.worker,
+            attempt=upload.attempts,
+        )
+        try:
+            completed, _ = await self._write(
+                partial(_alone, complete),
+                complete,
+                upload,
+                run_id,
+                UploadStatus.COMPLETED,
+                "complete",
+            )
+        except UnstorableData as exc:
+            return _Failed(reason(exc), 0)
+        if completed:
+            c.completed += 1
+            c.reused += 1
+            c.saved_tokens += answer.tokens
+            c.saved_cost += answer.cost_usd
+            self._emit(UploadCompleted(upload, len(answer.drafts), 0, _now(), reused=True))
+        return None
+
     async def _write(
         self,
         first: Callable[[], Awaitable[tuple[bool, Upload | None]]],
@@ -631,8 +700,14 @@ class Engine:
 
     async def _attempts(
         self, upload: Upload, c: _Counters, entry: _Held
-    ) -> _Done | _Failed | _Capped:
+    ) -> _Done | _Reused | _Failed | _Capped:
         document = await self._storage.load_document(upload.id)
+        key = answer_key(self._provider, document) if self._answers is not None else None
+        if key is not None:
+            assert self._answers is not None
+            found = await reusable(self._answers, key, upload, self._poll_interval, self._rng)
+            if found is not None:
+                return _Reused(found)
         cost = self._tokens.estimate(document)
         if self._max_cost is not None and self._would_pass(self._estimate(document), c):
             return _Capped()
@@ -721,7 +796,29 @@ class Engine:
             problem = invalid_answer(analysis)
             if problem is not None:
                 return _Failed(f"provider answered badly: {problem}", tries.attempt)
+            if key is not None:
+                await self._keep(key, upload, analysis, entry)
             return _Done(analysis, tries.attempt)
+
+    async def _keep(self, key: str, upload: Upload, analysis: Analysis, entry: _Held) -> None:
+        """Keep a fresh answer for reuse as soon as it is in, before its upload is
+        completed: a crash in between does not pay for it again. A store that cannot
+        keep it costs only the reuse, never the upload."""
+        assert self._answers is not None
+        keep = partial(
+            self._answers.store_answer,
+            key,
+            analysis.cards,
+            upload_id=upload.id,
+            provider=self._provider.name,
+            model=getattr(analysis, "model", None) or _model(self._provider),
+            usage=entry.usage,
+            cost_usd=entry.cost,
+        )
+        try:
+            await patiently(keep, "keep the answer", self._rng)
+        except (StorageError, InputError, UnstorableData) as exc:
+            log.warning("could not keep the answer for %s for reuse: %s", upload.name, exc)
 
     # -- spend ----------------------------------------------------------------------
 
@@ -784,6 +881,11 @@ class Engine:
             raise PermanentError(f"provider error: {type(exc).__name__}: {exc}") from exc
         finally:
             c.in_flight -= 1
+
+
+def _model(provider: Provider) -> str:
+    model = getattr(provider, "model", None)
+    return model if isinstance(model, str) else ""
 
 
 def _price_of(provider: Provider, prices: PriceTable) -> Price | None:

@@ -19,6 +19,7 @@ from ._base import BatchResult as BatchResult
 from ._base import BatchStatus as BatchStatus
 from ._base import Provider as Provider
 from ._base import estimate_input_tokens as estimate_input_tokens
+from ._base import request_fingerprint as request_fingerprint
 from ._base import request_overhead_tokens as request_overhead_tokens
 from ._extractive import ExtractiveProvider as ExtractiveProvider
 from ._headers import rate_hint as rate_hint
@@ -47,6 +48,7 @@ __all__ = [
     "estimate_input_tokens",
     "rate_hint",
     "redact_url",
+    "request_fingerprint",
     "request_overhead_tokens",
     "retry_after",
 ]

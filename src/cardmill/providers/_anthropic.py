@@ -34,6 +34,7 @@ from ._base import (
     BatchResult,
     BatchStatus,
     answered_with_error,
+    fingerprint,
     prompt_tokens,
 )
 from ._batch_view import CUSTOM_ID, batch_status, errored
@@ -223,6 +224,17 @@ class AnthropicProvider:
             {"type": "text", "text": "Make cards from the document ''."}
         )
         return prompt_tokens(params)
+
+    def request_fingerprint(self) -> str:
+        """What determines this provider's answers besides the document: the Messages
+        request around it (model, ``max_tokens``, the recipe's system prompt, the tool
+        and its schema) and how a document is framed in it (see
+        `cardmill.providers.request_fingerprint`)."""
+        framing = [
+            {"type": "text", "text": "<document name=''>\n\n</document>"},
+            {"type": "text", "text": "Make cards from the document ''."},
+        ]
+        return fingerprint(self.name, self.recipe.digest, self._params(framing))
 
     async def _read(self, document: Document) -> list[dict[str, Any]]:
         # Decoding, the HTML parser and base64 all take time in proportion to the

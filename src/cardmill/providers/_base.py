@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
@@ -21,6 +22,8 @@ __all__ = [
     "BatchStatus",
     "Provider",
     "estimate_input_tokens",
+    "fingerprint",
+    "request_fingerprint",
     "request_overhead_tokens",
 ]
 
@@ -117,6 +120,30 @@ def request_overhead_tokens(provider: object) -> int:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
     return DEFAULT_OVERHEAD_TOKENS
+
+
+def request_fingerprint(provider: object) -> str | None:
+    """What determines ``provider``'s answers besides the document, as a digest: its
+    name, model, and the request it sends around a document (the recipe's prompt and
+    schema, ``max_tokens``, ...). Answers are reused only between requests with the
+    same fingerprint (see `cardmill.engine.answer_key`).
+
+    A provider says it with a ``request_fingerprint()`` method (the built-in ones do);
+    for any other (or one whose method answers None or "") it is None, and its answers
+    are never reused.
+    """
+    method = getattr(provider, "request_fingerprint", None)
+    if not callable(method):
+        return None
+    value = method()
+    return value if isinstance(value, str) and value else None
+
+
+def fingerprint(*parts: object) -> str:
+    """A digest of ``parts`` as canonical JSON, for a provider's
+    ``request_fingerprint()``."""
+    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def answered_with_error(error: ProviderError) -> ProviderError:

@@ -12,11 +12,15 @@ import trio
 from .._recipe import STUDY_CARDS, FieldType, Recipe
 from ..errors import DocumentError, InputError
 from ..model import CardDraft, Document, Usage
-from ._base import Analysis
+from ._base import Analysis, fingerprint
 from ._reading import read_off_loop
 from ._text import Section, sections, sentences
 
 __all__ = ["ExtractiveProvider"]
+
+# The way cards are picked out of a document: a new value when it changes, so that
+# answers of the old way are not reused.
+_METHOD: Final = "sections-and-sentences/1"
 
 _STOPWORDS: Final = frozenset(
     """a about above after again against all also am an and any are as at be because been
@@ -105,6 +109,13 @@ class ExtractiveProvider:
 
     def __repr__(self) -> str:
         return f"ExtractiveProvider(max_cards={self.max_cards}, recipe={self.recipe.name!r})"
+
+    def request_fingerprint(self) -> str:
+        """What determines this provider's cards besides the document: its settings and
+        the recipe (see `cardmill.providers.request_fingerprint`)."""
+        return fingerprint(
+            self.name, _METHOD, self.recipe.digest, self.max_cards, self.body_sentences
+        )
 
     @property
     def warning(self) -> str | None:

@@ -21,7 +21,7 @@ from ..errors import (
     TransientError,
 )
 from ..model import Document, RateHint, Usage
-from ._base import Analysis, answered_with_error, prompt_tokens
+from ._base import Analysis, answered_with_error, fingerprint, prompt_tokens
 from ._headers import check_api_key, is_spend_limit, limit_hit, rate_hint, retry_after, scrub
 from ._reading import read_off_loop
 from ._schema import card_schema, drafts_from
@@ -160,6 +160,13 @@ class OpenAICompatibleProvider:
         generously from what is sent: the recipe's system message, the response
         format's schema, the framing of the document (see `request_overhead_tokens`)."""
         return prompt_tokens(self.payload("", ""))
+
+    def request_fingerprint(self) -> str:
+        """What determines this provider's answers besides the document: the server
+        (its URL without credentials) and the chat-completions body around the document
+        (model, ``max_tokens``, the recipe's system message and schema; see
+        `cardmill.providers.request_fingerprint`)."""
+        return fingerprint(self.name, self.base_url, self.recipe.digest, self.payload("", ""))
 
     def payload(self, text: str, name: str) -> dict[str, Any]:
         """The chat-completions request body for one document's text."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._base import AnswerStore as AnswerStore
 from ._base import Storage as Storage
 from ._dsn import redact_dsn as redact_dsn
 from ._memory import MemoryStorage as MemoryStorage
@@ -9,6 +10,7 @@ from ._postgres import PostgresStorage as PostgresStorage
 from ._sqlite import SQLiteStorage as SQLiteStorage
 
 __all__ = [
+    "AnswerStore",
     "MemoryStorage",
     "PostgresStorage",
     "SQLiteStorage",

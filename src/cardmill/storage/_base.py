@@ -15,6 +15,8 @@ from .._cost import MAX_COST_USD
 from .._recipe import STUDY_CARDS, Recipe
 from ..errors import InputError, UnstorableData
 from ..model import (
+    AnswerAsked,
+    AnswerStats,
     Batch,
     BatchCounts,
     BatchItem,
@@ -24,13 +26,14 @@ from ..model import (
     CardPage,
     Document,
     Run,
+    StoredAnswer,
     Upload,
     UploadStatus,
     Usage,
     clean_text,
 )
 
-__all__ = ["Storage"]
+__all__ = ["AnswerStore", "Storage"]
 
 MAX_ERROR_CHARS = 500
 
@@ -377,6 +380,75 @@ class Storage(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+@runtime_checkable
+class AnswerStore(Protocol):
+    """A storage that keeps providers' answers for reuse (every built-in backend does).
+
+    An answer is kept under a key that digests what determined it (see
+    [`answer_key`][cardmill.engine.answer_key]): a later upload with the same key, in any
+    run of the database, is completed from it by `complete_from_answer` without a
+    request. Only answers that completed an upload are kept, never a failure.
+    """
+
+    async def claim_answer(
+        self, key: str, *, upload_id: str, attempt: int
+    ) -> StoredAnswer | AnswerAsked | None:
+        """The answer kept under ``key``; else `AnswerAsked` while another upload's live
+        claim is asking for it (wait, and look again); else None: the claim of
+        ``upload_id`` at ``attempt`` is now the one asking, and others wait for it."""
+        ...
+
+    async def store_answer(
+        self,
+        key: str,
+        drafts: Sequence[CardDraft],
+        *,
+        upload_id: str,
+        provider: str = "",
+        model: str = "",
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
+    ) -> None:
+        """Keep a provider's answer under ``key`` as soon as it arrives, before its upload
+        is completed, so that a crash in between does not pay for it again; the first
+        answer kept under a key stays. ``usage`` and ``cost_usd`` are what its requests
+        used and cost."""
+        ...
+
+    async def complete_from_answer(
+        self,
+        upload_id: str,
+        answer: StoredAnswer,
+        *,
+        worker: str | None = None,
+        attempt: int | None = None,
+    ) -> bool:
+        """`Storage.complete_upload` with ``answer``'s cards (new ids, this upload's), in
+        ONE transaction with marking the upload reused and adding to the run's
+        ``reused_items``, ``saved_tokens`` and ``saved_cost_usd``; no request, cost or
+        token is recorded. Fenced and idempotent as `complete_upload`."""
+        ...
+
+    async def answer_stats(self) -> AnswerStats:
+        """What the store holds."""
+        ...
+
+    async def forget_answers(
+        self, *, before: datetime | None = None, model: str | None = None
+    ) -> int:
+        """Delete the answers last used before ``before`` (any, when None) of ``model``
+        (any, when None); returns how many. Uploads completed from them keep their
+        cards."""
+        ...
+
+
+def check_answer_key(key: object) -> str:
+    """Refuse a key that is not a short printable string."""
+    if not isinstance(key, str) or not 0 < len(key) <= 200 or not key.isprintable():
+        raise InputError(f"answer key must be a short printable string, not {key!r}")
+    return key
 
 
 def new_id(prefix: str) -> str:

@@ -16,6 +16,8 @@ import trio
 from .._recipe import STUDY_CARDS, Recipe
 from ..errors import BatchNotFound, InputError, RunNotFound, UnstorableData, UploadNotFound
 from ..model import (
+    AnswerAsked,
+    AnswerStats,
     Batch,
     BatchCounts,
     BatchItem,
@@ -26,11 +28,13 @@ from ..model import (
     Document,
     Run,
     RunStatus,
+    StoredAnswer,
     Upload,
     UploadStatus,
     Usage,
     final_status,
 )
+from ._answers import drafts_json
 from ._base import (
     NANOS_PER_USD,
     SUBMITTED_FROM,
@@ -38,6 +42,7 @@ from ._base import (
     add_usage,
     card_id,
     check_against,
+    check_answer_key,
     check_batch_update,
     check_creator,
     check_drafts,
@@ -88,6 +93,8 @@ class MemoryStorage:
         self._batches: dict[str, Batch] = {}
         self._batch_items: dict[str, tuple[BatchItem, ...]] = {}
         self._run_batches: dict[str, list[str]] = {}
+        self._answers: dict[str, tuple[StoredAnswer, int]] = {}  # and its size in bytes
+        self._asking: dict[str, tuple[str, int]] = {}  # key -> the claim asking for it
 
     async def __aenter__(self) -> Self:
         await trio.lowlevel.checkpoint()
@@ -660,6 +667,135 @@ class MemoryStorage:
         await trio.lowlevel.checkpoint()
         self._batch(batch_id)
         return list(self._batch_items[batch_id])
+
+    # -- answers kept for reuse --------------------------------------------------------
+
+    def _live(self, upload_id: str, attempt: int) -> bool:
+        u = self._uploads.get(upload_id)
+        return (
+            u is not None
+            and u.status == UploadStatus.LOADING
+            and u.attempts == attempt
+            and self._leases.get(upload_id, 0.0) > self._now()
+        )
+
+    async def claim_answer(
+        self, key: str, *, upload_id: str, attempt: int
+    ) -> StoredAnswer | AnswerAsked | None:
+        await trio.lowlevel.checkpoint()
+        check_answer_key(key)
+        if key in self._answers:
+            answer, size = self._answers[key]
+            answer = attrs.evolve(answer, used_at=self._stamp())
+            self._answers[key] = answer, size
+            return answer
+        holder = self._asking.get(key)
+        if holder is not None and holder[0] != upload_id and self._live(*holder):
+            return AnswerAsked(holder[0])
+        self._asking[key] = (upload_id, attempt)
+        return None
+
+    async def store_answer(
+        self,
+        key: str,
+        drafts: Sequence[CardDraft],
+        *,
+        upload_id: str,
+        provider: str = "",
+        model: str = "",
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
+    ) -> None:
+        await trio.lowlevel.checkpoint()
+        check_answer_key(key)
+        check_names(provider, model)
+        spent = check_spend(usage, cost_usd)
+        checked = check_drafts(drafts)
+        u = self._upload(upload_id)
+        self._uploads[upload_id] = attrs.evolve(u, answer_key=key)
+        self._asking.pop(key, None)
+        if key in self._answers:
+            return  # the first answer kept stays
+        used = spent.usage or Usage()
+        tokens_in = used.input_tokens + used.cache_read_input_tokens
+        now = self._stamp()
+        self._answers[key] = (
+            StoredAnswer(
+                key,
+                checked,
+                provider,
+                model,
+                Usage(tokens_in + used.cache_creation_input_tokens, used.output_tokens),
+                to_usd(spent.nanos),
+                now,
+                now,
+            ),
+            len(drafts_json(checked).encode()),
+        )
+
+    async def complete_from_answer(
+        self,
+        upload_id: str,
+        answer: StoredAnswer,
+        *,
+        worker: str | None = None,
+        attempt: int | None = None,
+    ) -> bool:
+        await trio.lowlevel.checkpoint()
+        check_answer_key(answer.key)
+        if not self._complete(upload_id, check_drafts(answer.drafts), worker, attempt):
+            return False
+        saved = round(answer.cost_usd * NANOS_PER_USD)
+        u = self._uploads[upload_id]
+        self._uploads[upload_id] = attrs.evolve(
+            u,
+            answer_key=answer.key,
+            reused=True,
+            saved_tokens=answer.tokens,
+            saved_cost_usd=to_usd(saved),
+        )
+        run = self._runs[u.run_id]
+        self._runs[u.run_id] = attrs.evolve(
+            run,
+            reused_items=run.reused_items + 1,
+            saved_tokens=run.saved_tokens + answer.tokens,
+            saved_cost_usd=_add_nanos(run.saved_cost_usd, saved),
+        )
+        if answer.key in self._answers:
+            kept, size = self._answers[answer.key]
+            self._answers[answer.key] = attrs.evolve(kept, used_at=self._stamp()), size
+        return True
+
+    async def answer_stats(self) -> AnswerStats:
+        await trio.lowlevel.checkpoint()
+        kept = [answer for answer, _ in self._answers.values()]
+        models: dict[str, int] = {}
+        for answer in kept:
+            models[answer.model] = models.get(answer.model, 0) + 1
+        return AnswerStats(
+            len(kept),
+            sum(size for _, size in self._answers.values()),
+            min((a.created_at for a in kept), default=None),
+            max((a.created_at for a in kept), default=None),
+            dict(sorted(models.items())),
+        )
+
+    async def forget_answers(
+        self, *, before: datetime | None = None, model: str | None = None
+    ) -> int:
+        await trio.lowlevel.checkpoint()
+        gone = [
+            key
+            for key, (answer, _) in self._answers.items()
+            if (before is None or answer.used_at < before)
+            and (model is None or answer.model == model)
+        ]
+        for key in gone:
+            del self._answers[key]
+        for key, holder in list(self._asking.items()):
+            if not self._live(*holder):
+                del self._asking[key]
+        return len(gone)
 
 
 def _add_nanos(cost_usd: float, nanos: int) -> float:

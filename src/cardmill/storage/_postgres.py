@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStorage", "connection_string"]
 
 T = TypeVar("T")
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 
 # libpq parameters cardmill's connections get unless the DSN sets them: a peer that
 # stops answering (a half-dead TCP connection) is noticed within about a minute.
@@ -111,6 +111,9 @@ _DDL: Final = [
         rate_limited BIGINT NOT NULL DEFAULT 0,
         provider TEXT,
         model TEXT,
+        reused_items INTEGER NOT NULL DEFAULT 0,
+        saved_tokens BIGINT NOT NULL DEFAULT 0,
+        saved_nanos BIGINT NOT NULL DEFAULT 0,
         CHECK (completed_items + failed_items <= total_items))""",
     """CREATE TABLE IF NOT EXISTS uploads (
         id TEXT PRIMARY KEY,
@@ -135,6 +138,10 @@ _DDL: Final = [
         cost_nanos BIGINT NOT NULL DEFAULT 0,
         requests BIGINT NOT NULL DEFAULT 0,
         rate_limited BIGINT NOT NULL DEFAULT 0,
+        answer_key TEXT,
+        reused INTEGER NOT NULL DEFAULT 0,
+        saved_tokens BIGINT NOT NULL DEFAULT 0,
+        saved_nanos BIGINT NOT NULL DEFAULT 0,
         UNIQUE (run_id, position))""",
     "CREATE INDEX IF NOT EXISTS uploads_by_status ON uploads(run_id, status, position)",
     """CREATE TABLE IF NOT EXISTS documents (
@@ -180,6 +187,21 @@ _DDL: Final = [
         name TEXT PRIMARY KEY,
         state TEXT,
         updated DOUBLE PRECISION NOT NULL)""",
+    # Answers kept for reuse (schema 7), keyed by what determined them; see _answers.py.
+    """CREATE TABLE IF NOT EXISTS answers (
+        key TEXT PRIMARY KEY,
+        answered INTEGER NOT NULL DEFAULT 0,
+        upload_id TEXT,
+        attempt INTEGER,
+        drafts_json TEXT,
+        provider TEXT NOT NULL DEFAULT '',
+        model TEXT NOT NULL DEFAULT '',
+        input_tokens BIGINT NOT NULL DEFAULT 0,
+        output_tokens BIGINT NOT NULL DEFAULT 0,
+        cost_nanos BIGINT NOT NULL DEFAULT 0,
+        size BIGINT NOT NULL DEFAULT 0,
+        created_at DOUBLE PRECISION NOT NULL,
+        used_at DOUBLE PRECISION)""",
 ]
 
 
@@ -266,6 +288,18 @@ _MIGRATIONS: Final[dict[int, list[str | Callable[[psycopg.Connection[Any]], None
     5: [
         "ALTER TABLE runs ADD COLUMN IF NOT EXISTS provider TEXT",
         "ALTER TABLE runs ADD COLUMN IF NOT EXISTS model TEXT",
+    ],
+    # Reuse: on uploads and runs what reusing earlier answers saved. The answers table
+    # is new: the DDL above creates it.
+    6: [
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS reused_items INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE uploads ADD COLUMN IF NOT EXISTS answer_key TEXT",
+        "ALTER TABLE uploads ADD COLUMN IF NOT EXISTS reused INTEGER NOT NULL DEFAULT 0",
+        *(
+            f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} BIGINT NOT NULL DEFAULT 0"
+            for table in ("runs", "uploads")
+            for column in ("saved_tokens", "saved_nanos")
+        ),
     ],
 }
 

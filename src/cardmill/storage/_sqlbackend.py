@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from datetime import datetime
 from functools import partial
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -13,6 +14,8 @@ import trio
 from .._recipe import STUDY_CARDS, Recipe
 from ..errors import StorageError, UnstorableData
 from ..model import (
+    AnswerAsked,
+    AnswerStats,
     Batch,
     BatchCounts,
     BatchItem,
@@ -22,14 +25,17 @@ from ..model import (
     CardPage,
     Document,
     Run,
+    StoredAnswer,
     Upload,
     UploadStatus,
     Usage,
 )
+from . import _answers as answers
 from . import _batches as batches
 from . import _ingest as ingest
 from . import _transactions as sql
 from ._base import (
+    check_answer_key,
     check_batch_update,
     check_creator,
     check_drafts,
@@ -297,6 +303,61 @@ class SQLBackend:
     ) -> bool:
         spent = check_spend(usage, cost_usd, requests, rate_limited)
         return await self._write(sql.release, upload_id, worker, attempt, spent)
+
+    # -- answers kept for reuse --------------------------------------------------------
+
+    async def claim_answer(
+        self, key: str, *, upload_id: str, attempt: int
+    ) -> StoredAnswer | AnswerAsked | None:
+        check_answer_key(key)
+        return await self._write(answers.claim_answer, key, upload_id, attempt, self._clock())
+
+    async def store_answer(
+        self,
+        key: str,
+        drafts: Sequence[CardDraft],
+        *,
+        upload_id: str,
+        provider: str = "",
+        model: str = "",
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
+    ) -> None:
+        check_answer_key(key)
+        check_names(provider, model)
+        spent = check_spend(usage, cost_usd)
+        await self._write(
+            answers.store_answer,
+            key,
+            upload_id,
+            check_drafts(drafts),
+            provider,
+            model,
+            spent.usage or Usage(),
+            spent.nanos,
+            self._clock(),
+        )
+
+    async def complete_from_answer(
+        self,
+        upload_id: str,
+        answer: StoredAnswer,
+        *,
+        worker: str | None = None,
+        attempt: int | None = None,
+    ) -> bool:
+        check_answer_key(answer.key)
+        return await self._settle(
+            upload_id, answers.complete_reused, answer, worker, attempt, self._clock()
+        )
+
+    async def answer_stats(self) -> AnswerStats:
+        return await self._call(answers.answer_stats)
+
+    async def forget_answers(
+        self, *, before: datetime | None = None, model: str | None = None
+    ) -> int:
+        return await self._write(answers.forget_answers, before, model, self._clock())
 
     # -- provider batches ------------------------------------------------------------
 

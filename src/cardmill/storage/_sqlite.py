@@ -32,7 +32,7 @@ from ._thread import ThreadBatcher
 
 __all__ = ["SQLiteStorage"]
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 APPLICATION_ID: Final = 0x43524D4C  # "CRML": marks the file as a cardmill database
 
 # Provider batches (schema 4): ``seq`` orders a run's batches oldest first.
@@ -106,6 +106,23 @@ END""",
 END""",
 ]
 
+# Answers kept for reuse (schema 7), keyed by what determined them; see _answers.py.
+_ANSWERS_TABLE: Final = """CREATE TABLE answers (
+    key TEXT PRIMARY KEY,
+    answered INTEGER NOT NULL DEFAULT 0,
+    upload_id TEXT,
+    attempt INTEGER,
+    drafts_json TEXT,
+    provider TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL DEFAULT '',
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_nanos INTEGER NOT NULL DEFAULT 0,
+    size INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    used_at REAL
+)"""
+
 _SCHEMA: Final = (
     """
 CREATE TABLE runs (
@@ -131,6 +148,9 @@ CREATE TABLE runs (
     rate_limited INTEGER NOT NULL DEFAULT 0,
     provider TEXT,
     model TEXT,
+    reused_items INTEGER NOT NULL DEFAULT 0,
+    saved_tokens INTEGER NOT NULL DEFAULT 0,
+    saved_nanos INTEGER NOT NULL DEFAULT 0,
     CHECK (completed_items + failed_items <= total_items)
 );
 CREATE TABLE uploads (
@@ -156,6 +176,10 @@ CREATE TABLE uploads (
     cost_nanos INTEGER NOT NULL DEFAULT 0,
     requests INTEGER NOT NULL DEFAULT 0,
     rate_limited INTEGER NOT NULL DEFAULT 0,
+    answer_key TEXT,
+    reused INTEGER NOT NULL DEFAULT 0,
+    saved_tokens INTEGER NOT NULL DEFAULT 0,
+    saved_nanos INTEGER NOT NULL DEFAULT 0,
     UNIQUE (run_id, position)
 );
 CREATE INDEX uploads_by_status ON uploads(run_id, status, position);
@@ -167,6 +191,8 @@ CREATE TABLE documents (
     + _CARDS_TABLE.format(name="cards")
     + ";\n"
     + "".join(s + ";\n" for s in _BATCH_TABLES)
+    + _ANSWERS_TABLE
+    + ";\n"
 )
 
 T = TypeVar("T")
@@ -316,6 +342,19 @@ _MIGRATIONS: Final = {
     # A run keeps the provider and model it is sent to (NULL: not known, as for every
     # run before).
     5: ["ALTER TABLE runs ADD COLUMN provider TEXT", "ALTER TABLE runs ADD COLUMN model TEXT"],
+    # Reuse: the answers kept, and on uploads and runs what reusing them saved.
+    6: [
+        *(
+            f"ALTER TABLE runs ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+            for column in ("reused_items", "saved_tokens", "saved_nanos")
+        ),
+        "ALTER TABLE uploads ADD COLUMN answer_key TEXT",
+        *(
+            f"ALTER TABLE uploads ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+            for column in ("reused", "saved_tokens", "saved_nanos")
+        ),
+        _ANSWERS_TABLE,
+    ],
 }
 
 

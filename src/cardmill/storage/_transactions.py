@@ -69,12 +69,14 @@ SPENT_COLUMNS: Final = (
 )
 UPLOAD_COLUMNS: Final = (
     "id, run_id, name, media_type, size, sha256, status, attempts, error, card_count,"
-    f" started_at, finished_at, position, worker, lease_expires, {SPENT_COLUMNS}"
+    f" started_at, finished_at, position, worker, lease_expires, {SPENT_COLUMNS},"
+    " answer_key, reused, saved_tokens, saved_nanos"
 )
 UPLOAD_COLUMNS_OF_U: Final = ", ".join("u." + c.strip() for c in UPLOAD_COLUMNS.split(","))
 RUN_COLUMNS: Final = (
     "id, name, status, total_items, completed_items, failed_items, total_cards,"
-    f" created_at, started_at, finished_at, recipe_toml, {SPENT_COLUMNS}, provider, model"
+    f" created_at, started_at, finished_at, recipe_toml, {SPENT_COLUMNS}, provider, model,"
+    " reused_items, saved_tokens, saved_nanos"
 )
 CARD_COLUMNS: Final = "c.title, c.body, c.tags, c.quote, c.created_at, c.fields_json"
 
@@ -135,6 +137,9 @@ def run_row(row: Any) -> Run:
         row[17],
         row[18] or "",
         row[19] or "",
+        row[20],
+        row[21],
+        to_usd(row[22]),
     )
 
 
@@ -159,6 +164,10 @@ def upload_row(row: Any) -> Upload:
         to_usd(row[19]),
         row[20],
         row[21],
+        row[22],
+        bool(row[23]),
+        row[24],
+        to_usd(row[25]),
     )
 
 

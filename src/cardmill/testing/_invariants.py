@@ -24,7 +24,9 @@ async def check_invariants(storage: Storage, run_id: str) -> None:
     failed_items <= total_items``, equal once the run is finished. Also: the run's
     ``usage``, ``cost_usd``, ``requests`` and ``rate_limited`` are the sums of its
     uploads' (costs compared in whole nano-dollars, as they are stored), no upload or
-    run has more 429s than requests, and every upload LOADING under a batch
+    run has more 429s than requests, ``reused_items``, ``saved_tokens`` and
+    ``saved_cost_usd`` are the sums of its reused uploads' (each COMPLETED, with its
+    answer's key), and every upload LOADING under a batch
     (``batch:<id>``) belongs to an open batch of the run that lists it with its current
     attempt.
 
@@ -79,6 +81,7 @@ async def check_invariants(storage: Storage, run_id: str) -> None:
         problems.append(f"run SUCCEEDED with {run.failed_items} failed uploads")
     problems += _spend_problems(run.usage, run.cost_usd, uploads)
     problems += _request_problems(run, uploads)
+    problems += _reuse_problems(run, uploads)
     problems += await _batch_problems(storage, run_id, uploads)
     if problems:
         raise InvariantViolation(f"run {run_id}: " + "; ".join(problems))
@@ -114,6 +117,25 @@ def _request_problems(run: Run, uploads: list[Upload]) -> list[str]:
             )
     if run.rate_limited > run.requests:
         problems.append(f"run rate_limited={run.rate_limited} above requests={run.requests}")
+    return problems
+
+
+def _reuse_problems(run: Run, uploads: list[Upload]) -> list[str]:
+    problems = []
+    reused = [u for u in uploads if u.reused]
+    if run.reused_items != len(reused):
+        problems.append(f"reused_items={run.reused_items} but {len(reused)} uploads are reused")
+    tokens = sum(u.saved_tokens for u in reused)
+    if run.saved_tokens != tokens:
+        problems.append(f"run saved_tokens={run.saved_tokens} but its uploads add up to {tokens}")
+    nanos = sum(_nanos(u.saved_cost_usd) for u in reused)
+    if _nanos(run.saved_cost_usd) != nanos:
+        problems.append(
+            f"run saved_cost_usd={run.saved_cost_usd} but its uploads add up to {nanos / 1e9}"
+        )
+    for u in reused:
+        if u.status != UploadStatus.COMPLETED or u.answer_key is None:
+            problems.append(f"upload {u.id} is reused but {u.status.name}, key {u.answer_key}")
     return problems
 
 
