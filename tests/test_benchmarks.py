@@ -29,6 +29,7 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
         ("batch.py", ["cost_ratio", "sync_cost_per_1000", "batch_cost_per_1000", "sync_429"]),
         ("search.py", ["cards", "sqlite", "sqlite_http"]),
         ("aio_stall.py", ["worst_stall_ms", "idle_worst_stall_ms", "guest_vs_trio_ratio"]),
+        ("reuse.py", ["requests_ratio", "cost_ratio", "wall_ratio", "run2_reused"]),
     ],
 )
 def test_quick_mode_runs(script: str, keys: list[str]) -> None:

@@ -106,6 +106,18 @@ async def test_a_key_being_asked_for_makes_others_wait_until_that_claim_ends(
     assert await answers.claim_answer(KEY, upload_id=c.id, attempt=c.attempts) is None
 
 
+async def test_answers_are_found_by_key_without_a_change(storage: Storage) -> None:
+    await answered_run(storage)
+    before = await store(storage).answer_stats()
+    found = await store(storage).find_answers([KEY, "n" * 64])
+    assert list(found) == [KEY]
+    assert found[KEY].drafts == CARDS
+    assert await store(storage).find_answers([]) == {}
+    assert await store(storage).answer_stats() == before
+    with pytest.raises(InputError, match="at most 1,000"):
+        await store(storage).find_answers(["k"] * 1001)
+
+
 async def test_a_failed_upload_leaves_no_answer(storage: Storage) -> None:
     run = await storage.create_run([Document("a.md", b"x"), Document("b.md", b"x")])
     a = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
@@ -174,3 +186,18 @@ async def test_answers_outlive_the_connection(backend: Backend) -> None:
 async def test_a_bad_key_is_refused(storage: Storage, key: object) -> None:
     with pytest.raises(InputError, match="answer key"):
         await store(storage).claim_answer(key, upload_id="u", attempt=1)  # type: ignore[arg-type]
+
+
+async def test_a_key_asked_for_in_a_provider_batch_makes_nobody_wait(storage: Storage) -> None:
+    """A batch may take a day to answer: another upload of the same content asks itself."""
+    run = await storage.create_run([Document("a.md", b"same"), Document("b.md", b"same")])
+    a, b = await storage.list_uploads(run.id)
+    made = await storage.create_batch(run.id, [a.id], lease_seconds=3600)
+    assert made is not None
+    _, (item,) = made
+    answers = store(storage)
+    assert await answers.claim_answer(KEY, upload_id=a.id, attempt=item.attempt) is None
+    claimed = await storage.claim_upload(run.id, worker="w", lease_seconds=30)
+    assert claimed is not None
+    assert claimed.id == b.id
+    assert await answers.claim_answer(KEY, upload_id=b.id, attempt=claimed.attempts) is None

@@ -1,5 +1,5 @@
 """The `cardmill` command: `analyze`, `resume`, `runs`, `show`, `export`, `serve`,
-`recipes` and `worker`."""
+`recipes`, `worker` and `cache`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import trio
 
 from .._export import FORMATS, AsyncWriter, dumps, write_cards
 from .._printable import printable
-from .._recipe import BUILTIN_RECIPES, load_recipe
+from .._recipe import BUILTIN_RECIPES, Recipe, load_recipe
 from .._version import __version__
 from ..errors import InputError
 from ..model import Batch, Run, UploadStatus
@@ -21,6 +21,7 @@ from ._batch import batches_of, batches_table
 from ._metrics import metrics_options
 from ._named import named_run, newest_first
 from ._pipe import exits_quietly_on_closed_pipe
+from ._reuse import cache_clear, cache_show, like_run, parse_before
 from ._runner import (
     Spend,
     UsageError,
@@ -157,6 +158,14 @@ def _provider_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                 show_envvar=True,
                 help="Prices per model (USD per million tokens) over the built-in table.",
             ),
+            click.option(
+                "--reuse/--no-reuse",
+                default=True,
+                show_default=True,
+                help="Complete a document answered before (same content, provider, model "
+                "and prompt, in any run of the database) from that answer, without a "
+                "request; --no-reuse sends everything again.",
+            ),
         ]
     ):
         fn = option(fn)
@@ -226,6 +235,13 @@ _recipe_help = "The recipe: a built-in's name (see `cardmill recipes`) or a .tom
     is_flag=True,
     help="Only estimate each document's input tokens and cost; send nothing, create no run.",
 )
+@click.option(
+    "--like",
+    default=None,
+    metavar="RUN",
+    help="Analyse with an earlier run's provider, model, recipe and batch mode (`latest`: "
+    "the newest run); --provider, --model or --recipe given beside it win.",
+)
 @_lease_option
 @_batch_option
 @_batch_poll_option
@@ -243,6 +259,7 @@ def analyze(
     quiet: bool,
     max_cost: float | None,
     prices: str | None,
+    reuse: bool,
     name: str | None,
     dry_run: bool,
     lease: float,
@@ -251,13 +268,29 @@ def analyze(
     as_json: bool,
     verbose: int,
     recipe: str | None,
+    like: str | None,
 ) -> NoReturn:
-    """Analyse files and folders (recursively) into a new run, and execute it."""
+    """Analyse files and folders (recursively) into a new run, and execute it.
+
+    Documents answered before (the same content, provider, model and recipe, in any run
+    of the database) are completed from those answers without a request, unless
+    --no-reuse; `cardmill cache` shows what is kept.
+    """
     setup_logging(verbose)
+    chosen: str | Recipe | None = recipe
+    if like is not None:
+        taken = execute(like_run, db, like)
+        if provider == "auto":
+            provider = taken.provider
+        if model is None and provider == taken.provider:
+            model = taken.model
+        chosen = recipe if recipe is not None else taken.recipe
+        batch = batch or taken.batch
     if dry_run:
-        sys.exit(execute(estimate_paths, list(paths), provider, model, prices, recipe, as_json))
+        estimate = (list(paths), provider, model, prices, chosen, as_json, db, reuse)
+        sys.exit(execute(estimate_paths, *estimate))
     limits = limits_from(rpm, itpm)
-    spend = Spend(prices, max_cost)
+    spend = Spend(prices, max_cost, reuse)
     args = (
         list(paths),
         db,
@@ -269,7 +302,7 @@ def analyze(
         as_json,
         quiet,
         lease,
-        recipe,
+        chosen,
         spend,
         batch,
         batch_poll,
@@ -304,6 +337,7 @@ def resume(
     quiet: bool,
     max_cost: float | None,
     prices: str | None,
+    reuse: bool,
     lease: float,
     batch: bool | None,
     batch_poll: float,
@@ -321,7 +355,7 @@ def resume(
     """
     setup_logging(verbose)
     limits = limits_from(rpm, itpm)
-    spend = Spend(prices, max_cost)
+    spend = Spend(prices, max_cost, reuse)
     args = (
         run_id,
         db,
@@ -429,9 +463,10 @@ def show(run_id: str, db: str, as_json: bool) -> None:
     click.echo("")
     click.echo(f"{'STATUS':<10} {'TRIES':>5} {'CARDS':>5} {'REQS':>5} {'429S':>5}  DOCUMENT")
     for u in uploads:
+        reused = "  (reused)" if u.reused else ""
         click.echo(
             f"{u.status.name:<10} {u.attempts:>5} {u.card_count:>5} {u.requests:>5} "
-            f"{u.rate_limited:>5}  {printable(u.name)}"
+            f"{u.rate_limited:>5}  {printable(u.name)}{reused}"
         )
         if u.status == UploadStatus.FAILED and u.error:
             click.echo(f"{'':<36}{printable(u.error)}")
@@ -580,6 +615,7 @@ def worker(
     quiet: bool,
     max_cost: float | None,
     prices: str | None,
+    reuse: bool,
     lease: float,
     worker_name: str | None,
     verbose: int,
@@ -591,7 +627,7 @@ def worker(
     """
     setup_logging(verbose)
     limits = limits_from(rpm, itpm)
-    spend = Spend(prices, max_cost)
+    spend = Spend(prices, max_cost, reuse)
     args = (
         db,
         run_id,
@@ -606,3 +642,31 @@ def worker(
         spend,
     )
     sys.exit(execute(run_worker, *args))
+
+
+@main.group(invoke_without_command=True)
+@_db_option
+@_json_option
+@click.pass_context
+def cache(ctx: click.Context, db: str, as_json: bool) -> None:
+    """Show the answers kept for reuse: how many, their size, the oldest and newest, and
+    how many per model. `cardmill cache clear` forgets them."""
+    if ctx.invoked_subcommand is None:
+        sys.exit(execute(cache_show, db, as_json))
+
+
+@cache.command("clear")
+@_db_option
+@click.option(
+    "--before",
+    default=None,
+    metavar="DATE",
+    help="Only answers last used before this date (2026-12-01) or time (2026-12-01T12:00, "
+    "UTC unless it says otherwise).",
+)
+@click.option("--model", default=None, help="Only the answers of this model.")
+@_json_option
+def clear(db: str, before: str | None, model: str | None, as_json: bool) -> None:
+    """Forget answers kept for reuse (all of them, unless --before or --model); the cards
+    made from them stay, and the next run sends those documents again."""
+    sys.exit(execute(cache_clear, db, parse_before(before), model, as_json))

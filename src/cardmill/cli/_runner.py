@@ -32,6 +32,7 @@ from ..engine import (
     RateStateStore,
     RunSummary,
     SharedBucket,
+    answer_key,
     estimate_cost,
     root_error,
 )
@@ -197,10 +198,12 @@ def shared_limit_name(provider: Provider) -> str:
 
 @attrs.frozen
 class Spend:
-    """``--prices`` and ``--max-cost``."""
+    """``--prices``, ``--max-cost``, and ``--no-reuse`` (pay again for what was answered
+    before)."""
 
     prices_file: str | None = None
     max_cost: float | None = None
+    reuse: bool = True
 
     async def table(self) -> PriceTable:
         """The built-in prices, with the file's over them."""
@@ -220,6 +223,7 @@ def make_engine(
     worker: str | None = None,
     prices: PriceTable = DEFAULT_PRICES,
     max_cost: float | None = None,
+    reuse: bool = True,
 ) -> Engine:
     """The engine of every command; on a shared database, its rate limit is shared with
     every worker's."""
@@ -237,6 +241,7 @@ def make_engine(
         worker=worker,
         prices=prices,
         max_cost=max_cost,
+        reuse=reuse,
     )
 
 
@@ -285,6 +290,15 @@ def summary_table(
         ("cards", str(run.total_cards)),
         ("recipe", run.recipe_label),
     ]
+    if run.reused_items:
+        fresh = run.completed_items - run.reused_items
+        rows.append(
+            (
+                "reuse",
+                f"{run.reused_items:,} reused, {fresh:,} sent, {usd(run.saved_cost_usd)} saved "
+                f"({run.saved_tokens:,} tokens)",
+            )
+        )
     if provider is not None:
         model = model_of(provider)
         shown = f"{model} ({provider.name})" if model else f"none ({provider.name}, offline)"
@@ -354,9 +368,12 @@ def run_record(run: Run) -> dict[str, Any]:
     return {**jsonable(run), "recipe": run.recipe_label}
 
 
-def read_recipe(spec: str | None) -> Recipe | None:
-    """The recipe ``--recipe`` names (a built-in or a TOML file), if given."""
-    return None if spec is None else load_recipe(spec)
+def read_recipe(spec: str | Recipe | None) -> Recipe | None:
+    """The recipe ``--recipe`` names (a built-in or a TOML file), if given (or the one
+    `analyze --like` took from its run)."""
+    if spec is None or isinstance(spec, Recipe):
+        return spec
+    return load_recipe(spec)
 
 
 def _recipe_note(recipe: Recipe) -> str:
@@ -390,6 +407,7 @@ async def _execute_run(
     max_cost: float | None = None,
     batch: bool = False,
     batch_poll: float = 30.0,
+    reuse: bool = True,
 ) -> RunSummary:
     try:
         opened = await batches_of(storage, run.id, open_only=True)
@@ -408,6 +426,7 @@ async def _execute_run(
                 max_cost=max_cost,
                 poll_interval=batch_poll,
                 max_poll_interval=max(batch_poll, MAX_BATCH_POLL),
+                reuse=reuse,
             )
             if batch or summary.run.status.finished or summary.stopped is not None:
                 return summary
@@ -422,6 +441,7 @@ async def _execute_run(
             lease=lease,
             prices=prices,
             max_cost=max_cost,
+            reuse=reuse,
         )
     finally:
         await _close(provider)
@@ -446,6 +466,7 @@ async def _execute_sync(
     lease: float,
     prices: PriceTable,
     max_cost: float | None,
+    reuse: bool = True,
 ) -> RunSummary:
     stderr = sys.stderr  # None when the command was started with stderr closed
     progress = Progress(run, stderr, live=stderr is not None and _isatty(stderr))
@@ -458,6 +479,7 @@ async def _execute_sync(
         observer=progress,
         prices=prices,
         max_cost=max_cost,
+        reuse=reuse,
     )
     async with trio.open_nursery() as nursery:
         if not quiet:
@@ -503,7 +525,7 @@ async def analyze_paths(
     as_json: bool,
     quiet: bool,
     lease: float,
-    recipe_spec: str | None = None,
+    recipe_spec: str | Recipe | None = None,
     spend: Spend | None = None,
     batch: bool = False,
     batch_poll: float = 30.0,
@@ -567,6 +589,7 @@ async def analyze_paths(
                 max_cost=spend.max_cost,
                 batch=batch,
                 batch_poll=batch_poll,
+                reuse=spend.reuse,
             )
     return _reported(summary, db, as_json, provider)
 
@@ -668,6 +691,7 @@ async def resume_run(
                 max_cost=spend.max_cost,
                 batch=batch,
                 batch_poll=batch_poll,
+                reuse=spend.reuse,
             )
     return _reported(summary, db, as_json, provider)
 
@@ -770,6 +794,7 @@ async def run_worker(
                         worker=worker,
                         prices=prices,
                         max_cost=spend.max_cost,
+                        reuse=spend.reuse,
                     )
                 return engines[key]
 
@@ -855,11 +880,16 @@ async def estimate_paths(
     provider_choice: str,
     model: str | None,
     prices_file: str | None,
-    recipe_spec: str | None,
+    recipe_spec: str | Recipe | None,
     as_json: bool,
+    db: str = "cardmill.db",
+    reuse: bool = True,
 ) -> int:
     """``analyze --dry-run``: each document's estimated input tokens and cost, at the
-    standard and the batch price, and the total; sends nothing and creates no run."""
+    standard and the batch price, and the total; sends nothing and creates no run. With
+    reuse, a document answered before in ``db`` is shown as reused, at no cost."""
+    from ._reuse import answered_before
+
     recipe = await trio.to_thread.run_sync(read_recipe, recipe_spec) or STUDY_CARDS
     prices = await Spend(prices_file).table()
     collected = await trio.to_thread.run_sync(collect, paths)  # it reads each file's head
@@ -874,9 +904,11 @@ async def estimate_paths(
         max_tokens = tokens if isinstance(tokens, int) and tokens > 0 else 4096
         overhead = request_overhead_tokens(provider)  # the recipe's prompt and schema
         rows: list[dict[str, Any]] = []
+        keys: list[str | None] = []
         for item in collected.found:
             document, problem = await trio.to_thread.run_sync(read, item)
             row: dict[str, Any] = {"document": document.name, "size": document.size}
+            keys.append(answer_key(provider, document) if reuse and problem is None else None)
             if problem is not None:
                 row.update(input_tokens=0, cost_usd=0.0, batch_cost_usd=0.0, error=problem)
             else:
@@ -896,8 +928,15 @@ async def estimate_paths(
             rows.append(row)
     finally:
         await _close(provider)
+    kept = await answered_before(db, keys)
+    for row, wanted in zip(rows, keys, strict=True):
+        row["reused"] = wanted in kept
+        if row["reused"]:  # completed from the answer kept: nothing is sent or paid
+            row.update(input_tokens=0, cost_usd=0.0, batch_cost_usd=0.0)
+    reused = sum(row["reused"] for row in rows)
     total = {
         "documents": len(rows),
+        "reused": reused,
         "input_tokens": sum(r["input_tokens"] for r in rows),
         "cost_usd": None if price is None else sum(r["cost_usd"] for r in rows),
         "batch_cost_usd": None if price is None else sum(r["batch_cost_usd"] for r in rows),
@@ -930,6 +969,7 @@ async def estimate_paths(
     click.echo(f"{'TOKENS':>10} {'COST':>10} {'BATCH':>10}  DOCUMENT")
     for r in rows:
         note = f"  ({r['error']})" if "error" in r else ""
+        note = "  (reused: answered before)" if r["reused"] else note
         click.echo(
             printable(
                 f"{r['input_tokens']:>10,} {money(r['cost_usd']):>10} "
@@ -940,6 +980,14 @@ async def estimate_paths(
         f"{total['input_tokens']:>10,} {money(total['cost_usd']):>10} "
         f"{money(total['batch_cost_usd']):>10}  total of {counted(len(rows), 'document')}"
     )
+    if reused:
+        click.echo(
+            printable(
+                f"cardmill: {reused:,} of {counted(len(rows), 'document')} answered before in "
+                f"{shown_db(db)} would be reused at no cost; {len(rows) - reused:,} would be sent"
+            ),
+            err=True,
+        )
     if price is None:
         click.echo(
             printable(f"cardmill: no price is known for model {name!r}; give one with --prices"),

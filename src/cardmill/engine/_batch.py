@@ -27,8 +27,13 @@ from ..errors import (
     require_trio,
 )
 from ..model import Batch, BatchState, Run, Usage
-from ..providers import BatchProvider, BatchStatus, request_overhead_tokens
-from ..storage import Storage
+from ..providers import (
+    BatchProvider,
+    BatchStatus,
+    request_fingerprint,
+    request_overhead_tokens,
+)
+from ..storage import AnswerStore, Storage
 from ._batch_collect import Collector
 from ._batch_submit import Submitter
 from ._estimate import Estimates
@@ -43,6 +48,7 @@ from ._events import (
 )
 from ._patience import cleanup_scope, patiently
 from ._retry import RetryPolicy
+from ._reuse import answer_store
 from ._worker import default_worker_id
 
 __all__ = ["BatchExecutor"]
@@ -74,6 +80,9 @@ class BatchCounters:
     output_tokens: int = 0
     completed: int = 0
     failed: int = 0
+    reused: int = 0
+    saved_tokens: int = 0
+    saved_cost: float = 0.0
 
     def count(self, usage: Usage | None) -> None:
         if usage is not None:
@@ -95,7 +104,8 @@ class BatchExecutor:
     Several executors may work on one run at once (two ``resume`` in two terminals):
     each batch records its creator, and a batch whose create call another live executor
     is still making is left to it. A run being cancelled by another executor (one of
-    its batches CANCELING) makes this one send nothing more.
+    its batches CANCELING) makes this one send nothing more. An upload whose answer was
+    kept earlier is completed from it instead of being sent (``reuse``).
 
     Args:
         storage: where the run lives.
@@ -124,6 +134,15 @@ class BatchExecutor:
             tell that it died.
         clock: wall-clock seconds, as the storage stamps batches with (injectable for
             tests): how old another executor's SUBMITTING batch is.
+        reuse: complete an upload from an answer kept earlier (in any run of the same
+            database, by a batch or the [`Engine`][cardmill.Engine]) under its
+            [key][cardmill.engine.answer_key], without a request and without taking
+            room in a batch, and keep each new answer for later runs as soon as its
+            result is read, before its upload is completed. Needs a storage that keeps
+            answers (every built-in one does) and a provider that says what determines
+            its answers; otherwise nothing is reused. An upload whose key another live
+            claim is asking for is sent all the same (a batch does not wait up to 24
+            hours for another's answer).
 
     Example:
         ```python
@@ -148,6 +167,7 @@ class BatchExecutor:
         rng: random.Random | None = None,
         worker: str | None = None,
         clock: Callable[[], float] = time.time,
+        reuse: bool = True,
     ) -> None:
         if not isinstance(provider, BatchProvider):
             raise InputError(
@@ -186,6 +206,10 @@ class BatchExecutor:
         self._clock = clock
         #: The batches this executor set CANCELING; any other means another cancels.
         self._cancelled: set[str] = set()
+        # Without a fingerprint no key can be made: nothing is looked up or kept (and no
+        # document is loaded again to make one).
+        fingerprinted = request_fingerprint(provider) is not None
+        self._answers: AnswerStore | None = answer_store(storage, reuse and fingerprinted)
 
     def _emit(self, event: Event) -> None:
         if self._observer is not None:
@@ -335,6 +359,7 @@ class BatchExecutor:
             estimates=estimates,
             rng=self._rng,
             emit=self._emit,
+            answers=self._answers,
         )
 
     def _collector(self, run_id: str, counters: BatchCounters, estimates: Estimates) -> Collector:
@@ -349,6 +374,7 @@ class BatchExecutor:
             estimates=estimates,
             rng=self._rng,
             emit=self._emit,
+            answers=self._answers,
         )
 
     async def _finish(
@@ -386,6 +412,9 @@ class BatchExecutor:
             cost_usd=None if self._price is None else run.cost_usd,
             stopped=stopped,
             capped=capped,
+            reused=c.reused,
+            saved_tokens=c.saved_tokens,
+            saved_cost_usd=c.saved_cost,
         )
 
     async def _loop(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import attrs
@@ -12,22 +13,26 @@ import trio
 
 from .._cost import Price, PriceTable, cost_of
 from ..errors import (
+    InputError,
     InvalidOutput,
     Overloaded,
     PermanentError,
     ProviderError,
     RateLimited,
+    StorageError,
     TransientError,
     UnstorableData,
 )
 from ..model import Batch, BatchItem, BatchState, Upload, UploadStatus, Usage
 from ..providers import Analysis, BatchProvider, BatchResult
-from ..storage import Storage
+from ..storage import AnswerStore, Storage
 from ._answers import clean_reason, invalid_cards
 from ._answers import reason as reason_of
 from ._estimate import Estimates
 from ._events import BatchEnded, Event, UploadCompleted, UploadFailed, UploadRetrying
+from ._patience import patiently
 from ._retry import GiveUp, RetryPolicy, Tries
+from ._reuse import answer_key
 
 if TYPE_CHECKING:
     from ._batch import BatchCounters
@@ -46,7 +51,8 @@ class _Tally:
 
 @attrs.define
 class Collector:
-    """Settles the results of one run's ended batches."""
+    """Settles the results of one run's ended batches; with ``answers``, keeps each
+    answer that completes an upload for reuse."""
 
     storage: Storage
     provider: BatchProvider
@@ -58,6 +64,7 @@ class Collector:
     estimates: Estimates
     rng: random.Random
     emit: Callable[[Event], None]
+    answers: AnswerStore | None = None
 
     async def collect(self, batch: Batch, *, archived: bool = False) -> bool:
         """Settle every result of the ended ``batch``, count a failed attempt for each
@@ -161,6 +168,7 @@ class Collector:
         self.counters.count(usage)
         self.estimates.observe(upload, usage)
         cost = self._cost(usage, analysis.model)
+        await self._keep(upload, analysis, cost)
         try:
             completed = await self.storage.complete_upload(
                 item.upload_id,
@@ -178,6 +186,31 @@ class Collector:
             tally.completed += 1
             self.counters.completed += 1
             self.emit(UploadCompleted(upload, len(cards), item.attempt, trio.current_time()))
+
+    async def _keep(self, upload: Upload, analysis: Analysis, cost: float) -> None:
+        """Keep an answer for reuse before its upload is completed: a crash in between
+        (or results the provider no longer has when collected again) does not pay for it
+        again. A store that cannot keep it costs only the reuse, never the upload."""
+        if self.answers is None:
+            return
+        try:
+            document = await self.storage.load_document(upload.id)
+            key = answer_key(self.provider, document)
+            if key is None:
+                return
+            keep = partial(
+                self.answers.store_answer,
+                key,
+                analysis.cards,
+                upload_id=upload.id,
+                provider=self.provider.name,
+                model=analysis.model or self.provider.model,
+                usage=analysis.usage,
+                cost_usd=cost,
+            )
+            await patiently(keep, "keep the answer", self.rng)
+        except (StorageError, InputError, UnstorableData) as exc:
+            log.warning("could not keep the answer for %s for reuse: %s", upload.name, exc)
 
     async def _failed_request(
         self,

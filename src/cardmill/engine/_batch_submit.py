@@ -21,15 +21,26 @@ from ..errors import (
     ProviderError,
     RateLimited,
     TransientError,
+    UnstorableData,
 )
-from ..model import Batch, BatchItem, BatchState, Run, Upload, UploadStatus
+from ..model import (
+    AnswerAsked,
+    Batch,
+    BatchItem,
+    BatchState,
+    Run,
+    StoredAnswer,
+    Upload,
+    UploadStatus,
+)
 from ..providers import BatchProvider, BatchStatus
-from ..storage import Storage
+from ..storage import AnswerStore, Storage
 from ._answers import clean_reason, reason
 from ._estimate import Estimates
-from ._events import BatchSubmitted, Event, UploadFailed
+from ._events import BatchSubmitted, Event, UploadCompleted, UploadFailed
 from ._patience import patiently
 from ._retry import RetryPolicy
+from ._reuse import answer_key
 from ._worker import dead_local_worker
 
 if TYPE_CHECKING:
@@ -55,17 +66,21 @@ UNSURE: Final = Unsure.UNSURE
 @attrs.frozen
 class _Built:
     """One upload's batch item, made before it is claimed: its request and size, or why
-    it cannot be sent."""
+    it cannot be sent; or, when an answer was kept under its ``key``, that ``answer``
+    (no request is made for it)."""
 
     request: dict[str, Any] | None
     size: int
     refusal: str | None = None
+    key: str | None = None
+    answer: StoredAnswer | None = None
 
 
 @attrs.define
 class Submitter:
     """Chooses, records and sends batches for one run; ``stopped`` says why it sends no
-    more (a cost cap, a refused batch)."""
+    more (a cost cap, a refused batch). With ``answers``, an upload whose answer was kept
+    earlier is completed from it instead of being sent."""
 
     storage: Storage
     provider: BatchProvider
@@ -83,6 +98,7 @@ class Submitter:
     estimates: Estimates
     rng: random.Random
     emit: Callable[[Event], None]
+    answers: AnswerStore | None = None
     stopped: str | None = None
     capped: bool = False
     _built: dict[str, _Built] = attrs.field(factory=dict)
@@ -145,17 +161,26 @@ class Submitter:
         return False
 
     async def _choose(self, pending: list[Upload]) -> list[Upload]:
-        """The longest prefix of ``pending`` that fits one batch and the cost cap."""
+        """The longest prefix of ``pending`` that fits one batch and the cost cap. An
+        upload whose answer was kept takes no room in it: no request, bytes or cost (at
+        most ``batch_max_requests`` of them besides)."""
         most = max(1, int(self.provider.batch_max_requests))
         room = int(self.provider.batch_max_bytes) - _BODY_OVERHEAD
         self._run = await self.storage.get_run(self.run_id)  # for the estimates
         budget = await self._budget()
         chunk: list[Upload] = []
         size = cost = 0.0
+        reused = 0
         for upload in pending:
-            if len(chunk) >= most:
+            if len(chunk) - reused >= most:
                 break
             built = await self._build(upload)
+            if built.answer is not None:
+                if reused >= most:
+                    break
+                chunk.append(upload)
+                reused += 1
+                continue
             estimate = self.estimates.cost(upload, self._run)
             if built.refusal is None:
                 if built.size + 1 > room:
@@ -204,21 +229,31 @@ class Submitter:
         if built is not None:
             return built
         document = await self.storage.load_document(upload.id)
+        key = answer_key(self.provider, document) if self.answers is not None else None
+        if key is not None:
+            assert self.answers is not None
+            # A read that changes nothing: the upload is settled from it only under the
+            # batch's claim (`_claim_answer`), which looks again.
+            answer = (await self.answers.find_answers([key])).get(key)
+            if answer is not None:
+                built = self._built[upload.id] = _Built(None, 0, key=key, answer=answer)
+                return built
         try:
             request = await self.provider.batch_request(document, upload.id)
         except DocumentError as exc:
-            built = _Built(None, 0, reason(exc))
+            built = _Built(None, 0, reason(exc), key=key)
         else:
             size = len(json.dumps(request, default=str).encode())
-            built = _Built(request, size)
+            built = _Built(request, size, key=key)
         self._built[upload.id] = built
         return built
 
     # -- sending ---------------------------------------------------------------------
 
     async def _send(self, chunk: list[Upload]) -> bool:
-        """Record the batch (the claim), fail the uploads that cannot be sent, send the
-        rest. False when nothing could be claimed."""
+        """Record the batch (the claim), fail the uploads that cannot be sent, complete
+        those whose answer was kept from it, send the rest. False when nothing could be
+        claimed."""
         made = await self.storage.create_batch(
             self.run_id,
             [u.id for u in chunk],
@@ -232,8 +267,19 @@ class Submitter:
         requests: list[dict[str, Any]] = []
         for item in items:
             built = self._built.pop(item.upload_id)
-            if built.refusal is not None or built.request is None:
-                await self._fail(batch, item, names[item.upload_id], built.refusal or "")
+            upload = names[item.upload_id]
+            if built.refusal is not None:
+                await self._fail(batch, item, upload, built.refusal)
+                continue
+            answer = await self._claim_answer(built.key, item)
+            if answer is not None:
+                await self._reuse(batch, item, upload, answer)
+            elif built.request is None:
+                # Its answer was found before the claim and is gone since (forgotten):
+                # back to PENDING, to be built and sent in a later batch.
+                await self.storage.release_upload(
+                    item.upload_id, worker=batch.holder, attempt=item.attempt
+                )
             else:
                 requests.append({**built.request, "custom_id": item.custom_id})
         if not requests:
@@ -241,6 +287,45 @@ class Submitter:
             return True
         await self._create(batch, requests)
         return True
+
+    async def _claim_answer(self, key: str | None, item: BatchItem) -> StoredAnswer | None:
+        """The answer kept under ``key``, looked up under the item's claim (so that only
+        this claim settles the upload from it); None when it is to be sent."""
+        if key is None or self.answers is None:
+            return None
+        claim = partial(
+            self.answers.claim_answer, key, upload_id=item.upload_id, attempt=item.attempt
+        )
+        found = await patiently(claim, "look up an earlier answer", self.rng)
+        if isinstance(found, AnswerAsked):
+            # Another live claim is asking for it now (the same document twice in this
+            # batch, or in another run). Unlike the Engine, a batch does not wait: an
+            # answer may take 24 hours. It is sent too, so the duplicates are bounded by
+            # the uploads of the same content in flight at once.
+            return None
+        return found
+
+    async def _reuse(
+        self, batch: Batch, item: BatchItem, upload: Upload, answer: StoredAnswer
+    ) -> None:
+        """Complete an upload from an earlier answer under the batch's claim, in the one
+        transaction of `complete_from_answer`; it fails when its cards cannot be stored."""
+        assert self.answers is not None
+        try:
+            completed = await self.answers.complete_from_answer(
+                item.upload_id, answer, worker=batch.holder, attempt=item.attempt
+            )
+        except UnstorableData as exc:
+            await self._fail(batch, item, upload, reason(exc))
+            return
+        if completed:
+            self.counters.completed += 1
+            self.counters.reused += 1
+            self.counters.saved_tokens += answer.tokens
+            self.counters.saved_cost += answer.cost_usd
+            self.emit(
+                UploadCompleted(upload, len(answer.drafts), 0, trio.current_time(), reused=True)
+            )
 
     async def _fail(self, batch: Batch, item: BatchItem, upload: Upload, reason: str) -> None:
         failed = await self.storage.fail_upload(

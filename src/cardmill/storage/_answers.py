@@ -15,7 +15,15 @@ import json
 from datetime import datetime
 from typing import Any, Final
 
-from ..model import AnswerAsked, AnswerStats, CardDraft, StoredAnswer, UploadStatus, Usage
+from ..model import (
+    BATCH_HOLDER_PREFIX,
+    AnswerAsked,
+    AnswerStats,
+    CardDraft,
+    StoredAnswer,
+    UploadStatus,
+    Usage,
+)
 from ._base import NANOS_PER_USD, to_datetime, to_usd
 from ._transactions import Tx, card_fields, complete, fields_text
 
@@ -25,6 +33,7 @@ __all__ = [
     "complete_reused",
     "drafts_json",
     "drafts_of",
+    "find_answers",
     "forget_answers",
     "store_answer",
 ]
@@ -70,6 +79,15 @@ def _answer(row: Any) -> StoredAnswer:
     )
 
 
+def find_answers(tx: Tx, keys: tuple[str, ...]) -> dict[str, StoredAnswer]:
+    """The answers kept under ``keys``."""
+    if not keys:
+        return {}
+    marks = ", ".join("?" * len(keys))
+    rows = tx.all(f"SELECT {_COLUMNS} FROM answers WHERE answered = 1 AND key IN ({marks})", keys)
+    return {row[0]: _answer(row) for row in rows}
+
+
 def claim_answer(
     tx: Tx, key: str, upload_id: str, attempt: int, now: float
 ) -> StoredAnswer | AnswerAsked | None:
@@ -90,10 +108,11 @@ def claim_answer(
         tx.run("UPDATE answers SET used_at = ? WHERE key = ?", (now, key))
         return _answer(row[3:])
     if holder is not None and holder != upload_id:
+        # A provider batch's claim may take a day to answer: not waited for.
         live = tx.one(
             "SELECT 1 FROM uploads WHERE id = ? AND status = ? AND attempts = ?"
-            " AND lease_expires > ?",
-            (holder, UploadStatus.LOADING.value, held_at, now),
+            " AND lease_expires > ? AND worker NOT LIKE ?",
+            (holder, UploadStatus.LOADING.value, held_at, now, BATCH_HOLDER_PREFIX + "%"),
         )
         if live is not None:
             return AnswerAsked(holder)

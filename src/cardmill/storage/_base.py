@@ -400,6 +400,11 @@ class AnswerStore(Protocol):
         ``upload_id`` at ``attempt`` is now the one asking, and others wait for it."""
         ...
 
+    async def find_answers(self, keys: Sequence[str]) -> dict[str, StoredAnswer]:
+        """The answers kept under any of ``keys`` (at most 1,000), by key; a read that
+        changes nothing (a dry run's)."""
+        ...
+
     async def store_answer(
         self,
         key: str,
@@ -442,6 +447,13 @@ class AnswerStore(Protocol):
         (any, when None); returns how many. Uploads completed from them keep their
         cards."""
         ...
+
+
+def check_answer_keys(keys: object) -> tuple[str, ...]:
+    """Refuse more than 1,000 keys, or one that is not a key."""
+    if isinstance(keys, str) or not isinstance(keys, Sequence) or len(keys) > 1000:
+        raise InputError("keys must be a sequence of at most 1,000 answer keys")
+    return tuple(check_answer_key(key) for key in keys)
 
 
 def check_answer_key(key: object) -> str:

@@ -36,6 +36,7 @@ from . import _ingest as ingest
 from . import _transactions as sql
 from ._base import (
     check_answer_key,
+    check_answer_keys,
     check_batch_update,
     check_creator,
     check_drafts,
@@ -311,6 +312,9 @@ class SQLBackend:
     ) -> StoredAnswer | AnswerAsked | None:
         check_answer_key(key)
         return await self._write(answers.claim_answer, key, upload_id, attempt, self._clock())
+
+    async def find_answers(self, keys: Sequence[str]) -> dict[str, StoredAnswer]:
+        return await self._call(answers.find_answers, check_answer_keys(keys))
 
     async def store_answer(
         self,

@@ -1,0 +1,160 @@
+"""Reuse on the command line: what a dry run would reuse, `analyze --like`, and
+`cardmill cache`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+import attrs
+import click
+import trio
+
+from .._export import dumps
+from .._printable import printable
+from .._recipe import Recipe
+from ..errors import InputError
+from ..model import AnswerStats
+from ..storage import AnswerStore
+from ._named import named_run
+from ._runner import is_postgres, open_storage, shown_db
+from ._words import counted
+
+__all__ = ["Like", "answered_before", "cache_clear", "cache_show", "like_run", "parse_before"]
+
+_CHOICES = ("anthropic", "openai", "extractive")
+_FIND_AT_ONCE = 1000  # keys per read, as `AnswerStore.find_answers` takes them
+
+
+async def answered_before(db: str, keys: Sequence[str | None]) -> set[str]:
+    """Which of ``keys`` have an answer kept in ``db``; none when the database does not
+    exist yet (nothing is made) or keeps no answers."""
+    wanted = sorted({key for key in keys if key is not None})
+    if not wanted or not await _made(db):
+        return set()
+    found: set[str] = set()
+    async with open_storage(db, create=False) as storage:
+        if not isinstance(storage, AnswerStore):
+            return set()
+        for start in range(0, len(wanted), _FIND_AT_ONCE):
+            found |= set(await storage.find_answers(wanted[start : start + _FIND_AT_ONCE]))
+    return found
+
+
+@attrs.frozen
+class Like:
+    """What `analyze --like RUN` takes from an earlier run."""
+
+    run_id: str
+    provider: str
+    model: str | None
+    recipe: Recipe
+    batch: bool
+
+
+async def like_run(db: str, run_id: str) -> Like:
+    """The provider, model, recipe and batch mode ``run_id`` was analysed with.
+
+    Raises:
+        RunNotFound: no such run.
+        InputError: the run does not say which provider it was made with (made before
+            runs kept it).
+    """
+    async with open_storage(db, create=False) as storage:
+        run = await storage.get_run(await named_run(storage, run_id))
+        recipe = await storage.get_recipe(run.id)
+        batch = bool(await storage.list_batches(run.id))
+    if not run.provider:
+        raise InputError(
+            f"--like {run.id}: the run does not say which provider it was made with "
+            "(made by an older cardmill); give --provider and --model"
+        )
+    if run.provider not in _CHOICES:
+        raise InputError(
+            f"--like {run.id}: the run was made with provider {run.provider!r}, which the "
+            f"command line does not make (it makes {', '.join(_CHOICES)}); give --provider"
+        )
+    return Like(run.id, run.provider, run.model or None, recipe, batch)
+
+
+def parse_before(value: str | None) -> datetime | None:
+    """``--before``: a date (``2026-12-01``, midnight UTC) or a date and time in ISO 8601
+    (UTC unless it says otherwise)."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            raise InputError(
+                f"--before: {value!r} is not a date (2026-12-01) or a date and time "
+                "(2026-12-01T12:00)"
+            ) from None
+        moment = datetime(day.year, day.month, day.day)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+async def _made(db: str) -> bool:
+    """Whether ``db`` is a PostgreSQL database or a SQLite file that exists."""
+    return is_postgres(db) or await trio.Path(db).exists()
+
+
+async def _stats(db: str) -> AnswerStats:
+    if not await _made(db):
+        return AnswerStats()
+    async with open_storage(db, create=False) as storage:
+        if not isinstance(storage, AnswerStore):
+            raise InputError(f"{shown_db(db)} keeps no answers")
+        return await storage.answer_stats()
+
+
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+async def cache_show(db: str, as_json: bool) -> int:
+    """``cardmill cache``: how many answers the database keeps, their size, the oldest
+    and newest, and how many per model."""
+    stats = await _stats(db)
+    if as_json:
+        click.echo(dumps({"database": shown_db(db, absolute=True), **_record(stats)}))
+        return 0
+    click.echo(
+        printable(
+            f"{counted(stats.answers, 'answer')} kept ({stats.size:,} bytes of cards) "
+            f"in {shown_db(db)}; oldest {_when(stats.oldest)}, newest {_when(stats.newest)}"
+        )
+    )
+    for model, count in stats.models.items():
+        click.echo(printable(f"{count:>8,}  {model or '(no model: the offline provider)'}"))
+    return 0
+
+
+def _record(stats: AnswerStats) -> dict[str, Any]:
+    return {
+        "answers": stats.answers,
+        "size": stats.size,
+        "oldest": stats.oldest,
+        "newest": stats.newest,
+        "models": dict(stats.models),
+    }
+
+
+async def cache_clear(db: str, before: datetime | None, model: str | None, as_json: bool) -> int:
+    """``cardmill cache clear``: forget the answers last used before ``before`` of
+    ``model`` (all, when neither is given); the cards made from them stay."""
+    if not await _made(db):
+        gone = 0
+    else:
+        async with open_storage(db, create=False) as storage:
+            if not isinstance(storage, AnswerStore):
+                raise InputError(f"{shown_db(db)} keeps no answers")
+            gone = await storage.forget_answers(before=before, model=model)
+    if as_json:
+        click.echo(dumps({"forgotten": gone}))
+    else:
+        click.echo(printable(f"forgot {counted(gone, 'answer')} in {shown_db(db)}"))
+    return 0
