@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from cardmill import CardDraft, MemoryStorage, Recipe, RunStatus
+from cardmill.model import AnswerAsked
 from cardmill.web import create_app
 
 from .conftest import (
@@ -545,3 +546,29 @@ async def test_a_card_deep_in_a_long_run_is_shown_with_its_document(
     page = (await client.get(f"/runs/{run.id}/cards", params={"tag": "last"})).text
     assert '<h2 class="card-title">card of doc619.md</h2>' in page
     assert ">doc619.md</a> · #0" in page
+
+
+async def test_a_run_page_shows_reused_uploads_and_what_they_saved(
+    storage: MemoryStorage, client: httpx.AsyncClient
+) -> None:
+    first = await storage.create_run([doc("a.md")])
+    await settle(storage, first, {"a.md": [CardDraft("Tides", "Moon.")]}, cost_usd=0.25)
+    (answered,) = await storage.list_uploads(first.id)
+    await storage.store_answer(
+        "k" * 64, [CardDraft("Tides", "Moon.")], upload_id=answered.id, cost_usd=0.25
+    )
+    again = await storage.create_run([doc("a.md"), doc("b.md")])
+    upload = await storage.claim_upload(again.id, worker="w", lease_seconds=60)
+    assert upload is not None
+    found = await storage.claim_answer("k" * 64, upload_id=upload.id, attempt=upload.attempts)
+    assert found is not None
+    assert not isinstance(found, AnswerAsked)
+    assert await storage.complete_from_answer(upload.id, found, worker="w")
+    page = (await client.get(f"/runs/{again.id}")).text
+    assert '<dd data-live="reused">1 ($0.2500 saved)</dd>' in page
+    assert page.count('<span class="reused"') == 1
+    progress = (await client.get(f"/runs/{again.id}/progress.json")).json()
+    assert (progress["reused"], progress["saved_cost_usd"]) == (1, 0.25)
+    assert progress["text"]["reused"] == "1 ($0.2500 saved)"
+    plain = (await client.get(f"/runs/{first.id}")).text
+    assert '<dd data-live="reused">none</dd>' in plain

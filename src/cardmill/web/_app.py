@@ -20,7 +20,7 @@ from .._export import FORMATS, card_chunks
 from .._printable import printable
 from ..errors import InputError, RunNotFound
 from ..metrics import PROMETHEUS_CONTENT_TYPE, storage_prometheus_text
-from ..model import Batch, BatchState, Run, RunStatus, Upload, UploadStatus
+from ..model import Batch, BatchState, Run, RunStatus, Upload, UploadStatus, Usage
 from ..storage import Storage
 from . import _format
 from ._chart import CompletionBins
@@ -204,6 +204,8 @@ class _Views:
             "cost_usd": run.cost_usd,
             "requests": run.requests,
             "rate_limited": run.rate_limited,
+            "reused": run.reused_items,
+            "saved_cost_usd": run.saved_cost_usd,
             "text": _progress_text(run, batches),
             "batches": [_batch_record(b) for b in batches],
         }
@@ -345,8 +347,17 @@ def _progress_text(run: Run, batches: Sequence[Batch]) -> dict[str, str]:
         "cost": _format.cost(run.cost_usd, run.usage),
         "requests": _format.number(run.requests),
         "rate_limited": _format.number(run.rate_limited),
+        "reused": _reused_text(run),
         "finished": _format.when(run.finished_at),
     }
+
+
+def _reused_text(run: Run) -> str:
+    """The uploads completed from earlier answers, and what they saved."""
+    if not run.reused_items:
+        return "none"
+    saved = _format.cost(run.saved_cost_usd, Usage())
+    return f"{_format.number(run.reused_items)} ({saved} saved)"
 
 
 def _batch_progress(run: Run, batches: Sequence[Batch]) -> str:
