@@ -105,6 +105,7 @@ async def analyze(
     limits: Limits | None = None,
     max_cost: float | None = None,
     observer: Observer | None = None,
+    reuse: bool = True,
 ) -> RunSummary:
     """`cardmill.aio.analyze`, under trio."""
     _check_concurrency(concurrency)
@@ -114,7 +115,7 @@ async def analyze(
         _check_cap(made, DEFAULT_PRICES, Spend(max_cost=max_cost))
         async with open_storage(db, create=True) as storage:
             run = await _create(storage, sources, name, chosen, made)
-            options = _Options(concurrency, limits, max_cost, observer)
+            options = _Options(concurrency, limits, max_cost, observer, reuse)
             return await _execute(storage, run.id, made, options)
     finally:
         if owned:
@@ -131,6 +132,7 @@ async def resume(
     limits: Limits | None = None,
     max_cost: float | None = None,
     observer: Observer | None = None,
+    reuse: bool = True,
 ) -> RunSummary:
     """`cardmill.aio.resume`, under trio."""
     _check_concurrency(concurrency)
@@ -149,7 +151,7 @@ async def resume(
                 raise InputError(
                     f"run {run.id} has open provider batches: go on with `cardmill resume {run.id}`"
                 )
-            options = _Options(concurrency, limits, max_cost, observer)
+            options = _Options(concurrency, limits, max_cost, observer, reuse)
             return await _execute(storage, run.id, made, options)
         finally:
             if owned:
@@ -225,6 +227,7 @@ class _Options:
     limits: Limits | None
     max_cost: float | None
     observer: Observer | None
+    reuse: bool = True
 
 
 async def _execute(
@@ -238,6 +241,7 @@ async def _execute(
         lease=_LEASE,
         observer=options.observer,
         max_cost=options.max_cost,
+        reuse=options.reuse,
     )
     return await engine.execute(run_id)
 

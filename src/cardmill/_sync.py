@@ -78,6 +78,7 @@ def analyze_sync(
     limits: Limits | None = None,
     max_cost: float | None = None,
     observer: Observer | None = None,
+    reuse: bool = True,
 ) -> RunSummary:
     """Make a run of ``sources`` and analyse it, blocking until it ends: as
     `cardmill.aio.analyze`, for synchronous code.
@@ -103,6 +104,7 @@ def analyze_sync(
             "limits": limits,
             "max_cost": max_cost,
             "observer": observer,
+            "reuse": reuse,
         },
     )
 
@@ -117,6 +119,7 @@ def resume_sync(
     limits: Limits | None = None,
     max_cost: float | None = None,
     observer: Observer | None = None,
+    reuse: bool = True,
 ) -> RunSummary:
     """Go on with a run where it stopped, blocking until it ends: as
     `cardmill.aio.resume`, for synchronous code.
@@ -140,5 +143,6 @@ def resume_sync(
             "limits": limits,
             "max_cost": max_cost,
             "observer": observer,
+            "reuse": reuse,
         },
     )

@@ -243,3 +243,19 @@ def test_a_run_made_for_workers_needs_no_key_where_it_is_made(
     with pytest.raises(cardmill.InputError, match="ANTHROPIC_API_KEY"):
         asyncio.run(cardmill.aio.resume(run.id, db=db))
     assert asyncio.run(cardmill.aio.get_run(run.id, db=db)).status == cardmill.RunStatus.PENDING
+
+
+def test_a_second_analysis_reuses_the_first_ones_answers_unless_told_not_to(
+    tmp_path: Path,
+) -> None:
+    db = str(tmp_path / "c.db")
+
+    async def main() -> tuple[int, int, int]:
+        first = await cardmill.aio.analyze(documents(3), db=db, provider="extractive")
+        again = await cardmill.aio.analyze(documents(3), db=db, provider="extractive")
+        fresh = await cardmill.aio.analyze(documents(3), db=db, provider="extractive", reuse=False)
+        return first.reused, again.reused, fresh.reused
+
+    assert asyncio.run(main()) == (0, 3, 0)
+    sync = cardmill.analyze_sync(documents(3), db=db, provider="extractive")
+    assert (sync.reused, sync.run.reused_items) == (3, 3)

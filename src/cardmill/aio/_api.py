@@ -40,6 +40,7 @@ async def analyze(
     limits: Limits | None = None,
     max_cost: float | None = None,
     observer: Observer | None = None,
+    reuse: bool = True,
 ) -> RunSummary:
     """Make a run of ``sources`` and analyse it, as ``cardmill analyze`` does.
 
@@ -56,6 +57,8 @@ async def analyze(
         limits: the provider's rate limits, if known.
         max_cost: stop sending once the run would cost more (US dollars).
         observer: called with each engine event, on the loop's thread; keep it quick.
+        reuse: complete a document answered before (in any run of ``db``) from that
+            answer, without a request; False sends everything.
 
     Cancelled, the run stops as under a trio cancel scope: in-flight uploads go back to
     PENDING and the run is CANCELLED before the cancellation reaches you; `resume` it.
@@ -78,6 +81,7 @@ async def analyze(
             limits=limits,
             max_cost=max_cost,
             observer=observer,
+            reuse=reuse,
         )
     )
 
@@ -92,6 +96,7 @@ async def resume(
     limits: Limits | None = None,
     max_cost: float | None = None,
     observer: Observer | None = None,
+    reuse: bool = True,
 ) -> RunSummary:
     """Go on with a run (PENDING, CANCELLED, or stopped by a crash) where it stopped,
     with the provider and model it was made with, as ``cardmill resume`` does.
@@ -114,6 +119,7 @@ async def resume(
             limits=limits,
             max_cost=max_cost,
             observer=observer,
+            reuse=reuse,
         )
     )
 
