@@ -22,7 +22,7 @@ from cardmill.testing import FakeAnthropicServer, check_invariants
 
 from .. import pg
 from .conftest import cardmill_command
-from .test_cli import cardmill
+from .test_cli import cardmill, one_line_error
 
 KEY = "fake-key-reuse"
 _NAME = re.compile(r"Make cards from the document '([^']+)'")
@@ -150,8 +150,8 @@ async def test_cache_shows_and_forgets_what_is_kept(env: dict[str, str], tmp_pat
     kept = await cardmill("cache", "clear", "--before", "2000-01-01", env=env)
     assert kept.stdout.decode().startswith("forgot 0 answers")
     bad = await cardmill("cache", "clear", "--before", "yesterday", env=env)
-    assert bad.returncode != 0
-    assert "--before: 'yesterday' is not a date" in bad.stderr.decode()
+    assert bad.returncode == 2
+    assert one_line_error(bad.stderr).startswith("cardmill: error: --before: 'yesterday' is not")
     gone = await cardmill("cache", "clear", env=env)
     assert gone.stdout.decode().startswith("forgot 3 answers")
     assert json.loads((await cardmill("cache", "--json", env=env)).stdout)["answers"] == 0
@@ -274,3 +274,51 @@ async def test_two_postgres_workers_racing_on_the_same_new_documents_send_each_o
         assert (done.completed_items, done.reused_items, done.requests) == (8, 4, 4)
     finally:
         pg.drop_schema(schema)
+
+
+def contents(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def set_user_version(db: Path, version: int) -> None:
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.commit()
+    conn.close()
+
+
+async def test_a_dry_run_writes_nothing_to_any_database(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    folder = notes(tmp_path / "notes", 2)
+    db = Path(env["CARDMILL_DB"])
+    await analyze(str(folder), "--provider", "extractive", env=env)
+    current = contents(db)
+    planned = await cardmill("analyze", str(folder), "--dry-run", env=env)
+    assert "2 of 2 documents answered before" in planned.stderr.decode()
+    assert contents(db) == current
+    # A database of another schema version is not migrated to look: nothing is reused.
+    set_user_version(db, 6)
+    older = contents(db)
+    planned = await cardmill("analyze", str(folder), "--dry-run", env=env)
+    assert planned.returncode == 0, planned.stderr.decode()
+    assert "answered before" not in planned.stderr.decode()
+    assert contents(db) == older
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    planned = await cardmill("analyze", str(folder), "--dry-run", "--db", str(empty), env=env)
+    assert planned.returncode == 0, planned.stderr.decode()
+    assert contents(empty) == b""
+
+
+async def test_like_a_run_of_a_programs_own_provider_takes_the_provider_given(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    folder = notes(tmp_path / "notes", 1)
+    async with SQLiteStorage.open(env["CARDMILL_DB"]) as storage:
+        run = await storage.create_run([Document("x.md", b"# X\n\nWords.\n")], provider="mine")
+    refused = await cardmill("analyze", str(folder), "--like", run.id, env=env)
+    assert refused.returncode == 2
+    assert "made with provider 'mine'" in one_line_error(refused.stderr)
+    done = await analyze(str(folder), "--like", run.id, "--provider", "extractive", env=env)
+    assert done["run"]["provider"] == "extractive"

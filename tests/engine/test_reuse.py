@@ -138,7 +138,10 @@ async def test_an_answer_is_kept_before_its_upload_is_completed() -> None:
     assert left.status == UploadStatus.PENDING
     again = await Engine(storage, provider).execute(run.id)
     assert sum(provider.calls.values()) == 1
-    assert (again.requests, again.reused, again.run.total_cards) == (0, 1, 1)
+    # Its own answer, recovered: not reused, nothing saved, its one request counted once.
+    assert (again.requests, again.reused, again.run.total_cards) == (0, 0, 1)
+    assert (again.run.requests, again.run.usage, again.run.reused_items) == (1, Usage(100, 10), 0)
+    assert again.run.saved_tokens == 0
     await check_invariants(storage, run.id)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from cardmill import (
     CardDraft,
     Document,
     InputError,
+    MemoryStorage,
     Storage,
     StoredAnswer,
     UploadStatus,
@@ -128,6 +130,20 @@ async def test_a_failed_upload_leaves_no_answer(storage: Storage) -> None:
     assert b is not None
     assert await store(storage).claim_answer(KEY, upload_id=b.id, attempt=b.attempts) is None
     assert (await store(storage).answer_stats()).answers == 0
+    # Released, it leaves no trace of the request it was asking for either.
+    assert await storage.release_upload(b.id, worker="w", attempt=b.attempts)
+    assert await asking_rows(storage) == 0
+
+
+async def asking_rows(storage: Storage) -> int:
+    """The requests the store remembers being asked for (rows without an answer)."""
+    if isinstance(storage, MemoryStorage):
+        return len(storage._asking)
+    return int(await storage._call(_count_asking))  # type: ignore[attr-defined]
+
+
+def _count_asking(tx: Any) -> int:
+    return int(tx.one("SELECT count(*) FROM answers WHERE answered = 0")[0])
 
 
 async def test_the_first_answer_kept_under_a_key_stays(storage: Storage) -> None:

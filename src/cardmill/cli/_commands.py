@@ -21,7 +21,7 @@ from ._batch import batches_of, batches_table
 from ._metrics import metrics_options
 from ._named import named_run, newest_first
 from ._pipe import exits_quietly_on_closed_pipe
-from ._reuse import cache_clear, cache_show, like_run, parse_before
+from ._reuse import cache_clear, cache_show, like_run
 from ._runner import (
     Spend,
     UsageError,
@@ -279,7 +279,7 @@ def analyze(
     setup_logging(verbose)
     chosen: str | Recipe | None = recipe
     if like is not None:
-        taken = execute(like_run, db, like)
+        taken = execute(like_run, db, like, provider)
         if provider == "auto":
             provider = taken.provider
         if model is None and provider == taken.provider:
@@ -669,4 +669,4 @@ def cache(ctx: click.Context, db: str, as_json: bool) -> None:
 def clear(db: str, before: str | None, model: str | None, as_json: bool) -> None:
     """Forget answers kept for reuse (all of them, unless --before or --model); the cards
     made from them stay, and the next run sends those documents again."""
-    sys.exit(execute(cache_clear, db, parse_before(before), model, as_json))
+    sys.exit(execute(cache_clear, db, before, model, as_json))

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -17,6 +20,9 @@ from .._recipe import Recipe
 from ..errors import InputError
 from ..model import AnswerStats
 from ..storage import AnswerStore
+from ..storage._postgres import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
+from ..storage._sqlite import APPLICATION_ID as SQLITE_APPLICATION_ID
+from ..storage._sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from ._named import named_run
 from ._runner import is_postgres, open_storage, shown_db
 from ._words import counted
@@ -28,10 +34,13 @@ _FIND_AT_ONCE = 1000  # keys per read, as `AnswerStore.find_answers` takes them
 
 
 async def answered_before(db: str, keys: Sequence[str | None]) -> set[str]:
-    """Which of ``keys`` have an answer kept in ``db``; none when the database does not
-    exist yet (nothing is made) or keeps no answers."""
+    """Which of ``keys`` have an answer kept in ``db``, read without writing anything: none
+    when the database does not exist yet, keeps no answers, or is of another schema
+    version (opening it would migrate it: a dry run changes nothing)."""
     wanted = sorted({key for key in keys if key is not None})
     if not wanted or not await _made(db):
+        return set()
+    if not await trio.to_thread.run_sync(_current, db):
         return set()
     found: set[str] = set()
     async with open_storage(db, create=False) as storage:
@@ -53,18 +62,21 @@ class Like:
     batch: bool
 
 
-async def like_run(db: str, run_id: str) -> Like:
-    """The provider, model, recipe and batch mode ``run_id`` was analysed with.
+async def like_run(db: str, run_id: str, provider: str = "auto") -> Like:
+    """The provider, model, recipe and batch mode ``run_id`` was analysed with; a
+    ``provider`` given (not ``auto``) is taken instead of the run's.
 
     Raises:
         RunNotFound: no such run.
-        InputError: the run does not say which provider it was made with (made before
-            runs kept it).
+        InputError: no provider given, and the run does not say which it was made with
+            (made before runs kept it), or was made with one of a program's own.
     """
     async with open_storage(db, create=False) as storage:
         run = await storage.get_run(await named_run(storage, run_id))
         recipe = await storage.get_recipe(run.id)
         batch = bool(await storage.list_batches(run.id))
+    if provider != "auto":
+        return Like(run.id, provider, None, recipe, batch)
     if not run.provider:
         raise InputError(
             f"--like {run.id}: the run does not say which provider it was made with "
@@ -95,6 +107,46 @@ def parse_before(value: str | None) -> datetime | None:
             ) from None
         moment = datetime(day.year, day.month, day.day)
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _current(db: str) -> bool:
+    """Whether ``db`` is a cardmill database of this version's schema, read only."""
+    if is_postgres(db):
+        return _postgres_current(db)
+    try:
+        conn = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        app_id, version = conn.execute(
+            "SELECT * FROM pragma_application_id, pragma_user_version"
+        ).fetchone()
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+    return bool(app_id == SQLITE_APPLICATION_ID and version == SQLITE_SCHEMA_VERSION)
+
+
+def _postgres_current(db: str) -> bool:
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    schema = os.environ.get("CARDMILL_PG_SCHEMA", "cardmill")
+    try:
+        with psycopg.connect(db, connect_timeout=10) as conn:
+            (meta,) = conn.execute(
+                "SELECT to_regclass(%s)", (f'"{schema}".cardmill_meta',)
+            ).fetchone() or (None,)
+            if meta is None:
+                return False
+            row = conn.execute(
+                f'SELECT value FROM "{schema}".cardmill_meta WHERE key = %s', ("schema_version",)
+            ).fetchone()
+    except psycopg.Error:
+        return False
+    return row is not None and row[0] == str(POSTGRES_SCHEMA_VERSION)
 
 
 async def _made(db: str) -> bool:
@@ -143,9 +195,10 @@ def _record(stats: AnswerStats) -> dict[str, Any]:
     }
 
 
-async def cache_clear(db: str, before: datetime | None, model: str | None, as_json: bool) -> int:
-    """``cardmill cache clear``: forget the answers last used before ``before`` of
+async def cache_clear(db: str, before_text: str | None, model: str | None, as_json: bool) -> int:
+    """``cardmill cache clear``: forget the answers last used before ``--before`` of
     ``model`` (all, when neither is given); the cards made from them stay."""
+    before = parse_before(before_text)
     if not await _made(db):
         gone = 0
     else:

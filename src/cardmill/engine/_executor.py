@@ -633,15 +633,30 @@ class Engine:
         self, upload: Upload, answer: StoredAnswer, run_id: str, c: _Counters
     ) -> _Failed | None:
         """Complete an upload from an earlier answer; the failure to record instead when
-        the storage cannot hold its cards."""
+        the storage cannot hold its cards.
+
+        An answer kept for this very upload (its request was answered, then the run
+        stopped before the upload was completed) is its own answer, recovered: completed,
+        not as reused, and not counted as saved. What its request cost was recorded when
+        the upload was released (after a kill -9, as for any request in flight then, it
+        is not recorded)."""
         assert self._answers is not None
-        complete = partial(
+        own = upload.answer_key == answer.key
+        complete: Callable[[], Awaitable[bool]] = partial(
             self._answers.complete_from_answer,
             upload.id,
             answer,
             worker=self.worker,
             attempt=upload.attempts,
         )
+        if own:
+            complete = partial(
+                self._storage.complete_upload,
+                upload.id,
+                answer.drafts,
+                worker=self.worker,
+                attempt=upload.attempts,
+            )
         try:
             completed, _ = await self._write(
                 partial(_alone, complete),
@@ -653,7 +668,10 @@ class Engine:
             )
         except UnstorableData as exc:
             return _Failed(reason(exc), 0)
-        if completed:
+        if completed and own:
+            c.completed += 1
+            self._emit(UploadCompleted(upload, len(answer.drafts), 0, _now()))
+        elif completed:
             c.completed += 1
             c.reused += 1
             c.saved_tokens += answer.tokens

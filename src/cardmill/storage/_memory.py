@@ -478,6 +478,7 @@ class MemoryStorage:
         if u.status.terminal or not self._holds(u, worker, attempt):
             return False
         self._finish_upload(u, UploadStatus.FAILED, to_datetime(self._now()), error=one_line(error))
+        self._forget_asking(upload_id)
         run = self._runs[u.run_id]
         self._runs[u.run_id] = attrs.evolve(run, failed_items=run.failed_items + 1)
         self._spend(upload_id, spent)
@@ -500,6 +501,7 @@ class MemoryStorage:
         if u.status != UploadStatus.LOADING or not self._holds(u, worker, attempt):
             return False
         self._release(u)
+        self._forget_asking(upload_id)
         self._spend(upload_id, spent)
         return True
 
@@ -671,6 +673,11 @@ class MemoryStorage:
         return list(self._batch_items[batch_id])
 
     # -- answers kept for reuse --------------------------------------------------------
+
+    def _forget_asking(self, upload_id: str) -> None:
+        for key, (holder, _) in list(self._asking.items()):
+            if holder == upload_id:
+                del self._asking[key]
 
     def _live(self, upload_id: str, attempt: int) -> bool:
         u = self._uploads.get(upload_id)

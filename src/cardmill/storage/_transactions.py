@@ -487,6 +487,7 @@ def fail(
     )
     tx.run("UPDATE runs SET failed_items = failed_items + 1 WHERE id = ?", (run_id,))
     spend(tx, upload_id, run_id, spent)
+    forget_asking(tx, upload_id)
     return True
 
 
@@ -505,7 +506,14 @@ def release(
         (UploadStatus.PENDING.value, upload_id),
     )
     spend(tx, upload_id, run_id, spent)
+    forget_asking(tx, upload_id)
     return True
+
+
+def forget_asking(tx: Tx, upload_id: str) -> None:
+    """An upload's claim ended without an answer (failed, released): the request it was
+    asking for is nobody's now (see _answers.py)."""
+    tx.run("DELETE FROM answers WHERE answered = 0 AND upload_id = ?", (upload_id,))
 
 
 def finish_run(tx: Tx, run_id: str, now: float) -> Run:
