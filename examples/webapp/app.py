@@ -24,7 +24,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pages
 from hypercorn.asyncio import serve
@@ -122,6 +122,8 @@ def create_app(
     if mode not in MODES:
         raise InputError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
     analyses = Analyses(db, concurrency, provider) if mode == "inprocess" else None
+    # Set when the server is told to stop: open event streams end then, cleanly.
+    stopping = asyncio.Event()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -163,7 +165,8 @@ def create_app(
 
         async def stream() -> AsyncIterator[str]:
             # Starlette cancels this when the client leaves; follow's read then stops.
-            async for now in cardmill.aio.follow(run_id, db=db, interval=poll):
+            updates = cardmill.aio.follow(run_id, db=db, interval=poll)
+            async for now in _until(stopping, updates):
                 yield f"data: {json.dumps(_progress_json(now))}\n\n"
 
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
@@ -185,7 +188,7 @@ def create_app(
     async def style(request: Request) -> Response:
         return Response(pages.STYLE, media_type="text/css", headers=SECURITY_HEADERS)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", index),
             Route("/runs", runs, methods=["GET"]),
@@ -204,6 +207,37 @@ def create_app(
             RunNotFound: _refused,
         },
     )
+    app.state.stopping = stopping
+    return app
+
+
+T = TypeVar("T")
+
+
+async def _until(stopping: asyncio.Event, updates: AsyncIterator[T]) -> AsyncIterator[T]:
+    """``updates`` until they end or ``stopping`` is set, whichever comes first."""
+    stopped = asyncio.ensure_future(stopping.wait())
+    step: asyncio.Future[T] | None = None
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(updates))
+            await asyncio.wait({step, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                return  # the server is stopping
+            try:
+                value = step.result()
+            except StopAsyncIteration:
+                return
+            yield value
+    finally:
+        stopped.cancel()
+        if step is not None and not step.done():
+            step.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await step
+        close = getattr(updates, "aclose", None)
+        if close is not None:
+            await close()
 
 
 # -- requests ----------------------------------------------------------------------------
@@ -344,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     config.bind = [f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"]
     config.graceful_timeout = 2.0  # event streams stay open until the run ends
     config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")  # printed once, as ours are
     asyncio.run(_serve(app, config))
 
 
@@ -352,8 +387,13 @@ async def _serve(app: Starlette, config: Config) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+
+    async def stopped() -> None:
+        await stop.wait()
+        app.state.stopping.set()  # event streams end before the server closes
+
     log.info("serving on http://%s (Ctrl-C stops)", config.bind[0])
-    await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    await serve(app, config, shutdown_trigger=stopped)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

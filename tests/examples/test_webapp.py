@@ -460,6 +460,43 @@ def test_the_command_serves_and_sigterm_stops_it(tmp_path: Path) -> None:
     assert b"Traceback" not in said
 
 
+def test_sigterm_ends_an_open_event_stream_cleanly(tmp_path: Path) -> None:
+    """A client follows a run nobody analyses (enqueue-only, no worker) when the server is
+    told to stop: its stream ends as a stream ends, and the server stops without a word
+    of error."""
+    db, port = str(tmp_path / "cards.db"), free_port()
+    command = [sys.executable, str(webapp.HERE / "app.py"), "--db", db, "--port", str(port)]
+    env = {**clean_env(), "CARDMILL_WEBAPP_MODE": "enqueue"}
+    server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+    seen: list[dict[str, Any]] = []
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + BOUND
+        while True:
+            try:
+                httpx.get(url + "/runs", timeout=5).raise_for_status()
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                assert server.poll() is None
+                time.sleep(0.05)
+        run_id = httpx.post(url + "/runs", json=payload(1), timeout=BOUND).json()["run_id"]
+        with httpx.stream("GET", f"{url}/runs/{run_id}/events", timeout=BOUND) as stream:
+            for line in stream.iter_lines():  # ends without an error: the stream was closed
+                if line.startswith("data: "):
+                    seen.append(json.loads(line[6:]))
+                    server.send_signal(signal.SIGTERM)
+        assert [s["status"] for s in seen] == ["PENDING"]
+    finally:
+        if not seen:  # stopped once: a second SIGTERM while it stops would kill it
+            server.send_signal(signal.SIGTERM)
+        _, said = server.communicate(timeout=BOUND)
+    assert server.returncode == 0, said.decode()
+    assert b"Traceback" not in said
+    assert b"Exception in callback" not in said
+    assert said.count(b"Running on") == 1, said.decode()
+
+
 # -- the page in a browser -------------------------------------------------------------------
 
 
