@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +22,8 @@ from cardmill import (
 from cardmill.model import AnswerAsked
 from cardmill.testing import check_invariants
 
-from .conftest import Backend, FakeClock
+from .. import pg
+from .conftest import Backend, FakeClock, make_backend
 
 CARDS = (CardDraft("Tides", "The moon pulls the sea.", ("sea",)), CardDraft("Neap", "Weak tides."))
 KEY = "k" * 64
@@ -184,9 +186,19 @@ async def test_the_store_says_what_it_holds_and_forgets_by_age_and_model(
         assert (await storage.get_run(run.id)).total_cards == 2
 
 
-async def test_answers_outlive_the_connection(backend: Backend) -> None:
-    if backend.kind == "memory":
-        pytest.skip("a MemoryStorage lives as long as its process")
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])  # a MemoryStorage dies with us
+async def test_answers_outlive_the_connection(kind: str, tmp_path: Path, clock: FakeClock) -> None:
+    if kind == "postgres":
+        pg.require()
+    backend = make_backend(kind, tmp_path, clock)
+    try:
+        await reopened(backend)
+    finally:
+        if kind == "postgres":
+            pg.drop_schema(backend.schema)
+
+
+async def reopened(backend: Backend) -> None:
     async with backend.open() as storage:
         await answered_run(storage)
     async with backend.open() as storage:
