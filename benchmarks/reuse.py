@@ -9,6 +9,10 @@ in the same database: its unchanged uploads are completed from the first run's a
 server; cost is each request's reported usage at cardmill's default price table. Wall
 time covers reading the folder, creating the run and executing it.
 
+Then what reuse costs a first run, where nothing can be reused: fresh runs of the same
+documents with the offline `ExtractiveProvider` (which answers at once, so the storage's
+writes are all there is) with reuse on and off, side by side, alternating.
+
     python benchmarks/reuse.py --quick
     python benchmarks/reuse.py
 """
@@ -34,7 +38,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from cardmill import Document, Engine, SQLiteStorage
+from cardmill import Document, Engine, ExtractiveProvider, SQLiteStorage
 from cardmill.providers import AnthropicProvider
 from cardmill.testing import FakeAnthropicServer, check_invariants, lognormal
 
@@ -138,6 +142,33 @@ async def measure(n: int, latency: float, concurrency: int) -> tuple[Measured, M
     return first, second, len(changed)
 
 
+async def offline_rate(documents: list[Document], reuse: bool) -> float:
+    """Uploads per second of a fresh run of ``documents``, offline, in a new database."""
+    with tempfile.TemporaryDirectory() as directory:
+        async with SQLiteStorage.open(Path(directory) / "fresh.db") as storage:
+            run = await storage.create_run(documents)
+            started = time.perf_counter()
+            summary = await Engine(storage, ExtractiveProvider(), reuse=reuse).execute(run.id)
+            elapsed = time.perf_counter() - started
+            assert summary.completed == len(documents), summary
+            assert summary.reused == 0, summary
+            return len(documents) / elapsed
+
+
+async def overhead(n: int, rounds: int) -> tuple[float, float]:
+    """The best offline rate of ``rounds`` fresh runs with reuse on, and off."""
+    documents = [
+        Document(f"d{i:05d}.md", f"# Note {i}\n\nThe {i}th note says one thing.\n".encode())
+        for i in range(n)
+    ]
+    on: list[float] = []
+    off: list[float] = []
+    for _ in range(rounds):
+        on.append(await offline_rate(documents, True))
+        off.append(await offline_rate(documents, False))
+    return max(on), max(off)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -149,6 +180,7 @@ def main() -> None:
     if n < 100:
         parser.error("--docs must be >= 100 (1% of them are changed)")
     first, second, changed = trio.run(measure, n, args.latency, args.concurrency)
+    rate_on, rate_off = trio.run(overhead, n, 2 if args.quick else 3)
     print(f"{'documents':<30} {n}, {changed} changed before run 2")
     print(
         f"{'provider':<30} FakeAnthropicServer, ~{args.latency * 1000:.0f} ms, "
@@ -178,6 +210,10 @@ def main() -> None:
         f"{'  of which Engine.execute (s)':<30} {first.execute_s:>12.2f} {second.execute_s:>12.2f}"
     )
     print(
+        f"{'first run offline, uploads/s':<30} {rate_on:>12.0f} {rate_off:>12.0f} "
+        f"{rate_on / rate_off:>12.4f}  (reuse on, off, on/off)"
+    )
+    print(
         json.dumps(
             {
                 "benchmark": "reuse",
@@ -196,6 +232,9 @@ def main() -> None:
                 "requests_ratio": round(ratios["requests"], 4),
                 "cost_ratio": round(ratios["cost"], 4),
                 "wall_ratio": round(ratios["wall"], 4),
+                "offline_fresh_uploads_per_s_reuse_on": round(rate_on, 1),
+                "offline_fresh_uploads_per_s_reuse_off": round(rate_off, 1),
+                "offline_fresh_on_off_ratio": round(rate_on / rate_off, 4),
             }
         )
     )
