@@ -208,3 +208,18 @@ async def test_reused_uploads_are_told_as_reused_and_cost_nothing(storage: Stora
     )
     assert [(e.reused, e.attempts) for e in seen] == [(True, 0)]
     assert (summary.requests, summary.run.cost_usd, summary.run.usage) == (0, 0.0, Usage())
+
+
+async def test_the_kits_scripted_provider_takes_part_when_given_a_fingerprint() -> None:
+    storage = MemoryStorage()
+    documents = [doc(f"{i}.txt", f"note {i}") for i in range(3)]
+    plain = ScriptedProvider(default=Step(cards=1))
+    await run_of(storage, documents, plain)
+    assert (await run_of(storage, documents, plain)).requests == 3  # never reused
+    kept = ScriptedProvider(default=Step(cards=2), fingerprint="v1")
+    await run_of(storage, documents, kept)
+    again = await run_of(storage, documents, kept)
+    assert (again.requests, again.reused, len(kept.calls)) == (0, 3, 3)
+    other = ScriptedProvider(default=Step(cards=2), fingerprint="v2")
+    assert (await run_of(storage, documents, other)).requests == 3
+    await check_invariants(storage, again.run.id)

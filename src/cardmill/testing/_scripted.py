@@ -48,6 +48,11 @@ class ScriptedProvider:
     the engine did. Generated cards say which answer they came from (``answer N`` in the
     body), so two answers for one document are never alike.
 
+    Its answers are not reused by later runs unless it is given a ``fingerprint`` (what
+    a real provider's request would be, say ``"v1"``): then the engine keeps them and
+    completes later uploads of the same content from them, as with a real provider (see
+    [reuse](../reuse.md)).
+
     Example:
         ```python
         provider = ScriptedProvider(
@@ -63,8 +68,12 @@ class ScriptedProvider:
         *,
         default: Step = Step(),
         name: str = "scripted",
+        fingerprint: str | None = None,
     ) -> None:
         self.name = name
+        self.fingerprint = fingerprint
+        """What stands for its request in answer keys; None: its answers are never
+        reused."""
         self._script = {k: list(v) for k, v in (script or {}).items()}
         self._default = default
         self.calls: list[tuple[str, float]] = []
@@ -75,6 +84,11 @@ class ScriptedProvider:
         """Requests being answered now."""
         self.peak_in_flight = 0
         """The most requests that were ever being answered at once."""
+
+    def request_fingerprint(self) -> str | None:
+        """``fingerprint``, with the provider's name (see
+        `cardmill.providers.request_fingerprint`)."""
+        return None if self.fingerprint is None else f"{self.name}:{self.fingerprint}"
 
     def calls_for(self, name: str) -> int:
         """How many requests were made for the document called ``name``."""
