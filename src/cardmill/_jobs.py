@@ -20,7 +20,7 @@ from ._recipe import STUDY_CARDS, Recipe, load_recipe
 from .cli._collect import Found, collect, read
 from .cli._named import LATEST, named_run
 from .cli._providers import for_run, make_provider, model_of
-from .cli._runner import Spend, _check_cap, _close, is_postgres, make_engine, open_storage
+from .cli._runner import Spend, _check_cap, _close, database_made, make_engine, open_storage
 from .engine import Limits, Observer, RunSummary
 from .errors import CardmillError, InputError, RunNotFound
 from .model import Card, Document, Run, Upload, UploadStatus
@@ -167,7 +167,7 @@ async def get_run(run_id: str, *, db: str = DEFAULT_DB) -> Run:
 
 async def list_runs(*, db: str = DEFAULT_DB) -> list[Run]:
     """Every run of the database, oldest first (none, for a SQLite file not made yet)."""
-    if await _unmade(db):
+    if not await database_made(db):
         return []
     async with open_storage(db, create=False) as storage:
         return await storage.list_runs()
@@ -246,14 +246,9 @@ async def _execute(
     return await engine.execute(run_id)
 
 
-async def _unmade(db: str) -> bool:
-    """Whether ``db`` names a SQLite file that no run has made yet."""
-    return not is_postgres(db) and not await trio.Path(db).exists()
-
-
 async def _check_made(db: str, run_id: str) -> None:
     """Reading a run from a SQLite file not made yet finds none, as an empty one would."""
-    if await _unmade(db):
+    if not await database_made(db):
         if run_id == LATEST:
             raise InputError("RUN latest: there are no runs in this database yet")
         raise RunNotFound(run_id)

@@ -431,21 +431,26 @@ def free_port() -> int:
         return port
 
 
+def serving(server: subprocess.Popen[bytes], port: int) -> str:
+    """The URL of the app ``server`` runs on ``port``, once it answers."""
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + BOUND
+    while True:
+        try:
+            httpx.get(url + "/runs", timeout=5).raise_for_status()
+            return url
+        except httpx.TransportError:
+            assert time.monotonic() < deadline
+            assert server.poll() is None
+            time.sleep(0.05)
+
+
 def test_the_command_serves_and_sigterm_stops_it(tmp_path: Path) -> None:
     db, port = str(tmp_path / "cards.db"), free_port()
     command = [sys.executable, str(webapp.HERE / "app.py"), "--db", db, "--port", str(port)]
     server = subprocess.Popen(command, env=clean_env(), stderr=subprocess.PIPE)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + BOUND
-        while True:
-            try:
-                httpx.get(url + "/runs", timeout=5).raise_for_status()
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline
-                assert server.poll() is None
-                time.sleep(0.05)
+        url = serving(server, port)
         made = httpx.post(url + "/runs", json=payload(2), timeout=BOUND)
         assert made.status_code == 201, made.text
         run_id = made.json()["run_id"]
@@ -470,16 +475,7 @@ def test_sigterm_ends_an_open_event_stream_cleanly(tmp_path: Path) -> None:
     server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
     seen: list[dict[str, Any]] = []
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + BOUND
-        while True:
-            try:
-                httpx.get(url + "/runs", timeout=5).raise_for_status()
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline
-                assert server.poll() is None
-                time.sleep(0.05)
+        url = serving(server, port)
         run_id = httpx.post(url + "/runs", json=payload(1), timeout=BOUND).json()["run_id"]
         with httpx.stream("GET", f"{url}/runs/{run_id}/events", timeout=BOUND) as stream:
             for line in stream.iter_lines():  # ends without an error: the stream was closed

@@ -21,10 +21,11 @@ from ..errors import InputError
 from ..model import AnswerStats
 from ..storage import AnswerStore
 from ..storage._postgres import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
+from ..storage._postgres import _current_version as _pg_version
 from ..storage._sqlite import APPLICATION_ID as SQLITE_APPLICATION_ID
 from ..storage._sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from ._named import named_run
-from ._runner import is_postgres, open_storage, shown_db
+from ._runner import database_made, is_postgres, open_storage, shown_db
 from ._words import counted
 
 __all__ = ["Like", "answered_before", "cache_clear", "cache_show", "like_run", "parse_before"]
@@ -38,7 +39,7 @@ async def answered_before(db: str, keys: Sequence[str | None]) -> set[str]:
     when the database does not exist yet, keeps no answers, or is of another schema
     version (opening it would migrate it: a dry run changes nothing)."""
     wanted = sorted({key for key in keys if key is not None})
-    if not wanted or not await _made(db):
+    if not wanted or not await database_made(db):
         return set()
     if not await trio.to_thread.run_sync(_current, db):
         return set()
@@ -55,7 +56,6 @@ async def answered_before(db: str, keys: Sequence[str | None]) -> set[str]:
 class Like:
     """What `analyze --like RUN` takes from an earlier run."""
 
-    run_id: str
     provider: str
     model: str | None
     recipe: Recipe
@@ -76,7 +76,7 @@ async def like_run(db: str, run_id: str, provider: str = "auto") -> Like:
         recipe = await storage.get_recipe(run.id)
         batch = bool(await storage.list_batches(run.id))
     if provider != "auto":
-        return Like(run.id, provider, None, recipe, batch)
+        return Like(provider, None, recipe, batch)
     if not run.provider:
         raise InputError(
             f"--like {run.id}: the run does not say which provider it was made with "
@@ -87,7 +87,7 @@ async def like_run(db: str, run_id: str, provider: str = "auto") -> Like:
             f"--like {run.id}: the run was made with provider {run.provider!r}, which the "
             f"command line does not make (it makes {', '.join(_CHOICES)}); give --provider"
         )
-    return Like(run.id, run.provider, run.model or None, recipe, batch)
+    return Like(run.provider, run.model or None, recipe, batch)
 
 
 def parse_before(value: str | None) -> datetime | None:
@@ -136,26 +136,14 @@ def _postgres_current(db: str) -> bool:
     schema = os.environ.get("CARDMILL_PG_SCHEMA", "cardmill")
     try:
         with psycopg.connect(db, connect_timeout=10) as conn:
-            (meta,) = conn.execute(
-                "SELECT to_regclass(%s)", (f'"{schema}".cardmill_meta',)
-            ).fetchone() or (None,)
-            if meta is None:
-                return False
-            row = conn.execute(
-                f'SELECT value FROM "{schema}".cardmill_meta WHERE key = %s', ("schema_version",)
-            ).fetchone()
+            conn.execute(f'SET search_path TO "{schema}"')
+            return _pg_version(conn) == POSTGRES_SCHEMA_VERSION
     except psycopg.Error:
         return False
-    return row is not None and row[0] == str(POSTGRES_SCHEMA_VERSION)
-
-
-async def _made(db: str) -> bool:
-    """Whether ``db`` is a PostgreSQL database or a SQLite file that exists."""
-    return is_postgres(db) or await trio.Path(db).exists()
 
 
 async def _stats(db: str) -> AnswerStats:
-    if not await _made(db):
+    if not await database_made(db):
         return AnswerStats()
     async with open_storage(db, create=False) as storage:
         if not isinstance(storage, AnswerStore):
@@ -199,7 +187,7 @@ async def cache_clear(db: str, before_text: str | None, model: str | None, as_js
     """``cardmill cache clear``: forget the answers last used before ``--before`` of
     ``model`` (all, when neither is given); the cards made from them stay."""
     before = parse_before(before_text)
-    if not await _made(db):
+    if not await database_made(db):
         gone = 0
     else:
         async with open_storage(db, create=False) as storage:

@@ -163,6 +163,12 @@ def is_postgres(db: str) -> bool:
     return True
 
 
+async def database_made(db: str) -> bool:
+    """Whether ``db`` is a PostgreSQL database or a SQLite file that exists (one that
+    does not holds no runs yet, and reading it makes none)."""
+    return is_postgres(db) or await trio.Path(db).exists()
+
+
 def shown_db(db: str, *, absolute: bool = False) -> str:
     """A ``--db`` value as it may be printed: a PostgreSQL URL without its password, a
     SQLite path as given (or made absolute)."""

@@ -30,10 +30,9 @@ from ..model import Batch, BatchState, Run, Usage
 from ..providers import (
     BatchProvider,
     BatchStatus,
-    request_fingerprint,
     request_overhead_tokens,
 )
-from ..storage import AnswerStore, Storage
+from ..storage import Storage
 from ._batch_collect import Collector
 from ._batch_submit import Submitter
 from ._estimate import Estimates
@@ -48,7 +47,7 @@ from ._events import (
 )
 from ._patience import cleanup_scope, patiently
 from ._retry import RetryPolicy
-from ._reuse import answer_store
+from ._reuse import reuse_for
 from ._worker import default_worker_id
 
 __all__ = ["BatchExecutor"]
@@ -208,8 +207,7 @@ class BatchExecutor:
         self._cancelled: set[str] = set()
         # Without a fingerprint no key can be made: nothing is looked up or kept (and no
         # document is loaded again to make one).
-        fingerprinted = request_fingerprint(provider) is not None
-        self._answers: AnswerStore | None = answer_store(storage, reuse and fingerprinted)
+        self._reuse = reuse_for(storage, provider, reuse)
 
     def _emit(self, event: Event) -> None:
         if self._observer is not None:
@@ -359,7 +357,7 @@ class BatchExecutor:
             estimates=estimates,
             rng=self._rng,
             emit=self._emit,
-            answers=self._answers,
+            reuse=self._reuse,
         )
 
     def _collector(self, run_id: str, counters: BatchCounters, estimates: Estimates) -> Collector:
@@ -374,7 +372,7 @@ class BatchExecutor:
             estimates=estimates,
             rng=self._rng,
             emit=self._emit,
-            answers=self._answers,
+            reuse=self._reuse,
         )
 
     async def _finish(

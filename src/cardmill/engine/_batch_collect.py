@@ -25,14 +25,14 @@ from ..errors import (
 )
 from ..model import Batch, BatchItem, BatchState, Upload, UploadStatus, Usage
 from ..providers import Analysis, BatchProvider, BatchResult
-from ..storage import AnswerStore, Storage
+from ..storage import Storage
 from ._answers import clean_reason, invalid_cards
 from ._answers import reason as reason_of
 from ._estimate import Estimates
 from ._events import BatchEnded, Event, UploadCompleted, UploadFailed, UploadRetrying
 from ._patience import patiently
 from ._retry import GiveUp, RetryPolicy, Tries
-from ._reuse import answer_key
+from ._reuse import Reuse
 
 if TYPE_CHECKING:
     from ._batch import BatchCounters
@@ -51,7 +51,7 @@ class _Tally:
 
 @attrs.define
 class Collector:
-    """Settles the results of one run's ended batches; with ``answers``, keeps each
+    """Settles the results of one run's ended batches; with ``reuse``, keeps each
     answer that completes an upload for reuse."""
 
     storage: Storage
@@ -64,7 +64,7 @@ class Collector:
     estimates: Estimates
     rng: random.Random
     emit: Callable[[Event], None]
-    answers: AnswerStore | None = None
+    reuse: Reuse | None = None
 
     async def collect(self, batch: Batch, *, archived: bool = False) -> bool:
         """Settle every result of the ended ``batch``, count a failed attempt for each
@@ -191,16 +191,13 @@ class Collector:
         """Keep an answer for reuse before its upload is completed: a crash in between
         (or results the provider no longer has when collected again) does not pay for it
         again. A store that cannot keep it costs only the reuse, never the upload."""
-        if self.answers is None:
+        if self.reuse is None:
             return
         try:
             document = await self.storage.load_document(upload.id)
-            key = answer_key(self.provider, document)
-            if key is None:
-                return
             keep = partial(
-                self.answers.store_answer,
-                key,
+                self.reuse.store.store_answer,
+                self.reuse.key(document),
                 analysis.cards,
                 upload_id=upload.id,
                 provider=self.provider.name,

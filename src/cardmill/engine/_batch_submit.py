@@ -34,13 +34,13 @@ from ..model import (
     UploadStatus,
 )
 from ..providers import BatchProvider, BatchStatus
-from ..storage import AnswerStore, Storage
+from ..storage import Storage
 from ._answers import clean_reason, reason
 from ._estimate import Estimates
 from ._events import BatchSubmitted, Event, UploadCompleted, UploadFailed
 from ._patience import patiently
 from ._retry import RetryPolicy
-from ._reuse import answer_key
+from ._reuse import Reuse
 from ._worker import dead_local_worker
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class _Built:
 @attrs.define
 class Submitter:
     """Chooses, records and sends batches for one run; ``stopped`` says why it sends no
-    more (a cost cap, a refused batch). With ``answers``, an upload whose answer was kept
+    more (a cost cap, a refused batch). With ``reuse``, an upload whose answer was kept
     earlier is completed from it instead of being sent."""
 
     storage: Storage
@@ -98,7 +98,7 @@ class Submitter:
     estimates: Estimates
     rng: random.Random
     emit: Callable[[Event], None]
-    answers: AnswerStore | None = None
+    reuse: Reuse | None = None
     stopped: str | None = None
     capped: bool = False
     _built: dict[str, _Built] = attrs.field(factory=dict)
@@ -229,12 +229,12 @@ class Submitter:
         if built is not None:
             return built
         document = await self.storage.load_document(upload.id)
-        key = answer_key(self.provider, document) if self.answers is not None else None
+        key = self.reuse.key(document) if self.reuse is not None else None
         if key is not None:
-            assert self.answers is not None
+            assert self.reuse is not None
             # A read that changes nothing: the upload is settled from it only under the
             # batch's claim (`_claim_answer`), which looks again.
-            answer = (await self.answers.find_answers([key])).get(key)
+            answer = (await self.reuse.store.find_answers([key])).get(key)
             if answer is not None:
                 built = self._built[upload.id] = _Built(None, 0, key=key, answer=answer)
                 return built
@@ -291,10 +291,10 @@ class Submitter:
     async def _claim_answer(self, key: str | None, item: BatchItem) -> StoredAnswer | None:
         """The answer kept under ``key``, looked up under the item's claim (so that only
         this claim settles the upload from it); None when it is to be sent."""
-        if key is None or self.answers is None:
+        if key is None or self.reuse is None:
             return None
         claim = partial(
-            self.answers.claim_answer, key, upload_id=item.upload_id, attempt=item.attempt
+            self.reuse.store.claim_answer, key, upload_id=item.upload_id, attempt=item.attempt
         )
         found = await patiently(claim, "look up an earlier answer", self.rng)
         if isinstance(found, AnswerAsked):
@@ -310,9 +310,9 @@ class Submitter:
     ) -> None:
         """Complete an upload from an earlier answer under the batch's claim, in the one
         transaction of `complete_from_answer`; it fails when its cards cannot be stored."""
-        assert self.answers is not None
+        assert self.reuse is not None
         try:
-            completed = await self.answers.complete_from_answer(
+            completed = await self.reuse.store.complete_from_answer(
                 item.upload_id, answer, worker=batch.holder, attempt=item.attempt
             )
         except UnstorableData as exc:

@@ -62,7 +62,7 @@ from ._events import (
 from ._groups import leaves, root_error
 from ._patience import cleanup_scope, patiently
 from ._retry import GiveUp, RetryPolicy, Tries
-from ._reuse import answer_key, answer_store, reusable
+from ._reuse import reusable, reuse_for
 from ._shared import RateLimiter
 from ._tokens import TokenEstimator
 from ._worker import dead_local_worker, default_worker_id
@@ -242,7 +242,7 @@ class Engine:
         self._seen: Run | None = None
         self._storage = storage
         self._provider = provider
-        self._answers = answer_store(storage, reuse)
+        self._reuse = reuse_for(storage, provider, reuse)
         self._estimates = self._new_estimates()
         self._limiter = trio.CapacityLimiter(concurrency)
         self._retry = retry if retry is not None else RetryPolicy()
@@ -640,10 +640,10 @@ class Engine:
         not as reused, and not counted as saved. What its request cost was recorded when
         the upload was released (after a kill -9, as for any request in flight then, it
         is not recorded)."""
-        assert self._answers is not None
+        assert self._reuse is not None
         own = upload.answer_key == answer.key
         complete: Callable[[], Awaitable[bool]] = partial(
-            self._answers.complete_from_answer,
+            self._reuse.store.complete_from_answer,
             upload.id,
             answer,
             worker=self.worker,
@@ -720,10 +720,10 @@ class Engine:
         self, upload: Upload, c: _Counters, entry: _Held
     ) -> _Done | _Reused | _Failed | _Capped:
         document = await self._storage.load_document(upload.id)
-        key = answer_key(self._provider, document) if self._answers is not None else None
+        key = self._reuse.key(document) if self._reuse is not None else None
         if key is not None:
-            assert self._answers is not None
-            found = await reusable(self._answers, key, upload, self._poll_interval, self._rng)
+            assert self._reuse is not None
+            found = await reusable(self._reuse.store, key, upload, self._poll_interval, self._rng)
             if found is not None:
                 return _Reused(found)
         cost = self._tokens.estimate(document)
@@ -822,9 +822,9 @@ class Engine:
         """Keep a fresh answer for reuse as soon as it is in, before its upload is
         completed: a crash in between does not pay for it again. A store that cannot
         keep it costs only the reuse, never the upload."""
-        assert self._answers is not None
+        assert self._reuse is not None
         keep = partial(
-            self._answers.store_answer,
+            self._reuse.store.store_answer,
             key,
             analysis.cards,
             upload_id=upload.id,

@@ -8,6 +8,7 @@ import random
 from functools import partial
 from typing import Final
 
+import attrs
 import trio
 
 from ..model import AnswerAsked, Document, StoredAnswer, Upload
@@ -15,7 +16,7 @@ from ..providers import request_fingerprint
 from ..storage import AnswerStore, Storage
 from ._patience import patiently
 
-__all__ = ["ANSWER_FORMAT", "answer_key", "answer_store", "reusable"]
+__all__ = ["ANSWER_FORMAT", "Reuse", "answer_key", "reusable", "reuse_for"]
 
 ANSWER_FORMAT: Final = 1
 """The version of how a key is made: a new value when what a key covers changes."""
@@ -32,15 +33,34 @@ def answer_key(provider: object, document: Document) -> str | None:
     around the document). A change in any of them is a new key.
     """
     fingerprint = request_fingerprint(provider)
-    if fingerprint is None:
-        return None
+    return None if fingerprint is None else _key(fingerprint, document)
+
+
+def _key(fingerprint: str, document: Document) -> str:
     parts = [ANSWER_FORMAT, fingerprint, document.media_type, document.sha256]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
-def answer_store(storage: Storage, reuse: bool) -> AnswerStore | None:
-    """``storage`` as a store of answers, when reuse is on and it keeps answers."""
-    return storage if reuse and isinstance(storage, AnswerStore) else None
+@attrs.frozen
+class Reuse:
+    """Where answers are kept, and the fingerprint of the provider's requests, made once
+    (it digests the whole prompt and schema) rather than for every upload."""
+
+    store: AnswerStore
+    fingerprint: str
+
+    def key(self, document: Document) -> str:
+        """`answer_key` of the provider for ``document``."""
+        return _key(self.fingerprint, document)
+
+
+def reuse_for(storage: Storage, provider: object, reuse: bool) -> Reuse | None:
+    """Reuse for ``provider``'s answers in ``storage``: None when it is off, the storage
+    keeps no answers, or the provider does not say what determines its answers."""
+    if not reuse or not isinstance(storage, AnswerStore):
+        return None
+    fingerprint = request_fingerprint(provider)
+    return None if fingerprint is None else Reuse(storage, fingerprint)
 
 
 async def reusable(

@@ -136,11 +136,9 @@ def store_answer(
     now: float,
 ) -> None:
     """Keep a provider's answer under ``key`` (the first kept stays), and name it on the
-    upload it was asked for."""
+    upload it was asked for; ``usage`` as `answer_usage` folds it."""
     tx.run("UPDATE uploads SET answer_key = ? WHERE id = ?", (key, upload_id))
     text = drafts_json(drafts)
-    tokens_in = usage.input_tokens + usage.cache_read_input_tokens
-    tokens_in += usage.cache_creation_input_tokens
     tx.run(
         "INSERT INTO answers (key, answered, upload_id, attempt, drafts_json, provider, model,"
         " input_tokens, output_tokens, cost_nanos, size, created_at, used_at)"
@@ -156,7 +154,7 @@ def store_answer(
             text,
             provider,
             model,
-            tokens_in,
+            usage.input_tokens,
             usage.output_tokens,
             nanos,
             len(text.encode()),

@@ -449,6 +449,14 @@ class AnswerStore(Protocol):
         ...
 
 
+def answer_usage(usage: Usage | None) -> Usage:
+    """What an answer kept records of its requests' usage: all their input tokens
+    (uncached, cache reads and writes) and their output tokens."""
+    u = usage or Usage()
+    read, written = u.cache_read_input_tokens, u.cache_creation_input_tokens
+    return Usage(u.input_tokens + read + written, u.output_tokens)
+
+
 def check_answer_keys(keys: object) -> tuple[str, ...]:
     """Refuse more than 1,000 keys, or one that is not a key."""
     if isinstance(keys, str) or not isinstance(keys, Sequence) or len(keys) > 1000:

@@ -41,6 +41,7 @@ from ._base import (
     SUBMITTED_FROM,
     Spent,
     add_usage,
+    answer_usage,
     card_id,
     check_against,
     check_answer_key,
@@ -732,8 +733,6 @@ class MemoryStorage:
         self._asking.pop(key, None)
         if key in self._answers:
             return  # the first answer kept stays
-        used = spent.usage or Usage()
-        tokens_in = used.input_tokens + used.cache_read_input_tokens
         now = self._stamp()
         self._answers[key] = (
             StoredAnswer(
@@ -741,7 +740,7 @@ class MemoryStorage:
                 checked,
                 provider,
                 model,
-                Usage(tokens_in + used.cache_creation_input_tokens, used.output_tokens),
+                answer_usage(spent.usage),
                 to_usd(spent.nanos),
                 now,
                 now,

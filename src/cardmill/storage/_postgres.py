@@ -202,6 +202,8 @@ _DDL: Final = [
         size BIGINT NOT NULL DEFAULT 0,
         created_at DOUBLE PRECISION NOT NULL,
         used_at DOUBLE PRECISION)""",
+    # The requests being asked for, by the upload asking (see _transactions.forget_asking).
+    "CREATE INDEX IF NOT EXISTS answers_asking ON answers(upload_id) WHERE answered = 0",
 ]
 
 

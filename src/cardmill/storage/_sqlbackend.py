@@ -35,6 +35,7 @@ from . import _batches as batches
 from . import _ingest as ingest
 from . import _transactions as sql
 from ._base import (
+    answer_usage,
     check_answer_key,
     check_answer_keys,
     check_batch_update,
@@ -337,7 +338,7 @@ class SQLBackend:
             check_drafts(drafts),
             provider,
             model,
-            spent.usage or Usage(),
+            answer_usage(spent.usage),
             spent.nanos,
             self._clock(),
         )

@@ -122,6 +122,9 @@ _ANSWERS_TABLE: Final = """CREATE TABLE answers (
     created_at REAL NOT NULL,
     used_at REAL
 )"""
+# The requests being asked for, by the upload asking: a claim that ends without an
+# answer (failed, released) removes its own (see _transactions.forget_asking).
+_ANSWERS_ASKING: Final = "CREATE INDEX answers_asking ON answers(upload_id) WHERE answered = 0"
 
 _SCHEMA: Final = (
     """
@@ -192,6 +195,8 @@ CREATE TABLE documents (
     + ";\n"
     + "".join(s + ";\n" for s in _BATCH_TABLES)
     + _ANSWERS_TABLE
+    + ";\n"
+    + _ANSWERS_ASKING
     + ";\n"
 )
 
@@ -354,6 +359,7 @@ _MIGRATIONS: Final = {
             for column in ("reused", "saved_tokens", "saved_nanos")
         ),
         _ANSWERS_TABLE,
+        _ANSWERS_ASKING,
     ],
 }
 
